@@ -1,0 +1,258 @@
+//! The plaintext inside a transport frame: one type byte, then a body fixed by the type.
+//! Every parser here checks each length against the bytes present before reading them.
+//!
+//! ```text
+//! DATA    0x01  flags:u8 [total_len:u64 if flags & LENGTH] chunk...
+//! PING    0x02  opaque:u64
+//! PONG    0x03  opaque:u64 (echoes the PING)
+//! CLOSE   0x04  code:u16 reason:utf-8 (at most 123 bytes)
+//! REKEY   0x05  (empty) — the sender's next frame uses the next key
+//! CONFIRM 0x06  (empty) — the client's first frame: proves it holds the session keys
+//! ```
+//! All integers are big-endian.
+
+use crate::error::{Error, Result};
+
+use super::cipher::TAG_LEN;
+
+/// Noise transport messages are at most 65535 bytes; so are our frames (length prefix: u16).
+pub const MAX_FRAME_LEN: usize = u16::MAX as usize;
+pub const MAX_PLAINTEXT_LEN: usize = MAX_FRAME_LEN - TAG_LEN;
+/// The smallest sealed frame: a type byte and a tag.
+pub const MIN_FRAME_LEN: usize = 1 + TAG_LEN;
+pub const MAX_CLOSE_REASON: usize = 123;
+
+pub const DATA_HEADER: usize = 2;
+pub const DATA_LENGTH_FIELD: usize = 8;
+
+/// More fragments of this message follow.
+pub const FLAG_MORE: u8 = 0x01;
+/// The message's total length follows the flags (first fragment of a multi-fragment message).
+pub const FLAG_LENGTH: u8 = 0x02;
+
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameType {
+    Data = 0x01,
+    Ping = 0x02,
+    Pong = 0x03,
+    Close = 0x04,
+    Rekey = 0x05,
+    Confirm = 0x06,
+}
+
+impl TryFrom<u8> for FrameType {
+    type Error = Error;
+
+    fn try_from(b: u8) -> Result<Self> {
+        Ok(match b {
+            0x01 => FrameType::Data,
+            0x02 => FrameType::Ping,
+            0x03 => FrameType::Pong,
+            0x04 => FrameType::Close,
+            0x05 => FrameType::Rekey,
+            0x06 => FrameType::Confirm,
+            other => return Err(Error::protocol(format!("unknown frame type 0x{other:02x}"))),
+        })
+    }
+}
+
+/// A parsed plaintext frame, borrowing its body.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    Data {
+        more: bool,
+        total_len: Option<u64>,
+        chunk: &'a [u8],
+    },
+    Ping(u64),
+    Pong(u64),
+    Close {
+        code: u16,
+        reason: &'a str,
+    },
+    Rekey,
+    Confirm,
+}
+
+fn exact<const N: usize>(body: &[u8], what: &str) -> Result<[u8; N]> {
+    body.try_into().map_err(|_| {
+        Error::protocol(format!(
+            "{what} frame body must be {N} bytes, got {}",
+            body.len()
+        ))
+    })
+}
+
+impl<'a> Frame<'a> {
+    pub fn parse(plain: &'a [u8]) -> Result<Self> {
+        let (&kind, body) = plain
+            .split_first()
+            .ok_or_else(|| Error::protocol("empty frame"))?;
+        Ok(match FrameType::try_from(kind)? {
+            FrameType::Data => {
+                let (&flags, rest) = body
+                    .split_first()
+                    .ok_or_else(|| Error::protocol("DATA frame without flags"))?;
+                if flags & !(FLAG_MORE | FLAG_LENGTH) != 0 {
+                    return Err(Error::protocol(format!("unknown DATA flags 0x{flags:02x}")));
+                }
+                let (total_len, chunk) = if flags & FLAG_LENGTH != 0 {
+                    if rest.len() < DATA_LENGTH_FIELD {
+                        return Err(Error::protocol("DATA frame too short for its length field"));
+                    }
+                    let (len, chunk) = rest.split_at(DATA_LENGTH_FIELD);
+                    (
+                        Some(u64::from_be_bytes(len.try_into().expect("8 bytes"))),
+                        chunk,
+                    )
+                } else {
+                    (None, rest)
+                };
+                Frame::Data {
+                    more: flags & FLAG_MORE != 0,
+                    total_len,
+                    chunk,
+                }
+            }
+            FrameType::Ping => Frame::Ping(u64::from_be_bytes(exact(body, "PING")?)),
+            FrameType::Pong => Frame::Pong(u64::from_be_bytes(exact(body, "PONG")?)),
+            FrameType::Close => {
+                if body.len() < 2 || body.len() > 2 + MAX_CLOSE_REASON {
+                    return Err(Error::protocol("CLOSE frame of invalid length"));
+                }
+                let code = u16::from_be_bytes([body[0], body[1]]);
+                let reason = std::str::from_utf8(&body[2..])
+                    .map_err(|_| Error::protocol("CLOSE reason is not UTF-8"))?;
+                Frame::Close { code, reason }
+            }
+            FrameType::Rekey => {
+                exact::<0>(body, "REKEY")?;
+                Frame::Rekey
+            }
+            FrameType::Confirm => {
+                exact::<0>(body, "CONFIRM")?;
+                Frame::Confirm
+            }
+        })
+    }
+
+    /// Append the plaintext of a non-DATA frame to `out`.
+    pub fn write_control(&self, out: &mut Vec<u8>) {
+        match self {
+            Frame::Ping(v) => {
+                out.push(FrameType::Ping as u8);
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+            Frame::Pong(v) => {
+                out.push(FrameType::Pong as u8);
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+            Frame::Close { code, reason } => {
+                out.push(FrameType::Close as u8);
+                out.extend_from_slice(&code.to_be_bytes());
+                out.extend_from_slice(truncate_utf8(reason, MAX_CLOSE_REASON).as_bytes());
+            }
+            Frame::Rekey => out.push(FrameType::Rekey as u8),
+            Frame::Confirm => out.push(FrameType::Confirm as u8),
+            Frame::Data { .. } => unreachable!("DATA frames are written by the session's sealer"),
+        }
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(f: Frame<'_>) {
+        let mut buf = Vec::new();
+        f.write_control(&mut buf);
+        assert_eq!(Frame::parse(&buf).unwrap(), f);
+    }
+
+    #[test]
+    fn control_frames_round_trip() {
+        round_trip(Frame::Ping(42));
+        round_trip(Frame::Pong(u64::MAX));
+        round_trip(Frame::Close {
+            code: 1000,
+            reason: "bye",
+        });
+        round_trip(Frame::Rekey);
+        round_trip(Frame::Confirm);
+    }
+
+    #[test]
+    fn data_frames_parse() {
+        assert_eq!(
+            Frame::parse(&[1, 0, b'h', b'i']).unwrap(),
+            Frame::Data {
+                more: false,
+                total_len: None,
+                chunk: b"hi"
+            }
+        );
+        let mut first = vec![1, FLAG_MORE | FLAG_LENGTH];
+        first.extend_from_slice(&100_000u64.to_be_bytes());
+        first.extend_from_slice(b"abc");
+        assert_eq!(
+            Frame::parse(&first).unwrap(),
+            Frame::Data {
+                more: true,
+                total_len: Some(100_000),
+                chunk: b"abc"
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_frames_are_rejected() {
+        for bad in [
+            &[][..],
+            &[0x00],
+            &[0x07],
+            &[0xff, 1, 2],
+            &[1],
+            &[1, 0x80],
+            &[1, FLAG_LENGTH, 0, 0, 0],
+            &[2, 0, 0, 0],
+            &[3],
+            &[4, 0],
+            &[4, 3, 0xe8, 0xff, 0xfe],
+            &[5, 0],
+            &[6, 1],
+        ] {
+            assert!(Frame::parse(bad).is_err(), "{bad:?}");
+        }
+        let mut long = vec![4, 3, 0xe8];
+        long.extend_from_slice(&[b'x'; MAX_CLOSE_REASON + 1]);
+        assert!(Frame::parse(&long).is_err());
+    }
+
+    #[test]
+    fn close_reason_is_truncated_on_a_char_boundary() {
+        let reason = "é".repeat(100);
+        let mut buf = Vec::new();
+        Frame::Close {
+            code: 1000,
+            reason: &reason,
+        }
+        .write_control(&mut buf);
+        match Frame::parse(&buf).unwrap() {
+            Frame::Close { reason, .. } => assert!(reason.len() <= MAX_CLOSE_REASON),
+            other => panic!("{other:?}"),
+        }
+    }
+}

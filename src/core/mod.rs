@@ -1,0 +1,15 @@
+//! The protocol, with no sockets and no Python: what goes over the wire and how it is checked.
+//!
+//! - [`kdf`]: password → pre-shared key (Argon2id), PHC strings, parameter bounds;
+//! - [`handshake`]: the plaintext hello / server parameters and the Noise NNpsk0 exchange;
+//! - [`cipher`]: one direction's AES-256-GCM state (Noise nonces, rekey);
+//! - [`frame`]: the plaintext layout of transport frames;
+//! - [`session`]: sealing messages into frames and opening frames into messages, with rekeying;
+//! - [`codec`]: the session as tokio-util `Encoder`/`Decoder` over a length-prefixed byte stream.
+
+pub mod cipher;
+pub mod codec;
+pub mod frame;
+pub mod handshake;
+pub mod kdf;
+pub mod session;

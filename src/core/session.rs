@@ -1,0 +1,581 @@
+//! An established session, one object per direction:
+//! - [`Sealer`] cuts messages into DATA frames, seals them and rekeys on schedule;
+//! - [`Opener`] opens frames, enforces the frame grammar and reassembles messages.
+//!
+//! Neither knows about sockets: they turn bytes into bytes.
+
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use zeroize::Zeroizing;
+
+use super::cipher::{CipherState, KEY_LEN, TAG_LEN};
+use super::frame::{
+    Frame, FrameType, DATA_HEADER, DATA_LENGTH_FIELD, FLAG_LENGTH, FLAG_MORE, MAX_PLAINTEXT_LEN,
+};
+use crate::error::{Error, Result};
+
+/// When each direction replaces its key (SECURITY-NOTES: 2^36 bytes, 2^24 frames or an hour,
+/// whichever comes first). A peer that goes past twice these limits without rekeying is cut off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RekeyPolicy {
+    pub bytes: u64,
+    pub frames: u64,
+    pub interval: Duration,
+}
+
+impl Default for RekeyPolicy {
+    fn default() -> Self {
+        RekeyPolicy {
+            bytes: 1 << 36,
+            frames: 1 << 24,
+            interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Usage of the current key in one direction.
+#[derive(Debug)]
+struct KeyUsage {
+    bytes: u64,
+    frames: u64,
+    since: Instant,
+}
+
+impl KeyUsage {
+    fn new() -> Self {
+        KeyUsage {
+            bytes: 0,
+            frames: 0,
+            since: Instant::now(),
+        }
+    }
+
+    fn add(&mut self, plaintext_len: usize) {
+        self.frames += 1;
+        self.bytes += plaintext_len as u64;
+    }
+
+    fn reached(&self, bytes: u64, frames: u64, age: Duration) -> bool {
+        self.bytes >= bytes || self.frames >= frames || self.since.elapsed() >= age
+    }
+}
+
+/// The largest chunk of a message one DATA frame carries (first fragment of a long message
+/// carries 8 bytes less: the total length).
+pub const MAX_CHUNK: usize = MAX_PLAINTEXT_LEN - DATA_HEADER;
+
+/// Total wire bytes of a message of `len` bytes (length prefixes, headers and tags included).
+pub fn sealed_len(len: usize) -> usize {
+    if len <= MAX_CHUNK {
+        return 2 + DATA_HEADER + len + TAG_LEN;
+    }
+    let first = MAX_CHUNK - DATA_LENGTH_FIELD;
+    let rest = len - first;
+    let frames = 1 + rest.div_ceil(MAX_CHUNK);
+    len + DATA_LENGTH_FIELD + frames * (2 + DATA_HEADER + TAG_LEN)
+}
+
+/// The sending direction.
+pub struct Sealer {
+    cipher: CipherState,
+    policy: RekeyPolicy,
+    usage: KeyUsage,
+    peer_max_message: u64,
+    rekeys: u64,
+}
+
+impl Sealer {
+    pub fn new(key: &Zeroizing<[u8; KEY_LEN]>, policy: RekeyPolicy, peer_max_message: u64) -> Self {
+        Sealer {
+            cipher: CipherState::new(key),
+            policy,
+            usage: KeyUsage::new(),
+            peer_max_message,
+            rekeys: 0,
+        }
+    }
+
+    pub fn peer_max_message(&self) -> u64 {
+        self.peer_max_message
+    }
+
+    pub fn rekeys(&self) -> u64 {
+        self.rekeys
+    }
+
+    /// Check a message against the peer's limit before anything is queued.
+    pub fn check_len(peer_max_message: u64, len: usize) -> Result<()> {
+        if len as u64 > peer_max_message {
+            return Err(Error::MessageTooLarge {
+                size: len as u64,
+                limit: peer_max_message,
+            });
+        }
+        Ok(())
+    }
+
+    /// Seal `msg` as one or more DATA frames appended to `out`.
+    pub fn seal_message(&mut self, msg: &[u8], out: &mut BytesMut) -> Result<()> {
+        Self::check_len(self.peer_max_message, msg.len())?;
+        out.reserve(sealed_len(msg.len()));
+        if msg.len() <= MAX_CHUNK {
+            return self.seal_frame(out, &[FrameType::Data as u8, 0], msg);
+        }
+        let first = MAX_CHUNK - DATA_LENGTH_FIELD;
+        let mut header = [0u8; DATA_HEADER + DATA_LENGTH_FIELD];
+        header[0] = FrameType::Data as u8;
+        header[1] = FLAG_MORE | FLAG_LENGTH;
+        header[2..].copy_from_slice(&(msg.len() as u64).to_be_bytes());
+        self.seal_frame(out, &header, &msg[..first])?;
+        let mut rest = &msg[first..];
+        while !rest.is_empty() {
+            let take = rest.len().min(MAX_CHUNK);
+            let flags = if take < rest.len() { FLAG_MORE } else { 0 };
+            self.seal_frame(out, &[FrameType::Data as u8, flags], &rest[..take])?;
+            rest = &rest[take..];
+        }
+        Ok(())
+    }
+
+    /// Seal one control frame (PING, PONG, CLOSE, CONFIRM) appended to `out`.
+    pub fn seal_control(&mut self, frame: &Frame<'_>, out: &mut BytesMut) -> Result<()> {
+        let mut plain = Vec::with_capacity(16);
+        frame.write_control(&mut plain);
+        self.seal_frame(out, &plain, &[])
+    }
+
+    fn seal_frame(&mut self, out: &mut BytesMut, header: &[u8], body: &[u8]) -> Result<()> {
+        let p = self.policy;
+        if self.usage.reached(p.bytes, p.frames, p.interval) {
+            // REKEY goes out under the old key; every later frame uses the new one.
+            self.seal_raw(out, &[FrameType::Rekey as u8], &[])?;
+            self.cipher.rekey();
+            self.usage = KeyUsage::new();
+            self.rekeys += 1;
+        }
+        self.seal_raw(out, header, body)
+    }
+
+    fn seal_raw(&mut self, out: &mut BytesMut, header: &[u8], body: &[u8]) -> Result<()> {
+        let plain_len = header.len() + body.len();
+        debug_assert!(plain_len <= MAX_PLAINTEXT_LEN);
+        let frame_len = plain_len + TAG_LEN;
+        out.put_u16(frame_len as u16);
+        let start = out.len();
+        out.put_slice(header);
+        out.put_slice(body);
+        out.put_bytes(0, TAG_LEN);
+        self.cipher
+            .seal_in_place(&mut out[start..start + frame_len])?;
+        self.usage.add(plain_len);
+        Ok(())
+    }
+}
+
+/// What one or more frames add up to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The client's key confirmation arrived (server side, first frame only).
+    Confirmed,
+    Message(Bytes),
+    Ping(u64),
+    Pong(u64),
+    Close {
+        code: u16,
+        reason: String,
+    },
+}
+
+struct Partial {
+    buf: BytesMut,
+    total: usize,
+}
+
+/// The receiving direction.
+pub struct Opener {
+    cipher: CipherState,
+    policy: RekeyPolicy,
+    usage: KeyUsage,
+    max_message: u64,
+    partial: Option<Partial>,
+    awaiting_confirm: bool,
+    rekeys: u64,
+}
+
+impl Opener {
+    /// `expect_confirm`: the server's opener requires CONFIRM as the first frame.
+    pub fn new(
+        key: &Zeroizing<[u8; KEY_LEN]>,
+        policy: RekeyPolicy,
+        max_message: u64,
+        expect_confirm: bool,
+    ) -> Self {
+        Opener {
+            cipher: CipherState::new(key),
+            policy,
+            usage: KeyUsage::new(),
+            max_message,
+            partial: None,
+            awaiting_confirm: expect_confirm,
+            rekeys: 0,
+        }
+    }
+
+    pub fn rekeys(&self) -> u64 {
+        self.rekeys
+    }
+
+    /// Bytes held for a message still being reassembled.
+    pub fn buffered(&self) -> usize {
+        self.partial.as_ref().map_or(0, |p| p.buf.len())
+    }
+
+    /// Open one sealed frame (without its length prefix). Nothing of a frame that fails reaches
+    /// the caller, and after any error the session is finished.
+    pub fn open_frame(&mut self, mut frame: BytesMut) -> Result<Option<Event>> {
+        let plain_len = self.cipher.open_in_place(&mut frame)?.len();
+        frame.truncate(plain_len);
+        let parsed = Frame::parse(&frame)?;
+        let confirming = std::mem::take(&mut self.awaiting_confirm);
+        if confirming != (parsed == Frame::Confirm) {
+            return Err(Error::protocol(if confirming {
+                "the first frame after the handshake must be CONFIRM"
+            } else {
+                "CONFIRM is only valid as the client's first frame"
+            }));
+        }
+        if parsed != Frame::Rekey {
+            let p = self.policy;
+            if self.usage.reached(
+                p.bytes.saturating_mul(2),
+                p.frames.saturating_mul(2),
+                p.interval.saturating_mul(2),
+            ) {
+                return Err(Error::KeyExhausted);
+            }
+            self.usage.add(plain_len);
+        }
+        if self.partial.is_some() && !matches!(parsed, Frame::Data { .. }) {
+            // Control frames may not split a message: keeps reassembly state trivial.
+            return Err(Error::protocol("control frame inside a fragmented message"));
+        }
+        Ok(match parsed {
+            Frame::Confirm => Some(Event::Confirmed),
+            Frame::Ping(v) => Some(Event::Ping(v)),
+            Frame::Pong(v) => Some(Event::Pong(v)),
+            Frame::Close { code, reason } => Some(Event::Close {
+                code,
+                reason: reason.to_owned(),
+            }),
+            Frame::Rekey => {
+                self.cipher.rekey();
+                self.usage = KeyUsage::new();
+                self.rekeys += 1;
+                None
+            }
+            Frame::Data {
+                more,
+                total_len,
+                chunk,
+            } => {
+                let (chunk_start, chunk_len) = (plain_len - chunk.len(), chunk.len());
+                self.data(frame, more, total_len, chunk_start, chunk_len)?
+            }
+        })
+    }
+
+    fn data(
+        &mut self,
+        frame: BytesMut,
+        more: bool,
+        total_len: Option<u64>,
+        chunk_start: usize,
+        chunk_len: usize,
+    ) -> Result<Option<Event>> {
+        let chunk = &frame[chunk_start..];
+        match (self.partial.as_mut(), more, total_len) {
+            // A whole message in one frame: hand out the decrypted buffer itself, no copy.
+            (None, false, None) => {
+                if chunk_len as u64 > self.max_message {
+                    return Err(self.too_large(chunk_len as u64));
+                }
+                Ok(Some(Event::Message(frame.freeze().slice(chunk_start..))))
+            }
+            (None, true, Some(total)) => {
+                if total > self.max_message {
+                    return Err(self.too_large(total));
+                }
+                if total <= chunk_len as u64 {
+                    return Err(Error::protocol(
+                        "fragmented message no longer than its first fragment",
+                    ));
+                }
+                // `total` is authenticated and within our limit: safe to reserve.
+                let mut buf = BytesMut::with_capacity(total as usize);
+                buf.extend_from_slice(chunk);
+                self.partial = Some(Partial {
+                    buf,
+                    total: total as usize,
+                });
+                Ok(None)
+            }
+            (Some(p), more, None) => {
+                if p.buf.len() + chunk_len > p.total {
+                    return Err(Error::protocol(
+                        "message fragments exceed the announced length",
+                    ));
+                }
+                p.buf.extend_from_slice(chunk);
+                if more {
+                    return Ok(None);
+                }
+                if p.buf.len() != p.total {
+                    return Err(Error::protocol("message ended before its announced length"));
+                }
+                let p = self.partial.take().expect("checked above");
+                Ok(Some(Event::Message(p.buf.freeze())))
+            }
+            (None, false, Some(_)) | (None, true, None) | (Some(_), _, Some(_)) => Err(
+                Error::protocol("DATA frame flags do not fit the reassembly state"),
+            ),
+        }
+    }
+
+    fn too_large(&self, size: u64) -> Error {
+        Error::MessageTooLarge {
+            size,
+            limit: self.max_message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Buf;
+
+    const BIG: u64 = 64 << 20;
+
+    fn pair(policy: RekeyPolicy, max: u64) -> (Sealer, Opener) {
+        let key = Zeroizing::new([5u8; KEY_LEN]);
+        (
+            Sealer::new(&key, policy, max),
+            Opener::new(&key, policy, max, false),
+        )
+    }
+
+    /// Split a sealed byte stream into frames (without length prefixes).
+    fn frames(mut wire: BytesMut) -> Vec<BytesMut> {
+        let mut out = Vec::new();
+        while wire.has_remaining() {
+            let len = wire.get_u16() as usize;
+            out.push(wire.split_to(len));
+        }
+        out
+    }
+
+    fn open_all(opener: &mut Opener, wire: BytesMut) -> Result<Vec<Event>> {
+        let mut events = Vec::new();
+        for f in frames(wire) {
+            if let Some(e) = opener.open_frame(f)? {
+                events.push(e);
+            }
+        }
+        Ok(events)
+    }
+
+    fn msg(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn messages_of_every_shape_round_trip() {
+        let (mut s, mut o) = pair(RekeyPolicy::default(), BIG);
+        for len in [
+            0,
+            1,
+            MAX_CHUNK - 8,
+            MAX_CHUNK,
+            MAX_CHUNK + 1,
+            3 * MAX_CHUNK,
+            1 << 20,
+            16 << 20,
+        ] {
+            let m = msg(len);
+            let mut wire = BytesMut::new();
+            s.seal_message(&m, &mut wire).unwrap();
+            assert_eq!(wire.len(), sealed_len(len), "len {len}");
+            assert_eq!(
+                open_all(&mut o, wire).unwrap(),
+                vec![Event::Message(Bytes::from(m))]
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_messages_are_refused_on_both_sides() {
+        let (mut s, _) = pair(RekeyPolicy::default(), 100);
+        let err = s.seal_message(&[0; 101], &mut BytesMut::new()).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::MessageTooLarge {
+                size: 101,
+                limit: 100
+            }
+        ));
+        // A sender that ignores our limit is stopped at the first frame, before reassembly.
+        let (mut s, _) = pair(RekeyPolicy::default(), BIG);
+        let (_, mut o) = pair(RekeyPolicy::default(), 100_000);
+        let mut wire = BytesMut::new();
+        s.seal_message(&msg(1 << 20), &mut wire).unwrap();
+        let first = frames(wire).remove(0);
+        assert!(matches!(
+            o.open_frame(first),
+            Err(Error::MessageTooLarge { .. })
+        ));
+        assert_eq!(o.buffered(), 0);
+    }
+
+    #[test]
+    fn dropped_duplicated_or_reordered_fragments_are_rejected() {
+        let mut wire = BytesMut::new();
+        let (mut s, _) = pair(RekeyPolicy::default(), BIG);
+        s.seal_message(&msg(4 * MAX_CHUNK), &mut wire).unwrap();
+        let fs = frames(wire);
+        let tamper: [&dyn Fn(&mut Vec<BytesMut>); 3] = [
+            &|v| {
+                v.remove(1);
+            },
+            &|v| {
+                let d = v[1].clone();
+                v.insert(2, d);
+            },
+            &|v| v.swap(1, 2),
+        ];
+        for t in tamper {
+            let mut v = fs.clone();
+            t(&mut v);
+            let (_, mut o) = pair(RekeyPolicy::default(), BIG);
+            let mut result = Ok(None);
+            for f in v {
+                result = o.open_frame(f);
+                if result.is_err() {
+                    break;
+                }
+                assert!(!matches!(result, Ok(Some(Event::Message(_)))));
+            }
+            assert!(matches!(result, Err(Error::Integrity)));
+        }
+    }
+
+    #[test]
+    fn rekeys_on_frame_threshold_and_traffic_continues() {
+        let policy = RekeyPolicy {
+            frames: 3,
+            ..RekeyPolicy::default()
+        };
+        let (mut s, mut o) = pair(policy, BIG);
+        let mut wire = BytesMut::new();
+        for i in 0..20u8 {
+            s.seal_message(&[i; 10], &mut wire).unwrap();
+        }
+        let events = open_all(&mut o, wire).unwrap();
+        assert_eq!(events.len(), 20);
+        assert!(s.rekeys() >= 6, "{}", s.rekeys());
+        assert_eq!(s.rekeys(), o.rekeys());
+    }
+
+    #[test]
+    fn rekeys_on_byte_threshold() {
+        let policy = RekeyPolicy {
+            bytes: 1000,
+            ..RekeyPolicy::default()
+        };
+        let (mut s, mut o) = pair(policy, BIG);
+        let mut wire = BytesMut::new();
+        s.seal_message(&msg(10_000), &mut wire).unwrap();
+        s.seal_message(&msg(10), &mut wire).unwrap();
+        assert_eq!(open_all(&mut o, wire).unwrap().len(), 2);
+        assert_eq!(s.rekeys(), 1);
+    }
+
+    #[test]
+    fn old_key_frame_after_rekey_is_rejected() {
+        let policy = RekeyPolicy {
+            frames: 2,
+            ..RekeyPolicy::default()
+        };
+        let (mut s, mut o) = pair(policy, BIG);
+        let mut wire = BytesMut::new();
+        for _ in 0..3 {
+            s.seal_message(b"x", &mut wire).unwrap();
+        }
+        let mut fs = frames(wire);
+        assert_eq!(fs.len(), 4, "2 frames, REKEY, 1 frame");
+        // Swap the REKEY frame for a replay of an old-key frame.
+        fs[2] = fs[0].clone();
+        let mut res = Ok(None);
+        for f in fs {
+            res = o.open_frame(f);
+            if res.is_err() {
+                break;
+            }
+        }
+        assert!(matches!(res, Err(Error::Integrity)));
+    }
+
+    #[test]
+    fn a_peer_that_never_rekeys_is_cut_off_at_twice_the_limit() {
+        let lax = RekeyPolicy {
+            frames: u64::MAX,
+            ..RekeyPolicy::default()
+        };
+        let strict = RekeyPolicy {
+            frames: 5,
+            ..RekeyPolicy::default()
+        };
+        let key = Zeroizing::new([1u8; KEY_LEN]);
+        let mut s = Sealer::new(&key, lax, BIG);
+        let mut o = Opener::new(&key, strict, BIG, false);
+        let mut wire = BytesMut::new();
+        for _ in 0..11 {
+            s.seal_message(b"x", &mut wire).unwrap();
+        }
+        let fs = frames(wire);
+        for f in fs[..10].iter().cloned() {
+            o.open_frame(f).unwrap();
+        }
+        assert!(matches!(
+            o.open_frame(fs[10].clone()),
+            Err(Error::KeyExhausted)
+        ));
+    }
+
+    #[test]
+    fn confirm_must_come_first_when_expected() {
+        let key = Zeroizing::new([2u8; KEY_LEN]);
+        let mut s = Sealer::new(&key, RekeyPolicy::default(), BIG);
+        let mut wire = BytesMut::new();
+        s.seal_message(b"data first", &mut wire).unwrap();
+        let mut o = Opener::new(&key, RekeyPolicy::default(), BIG, true);
+        assert!(matches!(open_all(&mut o, wire), Err(Error::Protocol(_))));
+
+        let mut s = Sealer::new(&key, RekeyPolicy::default(), BIG);
+        let mut wire = BytesMut::new();
+        s.seal_control(&Frame::Confirm, &mut wire).unwrap();
+        s.seal_message(b"then data", &mut wire).unwrap();
+        s.seal_control(&Frame::Confirm, &mut wire).unwrap();
+        let mut o = Opener::new(&key, RekeyPolicy::default(), BIG, true);
+        let fs = frames(wire);
+        assert_eq!(o.open_frame(fs[0].clone()).unwrap(), Some(Event::Confirmed));
+        assert!(matches!(
+            o.open_frame(fs[1].clone()).unwrap(),
+            Some(Event::Message(_))
+        ));
+        assert!(matches!(
+            o.open_frame(fs[2].clone()),
+            Err(Error::Protocol(_))
+        ));
+    }
+}
