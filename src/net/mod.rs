@@ -1,1 +1,71 @@
+//! tokio I/O: listening, connecting, and the tasks that drive each connection.
+//! Everything protocol-shaped comes from [`crate::core`]; this layer moves bytes and keeps time.
 
+pub mod client;
+pub mod connection;
+pub mod mailbox;
+pub mod server;
+
+use std::time::Duration;
+
+use crate::core::handshake::NodeId;
+use crate::core::session::RekeyPolicy;
+use crate::error::{Error, Result};
+
+pub use client::{connect, ClientConfig, Credentials};
+pub use connection::Connection;
+pub use server::{Server, ServerConfig, ServerKeySource};
+
+/// Settings shared by both ends of a link.
+#[derive(Clone, Debug)]
+pub struct LinkConfig {
+    pub node_id: NodeId,
+    /// The largest message this side accepts; announced to the peer in the handshake.
+    pub max_message_size: u64,
+    /// Bytes `send` may queue ahead of the socket before it waits.
+    pub send_buffer: usize,
+    /// Bytes of received messages held for the application before reading pauses.
+    pub recv_buffer: usize,
+    pub close_timeout: Duration,
+    pub rekey: RekeyPolicy,
+}
+
+pub const DEFAULT_MAX_MESSAGE: u64 = 16 << 20;
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            node_id: NodeId::random(),
+            max_message_size: DEFAULT_MAX_MESSAGE,
+            send_buffer: 4 << 20,
+            recv_buffer: 4 << 20,
+            close_timeout: Duration::from_secs(5),
+            rekey: RekeyPolicy::default(),
+        }
+    }
+}
+
+impl LinkConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.max_message_size == 0 || self.max_message_size > u32::MAX as u64 {
+            return Err(Error::config(
+                "max_message_size must be between 1 byte and 4 GiB",
+            ));
+        }
+        if self.send_buffer < 1024 || self.send_buffer > u32::MAX as usize >> 3 {
+            return Err(Error::config(
+                "send_buffer must be between 1 KiB and 512 MiB",
+            ));
+        }
+        if self.recv_buffer < 1024 {
+            return Err(Error::config("recv_buffer must be at least 1 KiB"));
+        }
+        if self.rekey.bytes == 0 || self.rekey.frames == 0 || self.rekey.interval.is_zero() {
+            return Err(Error::config("rekey thresholds must be positive"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

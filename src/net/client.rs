@@ -1,0 +1,196 @@
+//! Dialing a server: TCP connect, the client side of the handshake, then a [`Connection`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::OnceCell;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use zeroize::Zeroizing;
+
+use super::connection::Connection;
+use super::LinkConfig;
+use crate::core::codec::{FrameDecoder, FrameEncoder, Outgoing};
+use crate::core::handshake::{
+    ClientAwaitingReply, ClientHello, ServerParams, MSG2_LEN, PARAMS_LEN,
+};
+use crate::core::kdf::{derive_psk, KdfBounds, KdfParams, Psk, Salt};
+use crate::core::session::{Opener, Sealer};
+use crate::error::{Error, Result};
+
+/// Keys derived for at most this many (salt, params) pairs; a server rarely has more than two.
+const CACHE_ENTRIES: usize = 8;
+
+/// The client's password and the keys derived from it, one Argon2 run per server configuration.
+pub struct Credentials {
+    password: Zeroizing<Vec<u8>>,
+    cache: Mutex<HashMap<(Salt, KdfParams), Arc<OnceCell<Psk>>>>,
+    derivations: AtomicU64,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(<redacted>)")
+    }
+}
+
+impl Credentials {
+    pub fn new(password: &[u8]) -> Self {
+        Credentials {
+            password: Zeroizing::new(password.to_vec()),
+            cache: Mutex::new(HashMap::new()),
+            derivations: AtomicU64::new(0),
+        }
+    }
+
+    /// Argon2 runs performed so far.
+    pub fn derivations(&self) -> u64 {
+        self.derivations.load(Relaxed)
+    }
+
+    /// The PSK for a server's salt and costs: cached, or derived once on a blocking thread even
+    /// when many connections ask at the same time.
+    pub async fn psk_for(self: &Arc<Self>, salt: Salt, params: KdfParams) -> Result<Psk> {
+        let cell = {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.len() >= CACHE_ENTRIES && !cache.contains_key(&(salt, params)) {
+                cache.clear();
+            }
+            cache.entry((salt, params)).or_default().clone()
+        };
+        let me = self.clone();
+        cell.get_or_try_init(|| async move {
+            let derived = tokio::task::spawn_blocking(move || {
+                me.derivations.fetch_add(1, Relaxed);
+                derive_psk(&me.password, &salt, &params)
+            })
+            .await
+            .map_err(|_| Error::config("key derivation was cancelled"))?;
+            derived
+        })
+        .await
+        .cloned()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub link: LinkConfig,
+    /// Deadline for TCP connect plus the whole handshake (including a first key derivation).
+    pub open_timeout: Duration,
+    pub kdf_bounds: KdfBounds,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            link: LinkConfig::default(),
+            open_timeout: Duration::from_secs(10),
+            kdf_bounds: KdfBounds::default(),
+        }
+    }
+}
+
+fn eof_means(e: std::io::Error, what: &str) -> Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        Error::protocol(what.to_owned())
+    } else {
+        Error::Io(e)
+    }
+}
+
+/// Connect and authenticate. Fails with `Authentication` when either side lacks the password,
+/// within `open_timeout` in every case.
+pub async fn connect(
+    host: &str,
+    port: u16,
+    credentials: &Arc<Credentials>,
+    config: &ClientConfig,
+) -> Result<Connection> {
+    config.link.validate()?;
+    tokio::time::timeout(
+        config.open_timeout,
+        handshake(host, port, credentials, config),
+    )
+    .await
+    .map_err(|_| Error::Timeout("opening the connection (open_timeout)"))?
+}
+
+async fn handshake(
+    host: &str,
+    port: u16,
+    credentials: &Arc<Credentials>,
+    config: &ClientConfig,
+) -> Result<Connection> {
+    let stream = TcpStream::connect((host, port)).await?;
+    stream.set_nodelay(true)?;
+    let (mut rd, mut wr) = stream.into_split();
+    let hello = ClientHello::default().encode();
+    wr.write_all(&hello).await?;
+
+    let mut params_bytes = [0u8; PARAMS_LEN];
+    rd.read_exact(&mut params_bytes).await.map_err(|e| {
+        eof_means(
+            e,
+            "the server closed the connection before the handshake (busy, or not argonlink)",
+        )
+    })?;
+    let params = ServerParams::parse(&params_bytes)?;
+    config.kdf_bounds.check(&params.kdf)?;
+    let psk = credentials.psk_for(params.salt, params.kdf).await?;
+
+    let link = &config.link;
+    let (state, msg1) = ClientAwaitingReply::start(
+        &psk,
+        &hello,
+        &params_bytes,
+        link.node_id,
+        link.max_message_size,
+    )?;
+    let mut out = Vec::with_capacity(2 + msg1.len());
+    out.extend_from_slice(&(msg1.len() as u16).to_be_bytes());
+    out.extend_from_slice(&msg1);
+    wr.write_all(&out).await?;
+
+    let len = rd.read_u16().await.map_err(|e| match e.kind() {
+        // The server hangs up on a handshake it cannot decrypt; it says nothing else, by design.
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
+            Error::Authentication(
+                "the server rejected the handshake (wrong password, or a password change)".into(),
+            )
+        }
+        _ => Error::Io(e),
+    })?;
+    if len as usize != MSG2_LEN {
+        return Err(Error::protocol(format!(
+            "handshake reply of {len} bytes, expected {MSG2_LEN}"
+        )));
+    }
+    let mut msg2 = [0u8; MSG2_LEN];
+    rd.read_exact(&mut msg2).await?;
+    let est = state.finish(&msg2)?;
+
+    let reader = FramedRead::new(
+        rd,
+        FrameDecoder {
+            opener: Opener::new(&est.recv_key, link.rekey, link.max_message_size, false),
+        },
+    );
+    let writer = FramedWrite::new(
+        wr,
+        FrameEncoder {
+            sealer: Sealer::new(&est.send_key, link.rekey, est.peer_max_message),
+        },
+    );
+    Connection::spawn(
+        reader,
+        writer,
+        &est,
+        link.clone(),
+        Some(Outgoing::Confirm),
+        None,
+    )
+}

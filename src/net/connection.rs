@@ -1,0 +1,465 @@
+//! An authenticated connection: two tasks (reading, writing) and the handle the application uses.
+//!
+//! ```text
+//!  application ── send ──▶ [byte budget] ─▶ channel ─▶ writer task ─▶ FramedWrite(seal) ─▶ socket
+//!  application ◀─ recv ─── Mailbox (bytes-bounded) ◀── reader task ◀── FramedRead(open) ◀── socket
+//! ```
+//! The reader answers PING and CLOSE through the writer's channel. Either task ending in error
+//! ends the connection: the outcome is recorded once, the other task is cancelled, pending
+//! senders are woken, and received messages already queued still drain to the application.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+
+use super::mailbox::Mailbox;
+use super::LinkConfig;
+use crate::core::codec::{FrameDecoder, FrameEncoder, Outgoing};
+use crate::core::handshake::{Established, NodeId};
+use crate::core::session::{Event, Sealer};
+use crate::error::{CloseCode, CloseInfo, Error, Result};
+
+/// Bytes the writer buffers before it writes (a whole 1 MiB message goes out in a few syscalls).
+const WRITE_BATCH: usize = 256 * 1024;
+/// What one queued item costs besides its payload: keeps a flood of empty messages bounded.
+const ITEM_OVERHEAD: usize = 64;
+
+pub type Reader = FramedRead<OwnedReadHalf, FrameDecoder>;
+pub type Writer = FramedWrite<OwnedWriteHalf, FrameEncoder>;
+
+/// Counters for `stats()`; application payload bytes, not wire bytes.
+#[derive(Default, Debug)]
+pub struct ConnStats {
+    pub messages_sent: AtomicU64,
+    pub messages_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub rekeys_sent: AtomicU64,
+    pub rekeys_received: AtomicU64,
+}
+
+#[derive(Default)]
+struct CloseState {
+    /// Our CLOSE frame (code, reason), once queued.
+    sent: Option<(CloseCode, String)>,
+    /// How the connection ended, once it has.
+    outcome: Option<CloseInfo>,
+}
+
+struct Shared {
+    config: LinkConfig,
+    inbound: Mailbox<Bytes, CloseInfo>,
+    outbound: mpsc::UnboundedSender<(Outgoing, usize)>,
+    /// Bytes queued for the writer; senders wait here, which is what bounds memory.
+    send_budget: Semaphore,
+    close: Mutex<CloseState>,
+    cancel: CancellationToken,
+    finished: watch::Receiver<bool>,
+    peer_max_message: u64,
+    peer_node_id: NodeId,
+    peer_addr: SocketAddr,
+    local_addr: SocketAddr,
+    handshake_hash: [u8; 32],
+    stats: ConnStats,
+}
+
+/// A handle to one authenticated connection. Cheap to clone; all clones are the same connection.
+#[derive(Clone)]
+pub struct Connection {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("peer", &self.shared.peer_addr)
+            .field("local", &self.shared.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Start the tasks of a freshly authenticated connection. `first` is sent before anything
+    /// else (the client's CONFIRM). `on_done` runs once when the connection has fully ended.
+    pub(crate) fn spawn(
+        reader: Reader,
+        writer: Writer,
+        est: &Established,
+        config: LinkConfig,
+        first: Option<Outgoing>,
+        on_done: Option<Box<dyn FnOnce() + Send>>,
+    ) -> Result<Connection> {
+        let peer_addr = reader.get_ref().peer_addr()?;
+        let local_addr = reader.get_ref().local_addr()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Some(item) = first {
+            tx.send((item, 0)).expect("receiver alive");
+        }
+        let (finished_tx, finished_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            inbound: Mailbox::new(config.recv_buffer),
+            outbound: tx,
+            send_budget: Semaphore::new(config.send_buffer),
+            close: Mutex::new(CloseState::default()),
+            cancel: CancellationToken::new(),
+            finished: finished_rx,
+            peer_max_message: est.peer_max_message,
+            peer_node_id: est.peer_node_id,
+            peer_addr,
+            local_addr,
+            handshake_hash: est.handshake_hash,
+            stats: ConnStats::default(),
+            config,
+        });
+        let writer_task = tokio::spawn(write_loop(shared.clone(), writer, rx));
+        tokio::spawn(read_loop(
+            shared.clone(),
+            reader,
+            writer_task,
+            finished_tx,
+            on_done,
+        ));
+        Ok(Connection { shared })
+    }
+
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.shared.peer_addr
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    pub fn peer_node_id(&self) -> NodeId {
+        self.shared.peer_node_id
+    }
+
+    /// The largest message the peer accepts (announced in the handshake).
+    pub fn peer_max_message(&self) -> u64 {
+        self.shared.peer_max_message
+    }
+
+    /// A public, unique name for this session (the Noise handshake hash).
+    pub fn session_id(&self) -> [u8; 32] {
+        self.shared.handshake_hash
+    }
+
+    pub fn stats(&self) -> &ConnStats {
+        &self.shared.stats
+    }
+
+    /// How the connection ended, if it has.
+    pub fn outcome(&self) -> Option<CloseInfo> {
+        self.shared.lock_close().outcome.clone()
+    }
+
+    /// True once close was requested or the connection ended.
+    pub fn is_closing(&self) -> bool {
+        let st = self.shared.lock_close();
+        st.sent.is_some() || st.outcome.is_some()
+    }
+
+    fn check_sendable(&self, len: usize) -> Result<usize> {
+        Sealer::check_len(self.shared.peer_max_message, len)?;
+        let st = self.shared.lock_close();
+        if let Some(info) = &st.outcome {
+            return Err(Error::Closed(info.clone()));
+        }
+        if let Some((code, reason)) = &st.sent {
+            return Err(Error::Closed(CloseInfo::clean(*code, reason.clone())));
+        }
+        Ok((len + ITEM_OVERHEAD).min(self.shared.config.send_buffer))
+    }
+
+    fn enqueue(&self, msg: Bytes, cost: usize) -> Result<()> {
+        let len = msg.len() as u64;
+        if self
+            .shared
+            .outbound
+            .send((Outgoing::Message(msg), cost))
+            .is_err()
+        {
+            return Err(self.shared.closed_error());
+        }
+        self.shared.stats.messages_sent.fetch_add(1, Relaxed);
+        self.shared.stats.bytes_sent.fetch_add(len, Relaxed);
+        Ok(())
+    }
+
+    /// Queue a message if the send buffer has room now. `Ok(false)`: no room, nothing queued.
+    pub fn try_send(&self, msg: Bytes) -> Result<bool> {
+        let cost = self.check_sendable(msg.len())?;
+        match self.shared.send_budget.try_acquire_many(cost as u32) {
+            Ok(permit) => {
+                permit.forget();
+                self.enqueue(msg, cost).map(|()| true)
+            }
+            Err(tokio::sync::TryAcquireError::NoPermits) => Ok(false),
+            Err(tokio::sync::TryAcquireError::Closed) => Err(self.shared.closed_error()),
+        }
+    }
+
+    /// Queue a message, waiting for room in the send buffer. Cancel-safe: if the future is
+    /// dropped before it completes, nothing was queued.
+    pub async fn send(&self, msg: Bytes) -> Result<()> {
+        let cost = self.check_sendable(msg.len())?;
+        let permit = self
+            .shared
+            .send_budget
+            .acquire_many(cost as u32)
+            .await
+            .map_err(|_| self.shared.closed_error())?;
+        permit.forget();
+        self.check_sendable(msg.len())
+            .inspect_err(|_| self.shared.send_budget.add_permits(cost))?;
+        self.enqueue(msg, cost)
+    }
+
+    /// Take the next received message; `Ok(None)` if none is queued yet. After the connection
+    /// ended and every queued message was taken: `Err(Closed)`.
+    pub fn try_recv(&self) -> Result<Option<Bytes>> {
+        self.shared.inbound.try_pop().map_err(Error::Closed)
+    }
+
+    /// Resolves when `try_recv` has something to say. Cancel-safe; takes nothing.
+    pub async fn readable(&self) {
+        self.shared.inbound.readable().await
+    }
+
+    pub async fn recv(&self) -> Result<Bytes> {
+        self.shared.inbound.pop().await.map_err(Error::Closed)
+    }
+
+    /// Start the closing handshake without waiting: queued messages go first, then CLOSE.
+    /// Returns false if the connection was already closing or closed.
+    pub fn start_close(&self, code: CloseCode, reason: &str) -> bool {
+        let mut st = self.shared.lock_close();
+        if st.sent.is_some() || st.outcome.is_some() {
+            return false;
+        }
+        let reason =
+            crate::core::frame::truncate_utf8(reason, crate::core::frame::MAX_CLOSE_REASON);
+        st.sent = Some((code, reason.to_owned()));
+        let item = Outgoing::Close {
+            code: code.0,
+            reason: reason.to_owned(),
+        };
+        let _ = self.shared.outbound.send((item, 0));
+        true
+    }
+
+    /// Close: flush what `send` accepted, send CLOSE, wait for the peer's CLOSE (at most the
+    /// close timeout), then release the socket. Idempotent. Returns how the connection ended.
+    pub async fn close(&self, code: CloseCode, reason: &str) -> CloseInfo {
+        self.start_close(code, reason);
+        if tokio::time::timeout(self.shared.config.close_timeout, self.wait_finished())
+            .await
+            .is_err()
+        {
+            self.shared.finish(CloseInfo::abnormal(
+                "the peer did not complete the closing handshake within close_timeout",
+            ));
+            self.wait_finished().await;
+        }
+        self.outcome()
+            .expect("finished connections have an outcome")
+    }
+
+    /// End the connection at once, without a closing handshake.
+    pub fn abort(&self, reason: &str) {
+        self.shared.finish(CloseInfo::abnormal(reason.to_owned()));
+    }
+
+    pub fn is_finished(&self) -> bool {
+        *self.shared.finished.borrow()
+    }
+
+    /// Resolves once both tasks have ended and the socket is released.
+    pub async fn wait_finished(&self) {
+        let mut rx = self.shared.finished.clone();
+        let _ = rx.wait_for(|done| *done).await;
+    }
+
+    /// Queue a PING (used by keepalive).
+    pub fn ping(&self, opaque: u64) -> bool {
+        self.shared
+            .outbound
+            .send((Outgoing::Ping(opaque), 0))
+            .is_ok()
+    }
+}
+
+impl Shared {
+    fn lock_close(&self) -> std::sync::MutexGuard<'_, CloseState> {
+        self.close.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn closed_error(&self) -> Error {
+        let st = self.lock_close();
+        match (&st.outcome, &st.sent) {
+            (Some(info), _) => Error::Closed(info.clone()),
+            (None, Some((code, reason))) => Error::Closed(CloseInfo::clean(*code, reason.clone())),
+            (None, None) => Error::Closed(CloseInfo::abnormal("connection ended")),
+        }
+    }
+
+    /// Record how the connection ended (first call wins) and stop both tasks.
+    fn finish(&self, info: CloseInfo) {
+        {
+            let mut st = self.lock_close();
+            if st.outcome.is_none() {
+                st.outcome = Some(info.clone());
+            }
+        }
+        let info = self.lock_close().outcome.clone().expect("set above");
+        self.inbound.end(info);
+        self.send_budget.close();
+        self.cancel.cancel();
+    }
+
+    /// The peer's CLOSE arrived: the outcome is clean, and names whoever closed first.
+    fn peer_closed(&self, code: u16, reason: String) -> bool {
+        let mut st = self.lock_close();
+        let info = match &st.sent {
+            Some((our_code, our_reason)) => CloseInfo::clean(*our_code, our_reason.clone()),
+            None => CloseInfo::clean(CloseCode(code), reason.clone()),
+        };
+        let must_echo = st.sent.is_none();
+        if must_echo {
+            st.sent = Some((CloseCode(code), reason.clone()));
+        }
+        if st.outcome.is_none() {
+            st.outcome = Some(info.clone());
+        }
+        drop(st);
+        if must_echo {
+            let _ = self.outbound.send((Outgoing::Close { code, reason }, 0));
+        }
+        // No more messages can arrive: let readers drain and then see the close.
+        self.inbound.end(info);
+        must_echo
+    }
+}
+
+async fn write_loop(
+    shared: Arc<Shared>,
+    mut writer: Writer,
+    mut rx: mpsc::UnboundedReceiver<(Outgoing, usize)>,
+) {
+    writer.set_backpressure_boundary(WRITE_BATCH);
+    let cancel = shared.cancel.clone();
+    let work = async {
+        loop {
+            let Some((item, cost)) = rx.recv().await else {
+                return Ok(());
+            };
+            let mut closing = matches!(item, Outgoing::Close { .. });
+            writer.feed(item).await?;
+            shared.send_budget.add_permits(cost);
+            // Batch everything already queued into as few writes as possible.
+            while !closing {
+                let Ok((item, cost)) = rx.try_recv() else {
+                    break;
+                };
+                closing = matches!(item, Outgoing::Close { .. });
+                writer.feed(item).await?;
+                shared.send_budget.add_permits(cost);
+            }
+            writer.flush().await?;
+            if closing {
+                // CLOSE is the last frame we send; FIN tells the peer nothing follows.
+                let _ = writer.get_mut().shutdown().await;
+                return Ok(());
+            }
+        }
+    };
+    // Cancellation also stops a flush stuck on a peer that no longer reads.
+    let result: Result<()> = tokio::select! {
+        _ = cancel.cancelled() => Ok(()),
+        r = work => r,
+    };
+    let rekeys = writer.encoder().sealer.rekeys();
+    shared.stats.rekeys_sent.store(rekeys, Relaxed);
+    if let Err(e) = result {
+        shared.finish(e.to_close_info());
+    }
+}
+
+async fn read_loop(
+    shared: Arc<Shared>,
+    mut reader: Reader,
+    mut writer_task: tokio::task::JoinHandle<()>,
+    finished: watch::Sender<bool>,
+    on_done: Option<Box<dyn FnOnce() + Send>>,
+) {
+    let cancel = shared.cancel.clone();
+    let outcome: Result<()> = async {
+        loop {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                event = reader.next() => event,
+            };
+            let event = match event {
+                None => return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into())),
+                Some(event) => event?,
+            };
+            match event {
+                Event::Message(m) => {
+                    let len = m.len();
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Ok(()),
+                        pushed = shared.inbound.push(m, len + ITEM_OVERHEAD) => {
+                            if pushed.is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    shared.stats.messages_received.fetch_add(1, Relaxed);
+                    shared.stats.bytes_received.fetch_add(len as u64, Relaxed);
+                }
+                Event::Ping(v) => {
+                    let _ = shared.outbound.send((Outgoing::Pong(v), 0));
+                }
+                Event::Pong(_) => {}
+                Event::Close { code, reason } => {
+                    shared.peer_closed(code, reason);
+                    return Ok(());
+                }
+                Event::Confirmed => return Err(Error::protocol("unexpected CONFIRM")),
+            }
+        }
+    }
+    .await;
+    shared
+        .stats
+        .rekeys_received
+        .store(reader.decoder().opener.rekeys(), Relaxed);
+    let writer_done = match outcome {
+        Err(e) => {
+            shared.finish(e.to_close_info());
+            false
+        }
+        Ok(()) => {
+            // Orderly end: give the writer the close timeout to flush our CLOSE, then stop it.
+            let flushed = tokio::time::timeout(shared.config.close_timeout, &mut writer_task).await;
+            shared.finish(CloseInfo::abnormal("the writer did not finish in time"));
+            flushed.is_ok()
+        }
+    };
+    drop(reader);
+    if !writer_done {
+        let _ = writer_task.await;
+    }
+    let _ = finished.send(true);
+    if let Some(f) = on_done {
+        f();
+    }
+}

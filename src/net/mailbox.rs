@@ -1,0 +1,193 @@
+//! A bounded queue between the connection tasks and the application, with an end state.
+//!
+//! Unlike a channel, waiting for an item ([`Mailbox::readable`]) is separate from taking it
+//! ([`Mailbox::try_pop`]): a caller that is cancelled while waiting never loses an item, which
+//! matters when the waiter is a Python coroutine that can be cancelled at any await.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+
+struct State<T, E> {
+    items: VecDeque<(T, usize)>,
+    used: usize,
+    end: Option<E>,
+}
+
+pub struct Mailbox<T, E> {
+    state: Mutex<State<T, E>>,
+    readable: Notify,
+    writable: Notify,
+    /// Total cost the queue holds before `push` waits. One item is always accepted into an empty
+    /// queue, so an item costlier than the capacity still gets through.
+    capacity: usize,
+}
+
+impl<T, E: Clone> Mailbox<T, E> {
+    pub fn new(capacity: usize) -> Self {
+        Mailbox {
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                used: 0,
+                end: None,
+            }),
+            readable: Notify::new(),
+            writable: Notify::new(),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<T, E>> {
+        // A panic while holding this lock cannot leave the queue inconsistent (single pushes/pops).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Take the next item; `Ok(None)` when empty, `Err(end)` when empty and ended.
+    pub fn try_pop(&self) -> Result<Option<T>, E> {
+        let mut st = self.lock();
+        match st.items.pop_front() {
+            Some((item, cost)) => {
+                st.used -= cost;
+                drop(st);
+                self.writable.notify_waiters();
+                Ok(Some(item))
+            }
+            None => match &st.end {
+                Some(e) => Err(e.clone()),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Resolves once `try_pop` would return an item or the end. Cancel-safe.
+    pub async fn readable(&self) {
+        loop {
+            let notified = self.readable.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let st = self.lock();
+                if !st.items.is_empty() || st.end.is_some() {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    pub async fn pop(&self) -> Result<T, E> {
+        loop {
+            if let Some(item) = self.try_pop()? {
+                return Ok(item);
+            }
+            self.readable().await;
+        }
+    }
+
+    /// Queue an item if there is room; gives it back otherwise (or when ended).
+    pub fn try_push(&self, item: T, cost: usize) -> Result<(), (T, Option<E>)> {
+        let mut st = self.lock();
+        if let Some(e) = &st.end {
+            return Err((item, Some(e.clone())));
+        }
+        if st.used > 0 && st.used + cost > self.capacity {
+            return Err((item, None));
+        }
+        st.used += cost;
+        st.items.push_back((item, cost));
+        drop(st);
+        self.readable.notify_waiters();
+        Ok(())
+    }
+
+    /// Queue an item, waiting for room. Fails only when the mailbox has ended.
+    pub async fn push(&self, mut item: T, cost: usize) -> Result<(), E> {
+        loop {
+            let notified = self.writable.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.try_push(item, cost) {
+                Ok(()) => return Ok(()),
+                Err((_, Some(e))) => return Err(e),
+                Err((back, None)) => item = back,
+            }
+            notified.await;
+        }
+    }
+
+    /// End the mailbox: queued items still drain, then `try_pop` returns `end`. First end wins.
+    pub fn end(&self, end: E) {
+        {
+            let mut st = self.lock();
+            if st.end.is_none() {
+                st.end = Some(end);
+            }
+        }
+        self.readable.notify_waiters();
+        self.writable.notify_waiters();
+    }
+
+    /// End and drop everything still queued (returned to the caller to dispose of).
+    pub fn end_and_drain(&self, end: E) -> Vec<T> {
+        self.end(end);
+        let mut st = self.lock();
+        st.used = 0;
+        st.items.drain(..).map(|(item, _)| item).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn bounded_and_drains_after_end() {
+        let mb: Mailbox<u32, &'static str> = Mailbox::new(10);
+        mb.try_push(1, 6).unwrap();
+        assert!(mb.try_push(2, 6).is_err(), "over capacity");
+        mb.try_push(3, 4).unwrap();
+        mb.end("closed");
+        assert_eq!(mb.try_pop(), Ok(Some(1)));
+        assert_eq!(mb.try_pop(), Ok(Some(3)));
+        assert_eq!(mb.try_pop(), Err("closed"));
+        assert!(mb.try_push(4, 1).is_err());
+    }
+
+    #[tokio::test]
+    async fn oversized_item_enters_an_empty_queue() {
+        let mb: Mailbox<u32, ()> = Mailbox::new(10);
+        mb.try_push(1, 100).unwrap();
+        assert_eq!(mb.try_pop(), Ok(Some(1)));
+    }
+
+    #[tokio::test]
+    async fn push_waits_for_room_and_cancelled_wait_loses_nothing() {
+        let mb: Arc<Mailbox<u32, ()>> = Arc::new(Mailbox::new(1));
+        mb.try_push(1, 1).unwrap();
+        let mb2 = mb.clone();
+        let pusher = tokio::spawn(async move { mb2.push(2, 1).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!pusher.is_finished());
+        // A waiter cancelled before anything arrives takes nothing.
+        let empty: Mailbox<u32, ()> = Mailbox::new(1);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), empty.readable())
+                .await
+                .is_err()
+        );
+        assert_eq!(mb.pop().await, Ok(1));
+        pusher.await.unwrap().unwrap();
+        assert_eq!(mb.pop().await, Ok(2));
+    }
+}

@@ -1,0 +1,350 @@
+//! Listening: accept TCP, run the server side of the handshake under a deadline and a cap on
+//! pending handshakes, and hand only confirmed connections to the application.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
+
+use super::connection::Connection;
+use super::mailbox::Mailbox;
+use super::LinkConfig;
+use crate::core::codec::{FrameDecoder, FrameEncoder};
+use crate::core::handshake::{
+    server_respond, ClientHello, ServerParams, HELLO_LEN, MSG1_LEN, PARAMS_LEN,
+};
+use crate::core::kdf::{KdfParams, ServerKey};
+use crate::core::session::{Event, Opener, Sealer};
+use crate::error::{CloseCode, CloseInfo, Error, Result};
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub link: LinkConfig,
+    /// Deadline from TCP accept to the client's CONFIRM.
+    pub handshake_timeout: Duration,
+    /// Handshakes in progress at once; at the cap, the oldest pending one is dropped.
+    pub max_pending_handshakes: usize,
+    /// Authenticated connections waiting for `accept()`; beyond it, new ones are closed (BUSY).
+    pub accept_backlog: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            link: LinkConfig::default(),
+            handshake_timeout: Duration::from_secs(10),
+            max_pending_handshakes: 256,
+            accept_backlog: 128,
+        }
+    }
+}
+
+/// How the server learns its key.
+pub enum ServerKeySource {
+    /// A plaintext password: derived once, with a fresh random salt, when the server starts.
+    Password(Zeroizing<Vec<u8>>, KdfParams),
+    /// A PHC string from `hash_password`: no derivation at all.
+    Phc(Zeroizing<String>),
+}
+
+impl ServerKeySource {
+    /// Turn into a key; may run Argon2, so call on a blocking thread.
+    pub fn into_key(self) -> Result<(ServerKey, bool)> {
+        match self {
+            ServerKeySource::Password(pw, params) => {
+                Ok((ServerKey::from_password(&pw, params)?, true))
+            }
+            ServerKeySource::Phc(phc) => Ok((ServerKey::from_phc(&phc)?, false)),
+        }
+    }
+}
+
+/// The key in force and the parameters message built from it.
+struct KeyEpoch {
+    key: ServerKey,
+    params_bytes: [u8; PARAMS_LEN],
+}
+
+#[derive(Default, Debug)]
+pub struct ServerStats {
+    pub handshakes_ok: AtomicU64,
+    pub handshakes_failed: AtomicU64,
+    pub auth_failures: AtomicU64,
+    pub handshakes_evicted: AtomicU64,
+    pub key_derivations: AtomicU64,
+    pub rejected_busy: AtomicU64,
+}
+
+struct Shared {
+    config: ServerConfig,
+    keys: RwLock<Arc<KeyEpoch>>,
+    accepted: Mailbox<Connection, CloseInfo>,
+    live: Mutex<HashMap<u64, Connection>>,
+    pending: Mutex<VecDeque<(u64, CancellationToken)>>,
+    next_id: AtomicU64,
+    cancel: CancellationToken,
+    stats: ServerStats,
+}
+
+/// A listening server. Dropping it does not stop it; call [`Server::close`].
+#[derive(Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+}
+
+impl Server {
+    /// Bind, derive the key (off the async threads), and start accepting.
+    pub async fn bind(
+        host: &str,
+        port: u16,
+        source: ServerKeySource,
+        config: ServerConfig,
+    ) -> Result<Server> {
+        config.link.validate()?;
+        if config.max_pending_handshakes == 0 || config.accept_backlog == 0 {
+            return Err(Error::config(
+                "max_pending_handshakes and accept_backlog must be positive",
+            ));
+        }
+        let (key, derived) = tokio::task::spawn_blocking(move || source.into_key())
+            .await
+            .map_err(|_| Error::config("key derivation was cancelled"))??;
+        let listener = TcpListener::bind((host, port)).await?;
+        let local_addr = listener.local_addr()?;
+        let epoch = KeyEpoch {
+            params_bytes: ServerParams::new(key.salt, key.params, 1, config.link.node_id).encode(),
+            key,
+        };
+        let shared = Arc::new(Shared {
+            accepted: Mailbox::new(config.accept_backlog),
+            config,
+            keys: RwLock::new(Arc::new(epoch)),
+            live: Mutex::new(HashMap::new()),
+            pending: Mutex::new(VecDeque::new()),
+            next_id: AtomicU64::new(0),
+            cancel: CancellationToken::new(),
+            stats: ServerStats::default(),
+        });
+        shared.stats.key_derivations.store(derived as u64, Relaxed);
+        tokio::spawn(accept_loop(shared.clone(), listener));
+        Ok(Server { shared, local_addr })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn stats(&self) -> &ServerStats {
+        &self.shared.stats
+    }
+
+    pub fn live_connections(&self) -> usize {
+        self.shared
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    pub fn pending_handshakes(&self) -> usize {
+        self.shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// The next authenticated connection, if one is waiting.
+    pub fn try_accept(&self) -> Result<Option<Connection>> {
+        self.shared.accepted.try_pop().map_err(Error::Closed)
+    }
+
+    /// Resolves when `try_accept` has something to say. Cancel-safe.
+    pub async fn acceptable(&self) {
+        self.shared.accepted.readable().await
+    }
+
+    pub async fn accept(&self) -> Result<Connection> {
+        self.shared.accepted.pop().await.map_err(Error::Closed)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.shared.cancel.is_cancelled()
+    }
+
+    /// Stop listening, drop pending handshakes, and close every live connection (GOING_AWAY),
+    /// each flushing what it had accepted. Idempotent.
+    pub async fn close(&self) {
+        self.shared.cancel.cancel();
+        let unaccepted = self
+            .shared
+            .accepted
+            .end_and_drain(CloseInfo::clean(CloseCode::GOING_AWAY, "server closed"));
+        drop(unaccepted); // still in `live`, closed below
+        let live: Vec<Connection> = self
+            .shared
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let closing = live
+            .iter()
+            .map(|c| c.close(CloseCode::GOING_AWAY, "server shutting down"));
+        futures_util::future::join_all(closing).await;
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                log::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let id = shared.next_id.fetch_add(1, Relaxed);
+        let token = shared.cancel.child_token();
+        {
+            let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if pending.len() >= shared.config.max_pending_handshakes {
+                // The oldest pending handshake is the likeliest idle one (slowloris): drop it.
+                if let Some((_, oldest)) = pending.pop_front() {
+                    oldest.cancel();
+                    shared.stats.handshakes_evicted.fetch_add(1, Relaxed);
+                }
+            }
+            pending.push_back((id, token.clone()));
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let deadline = shared.config.handshake_timeout;
+            let result = tokio::select! {
+                _ = token.cancelled() => Err(Error::protocol("handshake dropped (server closing or too many pending)")),
+                r = tokio::time::timeout(deadline, server_handshake(&shared, stream, id)) => {
+                    r.unwrap_or(Err(Error::Timeout("handshake")))
+                }
+            };
+            shared
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|(i, _)| *i != id);
+            match result {
+                Ok(conn) => admit(&shared, id, conn),
+                Err(e) => {
+                    shared.stats.handshakes_failed.fetch_add(1, Relaxed);
+                    if matches!(e, Error::Authentication(_)) {
+                        shared.stats.auth_failures.fetch_add(1, Relaxed);
+                    }
+                    log::info!("handshake from {peer} failed: {e}");
+                }
+            }
+        });
+    }
+}
+
+/// Register a confirmed connection and queue it for `accept()`.
+fn admit(shared: &Arc<Shared>, id: u64, conn: Connection) {
+    shared.stats.handshakes_ok.fetch_add(1, Relaxed);
+    {
+        let mut live = shared.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.insert(id, conn.clone());
+        // A connection that already ended ran its removal before this insert: undo it.
+        if conn.is_finished() {
+            live.remove(&id);
+        }
+    }
+    if let Err((conn, _)) = shared.accepted.try_push(conn, 1) {
+        shared.stats.rejected_busy.fetch_add(1, Relaxed);
+        tokio::spawn(async move { conn.close(CloseCode::BUSY, "server busy").await });
+    }
+}
+
+async fn server_handshake(shared: &Arc<Shared>, stream: TcpStream, id: u64) -> Result<Connection> {
+    stream.set_nodelay(true)?;
+    let (mut rd, mut wr) = stream.into_split();
+    let mut hello = [0u8; HELLO_LEN];
+    rd.read_exact(&mut hello).await?;
+    ClientHello::parse(&hello)?;
+    let epoch = shared
+        .keys
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    wr.write_all(&epoch.params_bytes).await?;
+
+    let len = rd.read_u16().await? as usize;
+    if len != MSG1_LEN {
+        return Err(Error::protocol(format!(
+            "handshake message of {len} bytes, expected {MSG1_LEN}"
+        )));
+    }
+    let mut msg1 = [0u8; MSG1_LEN];
+    rd.read_exact(&mut msg1).await?;
+    let link = &shared.config.link;
+    let (est, msg2) = server_respond(
+        &epoch.key.psk,
+        &hello,
+        &epoch.params_bytes,
+        link.node_id,
+        link.max_message_size,
+        &msg1,
+    )?;
+    let mut out = Vec::with_capacity(2 + msg2.len());
+    out.extend_from_slice(&(msg2.len() as u16).to_be_bytes());
+    out.extend_from_slice(&msg2);
+    wr.write_all(&out).await?;
+
+    // Key confirmation: the client's first frame must open under the new keys. Until then a
+    // replayed message 1 is all this could be.
+    let mut reader = FramedRead::new(
+        rd,
+        FrameDecoder {
+            opener: Opener::new(&est.recv_key, link.rekey, link.max_message_size, true),
+        },
+    );
+    match reader.next().await {
+        Some(Ok(Event::Confirmed)) => {}
+        Some(Err(Error::Integrity)) => {
+            return Err(Error::Authentication("key confirmation failed".into()))
+        }
+        Some(Err(e)) => return Err(e),
+        Some(Ok(_)) => return Err(Error::protocol("expected CONFIRM")),
+        None => return Err(Error::protocol("connection closed before key confirmation")),
+    }
+    let writer = FramedWrite::new(
+        wr,
+        FrameEncoder {
+            sealer: Sealer::new(&est.send_key, link.rekey, est.peer_max_message),
+        },
+    );
+    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let on_done = Box::new(move || {
+        if let Some(shared) = weak.upgrade() {
+            shared
+                .live
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+        }
+    });
+    Connection::spawn(reader, writer, &est, link.clone(), None, Some(on_done))
+}

@@ -1,0 +1,231 @@
+//! End-to-end tests of the I/O layer on loopback, without Python.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::*;
+use crate::core::kdf::{KdfBounds, KdfParams};
+use crate::error::{CloseCode, Error};
+
+const FAST: KdfParams = KdfParams {
+    m_cost: 256,
+    t_cost: 1,
+    p_cost: 1,
+};
+
+fn client_config() -> ClientConfig {
+    ClientConfig {
+        kdf_bounds: KdfBounds {
+            floor: FAST,
+            cap: KdfParams::DEFAULT_CAP,
+        },
+        ..ClientConfig::default()
+    }
+}
+
+async fn server(password: &[u8]) -> Server {
+    let source = ServerKeySource::Password(password.to_vec().into(), FAST);
+    Server::bind("127.0.0.1", 0, source, ServerConfig::default())
+        .await
+        .unwrap()
+}
+
+async fn pair(server: &Server) -> (Connection, Connection) {
+    let creds = Arc::new(Credentials::new(b"pw"));
+    let port = server.local_addr().port();
+    let client = connect("127.0.0.1", port, &creds, &client_config())
+        .await
+        .unwrap();
+    let accepted = server.accept().await.unwrap();
+    (client, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_both_ways_and_clean_close() {
+    let srv = server(b"pw").await;
+    let (client, accepted) = pair(&srv).await;
+    client.send(Bytes::from_static(b"hello")).await.unwrap();
+    assert_eq!(accepted.recv().await.unwrap(), Bytes::from_static(b"hello"));
+    accepted.send(Bytes::from_static(b"world")).await.unwrap();
+    assert_eq!(client.recv().await.unwrap(), Bytes::from_static(b"world"));
+    let info = client.close(CloseCode::NORMAL, "done").await;
+    assert!(info.clean, "{info:?}");
+    match accepted.recv().await {
+        Err(Error::Closed(info)) => assert!(info.clean && info.reason == "done", "{info:?}"),
+        other => panic!("{other:?}"),
+    }
+    srv.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_queued_before_close_are_delivered() {
+    let srv = server(b"pw").await;
+    let (client, accepted) = pair(&srv).await;
+    for i in 0..10_000u32 {
+        client
+            .send(Bytes::from(i.to_be_bytes().to_vec()))
+            .await
+            .unwrap();
+    }
+    client.start_close(CloseCode::NORMAL, "");
+    for i in 0..10_000u32 {
+        assert_eq!(
+            accepted.recv().await.unwrap(),
+            Bytes::from(i.to_be_bytes().to_vec())
+        );
+    }
+    assert!(matches!(accepted.recv().await, Err(Error::Closed(_))));
+    srv.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_message_and_limit() {
+    let srv = server(b"pw").await;
+    let (client, accepted) = pair(&srv).await;
+    let big: Vec<u8> = (0..DEFAULT_MAX_MESSAGE as usize)
+        .map(|i| (i % 253) as u8)
+        .collect();
+    client.send(Bytes::from(big.clone())).await.unwrap();
+    assert_eq!(accepted.recv().await.unwrap(), Bytes::from(big));
+    let too_big = Bytes::from(vec![0u8; DEFAULT_MAX_MESSAGE as usize + 1]);
+    assert!(matches!(
+        client.send(too_big).await,
+        Err(Error::MessageTooLarge { .. })
+    ));
+    client
+        .send(Bytes::from_static(b"still usable"))
+        .await
+        .unwrap();
+    assert_eq!(
+        accepted.recv().await.unwrap(),
+        Bytes::from_static(b"still usable")
+    );
+    srv.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_fails_and_server_keeps_serving() {
+    let srv = server(b"pw").await;
+    let port = srv.local_addr().port();
+    let wrong = Arc::new(Credentials::new(b"not it"));
+    let err = connect("127.0.0.1", port, &wrong, &client_config())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Authentication(_)), "{err}");
+    let (client, accepted) = pair(&srv).await;
+    client.send(Bytes::from_static(b"ok")).await.unwrap();
+    assert_eq!(accepted.recv().await.unwrap(), Bytes::from_static(b"ok"));
+    assert!(
+        srv.try_accept().unwrap().is_none(),
+        "the failed handshake never reached accept"
+    );
+    assert_eq!(
+        srv.stats()
+            .auth_failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    srv.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eof_without_close_is_truncation() {
+    let srv = server(b"pw").await;
+    let (client, accepted) = pair(&srv).await;
+    client.send(Bytes::from_static(b"last")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    client.abort("test");
+    assert_eq!(accepted.recv().await.unwrap(), Bytes::from_static(b"last"));
+    match accepted.recv().await {
+        Err(Error::Closed(info)) => assert!(!info.clean, "{info:?}"),
+        other => panic!("{other:?}"),
+    }
+    srv.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_half_open_handshake_is_cut_at_the_deadline() {
+    let source = ServerKeySource::Password(b"pw".to_vec().into(), FAST);
+    let config = ServerConfig {
+        handshake_timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let srv = Server::bind("127.0.0.1", 0, source, config).await.unwrap();
+    let mut idle = tokio::net::TcpStream::connect(srv.local_addr())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(
+        matches!(n, Ok(0) | Err(_)),
+        "server closed the idle handshake"
+    );
+    srv.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_handshakes_are_capped_oldest_first() {
+    let source = ServerKeySource::Password(b"pw".to_vec().into(), FAST);
+    let config = ServerConfig {
+        max_pending_handshakes: 4,
+        ..Default::default()
+    };
+    let srv = Server::bind("127.0.0.1", 0, source, config).await.unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(srv.local_addr())
+            .await
+            .unwrap();
+        s.write_all(b"AL").await.unwrap();
+        idle.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(srv.pending_handshakes() <= 4);
+    let (client, accepted) = pair(&srv).await;
+    client.send(Bytes::from_static(b"through")).await.unwrap();
+    assert_eq!(
+        accepted.recv().await.unwrap(),
+        Bytes::from_static(b"through")
+    );
+    srv.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_close_closes_live_connections_cleanly() {
+    let srv = server(b"pw").await;
+    let (client, _accepted) = pair(&srv).await;
+    srv.close().await;
+    match client.recv().await {
+        Err(Error::Closed(info)) => {
+            assert!(info.clean && info.code == CloseCode::GOING_AWAY, "{info:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(srv.accept().await, Err(Error::Closed(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_derivation_for_many_handshakes() {
+    let srv = server(b"pw").await;
+    let creds = Arc::new(Credentials::new(b"pw"));
+    let port = srv.local_addr().port();
+    let config = client_config();
+    let conns = futures_util::future::join_all(
+        (0..10).map(|_| connect("127.0.0.1", port, &creds, &config)),
+    )
+    .await;
+    assert!(conns.iter().all(|c| c.is_ok()));
+    assert_eq!(creds.derivations(), 1);
+    assert_eq!(
+        srv.stats()
+            .key_derivations
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    srv.close().await;
+}
