@@ -122,7 +122,7 @@ impl<A: Aead> CipherState<A> {
     }
 
     fn next_nonce(&mut self) -> Result<[u8; 12]> {
-        if self.nonce >= REKEY_NONCE {
+        if self.nonce == REKEY_NONCE {
             return Err(Error::KeyExhausted);
         }
         let n = nonce_bytes(self.nonce);

@@ -443,7 +443,8 @@ mod tests {
         let (mut s, _) = pair(RekeyPolicy::default(), BIG);
         s.seal_message(&msg(4 * MAX_CHUNK), &mut wire).unwrap();
         let fs = frames(wire);
-        let tamper: [&dyn Fn(&mut Vec<BytesMut>); 3] = [
+        type Tamper<'a> = &'a dyn Fn(&mut Vec<BytesMut>);
+        let tamper: [Tamper; 3] = [
             &|v| {
                 v.remove(1);
             },

@@ -24,10 +24,13 @@ use crate::error::{Error, Result};
 /// Keys derived for at most this many (salt, params) pairs; a server rarely has more than two.
 const CACHE_ENTRIES: usize = 8;
 
+/// One derived key per server configuration; concurrent dials share one derivation.
+type KeyCache = HashMap<(Salt, KdfParams), Arc<OnceCell<Psk>>>;
+
 /// The client's password and the keys derived from it, one Argon2 run per server configuration.
 pub struct Credentials {
     password: Zeroizing<Vec<u8>>,
-    cache: Mutex<HashMap<(Salt, KdfParams), Arc<OnceCell<Psk>>>>,
+    cache: Mutex<KeyCache>,
     derivations: AtomicU64,
 }
 
