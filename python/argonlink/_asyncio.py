@@ -1,0 +1,334 @@
+"""The asyncio API: ``argonlink.Server``, ``argonlink.Client``, ``argonlink.Connection``.
+
+Fast paths never leave the event loop's thread: ``send`` queues at once when the send buffer
+has room and ``recv`` returns at once when a message is waiting. Only real waits go through the
+Rust runtime, and a cancelled wait never loses a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Self
+
+from . import _argonlink
+from ._common import ConnectionInfo, describe_server
+from ._options import BytesLike, KdfParams, Password, RekeyPolicy, credentials, link_options
+from .exceptions import ConfigError, ConnectionClosed, ConnectionClosedOK, Timeout
+
+__all__ = ["Client", "Connection", "Handler", "Server"]
+
+logger = logging.getLogger("argonlink")
+
+
+async def _bounded(aw: Awaitable[Any], timeout: float | None, what: str) -> Any:
+    if timeout is None:
+        return await aw
+    try:
+        async with asyncio.timeout(timeout):
+            return await aw
+    except TimeoutError as exc:
+        if isinstance(exc, Timeout):
+            raise
+        raise Timeout(f"{what} timed out after {timeout} s") from None
+
+
+class Connection(ConnectionInfo):
+    """An authenticated, encrypted connection. ``async for msg in conn`` reads until the peer
+    closes cleanly; an abnormal end raises :class:`~argonlink.ConnectionClosedError`."""
+
+    __slots__ = ()
+
+    async def send(self, data: BytesLike, *, timeout: float | None = None) -> None:
+        """Queue one message. Waits (at most ``timeout`` s) while the send buffer is full.
+
+        Raises :class:`~argonlink.MessageTooLarge` (nothing sent) above the peer's limit and
+        :class:`~argonlink.ConnectionClosed` once the connection is closing or closed."""
+        if not self._native.try_send(data):
+            await _bounded(self._native.send(data), timeout, "send")
+
+    async def recv(self, timeout: float | None = None) -> bytes:
+        """The next message. Raises :class:`~argonlink.ConnectionClosedOK` after a clean close
+        (once every earlier message was received), :class:`~argonlink.ConnectionClosedError`
+        after an abnormal one, :class:`~argonlink.Timeout` when ``timeout`` s pass."""
+        msg = self._native.try_recv()
+        if msg is not None:
+            return msg
+        result: bytes = await _bounded(self._wait_recv(), timeout, "recv")
+        return result
+
+    async def _wait_recv(self) -> bytes:
+        while True:
+            await self._native.readable()
+            msg = self._native.try_recv()
+            if msg is not None:
+                return msg
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.recv()
+        except ConnectionClosedOK:
+            raise StopAsyncIteration from None
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Flush what ``send`` accepted, send CLOSE, wait for the peer's (at most
+        ``close_timeout``). Idempotent."""
+        await self._native.close(code, reason)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+Handler = Callable[[Connection], Awaitable[None]]
+
+
+class Server:
+    """Accepts authenticated connections.
+
+    ``async with Server(host, port, password=...) as server`` binds (port 0: any free port)
+    and derives the key once, off the event loop. Take connections with ``await
+    server.accept()`` or ``async for conn in server``, or pass ``handler=`` to have each one
+    served in its own task (closed when the handler returns).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        password: str | BytesLike | None = None,
+        password_hash: str | None = None,
+        handler: Handler | None = None,
+        kdf: KdfParams = KdfParams.RFC9106,
+        node_id: bytes | str | None = None,
+        handshake_timeout: float | None = None,
+        max_pending_handshakes: int | None = None,
+        accept_backlog: int | None = None,
+        max_message_size: int | None = None,
+        send_buffer: int | None = None,
+        recv_buffer: int | None = None,
+        close_timeout: float | None = None,
+        rekey: RekeyPolicy | None = None,
+    ) -> None:
+        if (password is None) == (password_hash is None):
+            raise ConfigError("give exactly one of password= or password_hash=")
+        self._host, self._port = host, port
+        self._password, self._password_hash = password, password_hash
+        self._kdf = kdf
+        self._handler = handler
+        self._options = link_options(
+            node_id=node_id,
+            handshake_timeout=handshake_timeout,
+            max_pending_handshakes=max_pending_handshakes,
+            accept_backlog=accept_backlog,
+            max_message_size=max_message_size,
+            send_buffer=send_buffer,
+            recv_buffer=recv_buffer,
+            close_timeout=close_timeout,
+            rekey=rekey,
+        )
+        self._native: _argonlink.NativeServer | None = None
+        self._serving: asyncio.Task[None] | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> Self:
+        """Bind and start accepting (idempotent)."""
+        if self._native is None:
+            self._native = await _argonlink.bind(
+                self._host,
+                self._port,
+                self._options,
+                self._kdf.as_tuple(),
+                password=self._password,
+                password_hash=self._password_hash,
+            )
+            self._password = None  # the native side holds the derived key now
+            if self._handler is not None:
+                self._serving = asyncio.create_task(self._serve())
+        return self
+
+    @property
+    def _started(self) -> _argonlink.NativeServer:
+        if self._native is None:
+            raise RuntimeError("the server is not started; use 'async with' or 'await start()'")
+        return self._native
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port)."""
+        return self._started.address
+
+    @property
+    def node_id(self) -> bytes:
+        return self._options.node_id
+
+    async def accept(self, timeout: float | None = None) -> Connection:
+        """The next authenticated connection. Raises ConnectionClosedOK once the server closed."""
+        native = self._started
+        conn = native.try_accept()
+        if conn is None:
+            conn = await _bounded(self._wait_accept(native), timeout, "accept")
+        return Connection(conn)
+
+    @staticmethod
+    async def _wait_accept(native: _argonlink.NativeServer) -> _argonlink.NativeConnection:
+        while True:
+            await native.acceptable()
+            conn = native.try_accept()
+            if conn is not None:
+                return conn
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Connection:
+        try:
+            return await self.accept()
+        except ConnectionClosed:
+            raise StopAsyncIteration from None
+
+    async def _serve(self) -> None:
+        assert self._handler is not None
+        async for conn in self:
+            task = asyncio.create_task(self._run_handler(self._handler, conn))
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
+
+    @staticmethod
+    async def _run_handler(handler: Handler, conn: Connection) -> None:
+        try:
+            await handler(conn)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            logger.exception("connection handler failed for %s", conn.remote_address)
+        finally:
+            await conn.close()
+
+    async def serve_forever(self) -> None:
+        """With ``handler=``: serve until the server is closed."""
+        await self.start()
+        if self._serving is None:
+            raise RuntimeError("serve_forever() needs a handler= (or use accept())")
+        await self._serving
+
+    async def close(self) -> None:
+        """Stop listening and close every live connection (code 1001). Idempotent."""
+        if self._native is not None:
+            await self._native.close()
+        if self._serving is not None:
+            await self._serving
+        if self._handlers:
+            await asyncio.gather(*self._handlers, return_exceptions=True)
+
+    def stats(self) -> dict[str, Any]:
+        """Handshakes (ok, failed, auth failures, evicted), key derivations, live connections."""
+        return self._started.stats()
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return describe_server(type(self), self._native)
+
+
+class Client:
+    """Dials a server: ``async with Client(host, port, password=...) as client``.
+
+    ``send``/``recv``/``async for`` work on the current connection.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        password: Password,
+        node_id: bytes | str | None = None,
+        open_timeout: float | None = None,
+        close_timeout: float | None = None,
+        max_message_size: int | None = None,
+        send_buffer: int | None = None,
+        recv_buffer: int | None = None,
+        rekey: RekeyPolicy | None = None,
+        kdf_floor: KdfParams | None = None,
+        kdf_cap: KdfParams | None = None,
+    ) -> None:
+        self._host, self._port = host, port
+        self._credentials = credentials(password)
+        self._options = link_options(
+            node_id=node_id,
+            open_timeout=open_timeout,
+            close_timeout=close_timeout,
+            max_message_size=max_message_size,
+            send_buffer=send_buffer,
+            recv_buffer=recv_buffer,
+            rekey=rekey,
+            kdf_floor=kdf_floor,
+            kdf_cap=kdf_cap,
+        )
+        self._connection: Connection | None = None
+
+    async def connect(self) -> Connection:
+        """Open a new authenticated connection (closing none). Raises AuthenticationError,
+        ProtocolError, Timeout (``open_timeout``) or OSError."""
+        native = await _argonlink.connect(
+            self._host, self._port, self._credentials, self._options
+        )
+        self._connection = Connection(native)
+        return self._connection
+
+    @property
+    def connection(self) -> Connection:
+        if self._connection is None:
+            raise RuntimeError("not connected; use 'async with' or 'await connect()'")
+        return self._connection
+
+    @property
+    def node_id(self) -> bytes:
+        return self._options.node_id
+
+    @property
+    def key_derivations(self) -> int:
+        """Argon2 runs so far (one per server key, however many connections)."""
+        return self._credentials.key_derivations
+
+    async def send(self, data: BytesLike, *, timeout: float | None = None) -> None:
+        await self.connection.send(data, timeout=timeout)
+
+    async def recv(self, timeout: float | None = None) -> bytes:
+        return await self.connection.recv(timeout)
+
+    def __aiter__(self) -> Connection:
+        return self.connection
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self._connection is not None:
+            await self._connection.close(code, reason)
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<Client {self._host}:{self._port} {self._connection!r}>"

@@ -1,0 +1,145 @@
+//! Settings from Python, checked once and turned into the I/O layer's config structs.
+//! `None` means "the library default"; the defaults live in Rust, in one place.
+
+use std::time::Duration;
+
+use pyo3::prelude::*;
+
+use super::errors;
+use super::wait::parse_timeout;
+use crate::core::handshake::{NodeId, NODE_ID_LEN};
+use crate::core::kdf::{KdfBounds, KdfParams};
+use crate::core::session::RekeyPolicy;
+use crate::error::Error;
+use crate::net::{ClientConfig, LinkConfig, ServerConfig};
+
+/// Everything about a link that is not a secret. Built by the Python layer.
+#[pyclass(frozen, module = "argonlink._argonlink")]
+#[derive(Clone, Debug)]
+pub struct LinkOptions {
+    pub link: LinkConfig,
+    pub open_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub max_pending_handshakes: usize,
+    pub accept_backlog: usize,
+    pub kdf_bounds: KdfBounds,
+}
+
+fn seconds(v: Option<f64>, default: Duration, name: &str) -> PyResult<Duration> {
+    match parse_timeout(v)? {
+        Some(d) if d.is_zero() => Err(errors::to_py(Error::config(format!(
+            "{name} must be positive"
+        )))),
+        Some(d) => Ok(d),
+        None => Ok(default),
+    }
+}
+
+#[pymethods]
+impl LinkOptions {
+    #[new]
+    #[pyo3(signature = (*, node_id=None, max_message_size=None, send_buffer=None,
+        recv_buffer=None, close_timeout=None, open_timeout=None, handshake_timeout=None,
+        max_pending_handshakes=None, accept_backlog=None, rekey_bytes=None, rekey_frames=None,
+        rekey_interval=None, kdf_floor=None, kdf_cap=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        node_id: Option<[u8; NODE_ID_LEN]>,
+        max_message_size: Option<u64>,
+        send_buffer: Option<usize>,
+        recv_buffer: Option<usize>,
+        close_timeout: Option<f64>,
+        open_timeout: Option<f64>,
+        handshake_timeout: Option<f64>,
+        max_pending_handshakes: Option<usize>,
+        accept_backlog: Option<usize>,
+        rekey_bytes: Option<u64>,
+        rekey_frames: Option<u64>,
+        rekey_interval: Option<f64>,
+        kdf_floor: Option<(u32, u32, u32)>,
+        kdf_cap: Option<(u32, u32, u32)>,
+    ) -> PyResult<Self> {
+        let (ld, cd, sd) = (
+            LinkConfig::default(),
+            ClientConfig::default(),
+            ServerConfig::default(),
+        );
+        let rd = RekeyPolicy::default();
+        let kdf = |t: Option<(u32, u32, u32)>, d: KdfParams| match t {
+            Some((m, t, p)) => KdfParams::new(m, t, p).map_err(errors::to_py),
+            None => Ok(d),
+        };
+        let bounds_default = KdfBounds::default();
+        let link = LinkConfig {
+            node_id: node_id.map(NodeId).unwrap_or(ld.node_id),
+            max_message_size: max_message_size.unwrap_or(ld.max_message_size),
+            send_buffer: send_buffer.unwrap_or(ld.send_buffer),
+            recv_buffer: recv_buffer.unwrap_or(ld.recv_buffer),
+            close_timeout: seconds(close_timeout, ld.close_timeout, "close_timeout")?,
+            rekey: RekeyPolicy {
+                bytes: rekey_bytes.unwrap_or(rd.bytes),
+                frames: rekey_frames.unwrap_or(rd.frames),
+                interval: seconds(rekey_interval, rd.interval, "rekey_interval")?,
+            },
+        };
+        link.validate().map_err(errors::to_py)?;
+        let opts = LinkOptions {
+            link,
+            open_timeout: seconds(open_timeout, cd.open_timeout, "open_timeout")?,
+            handshake_timeout: seconds(
+                handshake_timeout,
+                sd.handshake_timeout,
+                "handshake_timeout",
+            )?,
+            max_pending_handshakes: max_pending_handshakes.unwrap_or(sd.max_pending_handshakes),
+            accept_backlog: accept_backlog.unwrap_or(sd.accept_backlog),
+            kdf_bounds: KdfBounds {
+                floor: kdf(kdf_floor, bounds_default.floor)?,
+                cap: kdf(kdf_cap, bounds_default.cap)?,
+            },
+        };
+        if opts.max_pending_handshakes == 0 || opts.accept_backlog == 0 {
+            return Err(errors::to_py(Error::config(
+                "max_pending_handshakes and accept_backlog must be positive",
+            )));
+        }
+        Ok(opts)
+    }
+
+    /// This side's node id (16 bytes).
+    #[getter]
+    fn node_id(&self) -> [u8; NODE_ID_LEN] {
+        self.link.node_id.0
+    }
+
+    #[getter]
+    fn max_message_size(&self) -> u64 {
+        self.link.max_message_size
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "LinkOptions(node_id={}, max_message_size={}, open_timeout={:?}, handshake_timeout={:?})",
+            self.link.node_id, self.link.max_message_size, self.open_timeout, self.handshake_timeout
+        )
+    }
+}
+
+impl LinkOptions {
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig {
+            link: self.link.clone(),
+            open_timeout: self.open_timeout,
+            kdf_bounds: self.kdf_bounds,
+        }
+    }
+
+    pub fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            link: self.link.clone(),
+            handshake_timeout: self.handshake_timeout,
+            max_pending_handshakes: self.max_pending_handshakes,
+            accept_backlog: self.accept_backlog,
+        }
+    }
+}

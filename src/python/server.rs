@@ -1,0 +1,154 @@
+//! `NativeServer`: a listening server handing out authenticated connections.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use zeroize::Zeroizing;
+
+use super::buffers::secret_bytes;
+use super::connection::NativeConnection;
+use super::errors;
+use super::options::LinkOptions;
+use super::wait::block_on;
+use crate::core::kdf::KdfParams;
+use crate::error::Error;
+use crate::net::{Server, ServerKeySource};
+
+#[pyclass(frozen, module = "argonlink._argonlink")]
+pub struct NativeServer {
+    inner: Server,
+}
+
+fn key_source(
+    password: Option<&Bound<'_, PyAny>>,
+    password_hash: Option<String>,
+    kdf: (u32, u32, u32),
+) -> PyResult<ServerKeySource> {
+    match (password, password_hash) {
+        (Some(pw), None) => {
+            let pw = secret_bytes(pw)?;
+            if pw.is_empty() {
+                return Err(errors::to_py(Error::config(
+                    "the password must not be empty",
+                )));
+            }
+            let params = KdfParams::new(kdf.0, kdf.1, kdf.2).map_err(errors::to_py)?;
+            Ok(ServerKeySource::Password(pw, params))
+        }
+        (None, Some(phc)) => Ok(ServerKeySource::Phc(Zeroizing::new(phc))),
+        _ => Err(errors::to_py(Error::config(
+            "give exactly one of password or password_hash",
+        ))),
+    }
+}
+
+/// Awaitable: bind, derive the key off the event loop, and start accepting.
+#[pyfunction]
+#[pyo3(signature = (host, port, options, kdf, password=None, password_hash=None))]
+pub fn bind<'py>(
+    py: Python<'py>,
+    host: String,
+    port: u16,
+    options: &LinkOptions,
+    kdf: (u32, u32, u32),
+    password: Option<&Bound<'py, PyAny>>,
+    password_hash: Option<String>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let source = key_source(password, password_hash, kdf)?;
+    let config = options.server_config();
+    pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        let inner = Server::bind(&host, port, source, config)
+            .await
+            .map_err(errors::to_py)?;
+        Ok(NativeServer { inner })
+    })
+}
+
+#[pyfunction]
+#[pyo3(signature = (host, port, options, kdf, password=None, password_hash=None))]
+pub fn bind_blocking(
+    py: Python<'_>,
+    host: String,
+    port: u16,
+    options: &LinkOptions,
+    kdf: (u32, u32, u32),
+    password: Option<&Bound<'_, PyAny>>,
+    password_hash: Option<String>,
+) -> PyResult<NativeServer> {
+    let source = key_source(password, password_hash, kdf)?;
+    let config = options.server_config();
+    let inner = block_on(py, None, "bind", async move {
+        Server::bind(&host, port, source, config).await
+    })?;
+    Ok(NativeServer { inner })
+}
+
+#[pymethods]
+impl NativeServer {
+    #[getter]
+    fn address(&self) -> (String, u16) {
+        let a = self.inner.local_addr();
+        (a.ip().to_string(), a.port())
+    }
+
+    fn try_accept(&self) -> PyResult<Option<NativeConnection>> {
+        let conn = self.inner.try_accept().map_err(errors::to_py)?;
+        Ok(conn.map(|inner| NativeConnection { inner }))
+    }
+
+    /// Awaitable that completes when `try_accept` has something to say. Takes nothing.
+    fn acceptable<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let server = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            server.acceptable().await;
+            Ok(())
+        })
+    }
+
+    #[pyo3(signature = (timeout=None))]
+    fn accept_blocking(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<NativeConnection> {
+        let server = self.inner.clone();
+        let inner = block_on(py, timeout, "accept", async move { server.accept().await })?;
+        Ok(NativeConnection { inner })
+    }
+
+    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let server = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            server.close().await;
+            Ok(())
+        })
+    }
+
+    fn close_blocking(&self, py: Python<'_>) -> PyResult<()> {
+        let server = self.inner.clone();
+        block_on(py, None, "close", async move {
+            server.close().await;
+            Ok(())
+        })
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats();
+        let d = PyDict::new(py);
+        d.set_item("handshakes_ok", s.handshakes_ok.load(Relaxed))?;
+        d.set_item("handshakes_failed", s.handshakes_failed.load(Relaxed))?;
+        d.set_item("auth_failures", s.auth_failures.load(Relaxed))?;
+        d.set_item("handshakes_evicted", s.handshakes_evicted.load(Relaxed))?;
+        d.set_item("rejected_busy", s.rejected_busy.load(Relaxed))?;
+        d.set_item("key_derivations", s.key_derivations.load(Relaxed))?;
+        d.set_item("live_connections", self.inner.live_connections())?;
+        d.set_item("pending_handshakes", self.inner.pending_handshakes())?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<NativeServer {}>", self.inner.local_addr())
+    }
+}
