@@ -15,7 +15,9 @@ blocking: the same names under :mod:`argonlink.sync`.
 
 from __future__ import annotations
 
-from . import sync
+import atexit
+
+from . import _argonlink, sync
 from ._argonlink import __version__
 from ._asyncio import Client, Connection, Handler, Server
 from ._options import (
@@ -59,3 +61,6 @@ __all__ = [
     "hash_password",
     "sync",
 ]
+
+# Stop the runtime's threads before the interpreter finalizes (see src/python/runtime.rs).
+atexit.register(_argonlink.shutdown)

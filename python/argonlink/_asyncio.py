@@ -14,9 +14,9 @@ from types import TracebackType
 from typing import Any, Self
 
 from . import _argonlink
-from ._common import ConnectionInfo, describe_server
-from ._options import BytesLike, KdfParams, Password, RekeyPolicy, credentials, link_options
-from .exceptions import ConfigError, ConnectionClosed, ConnectionClosedOK, Timeout
+from ._common import ClientBase, ConnectionInfo, ServerBase
+from ._options import BytesLike
+from .exceptions import ConnectionClosed, ConnectionClosedOK, Timeout
 
 __all__ = ["Client", "Connection", "Handler", "Server"]
 
@@ -92,7 +92,7 @@ class Connection(ConnectionInfo):
 Handler = Callable[[Connection], Awaitable[None]]
 
 
-class Server:
+class Server(ServerBase[Handler]):
     """Accepts authenticated connections.
 
     ``async with Server(host, port, password=...) as server`` binds (port 0: any free port)
@@ -101,76 +101,17 @@ class Server:
     served in its own task (closed when the handler returns).
     """
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        password: str | BytesLike | None = None,
-        password_hash: str | None = None,
-        handler: Handler | None = None,
-        kdf: KdfParams = KdfParams.RFC9106,
-        node_id: bytes | str | None = None,
-        handshake_timeout: float | None = None,
-        max_pending_handshakes: int | None = None,
-        accept_backlog: int | None = None,
-        max_message_size: int | None = None,
-        send_buffer: int | None = None,
-        recv_buffer: int | None = None,
-        close_timeout: float | None = None,
-        rekey: RekeyPolicy | None = None,
-    ) -> None:
-        if (password is None) == (password_hash is None):
-            raise ConfigError("give exactly one of password= or password_hash=")
-        self._host, self._port = host, port
-        self._password, self._password_hash = password, password_hash
-        self._kdf = kdf
-        self._handler = handler
-        self._options = link_options(
-            node_id=node_id,
-            handshake_timeout=handshake_timeout,
-            max_pending_handshakes=max_pending_handshakes,
-            accept_backlog=accept_backlog,
-            max_message_size=max_message_size,
-            send_buffer=send_buffer,
-            recv_buffer=recv_buffer,
-            close_timeout=close_timeout,
-            rekey=rekey,
-        )
-        self._native: _argonlink.NativeServer | None = None
+    def _init_serving(self) -> None:
         self._serving: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[None]] = set()
 
     async def start(self) -> Self:
         """Bind and start accepting (idempotent)."""
         if self._native is None:
-            self._native = await _argonlink.bind(
-                self._host,
-                self._port,
-                self._options,
-                self._kdf.as_tuple(),
-                password=self._password,
-                password_hash=self._password_hash,
-            )
-            self._password = None  # the native side holds the derived key now
+            self._native = await _argonlink.bind(**self._bind_args())
             if self._handler is not None:
                 self._serving = asyncio.create_task(self._serve())
         return self
-
-    @property
-    def _started(self) -> _argonlink.NativeServer:
-        if self._native is None:
-            raise RuntimeError("the server is not started; use 'async with' or 'await start()'")
-        return self._native
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """The bound (host, port)."""
-        return self._started.address
-
-    @property
-    def node_id(self) -> bytes:
-        return self._options.node_id
 
     async def accept(self, timeout: float | None = None) -> Connection:
         """The next authenticated connection. Raises ConnectionClosedOK once the server closed."""
@@ -231,10 +172,6 @@ class Server:
         if self._handlers:
             await asyncio.gather(*self._handlers, return_exceptions=True)
 
-    def stats(self) -> dict[str, Any]:
-        """Handshakes (ok, failed, auth failures, evicted), key derivations, live connections."""
-        return self._started.stats()
-
     async def __aenter__(self) -> Self:
         return await self.start()
 
@@ -243,70 +180,19 @@ class Server:
     ) -> None:
         await self.close()
 
-    def __repr__(self) -> str:
-        return describe_server(type(self), self._native)
 
-
-class Client:
+class Client(ClientBase[Connection]):
     """Dials a server: ``async with Client(host, port, password=...) as client``.
 
     ``send``/``recv``/``async for`` work on the current connection.
     """
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        password: Password,
-        node_id: bytes | str | None = None,
-        open_timeout: float | None = None,
-        close_timeout: float | None = None,
-        max_message_size: int | None = None,
-        send_buffer: int | None = None,
-        recv_buffer: int | None = None,
-        rekey: RekeyPolicy | None = None,
-        kdf_floor: KdfParams | None = None,
-        kdf_cap: KdfParams | None = None,
-    ) -> None:
-        self._host, self._port = host, port
-        self._credentials = credentials(password)
-        self._options = link_options(
-            node_id=node_id,
-            open_timeout=open_timeout,
-            close_timeout=close_timeout,
-            max_message_size=max_message_size,
-            send_buffer=send_buffer,
-            recv_buffer=recv_buffer,
-            rekey=rekey,
-            kdf_floor=kdf_floor,
-            kdf_cap=kdf_cap,
-        )
-        self._connection: Connection | None = None
-
     async def connect(self) -> Connection:
         """Open a new authenticated connection (closing none). Raises AuthenticationError,
         ProtocolError, Timeout (``open_timeout``) or OSError."""
-        native = await _argonlink.connect(
-            self._host, self._port, self._credentials, self._options
-        )
+        native = await _argonlink.connect(self._host, self._port, self._credentials, self._options)
         self._connection = Connection(native)
         return self._connection
-
-    @property
-    def connection(self) -> Connection:
-        if self._connection is None:
-            raise RuntimeError("not connected; use 'async with' or 'await connect()'")
-        return self._connection
-
-    @property
-    def node_id(self) -> bytes:
-        return self._options.node_id
-
-    @property
-    def key_derivations(self) -> int:
-        """Argon2 runs so far (one per server key, however many connections)."""
-        return self._credentials.key_derivations
 
     async def send(self, data: BytesLike, *, timeout: float | None = None) -> None:
         await self.connection.send(data, timeout=timeout)
@@ -329,6 +215,3 @@ class Client:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
-
-    def __repr__(self) -> str:
-        return f"<Client {self._host}:{self._port} {self._connection!r}>"

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from . import _argonlink
+from ._options import BytesLike, KdfParams, Password, RekeyPolicy, credentials, link_options
+from .exceptions import ConfigError
+
+H = TypeVar("H")
+C = TypeVar("C", bound="ConnectionInfo")
 
 
 class ConnectionInfo:
@@ -67,9 +72,140 @@ class ConnectionInfo:
         return f"<{type(self).__qualname__} {state} remote={host}:{port}>"
 
 
-def describe_server(cls: type, native: _argonlink.NativeServer | None) -> str:
-    if native is None:
-        return f"<{cls.__qualname__} not started>"
-    host, port = native.address
-    state = "closed" if native.closed else "listening"
-    return f"<{cls.__qualname__} {state} on {host}:{port}>"
+class ServerBase(Generic[H]):
+    """Settings and read-only state shared by the asyncio and blocking servers."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        password: str | BytesLike | None = None,
+        password_hash: str | None = None,
+        handler: H | None = None,
+        kdf: KdfParams = KdfParams.RFC9106,
+        node_id: bytes | str | None = None,
+        handshake_timeout: float | None = None,
+        max_pending_handshakes: int | None = None,
+        accept_backlog: int | None = None,
+        max_message_size: int | None = None,
+        send_buffer: int | None = None,
+        recv_buffer: int | None = None,
+        close_timeout: float | None = None,
+        rekey: RekeyPolicy | None = None,
+    ) -> None:
+        if (password is None) == (password_hash is None):
+            raise ConfigError("give exactly one of password= or password_hash=")
+        self._host, self._port = host, port
+        self._password, self._password_hash = password, password_hash
+        self._kdf = kdf
+        self._handler = handler
+        self._options = link_options(
+            node_id=node_id,
+            handshake_timeout=handshake_timeout,
+            max_pending_handshakes=max_pending_handshakes,
+            accept_backlog=accept_backlog,
+            max_message_size=max_message_size,
+            send_buffer=send_buffer,
+            recv_buffer=recv_buffer,
+            close_timeout=close_timeout,
+            rekey=rekey,
+        )
+        self._native: _argonlink.NativeServer | None = None
+        self._init_serving()
+
+    def _init_serving(self) -> None:
+        """Set up what the concrete server needs to run a handler."""
+
+    def _bind_args(self) -> dict[str, Any]:
+        """Arguments for the native bind; the plaintext password is dropped from this object."""
+        args = {
+            "host": self._host,
+            "port": self._port,
+            "options": self._options,
+            "kdf": self._kdf.as_tuple(),
+            "password": self._password,
+            "password_hash": self._password_hash,
+        }
+        self._password = None
+        return args
+
+    @property
+    def _started(self) -> _argonlink.NativeServer:
+        if self._native is None:
+            raise RuntimeError("the server is not started; use a 'with' block or start()")
+        return self._native
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port)."""
+        return self._started.address
+
+    @property
+    def node_id(self) -> bytes:
+        return self._options.node_id
+
+    def stats(self) -> dict[str, Any]:
+        """Handshakes (ok, failed, auth failures, evicted), key derivations, live connections."""
+        return self._started.stats()
+
+    def __repr__(self) -> str:
+        if self._native is None:
+            return f"<{type(self).__qualname__} not started>"
+        host, port = self._native.address
+        state = "closed" if self._native.closed else "listening"
+        return f"<{type(self).__qualname__} {state} on {host}:{port}>"
+
+
+class ClientBase(Generic[C]):
+    """Settings and read-only state shared by the asyncio and blocking clients."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        password: Password,
+        node_id: bytes | str | None = None,
+        open_timeout: float | None = None,
+        close_timeout: float | None = None,
+        max_message_size: int | None = None,
+        send_buffer: int | None = None,
+        recv_buffer: int | None = None,
+        rekey: RekeyPolicy | None = None,
+        kdf_floor: KdfParams | None = None,
+        kdf_cap: KdfParams | None = None,
+    ) -> None:
+        self._host, self._port = host, port
+        self._credentials = credentials(password)
+        self._options = link_options(
+            node_id=node_id,
+            open_timeout=open_timeout,
+            close_timeout=close_timeout,
+            max_message_size=max_message_size,
+            send_buffer=send_buffer,
+            recv_buffer=recv_buffer,
+            rekey=rekey,
+            kdf_floor=kdf_floor,
+            kdf_cap=kdf_cap,
+        )
+        self._connection: C | None = None
+
+    @property
+    def connection(self) -> C:
+        """The current connection."""
+        if self._connection is None:
+            raise RuntimeError("not connected; use a 'with' block or connect()")
+        return self._connection
+
+    @property
+    def node_id(self) -> bytes:
+        return self._options.node_id
+
+    @property
+    def key_derivations(self) -> int:
+        """Argon2 runs so far (one per server key, however many connections)."""
+        return self._credentials.key_derivations
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__qualname__} {self._host}:{self._port} {self._connection!r}>"

@@ -34,9 +34,10 @@ impl NativeConnection {
     fn send<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let msg = to_bytes(data)?;
         let conn = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            conn.send(msg).await.map_err(errors::to_py)
-        })
+        super::runtime::future_into_py(
+            py,
+            async move { conn.send(msg).await.map_err(errors::to_py) },
+        )
     }
 
     #[pyo3(signature = (data, timeout=None))]
@@ -66,7 +67,7 @@ impl NativeConnection {
     /// Awaitable that completes when `try_recv` has something to say. Takes nothing.
     fn readable<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let conn = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        super::runtime::future_into_py(py, async move {
             conn.readable().await;
             Ok(())
         })
@@ -87,23 +88,18 @@ impl NativeConnection {
     }
 
     /// Awaitable: closing handshake, bounded by the close timeout.
-    #[pyo3(signature = (code=1000, reason=String::new()))]
-    fn close<'py>(
-        &self,
-        py: Python<'py>,
-        code: u16,
-        reason: String,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let conn = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+    #[pyo3(signature = (code=1000, reason=""))]
+    fn close<'py>(&self, py: Python<'py>, code: u16, reason: &str) -> PyResult<Bound<'py, PyAny>> {
+        let (conn, reason) = (self.inner.clone(), reason.to_owned());
+        super::runtime::future_into_py(py, async move {
             conn.close(CloseCode(code), &reason).await;
             Ok(())
         })
     }
 
-    #[pyo3(signature = (code=1000, reason=String::new()))]
-    fn close_blocking(&self, py: Python<'_>, code: u16, reason: String) -> PyResult<()> {
-        let conn = self.inner.clone();
+    #[pyo3(signature = (code=1000, reason=""))]
+    fn close_blocking(&self, py: Python<'_>, code: u16, reason: &str) -> PyResult<()> {
+        let (conn, reason) = (self.inner.clone(), reason.to_owned());
         block_on(py, None, "close", async move {
             conn.close(CloseCode(code), &reason).await;
             Ok(())
@@ -227,7 +223,7 @@ pub fn connect<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let creds = credentials.inner.clone();
     let config = options.client_config();
-    pyo3_async_runtimes::tokio::future_into_py(py, async move {
+    super::runtime::future_into_py(py, async move {
         let inner = net::connect(&host, port, &creds, &config)
             .await
             .map_err(errors::to_py)?;

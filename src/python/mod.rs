@@ -8,6 +8,7 @@ mod buffers;
 mod connection;
 mod errors;
 mod options;
+mod runtime;
 mod server;
 mod wait;
 
@@ -37,6 +38,7 @@ fn _argonlink(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let _ = pyo3_log::try_init();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(hash_password, m)?)?;
+    m.add_function(wrap_pyfunction!(runtime::shutdown, m)?)?;
     m.add_class::<options::LinkOptions>()?;
     m.add_class::<connection::NativeConnection>()?;
     m.add_class::<connection::NativeCredentials>()?;

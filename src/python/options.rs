@@ -26,10 +26,13 @@ pub struct LinkOptions {
 }
 
 fn seconds(v: Option<f64>, default: Duration, name: &str) -> PyResult<Duration> {
-    match parse_timeout(v)? {
-        Some(d) if d.is_zero() => Err(errors::to_py(Error::config(format!(
-            "{name} must be positive"
-        )))),
+    let positive = || {
+        errors::to_py(Error::config(format!(
+            "{name} must be a positive number of seconds"
+        )))
+    };
+    match parse_timeout(v).map_err(|_| positive())? {
+        Some(d) if d.is_zero() => Err(positive()),
         Some(d) => Ok(d),
         None => Ok(default),
     }

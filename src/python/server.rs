@@ -57,7 +57,7 @@ pub fn bind<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let source = key_source(password, password_hash, kdf)?;
     let config = options.server_config();
-    pyo3_async_runtimes::tokio::future_into_py(py, async move {
+    super::runtime::future_into_py(py, async move {
         let inner = Server::bind(&host, port, source, config)
             .await
             .map_err(errors::to_py)?;
@@ -100,7 +100,7 @@ impl NativeServer {
     /// Awaitable that completes when `try_accept` has something to say. Takes nothing.
     fn acceptable<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let server = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        super::runtime::future_into_py(py, async move {
             server.acceptable().await;
             Ok(())
         })
@@ -115,7 +115,7 @@ impl NativeServer {
 
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let server = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        super::runtime::future_into_py(py, async move {
             server.close().await;
             Ok(())
         })

@@ -5,17 +5,11 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
-use tokio::runtime::Runtime;
 
 use super::errors::{self, Timeout};
 use crate::error::Result;
 
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
-
-/// The process-wide runtime, shared with the asyncio bridge.
-pub fn runtime() -> &'static Runtime {
-    pyo3_async_runtimes::tokio::get_runtime()
-}
 
 pub fn parse_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
     match timeout {
@@ -43,8 +37,9 @@ pub fn block_on<T: Send>(
                 .min(SIGNAL_CHECK),
             None => SIGNAL_CHECK,
         };
-        let step =
-            py.detach(|| runtime().block_on(async { tokio::time::timeout(slice, &mut fut).await }));
+        let step = py.detach(|| {
+            super::runtime::handle().block_on(async { tokio::time::timeout(slice, &mut fut).await })
+        });
         match step {
             Ok(result) => return result.map_err(errors::to_py),
             Err(_elapsed) => {

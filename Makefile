@@ -1,0 +1,52 @@
+# One entry point for people and CI. Needs: Rust (cargo), Python >= 3.11, make.
+# Everything else is installed into .venv from PyPI and crates.io.
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+BIN     := $(VENV)/bin
+DEPS    := $(VENV)/.deps
+PYFILES := python tests benchmarks examples
+
+.PHONY: all dev build test test-rust test-python lint demo bench clean
+
+all: test
+
+$(DEPS): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "maturin>=1.9,<2"
+	touch $(DEPS)
+
+# Build the extension (release profile: optimised crypto) and install it with the dev tools.
+build: $(DEPS)
+	$(BIN)/maturin develop --release --extras dev,bench
+
+dev: build
+
+lint: build
+	cargo fmt --check
+	cargo clippy --all-targets --features python,rustcrypto -- -D warnings
+	$(BIN)/ruff check $(PYFILES)
+	$(BIN)/ruff format --check $(PYFILES)
+	$(BIN)/mypy
+	$(PY) -m mypy.stubtest argonlink._argonlink
+
+test-rust:
+	cargo test --features rustcrypto
+	cargo test --lib --no-default-features --features rustcrypto
+
+test-python: build
+	$(PY) -m pytest
+
+# The whole suite: Rust unit tests (both AES-GCM backends), lints, pytest.
+test: lint test-rust test-python
+
+# The main job: a real two-process transfer on loopback, printing throughput and the hash.
+demo: build
+	$(PY) examples/transfer.py --size-mib 256
+
+bench: build
+	$(PY) benchmarks/throughput.py
+
+clean:
+	rm -rf $(VENV) target
