@@ -1,0 +1,1562 @@
+"""The security properties of argonlink, proved against the real library on real sockets.
+
+Each group below proves one numbered property of ``shared/SECURITY-NOTES.md`` ("Properties the
+tests must prove"): 1-8, 10 and 11 (9, re-authentication, and 12, rekeying, are not covered
+here). Every test is written so that it fails if its property breaks, and where a failure could
+also come from the test's own machinery (the proxy, the crypto model below) a positive control
+shows that machinery working on the same path.
+
+Wire tampering goes through ``tests/proxy.py``. Property 4 (forward secrecy) and a few handshake
+probes need the protocol's cryptography on the test side: it is modelled below in pure Python
+(X25519, AES-256-GCM, the Noise symmetric state), checked against published test vectors, and
+checked against the library itself (a model client completes a handshake with the real server and
+exchanges messages), so the model is known to be exactly the protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import copy
+import hashlib
+import hmac
+import os
+import socket
+import ssl
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import argonlink
+import pytest
+from argonlink import (
+    AuthenticationError,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    ProtocolError,
+    Timeout,
+    sync,
+)
+from proxy import (
+    C2S_CONFIRM,
+    C2S_FIRST_DATA,
+    C2S_HELLO,
+    C2S_MSG1,
+    HELLO_LEN,
+    PARAMS_LEN,
+    S2C_FIRST_DATA,
+    S2C_MSG2,
+    S2C_PARAMS,
+    CloseAfter,
+    CutMidRecord,
+    Direction,
+    Drop,
+    Duplicate,
+    FlipBit,
+    Inject,
+    Out,
+    Proxy,
+    RecordParser,
+    Replace,
+    Swap,
+    Tamper,
+    TcpService,
+    read_record,
+    recv_exact,
+    recv_until_closed,
+    split_records,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+PASSWORD = "correct horse battery staple"
+WRONG_PASSWORD = "incorrect horse battery staple"
+KDF = argonlink.KdfParams.OWASP
+HELLO = b"ALNK\x00\x01\x00\x01"
+MSG1_LEN = 72
+MSG2_LEN = 56
+MESSAGES = [b"message %d " % i + b"." * (8 + i) for i in range(6)]
+
+
+# ============================================================================================
+# A pure-Python model of the protocol's cryptography (Noise_NNpsk0_25519_AESGCM_SHA256)
+
+
+class InvalidTag(Exception):
+    """An AES-GCM tag did not verify."""
+
+
+def _xtime(a: int) -> int:
+    a <<= 1
+    return (a ^ 0x11B) if a & 0x100 else a
+
+
+def _make_sbox() -> bytes:
+    exp, log = [0] * 255, [0] * 256
+    x = 1
+    for i in range(255):  # 3 generates GF(2^8)*
+        exp[i], log[x] = x, i
+        x ^= _xtime(x)
+    box = bytearray(256)
+    for i in range(256):
+        inv = exp[(255 - log[i]) % 255] if i else 0
+        y = inv
+        for _ in range(4):
+            inv = ((inv << 1) | (inv >> 7)) & 0xFF
+            y ^= inv
+        box[i] = y ^ 0x63
+    return bytes(box)
+
+
+_SBOX = _make_sbox()
+_MUL2 = bytes(_xtime(i) & 0xFF for i in range(256))
+
+
+class _Aes256:
+    """AES-256 encryption of single blocks (all that GCM needs). Slow, and fine for tests."""
+
+    def __init__(self, key: bytes) -> None:
+        words = [list(key[i : i + 4]) for i in range(0, 32, 4)]
+        rcon = 1
+        for i in range(8, 60):
+            t = list(words[i - 1])
+            if i % 8 == 0:
+                t = [_SBOX[b] for b in t[1:] + t[:1]]
+                t[0] ^= rcon
+                rcon = _xtime(rcon)
+            elif i % 8 == 4:
+                t = [_SBOX[b] for b in t]
+            words.append([a ^ b for a, b in zip(words[i - 8], t, strict=True)])
+        flat = [b for word in words for b in word]
+        self._round_keys = [flat[16 * r : 16 * r + 16] for r in range(15)]
+
+    def encrypt_block(self, block: bytes) -> bytes:
+        s = [b ^ k for b, k in zip(block, self._round_keys[0], strict=True)]
+        for r in range(1, 15):
+            s = [_SBOX[b] for b in s]
+            s = [s[(i + 4 * (i % 4)) % 16] for i in range(16)]  # ShiftRows (column-major)
+            if r != 14:
+                mixed: list[int] = []
+                for c in range(4):
+                    a0, a1, a2, a3 = s[4 * c : 4 * c + 4]
+                    t = a0 ^ a1 ^ a2 ^ a3
+                    mixed += [
+                        a0 ^ t ^ _MUL2[a0 ^ a1],
+                        a1 ^ t ^ _MUL2[a1 ^ a2],
+                        a2 ^ t ^ _MUL2[a2 ^ a3],
+                        a3 ^ t ^ _MUL2[a3 ^ a0],
+                    ]
+                s = mixed
+            s = [b ^ k for b, k in zip(s, self._round_keys[r], strict=True)]
+        return bytes(s)
+
+
+def _gf128_mul(x: int, y: int) -> int:
+    z = 0
+    for i in range(127, -1, -1):
+        if (y >> i) & 1:
+            z ^= x
+        x = (x >> 1) ^ (0xE1 << 120) if x & 1 else x >> 1
+    return z
+
+
+class AesGcm:
+    """AES-256-GCM, 12-byte nonces, 16-byte tags (NIST SP 800-38D)."""
+
+    def __init__(self, key: bytes) -> None:
+        assert len(key) == 32
+        self._aes = _Aes256(key)
+        self._h = int.from_bytes(self._aes.encrypt_block(bytes(16)), "big")
+
+    def _ctr(self, nonce: bytes, data: bytes) -> bytes:
+        out = bytearray()
+        for i in range(0, len(data), 16):
+            pad = self._aes.encrypt_block(nonce + struct.pack(">I", 2 + i // 16))
+            out += bytes(a ^ b for a, b in zip(data[i : i + 16], pad, strict=False))
+        return bytes(out)
+
+    def _tag(self, nonce: bytes, ad: bytes, ct: bytes) -> bytes:
+        y = 0
+        for part in (ad, ct):
+            for i in range(0, len(part), 16):
+                block = int.from_bytes(part[i : i + 16].ljust(16, b"\0"), "big")
+                y = _gf128_mul(y ^ block, self._h)
+        y = _gf128_mul(y ^ ((len(ad) * 8) << 64 | len(ct) * 8), self._h)
+        mask = int.from_bytes(self._aes.encrypt_block(nonce + b"\0\0\0\1"), "big")
+        return (y ^ mask).to_bytes(16, "big")
+
+    def encrypt(self, nonce: bytes, plaintext: bytes, ad: bytes) -> bytes:
+        ct = self._ctr(nonce, plaintext)
+        return ct + self._tag(nonce, ad, ct)
+
+    def decrypt(self, nonce: bytes, data: bytes, ad: bytes) -> bytes:
+        ct, tag = data[:-16], data[-16:]
+        if len(data) < 16 or not hmac.compare_digest(self._tag(nonce, ad, ct), tag):
+            raise InvalidTag
+        return self._ctr(nonce, ct)
+
+
+_P25519 = 2**255 - 19
+X25519_BASE = (9).to_bytes(32, "little")
+
+
+def x25519(scalar: bytes, u: bytes) -> bytes:
+    """RFC 7748 X25519 (Montgomery ladder)."""
+    k = bytearray(scalar)
+    k[0] &= 248
+    k[31] = (k[31] & 127) | 64
+    n = int.from_bytes(k, "little")
+    p = _P25519
+    x1 = int.from_bytes(u, "little") & ((1 << 255) - 1)
+    x2, z2, x3, z3, swap = 1, 0, x1, 1, 0
+    for t in range(254, -1, -1):
+        bit = (n >> t) & 1
+        if swap ^ bit:
+            x2, x3, z2, z3 = x3, x2, z3, z2
+        swap = bit
+        a, b, c, d = x2 + z2, x2 - z2, x3 + z3, x3 - z3
+        aa, bb, da, cb = a * a % p, b * b % p, d * a % p, c * b % p
+        e = aa - bb
+        x3, z3 = (da + cb) ** 2 % p, x1 * (da - cb) ** 2 % p
+        x2, z2 = aa * bb % p, e * (aa + 121665 * e) % p
+    if swap:
+        x2, z2 = x3, z3
+    return (x2 * pow(z2, p - 2, p) % p).to_bytes(32, "little")
+
+
+def noise_nonce(n: int) -> bytes:
+    """Noise AESGCM nonce: 32 zero bits, then the counter as a big-endian u64."""
+    return bytes(4) + n.to_bytes(8, "big")
+
+
+def noise_hkdf(ck: bytes, ikm: bytes, n: int) -> list[bytes]:
+    temp = hmac.new(ck, ikm, hashlib.sha256).digest()
+    out, prev = [], b""
+    for i in range(1, n + 1):
+        prev = hmac.new(temp, prev + bytes([i]), hashlib.sha256).digest()
+        out.append(prev)
+    return out
+
+
+class SymmetricState:
+    """Noise spec rev 34 §5.2 with the psk modifier (§9), SHA-256 and AES-256-GCM."""
+
+    PROTOCOL_NAME = b"Noise_NNpsk0_25519_AESGCM_SHA256"  # exactly 32 bytes: used as is
+
+    def __init__(self, prologue: bytes) -> None:
+        self.h = self.ck = self.PROTOCOL_NAME
+        self.k: bytes | None = None
+        self.n = 0
+        self.mix_hash(prologue)
+
+    def mix_hash(self, data: bytes) -> None:
+        self.h = hashlib.sha256(self.h + data).digest()
+
+    def mix_key(self, ikm: bytes) -> None:
+        self.ck, self.k = noise_hkdf(self.ck, ikm, 2)
+        self.n = 0
+
+    def mix_key_and_hash(self, ikm: bytes) -> None:
+        self.ck, temp_h, self.k = noise_hkdf(self.ck, ikm, 3)
+        self.mix_hash(temp_h)
+        self.n = 0
+
+    def encrypt_and_hash(self, plaintext: bytes) -> bytes:
+        assert self.k is not None
+        ct = AesGcm(self.k).encrypt(noise_nonce(self.n), plaintext, self.h)
+        self.n += 1
+        self.mix_hash(ct)
+        return ct
+
+    def decrypt_and_hash(self, ct: bytes) -> bytes:
+        assert self.k is not None
+        plaintext = AesGcm(self.k).decrypt(noise_nonce(self.n), ct, self.h)
+        self.n += 1
+        self.mix_hash(ct)
+        return plaintext
+
+    def split(self) -> tuple[bytes, bytes]:
+        """(initiator -> responder key, responder -> initiator key)."""
+        k1, k2 = noise_hkdf(self.ck, b"", 2)
+        return k1, k2
+
+
+class FrameCipher:
+    """One direction of the transport: u16 length prefix + AES-GCM under a counter nonce, no AD."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AesGcm(key)
+        self.n = 0
+
+    def seal(self, plaintext: bytes) -> bytes:
+        ct = self._aead.encrypt(noise_nonce(self.n), plaintext, b"")
+        self.n += 1
+        return struct.pack(">H", len(ct)) + ct
+
+    def open(self, record: bytes) -> bytes:
+        (length,) = struct.unpack_from(">H", record)
+        assert length == len(record) - 2, "not one whole record"
+        plaintext = self._aead.decrypt(noise_nonce(self.n), record[2:], b"")
+        self.n += 1
+        return plaintext
+
+
+def data_frame(message: bytes) -> bytes:
+    """Plaintext of a single-frame DATA message (frame.rs: type 0x01, flags 0)."""
+    return b"\x01\x00" + message
+
+
+CONFIRM_FRAME = b"\x06"
+
+
+class ModelClient:
+    """The client side of the handshake, written from the Noise spec and the wire layout at the
+    top of src/core/handshake.rs (not from the library's code). Knows its ephemeral private key.
+    """
+
+    def __init__(
+        self,
+        psk: bytes,
+        *,
+        node_id: bytes | None = None,
+        max_message: int = 1 << 20,
+        e_priv: bytes | None = None,
+    ) -> None:
+        self.psk = psk
+        self.node_id = node_id if node_id is not None else os.urandom(16)
+        self.max_message = max_message
+        self.e_priv = e_priv if e_priv is not None else os.urandom(32)
+        self.e_pub = x25519(self.e_priv, X25519_BASE)
+        self._state: SymmetricState | None = None
+
+    def message1(self, params: bytes) -> bytes:
+        """The u16-prefixed message 1 for these server parameters."""
+        ss = SymmetricState(HELLO + params)
+        ss.mix_key_and_hash(self.psk)  # psk token
+        ss.mix_hash(self.e_pub)  # e token (and, with a psk, MixKey(e))
+        ss.mix_key(self.e_pub)
+        payload = self.node_id + self.max_message.to_bytes(8, "big")
+        msg1 = self.e_pub + ss.encrypt_and_hash(payload)
+        assert len(msg1) == MSG1_LEN
+        self._state = ss
+        return struct.pack(">H", MSG1_LEN) + msg1
+
+    def finish(self, msg2_record: bytes) -> tuple[FrameCipher, FrameCipher, bytes]:
+        """Process message 2: (sending cipher, receiving cipher, server payload)."""
+        assert self._state is not None and len(msg2_record) == 2 + MSG2_LEN
+        ss, msg2 = self._state, msg2_record[2:]
+        e_r = msg2[:32]
+        ss.mix_hash(e_r)  # e token
+        ss.mix_key(e_r)
+        ss.mix_key(x25519(self.e_priv, e_r))  # ee
+        payload = ss.decrypt_and_hash(msg2[32:])
+        k1, k2 = ss.split()
+        return FrameCipher(k1), FrameCipher(k2), payload
+
+    def handshake(self, sock: socket.socket) -> tuple[FrameCipher, FrameCipher]:
+        """Run the whole client handshake on a connected socket and send CONFIRM."""
+        sock.sendall(HELLO)
+        params = recv_exact(sock, PARAMS_LEN)
+        sock.sendall(self.message1(params))
+        send, recv, payload = self.finish(recv_exact(sock, 2 + MSG2_LEN))
+        assert len(payload) == 8
+        sock.sendall(send.seal(CONFIRM_FRAME))
+        return send, recv
+
+
+def psk_from_phc(phc: str) -> bytes:
+    """A PHC string's hash is the PSK (kdf.rs, ServerKey::from_phc)."""
+    encoded = phc.rsplit("$", 1)[1]
+    psk = base64.b64decode(encoded + "=" * (-len(encoded) % 4))
+    assert len(psk) == 32
+    return psk
+
+
+def test_proxy_record_parser() -> None:
+    """The proxy's framing, fed byte by byte: fixed preamble, then u16-prefixed records."""
+    stream = HELLO + b"\x00\x03abc" + b"\x00\x00" + b"\x00\x01z" + b"\x00\x05pa"
+    parser = RecordParser(HELLO_LEN)
+    records = [r for i in range(len(stream)) for r in parser.feed(stream[i : i + 1])]
+    assert records == [HELLO, b"\x00\x03abc", b"\x00\x00", b"\x00\x01z"]
+    assert parser.pending == b"\x00\x05pa"
+    assert split_records(stream, HELLO_LEN) == (records, b"\x00\x05pa")
+
+
+def test_crypto_model_known_answers() -> None:
+    """The model's primitives against published vectors, so its verdicts below can be trusted."""
+    # RFC 7748 §5.2, first X25519 vector.
+    scalar = bytes.fromhex("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4")
+    u = bytes.fromhex("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c")
+    expected = "c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552"
+    assert x25519(scalar, u).hex() == expected
+    # RFC 7748 §6.1: Alice's public key.
+    alice = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+    assert (
+        x25519(alice, X25519_BASE).hex()
+        == "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"
+    )
+    # FIPS 197 appendix C.3 (AES-256).
+    aes = _Aes256(bytes(range(32)))
+    block = aes.encrypt_block(bytes.fromhex("00112233445566778899aabbccddeeff"))
+    assert block.hex() == "8ea2b7ca516745bfeafc49904b496089"
+    # GCM spec (McGrew & Viega) test case 14: AES-256, zero key, zero IV, one zero block.
+    sealed = AesGcm(bytes(32)).encrypt(bytes(12), bytes(16), b"")
+    assert sealed.hex() == "cea7403d4d606b6e074ec5d3baf39d18d0d1c8a799996bf0265b98b5d48ab919"
+    with pytest.raises(InvalidTag):
+        AesGcm(bytes(32)).decrypt(bytes(12), sealed[:-1] + b"\0", b"")
+
+
+# ============================================================================================
+# Fixtures and helpers
+
+
+@pytest.fixture(scope="session")
+def phc() -> str:
+    """One server key for the whole session (OWASP costs): servers built from it derive nothing,
+    and its hash is the PSK, which property 4 hands to the attacker."""
+    return argonlink.hash_password(PASSWORD, KDF)
+
+
+@pytest.fixture(scope="session")
+def psk(phc: str) -> bytes:
+    return psk_from_phc(phc)
+
+
+@pytest.fixture
+async def server(phc: str) -> AsyncIterator[argonlink.Server]:
+    async with argonlink.Server(password_hash=phc, handshake_timeout=5, close_timeout=1) as srv:
+        yield srv
+
+
+@pytest.fixture
+def sync_server(phc: str) -> Iterator[sync.Server]:
+    with sync.Server(password_hash=phc, handshake_timeout=5, close_timeout=1) as srv:
+        yield srv
+
+
+Password = str | argonlink.Credentials
+
+
+def client(address: tuple[str, int], password: Password = PASSWORD, **kw: Any) -> argonlink.Client:
+    options: dict[str, Any] = {"open_timeout": 5, "close_timeout": 1, **kw}
+    return argonlink.Client(*address, password=password, **options)
+
+
+def sync_client(address: tuple[str, int], password: Password = PASSWORD, **kw: Any) -> sync.Client:
+    options: dict[str, Any] = {"open_timeout": 5, "close_timeout": 1, **kw}
+    return sync.Client(*address, password=password, **options)
+
+
+async def assert_serving(server: argonlink.Server) -> None:
+    """A correct client still gets through and a message still round-trips."""
+    async with client(server.address) as c:
+        accepted = await server.accept(timeout=5)
+        await c.send(b"still serving")
+        assert await accepted.recv(timeout=5) == b"still serving"
+        await accepted.send(b"yes")
+        assert await c.recv(timeout=5) == b"yes"
+        await accepted.close()
+
+
+def assert_serving_sync(server: sync.Server) -> None:
+    with sync_client(server.address) as c:
+        accepted = server.accept(timeout=5)
+        c.send(b"still serving")
+        assert accepted.recv(timeout=5) == b"still serving"
+        accepted.close()
+
+
+async def assert_nothing_accepted(server: argonlink.Server, wait: float = 0.3) -> None:
+    with pytest.raises(Timeout):
+        await server.accept(timeout=wait)
+
+
+def assert_nothing_accepted_sync(server: sync.Server, wait: float = 0.3) -> None:
+    with pytest.raises(Timeout):
+        server.accept(timeout=wait)
+
+
+async def drain(
+    conn: argonlink.Connection, timeout: float = 5.0
+) -> tuple[list[bytes], argonlink.ConnectionClosed | None]:
+    """``async for`` over ``conn``: (messages, the ConnectionClosed that ended it, or None if the
+    iteration stopped by itself). A hang fails the test (TimeoutError)."""
+    got: list[bytes] = []
+    try:
+        async with asyncio.timeout(timeout):
+            async for message in conn:
+                got.append(message)
+    except argonlink.ConnectionClosed as exc:
+        return got, exc
+    return got, None
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def tampering_proxy(address: tuple[str, int], direction: Direction, tamper: Tamper) -> Proxy:
+    if direction is Direction.C2S:
+        return Proxy(address, c2s=tamper)
+    return Proxy(address, s2c=tamper)
+
+
+def raw_connection(address: tuple[str, int]) -> socket.socket:
+    sock = socket.create_connection(address, timeout=5)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+# ============================================================================================
+# Property 1: mutual authentication
+
+
+async def test_wrong_client_password_async(server: argonlink.Server) -> None:
+    """A client with the wrong password gets AuthenticationError well within open_timeout, sends
+    nothing past message 1 (no CONFIRM, no data frame), nothing is accepted, and the server keeps
+    serving a correct client afterwards."""
+    with Proxy(server.address) as proxy:
+        start = time.monotonic()
+        with pytest.raises(AuthenticationError):
+            await client(proxy.address, WRONG_PASSWORD).connect()
+        assert time.monotonic() - start < 2.0
+        (pc,) = await proxy.wait_for_connections_async(1)
+        assert await pc.wait_closed_async(5)
+    assert len(pc.records(Direction.C2S)) == 2  # hello, message 1: nothing else left the client
+    assert len(pc.received(Direction.S2C)) == PARAMS_LEN  # the params only: no message 2
+    await assert_nothing_accepted(server)
+    stats = server.stats()
+    assert (stats["auth_failures"], stats["handshakes_ok"]) == (1, 0)
+    await assert_serving(server)
+
+
+async def test_wrong_server_password_async() -> None:
+    """A server holding a different password cannot answer: the client's connect raises
+    AuthenticationError (fast), and the server accepts nothing."""
+    async with argonlink.Server(password=WRONG_PASSWORD, kdf=KDF, handshake_timeout=5) as srv:
+        start = time.monotonic()
+        with pytest.raises(AuthenticationError):
+            await client(srv.address).connect()
+        assert time.monotonic() - start < 2.0
+        await assert_nothing_accepted(srv)
+        assert srv.stats()["handshakes_ok"] == 0
+
+
+def test_wrong_client_password_sync(sync_server: sync.Server) -> None:
+    """The blocking API: the same as test_wrong_client_password_async."""
+    start = time.monotonic()
+    with pytest.raises(AuthenticationError):
+        sync_client(sync_server.address, WRONG_PASSWORD).connect()
+    assert time.monotonic() - start < 2.0
+    assert_nothing_accepted_sync(sync_server)
+    assert sync_server.stats()["auth_failures"] == 1
+    assert_serving_sync(sync_server)
+
+
+def test_wrong_server_password_sync() -> None:
+    """The blocking API: the same as test_wrong_server_password_async."""
+    with sync.Server(password=WRONG_PASSWORD, kdf=KDF, handshake_timeout=5) as srv:
+        start = time.monotonic()
+        with pytest.raises(AuthenticationError):
+            sync_client(srv.address).connect()
+        assert time.monotonic() - start < 2.0
+        assert_nothing_accepted_sync(srv)
+        assert srv.stats()["handshakes_ok"] == 0
+
+
+async def test_client_never_hangs_on_a_silent_server() -> None:
+    """A peer that accepts TCP and never answers: connect ends with Timeout at open_timeout."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client gives up
+
+    with TcpService(silent) as fake:
+        start = time.monotonic()
+        with pytest.raises(Timeout):
+            await client(fake.address, open_timeout=0.5).connect()
+        assert 0.4 < time.monotonic() - start < 2.0
+
+
+# ============================================================================================
+# Property 2: replay
+
+
+def test_replayed_client_stream_delivers_nothing(sync_server: sync.Server) -> None:
+    """A client's complete byte stream (hello, message 1, CONFIRM, data, CLOSE), recorded, then
+    replayed turn by turn on a new connection: the server answers message 1 (by design message 1
+    is replayable and commands nothing) with a *fresh* message 2, then finds that the recorded
+    CONFIRM does not open under the new keys and hangs up. accept() yields nothing."""
+    with Proxy(sync_server.address) as proxy:
+        with sync_client(proxy.address) as c:
+            original = sync_server.accept(timeout=5)
+            for m in MESSAGES:
+                c.send(m)
+            assert [original.recv(timeout=5) for _ in MESSAGES] == MESSAGES
+        (pc,) = proxy.wait_for_connections(1)
+        assert pc.wait_closed(5)
+    records = pc.records(Direction.C2S)
+    assert len(records) == 3 + len(MESSAGES) + 1  # hello, msg1, CONFIRM, data..., CLOSE
+    recorded_s2c = pc.records(Direction.S2C)
+
+    with raw_connection(sync_server.address) as sock:
+        sock.sendall(records[C2S_HELLO])
+        assert recv_exact(sock, PARAMS_LEN) == recorded_s2c[S2C_PARAMS]
+        sock.sendall(records[C2S_MSG1])
+        reply = recv_exact(sock, 2 + MSG2_LEN)
+        assert reply != recorded_s2c[S2C_MSG2]  # a fresh server ephemeral key
+        sock.sendall(b"".join(records[C2S_CONFIRM:]))
+        tail, how, _ = recv_until_closed(sock, 5)
+    assert tail == b""
+    assert how in ("eof", "reset")
+
+    assert_nothing_accepted_sync(sync_server)
+    stats = sync_server.stats()
+    assert (stats["handshakes_ok"], stats["auth_failures"]) == (1, 1)
+
+
+def test_replayed_server_stream_fails_the_client(sync_server: sync.Server) -> None:
+    """The server's recorded bytes (params, message 2, frames) replayed by a fake server to a new
+    client with the right password: message 2 was made for another client ephemeral key, so the
+    client raises AuthenticationError (its Noise read of message 2 fails)."""
+    with Proxy(sync_server.address) as proxy:
+        with sync_client(proxy.address) as c:
+            accepted = sync_server.accept(timeout=5)
+            for m in MESSAGES:
+                accepted.send(m)
+            assert [c.recv(timeout=5) for _ in MESSAGES] == MESSAGES
+        (pc,) = proxy.wait_for_connections(1)
+        assert pc.wait_closed(5)
+    recorded = pc.records(Direction.S2C)
+    steps: list[str] = []
+
+    async def replay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(HELLO_LEN)
+        writer.write(recorded[S2C_PARAMS])
+        await writer.drain()
+        steps.append("params")
+        msg1 = await read_record(reader)
+        steps.append(f"msg1 {len(msg1)}")
+        writer.write(b"".join(recorded[S2C_MSG2:]))
+        await writer.drain()
+        steps.append("replayed")
+        await reader.read()
+
+    with TcpService(replay) as fake:
+        with pytest.raises(AuthenticationError):
+            sync_client(fake.address).connect()
+        assert wait_until(lambda: len(steps) == 3, 5)
+        assert fake.errors == []
+    assert steps == ["params", "msg1 74", "replayed"]
+
+
+# ============================================================================================
+# Property 3: fresh keys
+
+
+def test_same_password_same_plaintext_different_ciphertext(sync_server: sync.Server) -> None:
+    """Two connections, same password, same messages in both directions: every encrypted record
+    differs (msg1, msg2, CONFIRM, data), though the plaintext hello and params are identical.
+    CONFIRM is the sharpest check: same plaintext, same nonce (0), so equal ciphertext would mean
+    equal keys. Within one connection, the same message twice also encrypts differently."""
+    same = b"the same plaintext, byte for byte"
+    with Proxy(sync_server.address) as proxy:
+        sessions = []
+        for _ in range(2):
+            with sync_client(proxy.address) as c:
+                accepted = sync_server.accept(timeout=5)
+                c.send(same)
+                c.send(same)
+                assert [accepted.recv(timeout=5) for _ in range(2)] == [same, same]
+                accepted.send(same)
+                assert c.recv(timeout=5) == same
+                sessions.append((c.connection.session_id, accepted.session_id))
+        pcs = proxy.wait_for_connections(2)
+        assert all(pc.wait_closed(5) for pc in pcs)
+    c2s_1, c2s_2 = (pc.records(Direction.C2S) for pc in pcs)
+    s2c_1, s2c_2 = (pc.records(Direction.S2C) for pc in pcs)
+    assert c2s_1[C2S_HELLO] == c2s_2[C2S_HELLO] and s2c_1[S2C_PARAMS] == s2c_2[S2C_PARAMS]
+    for i in (C2S_MSG1, C2S_CONFIRM, C2S_FIRST_DATA, C2S_FIRST_DATA + 1):
+        assert len(c2s_1[i]) == len(c2s_2[i])
+        assert c2s_1[i] != c2s_2[i], f"client record {i} repeated across connections"
+    for i in (S2C_MSG2, S2C_FIRST_DATA):
+        assert len(s2c_1[i]) == len(s2c_2[i])
+        assert s2c_1[i] != s2c_2[i], f"server record {i} repeated across connections"
+    assert c2s_1[C2S_FIRST_DATA] != c2s_1[C2S_FIRST_DATA + 1]
+    (c1, s1), (c2, s2) = sessions
+    assert c1 == s1 and c2 == s2 and c1 != c2
+
+
+# ============================================================================================
+# Property 4: forward secrecy
+
+
+def test_model_client_interoperates_with_the_server(sync_server: sync.Server, psk: bytes) -> None:
+    """Positive control for the crypto model: our own client (pure Python, PSK from the PHC
+    string) completes the handshake with the real server, which accepts it and exchanges
+    messages both ways. So the model's key schedule, nonces and framing are the library's."""
+    model = ModelClient(psk)
+    with raw_connection(sync_server.address) as sock:
+        send, recv = model.handshake(sock)
+        sock.sendall(send.seal(data_frame(b"from the model")))
+        accepted = sync_server.accept(timeout=5)
+        assert bytes.fromhex(accepted.peer_node_id) == model.node_id
+        assert accepted.recv(timeout=5) == b"from the model"
+        accepted.send(b"to the model")
+        record = recv_exact(sock, 2 + 2 + len(b"to the model") + 16)
+        assert recv.open(record) == data_frame(b"to the model")
+        accepted.abort()
+
+
+def _attack(
+    transcript_c2s: list[bytes], transcript_s2c: list[bytes], psk: bytes, ee: bytes | None
+) -> tuple[bytes, bool, bytes, bytes]:
+    """What an attacker computes from a recorded transcript, the PSK and a guess ``ee`` for the
+    one value it lacks (the ephemeral-ephemeral DH; None: leave it out of the key schedule).
+    Returns (message 1 payload, whether message 2's tag verified, key c->s, key s->c)."""
+    ss = SymmetricState(transcript_c2s[C2S_HELLO] + transcript_s2c[S2C_PARAMS])
+    ss.mix_key_and_hash(psk)
+    msg1 = transcript_c2s[C2S_MSG1][2:]
+    ss.mix_hash(msg1[:32])
+    ss.mix_key(msg1[:32])
+    payload1 = ss.decrypt_and_hash(msg1[32:])  # the PSK is enough for this
+    msg2 = transcript_s2c[S2C_MSG2][2:]
+    ss.mix_hash(msg2[:32])
+    ss.mix_key(msg2[:32])
+    if ee is not None:
+        ss.mix_key(ee)
+    try:
+        copy.deepcopy(ss).decrypt_and_hash(msg2[32:])
+        msg2_ok = True
+    except InvalidTag:
+        msg2_ok = False
+    k1, k2 = ss.split()
+    return payload1, msg2_ok, k1, k2
+
+
+def _opens(key: bytes, record: bytes, nonce: int) -> bool:
+    cipher = FrameCipher(key)
+    cipher.n = nonce
+    try:
+        cipher.open(record)
+    except InvalidTag:
+        return False
+    return True
+
+
+def _guesses(psk: bytes, e_i: bytes, e_r: bytes) -> dict[str, bytes | None]:
+    """Every plausible stand-in for the ee DH that can be computed from PSK + public bytes."""
+    return {
+        "no ee at all": None,
+        "zeros": bytes(32),
+        "psk": psk,
+        "client ephemeral": e_i,
+        "server ephemeral": e_r,
+        "hash of both ephemerals": hashlib.sha256(e_i + e_r).digest(),
+        "X25519(psk, client e)": x25519(psk, e_i),
+        "X25519(psk, server e)": x25519(psk, e_r),
+        "X25519(client e as scalar, server e)": x25519(e_i, e_r),
+        "X25519(server e as scalar, client e)": x25519(e_r, e_i),
+    }
+
+
+def test_forward_secrecy_needs_an_ephemeral_private_key(
+    sync_server: sync.Server, psk: bytes
+) -> None:
+    """PSK + recorded transcript cannot decrypt a session; the ephemeral private key can.
+
+    What this proves: on one and the same recorded transcript (the model client talking to the
+    real server through the proxy), the attacker's procedure -- the exact Noise key schedule,
+    fed with the PSK and every public byte -- decrypts message 1 (revealing the client's node id
+    and its ephemeral *public* key, which is sent in clear anyway) but then needs the ee DH
+    value. Given the client's ephemeral private key (which only the client had, and which a
+    forward-secret implementation erases) it decrypts message 2 and every frame in both
+    directions; given any value computable from the PSK and the transcript (listed in _guesses)
+    it decrypts nothing. If the session keys stopped depending on the ee DH (a pattern without
+    ee, or keys derived from the PSK and public values only), the "no ee at all" guess or another
+    one would open the frames and the test would fail.
+
+    What it does not prove: that X25519 is hard (no test can), that the library erases its
+    ephemeral keys from memory (forward secrecy also needs that), or that no other derivation
+    from public values exists. Note also that the PSK does let an *active* attacker impersonate
+    either side (NNpsk0 authenticates by the PSK alone); forward secrecy is about recordings."""
+    secret_c, secret_s = b"attack at dawn, client to server", b"attack at dawn, server to client"
+    model = ModelClient(psk)
+    with Proxy(sync_server.address) as proxy:
+        with raw_connection(proxy.address) as sock:
+            send, recv = model.handshake(sock)
+            sock.sendall(send.seal(data_frame(secret_c)))
+            accepted = sync_server.accept(timeout=5)
+            assert accepted.recv(timeout=5) == secret_c
+            accepted.send(secret_s)
+            record = recv_exact(sock, 2 + 2 + len(secret_s) + 16)
+            assert recv.open(record) == data_frame(secret_s)
+            accepted.abort()
+        (pc,) = proxy.wait_for_connections(1)
+        assert pc.wait_closed(5)
+    c2s, s2c = pc.records(Direction.C2S), pc.records(Direction.S2C)
+    wire = pc.received(Direction.C2S) + pc.received(Direction.S2C)
+    assert secret_c not in wire and secret_s not in wire
+    e_i, e_r = c2s[C2S_MSG1][2:34], s2c[S2C_MSG2][2:34]
+    assert e_i == model.e_pub
+
+    # Positive control: with the ephemeral private key, the same procedure reads everything.
+    payload1, msg2_ok, k1, k2 = _attack(c2s, s2c, psk, x25519(model.e_priv, e_r))
+    assert payload1[:16] == model.node_id and msg2_ok
+    assert FrameCipher(k1).open(c2s[C2S_CONFIRM]) == CONFIRM_FRAME
+    c_open, s_open = FrameCipher(k1), FrameCipher(k2)
+    c_open.n = 1
+    assert c_open.open(c2s[C2S_FIRST_DATA]) == data_frame(secret_c)
+    assert s_open.open(s2c[S2C_FIRST_DATA]) == data_frame(secret_s)
+
+    # Without it: message 1 still opens (the PSK suffices), nothing after it does.
+    for name, guess in _guesses(psk, e_i, e_r).items():
+        payload1, msg2_ok, k1, k2 = _attack(c2s, s2c, psk, guess)
+        assert payload1[:16] == model.node_id
+        assert not msg2_ok, name
+        assert not _opens(k1, c2s[C2S_CONFIRM], 0), name
+        assert not _opens(k1, c2s[C2S_FIRST_DATA], 1), name
+        assert not _opens(k2, s2c[S2C_FIRST_DATA], 0), name
+
+
+async def test_psk_and_library_transcript_do_not_decrypt(
+    server: argonlink.Server, psk: bytes
+) -> None:
+    """The same attack on a session between the real client and the real server. The PSK opens
+    message 1 -- and the payload found there is the real client's node id and message limit,
+    which shows the model reads the library's message 1 exactly -- but none of the guesses
+    yields keys that open the CONFIRM or data frames; the plaintext appears nowhere on the wire;
+    a second session with the same password and plaintext shares no encrypted bytes."""
+    secret = b"the launch codes are 0000, tell no one"
+    transcripts = []
+    with Proxy(server.address) as proxy:
+        for n in range(2):
+            async with client(proxy.address) as c:
+                accepted = await server.accept(timeout=5)
+                await c.send(secret)
+                assert await accepted.recv(timeout=5) == secret
+                await accepted.send(secret)
+                assert await c.recv(timeout=5) == secret
+                node_id = c.node_id
+            pc = (await proxy.wait_for_connections_async(n + 1))[n]
+            assert await pc.wait_closed_async(5)
+            transcripts.append((pc.records(Direction.C2S), pc.records(Direction.S2C), node_id))
+            wire = pc.received(Direction.C2S) + pc.received(Direction.S2C)
+            assert secret not in wire
+    for c2s, s2c, node_id in transcripts:
+        e_i, e_r = c2s[C2S_MSG1][2:34], s2c[S2C_MSG2][2:34]
+        for name, guess in _guesses(psk, e_i, e_r).items():
+            payload1, msg2_ok, k1, k2 = _attack(c2s, s2c, psk, guess)
+            assert payload1 == node_id + argonlink.DEFAULT_MAX_MESSAGE_SIZE.to_bytes(8, "big")
+            assert not msg2_ok, name
+            assert not _opens(k1, c2s[C2S_CONFIRM], 0), name
+            assert not _opens(k1, c2s[C2S_FIRST_DATA], 1), name
+            assert not _opens(k2, s2c[S2C_FIRST_DATA], 0), name
+    (a_c2s, a_s2c, _), (b_c2s, b_s2c, _) = transcripts
+    assert a_c2s[C2S_FIRST_DATA] != b_c2s[C2S_FIRST_DATA]
+    assert a_s2c[S2C_FIRST_DATA] != b_s2c[S2C_FIRST_DATA]
+
+
+# ============================================================================================
+# Property 5: integrity
+
+
+TAMPER_AT = 2  # the third message: two good ones go first
+INTEGRITY_CASES: dict[str, tuple[Callable[[int], Tamper], int]] = {
+    # name: (tamper at record index, how many messages the receiver must get)
+    "flip-ciphertext-bit": (lambda i: FlipBit(i, offset=2), TAMPER_AT),
+    "flip-tag-bit": (lambda i: FlipBit(i, offset=-1), TAMPER_AT),
+    "flip-length-bit": (lambda i: FlipBit(i, offset=1), TAMPER_AT),
+    "drop": (Drop, TAMPER_AT),
+    "duplicate": (Duplicate, TAMPER_AT + 1),  # the original copy is genuine; the replay is not
+    "reorder": (Swap, TAMPER_AT),
+}
+
+
+@pytest.mark.parametrize("direction", [Direction.C2S, Direction.S2C], ids=["c2s", "s2c"])
+@pytest.mark.parametrize("case", list(INTEGRITY_CASES))
+async def test_tampered_frame_ends_the_connection(
+    server: argonlink.Server, case: str, direction: Direction
+) -> None:
+    """One data frame altered, dropped, duplicated or swapped with the next: the receiver gets
+    exactly the messages before it, then ConnectionClosedError; the sender's side ends too."""
+    make, expected = INTEGRITY_CASES[case]
+    first = C2S_FIRST_DATA if direction is Direction.C2S else S2C_FIRST_DATA
+    with tampering_proxy(server.address, direction, make(first + TAMPER_AT)) as proxy:
+        c = client(proxy.address)
+        conn = await c.connect()
+        accepted = await server.accept(timeout=5)
+        sender, receiver = (conn, accepted) if direction is Direction.C2S else (accepted, conn)
+        for m in MESSAGES:
+            await sender.send(m)
+        delivered, error = await drain(receiver)
+        assert delivered == MESSAGES[:expected]
+        assert isinstance(error, ConnectionClosedError), error
+        with pytest.raises(ConnectionClosedError):  # and it stays that way
+            await receiver.recv(timeout=1)
+        with pytest.raises(ConnectionClosedError):
+            await sender.recv(timeout=5)
+        (pc,) = await proxy.wait_for_connections_async(1)
+        assert await pc.wait_closed_async(5)
+    _assert_tampered_as_intended(case, pc.records(direction), pc.forwarded(direction), first)
+    await assert_serving(server)
+
+
+def _assert_tampered_as_intended(case: str, sent: list[bytes], fwd: bytes, first: int) -> None:
+    """The proxy passed every record before the target untouched and did to the target what the
+    case says (so a pass cannot come from the proxy doing something else)."""
+    i = first + TAMPER_AT
+    before = b"".join(sent[:i])
+    assert fwd.startswith(before)
+    rest = fwd[len(before) :]
+    if case.startswith("flip"):
+        diff = bytes(a ^ b for a, b in zip(rest, sent[i], strict=False))
+        assert sum(bin(x).count("1") for x in diff) == 1
+    elif case == "drop":
+        assert rest.startswith(sent[i + 1])
+    elif case == "duplicate":
+        assert rest.startswith(sent[i] + sent[i])
+    else:
+        assert case == "reorder"
+        assert rest.startswith(sent[i + 1] + sent[i])
+
+
+HANDSHAKE_EDITS: dict[str, tuple[Direction, Tamper, type[Exception]]] = {
+    # A wrong message 1 length is refused by the server, which hangs up: the client, seeing
+    # the connection end after its message 1, reports AuthenticationError as for a wrong key.
+    "msg1-length": (Direction.C2S, FlipBit(C2S_MSG1, offset=1), AuthenticationError),
+    "msg1-ephemeral": (Direction.C2S, FlipBit(C2S_MSG1, offset=2), AuthenticationError),
+    "msg1-payload": (Direction.C2S, FlipBit(C2S_MSG1, offset=2 + 32), AuthenticationError),
+    "msg1-tag": (Direction.C2S, FlipBit(C2S_MSG1, offset=-1), AuthenticationError),
+    "msg2-length": (Direction.S2C, FlipBit(S2C_MSG2, offset=1), ProtocolError),
+    "msg2-ephemeral": (Direction.S2C, FlipBit(S2C_MSG2, offset=2), AuthenticationError),
+    "msg2-payload": (Direction.S2C, FlipBit(S2C_MSG2, offset=2 + 32), AuthenticationError),
+    "msg2-tag": (Direction.S2C, FlipBit(S2C_MSG2, offset=-1), AuthenticationError),
+}
+
+
+@pytest.mark.parametrize("case", list(HANDSHAKE_EDITS))
+async def test_tampered_handshake_message_fails(server: argonlink.Server, case: str) -> None:
+    """One bit flipped in Noise message 1 or 2 (length, ephemeral key, encrypted payload, tag):
+    connect fails with the error given in HANDSHAKE_EDITS and nothing is accepted."""
+    direction, tamper, expected = HANDSHAKE_EDITS[case]
+    with tampering_proxy(server.address, direction, tamper) as proxy:
+        with pytest.raises(expected):
+            await client(proxy.address).connect()
+        (pc,) = await proxy.wait_for_connections_async(1)
+        assert await pc.wait_closed_async(5)
+    assert len(pc.records(Direction.C2S)) == 2  # no CONFIRM: the client never got keys
+    await assert_nothing_accepted(server)
+    await assert_serving(server)
+
+
+CONFIRM_EDITS: dict[str, Tamper] = {
+    "flip": FlipBit(C2S_CONFIRM),
+    "drop": Drop(C2S_CONFIRM),  # the first data frame arrives first
+    "reorder": Swap(C2S_CONFIRM),
+    "replace-with-stale": Replace(C2S_CONFIRM, b""),  # filled in with another session's CONFIRM
+}
+
+
+@pytest.mark.parametrize("case", list(CONFIRM_EDITS))
+async def test_connection_without_valid_confirm_is_never_accepted(
+    server: argonlink.Server, case: str
+) -> None:
+    """Key confirmation: if the client's first frame is not a CONFIRM that opens under this
+    session's keys (altered, missing, out of order, or a CONFIRM recorded from another session),
+    accept() never yields the connection and none of the client's messages is delivered. The
+    client, which cannot know, has its connection end with ConnectionClosedError."""
+    tamper = copy.deepcopy(CONFIRM_EDITS[case])
+    if isinstance(tamper, Replace):
+        with Proxy(server.address) as recorder:
+            async with client(recorder.address):
+                await server.accept(timeout=5)
+            (old,) = await recorder.wait_for_connections_async(1)
+            assert await old.wait_closed_async(5)
+        tamper.data = old.records(Direction.C2S)[C2S_CONFIRM]
+    with Proxy(server.address, c2s=tamper) as proxy:
+        conn = await client(proxy.address).connect()
+        for m in MESSAGES:
+            with contextlib.suppress(argonlink.ConnectionClosed):
+                await conn.send(m)
+        delivered, error = await drain(conn)
+        assert delivered == []
+        assert isinstance(error, ConnectionClosedError), error
+    await assert_nothing_accepted(server)
+    assert server.stats()["handshakes_ok"] == (1 if isinstance(tamper, Replace) else 0)
+    await assert_serving(server)
+
+
+async def test_duplicated_confirm_ends_the_connection(server: argonlink.Server) -> None:
+    """A second copy of CONFIRM right after the first: the connection is accepted (the first
+    one is genuine), then ends with ConnectionClosedError before any message is delivered."""
+    with Proxy(server.address, c2s=Duplicate(C2S_CONFIRM)) as proxy:
+        conn = await client(proxy.address).connect()
+        accepted = await server.accept(timeout=5)
+        for m in MESSAGES:
+            with contextlib.suppress(argonlink.ConnectionClosed):
+                await conn.send(m)
+        delivered, error = await drain(accepted)
+        assert delivered == []
+        assert isinstance(error, ConnectionClosedError), error
+
+
+BIG = bytes(range(256)) * 800  # 204,800 bytes: four DATA frames
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [Drop(C2S_FIRST_DATA + 2), FlipBit(C2S_FIRST_DATA + 3), CloseAfter(C2S_FIRST_DATA + 3)],
+    ids=["drop-fragment", "flip-fragment", "cut-between-fragments"],
+)
+async def test_fragmented_message_is_all_or_nothing(
+    server: argonlink.Server, tamper: Tamper
+) -> None:
+    """A message larger than one frame travels as several; dropping or altering one fragment, or
+    cutting the stream between two fragments (each frame whole), delivers nothing of it: the
+    receiver gets the message before, then ConnectionClosedError."""
+    with Proxy(server.address, c2s=tamper) as proxy:
+        conn = await client(proxy.address).connect()
+        accepted = await server.accept(timeout=5)
+        for m in (b"before", BIG, b"after"):
+            with contextlib.suppress(argonlink.ConnectionClosed):
+                await conn.send(m)
+        delivered, error = await drain(accepted)
+        assert delivered == [b"before"]
+        assert isinstance(error, ConnectionClosedError), error
+        (pc,) = await proxy.wait_for_connections_async(1)
+        assert await pc.wait_closed_async(5)
+    # BIG really was split: full-size frames follow "before" (the tamper hits the 2nd or 3rd).
+    fragments = pc.records(Direction.C2S)[C2S_FIRST_DATA + 1 : C2S_FIRST_DATA + 3]
+    assert [len(f) for f in fragments] == [2 + 0xFFFF] * 2
+
+
+# ============================================================================================
+# Property 6: truncation
+
+
+CUTS: dict[str, Callable[[int], Tamper]] = {
+    "after-a-frame": lambda i: CloseAfter(i),
+    "inside-a-frame": lambda i: CutMidRecord(i, keep=9),
+    "inside-a-length-prefix": lambda i: CutMidRecord(i, keep=1),
+    "reset": lambda i: CloseAfter(i, reset=True),
+}
+
+
+@pytest.mark.parametrize("direction", [Direction.C2S, Direction.S2C], ids=["c2s", "s2c"])
+@pytest.mark.parametrize("cut", list(CUTS))
+async def test_truncation_is_an_error(
+    server: argonlink.Server, cut: str, direction: Direction
+) -> None:
+    """The TCP stream cut after two data frames (or inside the third, or by RST): the receiver's
+    ``async for`` yields the two messages and then raises ConnectionClosedError -- it must not
+    end quietly as if the peer had closed."""
+    first = C2S_FIRST_DATA if direction is Direction.C2S else S2C_FIRST_DATA
+    with tampering_proxy(server.address, direction, CUTS[cut](first + 2)) as proxy:
+        conn = await client(proxy.address).connect()
+        accepted = await server.accept(timeout=5)
+        sender, receiver = (conn, accepted) if direction is Direction.C2S else (accepted, conn)
+        for m in MESSAGES:
+            with contextlib.suppress(argonlink.ConnectionClosed):
+                await sender.send(m)
+        delivered, error = await drain(receiver)
+        assert delivered == MESSAGES[:2]
+        assert isinstance(error, ConnectionClosedError), error
+        with pytest.raises(ConnectionClosedError):
+            await receiver.recv(timeout=1)
+        assert receiver.closed
+        (pc,) = await proxy.wait_for_connections_async(1)
+        assert await pc.wait_closed_async(5)
+        assert pc.cut
+
+
+def test_truncation_is_an_error_sync(sync_server: sync.Server) -> None:
+    """The blocking API: ``for msg in conn`` after a cut raises ConnectionClosedError too."""
+    with Proxy(sync_server.address, c2s=CutMidRecord(C2S_FIRST_DATA + 2, keep=9)) as proxy:
+        c = sync_client(proxy.address)
+        conn = c.connect()
+        accepted = sync_server.accept(timeout=5)
+        for m in MESSAGES:
+            with contextlib.suppress(argonlink.ConnectionClosed):
+                conn.send(m)
+        assert wait_until(lambda: accepted.closed, 5)  # so the loop below cannot block
+        delivered: list[bytes] = []
+        with pytest.raises(ConnectionClosedError):
+            for m in accepted:
+                delivered.append(m)
+        assert delivered == MESSAGES[:2]
+
+
+async def test_dropped_close_frame_is_not_a_clean_end(server: argonlink.Server) -> None:
+    """An attacker who suppresses the CLOSE frame and passes on the FIN cannot make the end look
+    clean: the server gets every message, then ConnectionClosedError, not ConnectionClosedOK."""
+    close_index = C2S_FIRST_DATA + len(MESSAGES)
+    with Proxy(server.address, c2s=Drop(close_index)) as proxy:
+        conn = await client(proxy.address).connect()
+        accepted = await server.accept(timeout=5)
+        for m in MESSAGES:
+            await conn.send(m)
+        await conn.close()
+        delivered, error = await drain(accepted)
+        assert delivered == MESSAGES
+        assert isinstance(error, ConnectionClosedError), error
+        (pc,) = await proxy.wait_for_connections_async(1)
+        assert await pc.wait_closed_async(5)
+    assert pc.records(Direction.C2S)[close_index][2:] not in pc.forwarded(Direction.C2S)
+
+
+@pytest.mark.parametrize("closer", ["client", "server"])
+async def test_clean_close_ends_iteration(server: argonlink.Server, closer: str) -> None:
+    """After a proper close() (CLOSE frames both ways, through the same proxy), the other side's
+    ``async for`` ends by itself with every message, and recv() raises ConnectionClosedOK."""
+    with Proxy(server.address) as proxy:
+        conn = await client(proxy.address).connect()
+        accepted = await server.accept(timeout=5)
+        sender, receiver = (conn, accepted) if closer == "client" else (accepted, conn)
+        for m in MESSAGES:
+            await sender.send(m)
+        await sender.close()
+        delivered, error = await drain(receiver)
+        assert delivered == MESSAGES
+        assert error is None
+        with pytest.raises(ConnectionClosedOK):
+            await receiver.recv(timeout=5)
+        (pc,) = await proxy.wait_for_connections_async(1)
+        assert await pc.wait_closed_async(5)
+        assert not pc.cut
+
+
+def test_clean_close_ends_iteration_sync(sync_server: sync.Server) -> None:
+    with Proxy(sync_server.address, raw=True) as proxy:
+        conn = sync_client(proxy.address).connect()
+        accepted = sync_server.accept(timeout=5)
+        for m in MESSAGES:
+            conn.send(m)
+        conn.close()
+        assert wait_until(lambda: accepted.closed, 5)
+        assert list(accepted) == MESSAGES
+        with pytest.raises(ConnectionClosedOK):
+            accepted.recv(timeout=5)
+        (pc,) = proxy.wait_for_connections(1)
+        assert pc.wait_closed(5)
+    # hello, msg1, CONFIRM, the messages, CLOSE; then the server's CLOSE came back.
+    assert len(pc.records(Direction.C2S)) == 3 + len(MESSAGES) + 1
+    assert len(pc.records(Direction.S2C)) == 2 + 1
+
+
+# ============================================================================================
+# Property 7: reflection and misrouting
+
+
+async def test_node_dialing_itself_is_refused(phc: str) -> None:
+    """Server and client configured with the same node id: the client refuses with
+    ProtocolError (it sees its own id in the server parameters); nothing is accepted."""
+    async with argonlink.Server(password_hash=phc, node_id="node-a") as srv:
+        with pytest.raises(ProtocolError):
+            await client(srv.address, node_id="node-a").connect()
+        await assert_nothing_accepted(srv)
+        async with client(srv.address, node_id="node-b"):  # control: another id is fine
+            await srv.accept(timeout=5)
+
+
+def test_server_refuses_a_client_with_its_own_node_id(phc: str, psk: bytes) -> None:
+    """The server's own check: a client (the model, which does not check) presenting the
+    server's node id in message 1 gets no message 2, and nothing is accepted. Control: the same
+    model client with another node id is answered."""
+    with sync.Server(password_hash=phc, node_id="node-a", handshake_timeout=5) as srv:
+        for node_id, answered in ((srv.node_id, False), (os.urandom(16), True)):
+            model = ModelClient(psk, node_id=node_id)
+            with raw_connection(srv.address) as sock:
+                sock.sendall(HELLO)
+                params = recv_exact(sock, PARAMS_LEN)
+                assert params[36:52] == srv.node_id
+                sock.sendall(model.message1(params))
+                if answered:
+                    model.finish(recv_exact(sock, 2 + MSG2_LEN))
+                else:
+                    tail, how, _ = recv_until_closed(sock, 5)
+                    assert (tail, how) == (b"", "eof")
+                    assert_nothing_accepted_sync(srv)
+                    stats = srv.stats()
+                    assert (stats["handshakes_failed"], stats["auth_failures"]) == (1, 0)
+
+
+def misrouting_relay(
+    first: tuple[str, int], second: tuple[str, int]
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """A man in the middle: the client's hello goes to ``first``, whose params it shows the
+    client; the client's message 1 then goes (after the same hello) to ``second``, and whatever
+    ``second`` answers is relayed both ways."""
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hello = await reader.readexactly(HELLO_LEN)
+        a_reader, a_writer = await asyncio.open_connection(*first)
+        a_writer.write(hello)
+        writer.write(await a_reader.readexactly(PARAMS_LEN))
+        await writer.drain()
+        msg1 = await read_record(reader)
+        b_reader, b_writer = await asyncio.open_connection(*second)
+        b_writer.write(hello)
+        await b_reader.readexactly(PARAMS_LEN)
+        b_writer.write(msg1)
+        a_writer.close()
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+            if dst.can_write_eof():
+                dst.write_eof()
+
+        try:
+            await asyncio.gather(pipe(reader, b_writer), pipe(b_reader, writer))
+        finally:
+            b_writer.close()
+
+    return relay
+
+
+@pytest.mark.parametrize("target", ["same-server", "other-server"])
+async def test_message1_forwarded_to_another_server_is_refused(phc: str, target: str) -> None:
+    """Servers A and B share the key (same PHC string: same salt, costs and PSK) but have
+    different node ids. A relay shows the client A's parameters and forwards its message 1 to
+    B: B refuses (the prologue holds A's node id), the client gets AuthenticationError, and B
+    accepts nothing. Control: the same relay forwarding to A itself works."""
+    async with (
+        argonlink.Server(password_hash=phc, node_id="node-a", handshake_timeout=5) as a,
+        argonlink.Server(password_hash=phc, node_id="node-b", handshake_timeout=5) as b,
+    ):
+        second = a if target == "same-server" else b
+        with TcpService(misrouting_relay(a.address, second.address)) as relay:
+            if target == "same-server":
+                async with client(relay.address) as c:
+                    accepted = await a.accept(timeout=5)
+                    await c.send(b"through the relay")
+                    assert await accepted.recv(timeout=5) == b"through the relay"
+            else:
+                with pytest.raises(AuthenticationError):
+                    await client(relay.address).connect()
+                await assert_nothing_accepted(b)
+                await assert_nothing_accepted(a, 0.05)
+                assert b.stats()["auth_failures"] == 1
+            assert relay.errors == []
+
+
+# ============================================================================================
+# Property 8: downgrade and any other edit of the plaintext messages
+
+
+# The client's reaction to a one-bit edit (xor 0x01) of each byte of the server parameters:
+# version/suite edits are refused on parsing, Argon2 costs outside [OWASP floor, client cap] are
+# refused before any derivation; every other edit (salt, costs within bounds, epoch, node id)
+# derives a different key or breaks the prologue, and the server drops message 1.
+PARAMS_FIELDS = [
+    ("version", 0, 2, {0: ProtocolError, 1: ProtocolError}),
+    ("suite", 2, 4, {2: ProtocolError, 3: ProtocolError}),
+    ("salt", 4, 20, {}),
+    # m = 19456 KiB: the top byte -> 16 GiB (over the cap); the others stay within bounds.
+    ("m_cost", 20, 24, {20: ProtocolError}),
+    # t = 2: high bytes -> over the cap of 10 passes; the low byte -> 3 passes.
+    ("t_cost", 24, 28, {24: ProtocolError, 25: ProtocolError, 26: ProtocolError}),
+    # p = 1: high bytes -> over the cap of 16 lanes; the low byte -> 0 lanes, below the floor.
+    ("p_cost", 28, 32, dict.fromkeys(range(28, 32), ProtocolError)),
+    ("epoch", 32, 36, {}),
+    ("node_id", 36, 52, {}),
+]
+
+
+def _expected_params_error(offset: int) -> type[Exception]:
+    for _name, start, end, special in PARAMS_FIELDS:
+        if start <= offset < end:
+            return special.get(offset, AuthenticationError)
+    raise AssertionError(offset)
+
+
+def _client_outcome(address: tuple[str, int]) -> str:
+    try:
+        sync_client(address).connect().abort()
+    except (argonlink.Error, OSError) as exc:
+        return type(exc).__name__
+    return "connected"
+
+
+def test_edited_hello_fails_the_handshake(sync_server: sync.Server) -> None:
+    """Each byte of the client hello flipped in transit (connection n edits byte n): the server
+    refuses the hello and closes without a word, so the client's connect raises ProtocolError
+    ("the server closed the connection before the handshake"); nothing is accepted."""
+    with Proxy(sync_server.address, c2s=lambda n: FlipBit(C2S_HELLO, offset=n)) as proxy:
+        outcomes = {i: _client_outcome(proxy.address) for i in range(HELLO_LEN)}
+        for pc in proxy.wait_for_connections(HELLO_LEN):
+            assert pc.wait_closed(5)
+            assert pc.records(Direction.S2C) == []  # the server sent nothing back
+    assert outcomes == dict.fromkeys(range(HELLO_LEN), "ProtocolError")
+    assert_nothing_accepted_sync(sync_server)
+    assert sync_server.stats()["handshakes_failed"] == HELLO_LEN
+    with Proxy(sync_server.address) as proxy:  # control: the same path, untouched, works
+        assert _client_outcome(proxy.address) == "connected"
+
+
+def test_edited_params_fail_the_handshake(sync_server: sync.Server) -> None:
+    """Each byte of the server parameters flipped in transit (52 connections): the handshake
+    fails every time, with the error given in PARAMS_FIELDS, and nothing is accepted."""
+    spec = lambda n: FlipBit(S2C_PARAMS, offset=n)  # noqa: E731
+    with Proxy(sync_server.address, s2c=spec) as proxy:
+        outcomes = {i: _client_outcome(proxy.address) for i in range(PARAMS_LEN)}
+    expected = {i: _expected_params_error(i).__name__ for i in range(PARAMS_LEN)}
+    assert outcomes == expected
+    assert_nothing_accepted_sync(sync_server)
+    stats = sync_server.stats()
+    assert stats["handshakes_ok"] == 0
+    assert stats["auth_failures"] == list(expected.values()).count("AuthenticationError")
+    with Proxy(sync_server.address) as proxy:
+        assert _client_outcome(proxy.address) == "connected"
+
+
+def _params_with(params: bytes, offset: int, value: int) -> bytes:
+    return params[:offset] + struct.pack(">I", value) + params[offset + 4 :]
+
+
+@pytest.mark.parametrize(
+    ("name", "offset", "value"),
+    [
+        ("m-below-floor", 20, KDF.m_cost - 1),
+        ("t-below-floor", 24, 1),
+        ("m-8KiB", 20, 8),
+        ("m-over-cap", 20, 1 << 22),
+        ("version-2", 0, 0x0002_0001),
+        ("suite-2", 0, 0x0001_0002),
+    ],
+)
+def test_kdf_and_version_downgrades_are_refused(
+    sync_server: sync.Server, name: str, offset: int, value: int
+) -> None:
+    """Deliberate downgrades of the server parameters (cheaper Argon2 for offline guessing, other
+    versions or suites) are refused by the client before it derives or sends anything."""
+
+    class Rewrite(Tamper):
+        def on_record(self, index: int, record: bytes) -> Out:
+            if index == S2C_PARAMS:
+                return Out([_params_with(record, offset, value)])
+            return Out([record])
+
+    with Proxy(sync_server.address, s2c=Rewrite()) as proxy:
+        assert _client_outcome(proxy.address) == "ProtocolError", name
+        (pc,) = proxy.wait_for_connections(1)
+        assert pc.wait_closed(5)
+        assert len(pc.records(Direction.C2S)) == 1  # hello only: no message 1 was sent
+    assert_nothing_accepted_sync(sync_server, 0.1)
+
+
+# ============================================================================================
+# Property 10: denial of service
+
+
+async def test_many_handshakes_cost_one_key_derivation() -> None:
+    """20 concurrent clients sharing one Credentials: one Argon2 run on the client side, one on
+    the server (at start-up), 20 connections."""
+    async with argonlink.Server(password=PASSWORD, kdf=KDF, handshake_timeout=5) as srv:
+        assert srv.stats()["key_derivations"] == 1
+        creds = argonlink.Credentials(PASSWORD)
+        clients = [client(srv.address, creds) for _ in range(20)]
+        conns = await asyncio.gather(*(c.connect() for c in clients))
+        accepted = [await srv.accept(timeout=5) for _ in clients]
+        assert len(conns) == len(accepted) == 20
+        assert creds.key_derivations == 1
+        assert all(c.key_derivations == 1 for c in clients)
+        stats = srv.stats()
+        assert (stats["key_derivations"], stats["handshakes_ok"]) == (1, 20)
+        for conn in conns:
+            conn.abort()
+
+
+@pytest.mark.parametrize("stage", ["silent", "after-hello", "after-message-1"])
+def test_idle_handshake_is_cut_at_the_deadline(phc: str, psk: bytes, stage: str) -> None:
+    """A connection that stalls anywhere before CONFIRM is closed at handshake_timeout (0.5 s),
+    not before and not much after."""
+    with sync.Server(password_hash=phc, handshake_timeout=0.5) as srv:
+        with raw_connection(srv.address) as sock:
+            start = time.monotonic()
+            if stage != "silent":
+                sock.sendall(HELLO)
+                params = recv_exact(sock, PARAMS_LEN)
+                if stage == "after-message-1":
+                    model = ModelClient(psk)
+                    sock.sendall(model.message1(params))
+                    model.finish(recv_exact(sock, 2 + MSG2_LEN))  # a valid message 2
+            tail, how, _ = recv_until_closed(sock, 5)
+            elapsed = time.monotonic() - start
+        assert (tail, how) == (b"", "eof")
+        assert 0.4 <= elapsed < 2.5, elapsed
+        assert wait_until(lambda: srv.stats()["handshakes_failed"] == 1, 2)
+        assert srv.stats()["pending_handshakes"] == 0
+        assert_nothing_accepted_sync(srv, 0.05)
+        assert_serving_sync(srv)
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [b"\xff\xff", b"\x00\x00", b"\x00\x49", b"\x00\x48\x00"],
+    ids=["0xffff", "zero", "73", "72-then-stall"],
+)
+def test_bad_message1_length_is_refused_at_once(sync_server: sync.Server, prefix: bytes) -> None:
+    """A length prefix other than 72 for message 1 (huge 0xFFFF, zero, 73) is refused as soon as
+    it is read -- the server waits for no body (handshake_timeout is 5 s) -- and a 72-byte
+    message 1 that never comes (b"\\x00\\x48" + 1 byte) waits for the deadline instead of
+    being answered. The server keeps serving."""
+    with raw_connection(sync_server.address) as sock:
+        sock.sendall(HELLO)
+        recv_exact(sock, PARAMS_LEN)
+        sock.sendall(prefix)
+        valid_length = prefix == b"\x00\x48\x00"
+        tail, how, elapsed = recv_until_closed(sock, 0.5 if valid_length else 3.0)
+    assert tail == b""
+    if valid_length:
+        assert how == "timeout"  # a valid length: the server waits for the rest
+    else:
+        assert how == "eof" and elapsed < 1.0, (how, elapsed)  # well before the 5 s deadline
+    assert_serving_sync(sync_server)
+
+
+@pytest.mark.parametrize(
+    "injected",
+    [b"\xff\xff" + os.urandom(0xFFFF), b"\x00\x10" + os.urandom(16), b"\x00\x00"],
+    ids=["huge-with-garbage", "below-minimum", "zero"],
+)
+async def test_bad_frame_length_ends_only_that_connection(
+    server: argonlink.Server, injected: bytes
+) -> None:
+    """A bogus frame injected after the first message of an established session (a full 64 KiB
+    of garbage under a 0xFFFF prefix, or a length below the smallest sealed frame): that
+    connection ends with ConnectionClosedError after the first message, and the server goes on
+    serving others."""
+    with Proxy(server.address, c2s=Inject(C2S_FIRST_DATA + 1, injected)) as proxy:
+        conn = await client(proxy.address).connect()
+        accepted = await server.accept(timeout=5)
+        for m in MESSAGES:
+            with contextlib.suppress(argonlink.ConnectionClosed):
+                await conn.send(m)
+        delivered, error = await drain(accepted)
+        assert delivered == MESSAGES[:1]
+        assert isinstance(error, ConnectionClosedError), error
+    await assert_serving(server)
+
+
+def test_pending_handshakes_are_capped(phc: str) -> None:
+    """max_pending_handshakes=4 and 20 idle sockets: the oldest pending handshakes are evicted
+    (closed) as new ones arrive, at most 4 stay pending, and a real client still gets in."""
+    with sync.Server(password_hash=phc, max_pending_handshakes=4, handshake_timeout=10) as srv:
+        idle = [raw_connection(srv.address) for _ in range(20)]
+        try:
+            assert wait_until(lambda: srv.stats()["handshakes_evicted"] == 16, 5)
+            assert srv.stats()["pending_handshakes"] == 4
+            start = time.monotonic()
+            assert_serving_sync(srv)
+            assert time.monotonic() - start < 2.0
+            assert srv.stats()["handshakes_evicted"] == 17
+            # The 17 oldest were closed by the server; the 3 newest are still pending.
+            closed = [recv_until_closed(s, 0.5)[1] for s in idle[:17]]
+            assert all(how in ("eof", "reset") for how in closed), closed
+            still_open = [recv_until_closed(s, 0.05)[1] for s in idle[17:]]
+            assert still_open == ["timeout"] * 3
+            assert srv.stats()["pending_handshakes"] == 3
+        finally:
+            for s in idle:
+                s.close()
+
+
+# ============================================================================================
+# Property 11: no oracle
+
+
+def _probe_after_params(address: tuple[str, int], msg1_record: bytes) -> tuple[bytes, str]:
+    """Send a correct hello, read the parameters, send ``msg1_record``: what comes back, and how
+    does the connection end? (Both reactions must also be immediate, far from the deadline.)"""
+    with raw_connection(address) as sock:
+        sock.sendall(HELLO)
+        recv_exact(sock, PARAMS_LEN)
+        sock.sendall(msg1_record)
+        tail, how, elapsed = recv_until_closed(sock, 3.0)
+    assert elapsed < 1.0, elapsed
+    return tail, how
+
+
+def test_wrong_password_and_random_bytes_look_the_same(
+    sync_server: sync.Server, psk: bytes
+) -> None:
+    """After the hello and the parameters, a well-formed message 1 made with a wrong key and 72
+    random bytes get the same observable reaction: zero bytes back, then FIN. A real client with
+    the wrong password sees the same (the proxy records nothing after the parameters). Control:
+    a message 1 with the right key is answered with message 2, so the probe can tell."""
+    addr = sync_server.address
+    with raw_connection(addr) as sock:  # learn the parameters the model's message 1 is made for
+        sock.sendall(HELLO)
+        params = recv_exact(sock, PARAMS_LEN)
+    wrong_key = ModelClient(os.urandom(32)).message1(params)
+    random_bytes = struct.pack(">H", MSG1_LEN) + os.urandom(MSG1_LEN)
+    wrong_reaction = _probe_after_params(addr, wrong_key)
+    random_reaction = _probe_after_params(addr, random_bytes)
+    assert wrong_reaction == random_reaction == (b"", "eof")
+
+    with Proxy(addr) as proxy:
+        with pytest.raises(AuthenticationError):
+            sync_client(proxy.address, WRONG_PASSWORD).connect()
+        (pc,) = proxy.wait_for_connections(1)
+        assert pc.wait_closed(5)
+    assert len(pc.records(Direction.C2S)) == 2  # hello and message 1 went out...
+    assert pc.received(Direction.S2C) == params  # ...and nothing came back after the params
+
+    with raw_connection(addr) as sock:  # control: the right key is answered
+        sock.sendall(HELLO)
+        recv_exact(sock, PARAMS_LEN)
+        sock.sendall(ModelClient(psk).message1(params))
+        assert len(recv_exact(sock, 2 + MSG2_LEN)) == 2 + MSG2_LEN
+    # All three failures are the same kind inside the server too.
+    assert wait_until(lambda: sync_server.stats()["auth_failures"] == 3, 2)
+
+
+# ============================================================================================
+# Non-argonlink traffic
+
+
+def _tls_client_hello() -> bytes:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="example.test")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+NOT_ARGONLINK = {
+    "garbage": os.urandom(4096),
+    "http": b"GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
+    "tls-client-hello": _tls_client_hello(),
+    "huge-length": b"\xff\xff" + os.urandom(64),
+    "nothing": b"",
+    "hello-then-garbage": HELLO + os.urandom(512),
+}
+
+
+@pytest.mark.parametrize("payload", list(NOT_ARGONLINK))
+def test_non_argonlink_traffic_leaves_the_server_serving(
+    sync_server: sync.Server, payload: str
+) -> None:
+    """Garbage, an HTTP request, a TLS ClientHello: the server answers nothing (only a valid hello
+    gets the public parameters), closes the connection, and keeps serving."""
+    with raw_connection(sync_server.address) as sock:
+        sock.sendall(NOT_ARGONLINK[payload])
+        if payload == "nothing":
+            sock.shutdown(socket.SHUT_WR)
+        tail, how, _ = recv_until_closed(sock, 3.0)
+    assert how in ("eof", "reset")
+    assert len(tail) == (PARAMS_LEN if payload == "hello-then-garbage" else 0)
+    assert_nothing_accepted_sync(sync_server, 0.05)
+    assert_serving_sync(sync_server)
