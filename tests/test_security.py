@@ -1,26 +1,26 @@
 """The security properties of argonlink, proved against the real library on real sockets.
 
-Each group below proves one numbered property of ``shared/SECURITY-NOTES.md`` ("Properties the
-tests must prove"): 1-8, 10 and 11 (9, re-authentication, and 12, rekeying, are not covered
-here). Every test is written so that it fails if its property breaks, and where a failure could
-also come from the test's own machinery (the proxy, the crypto model below) a positive control
+Each group below proves one numbered property of ``docs/PROTOCOL.md`` §8 ("Security properties
+and their tests"): 1-8, 10 and 11 (9, re-authentication, and 12, rekeying, are tested
+elsewhere). Every test is written so that it fails if its property breaks, and where a failure could
+also come from the test's own machinery (the proxy, the protocol model) a positive control
 shows that machinery working on the same path.
 
 Wire tampering goes through ``tests/proxy.py``. Property 4 (forward secrecy) and a few handshake
-probes need the protocol's cryptography on the test side: it is modelled below in pure Python
-(X25519, AES-256-GCM, the Noise symmetric state), checked against published test vectors, and
-checked against the library itself (a model client completes a handshake with the real server and
-exchanges messages), so the model is known to be exactly the protocol.
+probes need the protocol's cryptography on the test side: ``tests/noise_model.py`` is an
+independent model of the wire protocol (the Noise symmetric state, the NNpsk0 handshake, the
+frame cipher and a model client, on top of pyca ``cryptography``'s X25519 and AES-256-GCM). It is
+checked below against published test vectors (RFC 7748, the GCM spec, RFC 5869, a Noise
+NNpsk0 vector) and against the library itself (a model client completes a handshake with the real
+server and exchanges messages), so the model is known to be exactly the protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import copy
 import hashlib
-import hmac
 import os
 import socket
 import ssl
@@ -38,6 +38,25 @@ from argonlink import (
     ProtocolError,
     Timeout,
     sync,
+)
+from noise_model import (
+    CONFIRM_FRAME,
+    HELLO,
+    MSG1_LEN,
+    MSG2_LEN,
+    FrameCipher,
+    InvalidTag,
+    ModelClient,
+    NoiseInitiator,
+    SymmetricState,
+    aead_decrypt,
+    aead_encrypt,
+    data_frame,
+    noise_hkdf,
+    noise_nonce,
+    psk_from_phc,
+    x25519,
+    x25519_public,
 )
 from proxy import (
     C2S_CONFIRM,
@@ -74,304 +93,11 @@ pytestmark = pytest.mark.timeout(30)
 PASSWORD = "correct horse battery staple"
 WRONG_PASSWORD = "incorrect horse battery staple"
 KDF = argonlink.KdfParams.OWASP
-HELLO = b"ALNK\x00\x01\x00\x01"
-MSG1_LEN = 72
-MSG2_LEN = 56
 MESSAGES = [b"message %d " % i + b"." * (8 + i) for i in range(6)]
 
 
 # ============================================================================================
-# A pure-Python model of the protocol's cryptography (Noise_NNpsk0_25519_AESGCM_SHA256)
-
-
-class InvalidTag(Exception):
-    """An AES-GCM tag did not verify."""
-
-
-def _xtime(a: int) -> int:
-    a <<= 1
-    return (a ^ 0x11B) if a & 0x100 else a
-
-
-def _make_sbox() -> bytes:
-    exp, log = [0] * 255, [0] * 256
-    x = 1
-    for i in range(255):  # 3 generates GF(2^8)*
-        exp[i], log[x] = x, i
-        x ^= _xtime(x)
-    box = bytearray(256)
-    for i in range(256):
-        inv = exp[(255 - log[i]) % 255] if i else 0
-        y = inv
-        for _ in range(4):
-            inv = ((inv << 1) | (inv >> 7)) & 0xFF
-            y ^= inv
-        box[i] = y ^ 0x63
-    return bytes(box)
-
-
-_SBOX = _make_sbox()
-_MUL2 = bytes(_xtime(i) & 0xFF for i in range(256))
-
-
-class _Aes256:
-    """AES-256 encryption of single blocks (all that GCM needs). Slow, and fine for tests."""
-
-    def __init__(self, key: bytes) -> None:
-        words = [list(key[i : i + 4]) for i in range(0, 32, 4)]
-        rcon = 1
-        for i in range(8, 60):
-            t = list(words[i - 1])
-            if i % 8 == 0:
-                t = [_SBOX[b] for b in t[1:] + t[:1]]
-                t[0] ^= rcon
-                rcon = _xtime(rcon)
-            elif i % 8 == 4:
-                t = [_SBOX[b] for b in t]
-            words.append([a ^ b for a, b in zip(words[i - 8], t, strict=True)])
-        flat = [b for word in words for b in word]
-        self._round_keys = [flat[16 * r : 16 * r + 16] for r in range(15)]
-
-    def encrypt_block(self, block: bytes) -> bytes:
-        s = [b ^ k for b, k in zip(block, self._round_keys[0], strict=True)]
-        for r in range(1, 15):
-            s = [_SBOX[b] for b in s]
-            s = [s[(i + 4 * (i % 4)) % 16] for i in range(16)]  # ShiftRows (column-major)
-            if r != 14:
-                mixed: list[int] = []
-                for c in range(4):
-                    a0, a1, a2, a3 = s[4 * c : 4 * c + 4]
-                    t = a0 ^ a1 ^ a2 ^ a3
-                    mixed += [
-                        a0 ^ t ^ _MUL2[a0 ^ a1],
-                        a1 ^ t ^ _MUL2[a1 ^ a2],
-                        a2 ^ t ^ _MUL2[a2 ^ a3],
-                        a3 ^ t ^ _MUL2[a3 ^ a0],
-                    ]
-                s = mixed
-            s = [b ^ k for b, k in zip(s, self._round_keys[r], strict=True)]
-        return bytes(s)
-
-
-def _gf128_mul(x: int, y: int) -> int:
-    z = 0
-    for i in range(127, -1, -1):
-        if (y >> i) & 1:
-            z ^= x
-        x = (x >> 1) ^ (0xE1 << 120) if x & 1 else x >> 1
-    return z
-
-
-class AesGcm:
-    """AES-256-GCM, 12-byte nonces, 16-byte tags (NIST SP 800-38D)."""
-
-    def __init__(self, key: bytes) -> None:
-        assert len(key) == 32
-        self._aes = _Aes256(key)
-        self._h = int.from_bytes(self._aes.encrypt_block(bytes(16)), "big")
-
-    def _ctr(self, nonce: bytes, data: bytes) -> bytes:
-        out = bytearray()
-        for i in range(0, len(data), 16):
-            pad = self._aes.encrypt_block(nonce + struct.pack(">I", 2 + i // 16))
-            out += bytes(a ^ b for a, b in zip(data[i : i + 16], pad, strict=False))
-        return bytes(out)
-
-    def _tag(self, nonce: bytes, ad: bytes, ct: bytes) -> bytes:
-        y = 0
-        for part in (ad, ct):
-            for i in range(0, len(part), 16):
-                block = int.from_bytes(part[i : i + 16].ljust(16, b"\0"), "big")
-                y = _gf128_mul(y ^ block, self._h)
-        y = _gf128_mul(y ^ ((len(ad) * 8) << 64 | len(ct) * 8), self._h)
-        mask = int.from_bytes(self._aes.encrypt_block(nonce + b"\0\0\0\1"), "big")
-        return (y ^ mask).to_bytes(16, "big")
-
-    def encrypt(self, nonce: bytes, plaintext: bytes, ad: bytes) -> bytes:
-        ct = self._ctr(nonce, plaintext)
-        return ct + self._tag(nonce, ad, ct)
-
-    def decrypt(self, nonce: bytes, data: bytes, ad: bytes) -> bytes:
-        ct, tag = data[:-16], data[-16:]
-        if len(data) < 16 or not hmac.compare_digest(self._tag(nonce, ad, ct), tag):
-            raise InvalidTag
-        return self._ctr(nonce, ct)
-
-
-_P25519 = 2**255 - 19
-X25519_BASE = (9).to_bytes(32, "little")
-
-
-def x25519(scalar: bytes, u: bytes) -> bytes:
-    """RFC 7748 X25519 (Montgomery ladder)."""
-    k = bytearray(scalar)
-    k[0] &= 248
-    k[31] = (k[31] & 127) | 64
-    n = int.from_bytes(k, "little")
-    p = _P25519
-    x1 = int.from_bytes(u, "little") & ((1 << 255) - 1)
-    x2, z2, x3, z3, swap = 1, 0, x1, 1, 0
-    for t in range(254, -1, -1):
-        bit = (n >> t) & 1
-        if swap ^ bit:
-            x2, x3, z2, z3 = x3, x2, z3, z2
-        swap = bit
-        a, b, c, d = x2 + z2, x2 - z2, x3 + z3, x3 - z3
-        aa, bb, da, cb = a * a % p, b * b % p, d * a % p, c * b % p
-        e = aa - bb
-        x3, z3 = (da + cb) ** 2 % p, x1 * (da - cb) ** 2 % p
-        x2, z2 = aa * bb % p, e * (aa + 121665 * e) % p
-    if swap:
-        x2, z2 = x3, z3
-    return (x2 * pow(z2, p - 2, p) % p).to_bytes(32, "little")
-
-
-def noise_nonce(n: int) -> bytes:
-    """Noise AESGCM nonce: 32 zero bits, then the counter as a big-endian u64."""
-    return bytes(4) + n.to_bytes(8, "big")
-
-
-def noise_hkdf(ck: bytes, ikm: bytes, n: int) -> list[bytes]:
-    temp = hmac.new(ck, ikm, hashlib.sha256).digest()
-    out, prev = [], b""
-    for i in range(1, n + 1):
-        prev = hmac.new(temp, prev + bytes([i]), hashlib.sha256).digest()
-        out.append(prev)
-    return out
-
-
-class SymmetricState:
-    """Noise spec rev 34 §5.2 with the psk modifier (§9), SHA-256 and AES-256-GCM."""
-
-    PROTOCOL_NAME = b"Noise_NNpsk0_25519_AESGCM_SHA256"  # exactly 32 bytes: used as is
-
-    def __init__(self, prologue: bytes) -> None:
-        self.h = self.ck = self.PROTOCOL_NAME
-        self.k: bytes | None = None
-        self.n = 0
-        self.mix_hash(prologue)
-
-    def mix_hash(self, data: bytes) -> None:
-        self.h = hashlib.sha256(self.h + data).digest()
-
-    def mix_key(self, ikm: bytes) -> None:
-        self.ck, self.k = noise_hkdf(self.ck, ikm, 2)
-        self.n = 0
-
-    def mix_key_and_hash(self, ikm: bytes) -> None:
-        self.ck, temp_h, self.k = noise_hkdf(self.ck, ikm, 3)
-        self.mix_hash(temp_h)
-        self.n = 0
-
-    def encrypt_and_hash(self, plaintext: bytes) -> bytes:
-        assert self.k is not None
-        ct = AesGcm(self.k).encrypt(noise_nonce(self.n), plaintext, self.h)
-        self.n += 1
-        self.mix_hash(ct)
-        return ct
-
-    def decrypt_and_hash(self, ct: bytes) -> bytes:
-        assert self.k is not None
-        plaintext = AesGcm(self.k).decrypt(noise_nonce(self.n), ct, self.h)
-        self.n += 1
-        self.mix_hash(ct)
-        return plaintext
-
-    def split(self) -> tuple[bytes, bytes]:
-        """(initiator -> responder key, responder -> initiator key)."""
-        k1, k2 = noise_hkdf(self.ck, b"", 2)
-        return k1, k2
-
-
-class FrameCipher:
-    """One direction of the transport: u16 length prefix + AES-GCM under a counter nonce, no AD."""
-
-    def __init__(self, key: bytes) -> None:
-        self._aead = AesGcm(key)
-        self.n = 0
-
-    def seal(self, plaintext: bytes) -> bytes:
-        ct = self._aead.encrypt(noise_nonce(self.n), plaintext, b"")
-        self.n += 1
-        return struct.pack(">H", len(ct)) + ct
-
-    def open(self, record: bytes) -> bytes:
-        (length,) = struct.unpack_from(">H", record)
-        assert length == len(record) - 2, "not one whole record"
-        plaintext = self._aead.decrypt(noise_nonce(self.n), record[2:], b"")
-        self.n += 1
-        return plaintext
-
-
-def data_frame(message: bytes) -> bytes:
-    """Plaintext of a single-frame DATA message (frame.rs: type 0x01, flags 0)."""
-    return b"\x01\x00" + message
-
-
-CONFIRM_FRAME = b"\x06"
-
-
-class ModelClient:
-    """The client side of the handshake, written from the Noise spec and the wire layout at the
-    top of src/core/handshake.rs (not from the library's code). Knows its ephemeral private key.
-    """
-
-    def __init__(
-        self,
-        psk: bytes,
-        *,
-        node_id: bytes | None = None,
-        max_message: int = 1 << 20,
-        e_priv: bytes | None = None,
-    ) -> None:
-        self.psk = psk
-        self.node_id = node_id if node_id is not None else os.urandom(16)
-        self.max_message = max_message
-        self.e_priv = e_priv if e_priv is not None else os.urandom(32)
-        self.e_pub = x25519(self.e_priv, X25519_BASE)
-        self._state: SymmetricState | None = None
-
-    def message1(self, params: bytes) -> bytes:
-        """The u16-prefixed message 1 for these server parameters."""
-        ss = SymmetricState(HELLO + params)
-        ss.mix_key_and_hash(self.psk)  # psk token
-        ss.mix_hash(self.e_pub)  # e token (and, with a psk, MixKey(e))
-        ss.mix_key(self.e_pub)
-        payload = self.node_id + self.max_message.to_bytes(8, "big")
-        msg1 = self.e_pub + ss.encrypt_and_hash(payload)
-        assert len(msg1) == MSG1_LEN
-        self._state = ss
-        return struct.pack(">H", MSG1_LEN) + msg1
-
-    def finish(self, msg2_record: bytes) -> tuple[FrameCipher, FrameCipher, bytes]:
-        """Process message 2: (sending cipher, receiving cipher, server payload)."""
-        assert self._state is not None and len(msg2_record) == 2 + MSG2_LEN
-        ss, msg2 = self._state, msg2_record[2:]
-        e_r = msg2[:32]
-        ss.mix_hash(e_r)  # e token
-        ss.mix_key(e_r)
-        ss.mix_key(x25519(self.e_priv, e_r))  # ee
-        payload = ss.decrypt_and_hash(msg2[32:])
-        k1, k2 = ss.split()
-        return FrameCipher(k1), FrameCipher(k2), payload
-
-    def handshake(self, sock: socket.socket) -> tuple[FrameCipher, FrameCipher]:
-        """Run the whole client handshake on a connected socket and send CONFIRM."""
-        sock.sendall(HELLO)
-        params = recv_exact(sock, PARAMS_LEN)
-        sock.sendall(self.message1(params))
-        send, recv, payload = self.finish(recv_exact(sock, 2 + MSG2_LEN))
-        assert len(payload) == 8
-        sock.sendall(send.seal(CONFIRM_FRAME))
-        return send, recv
-
-
-def psk_from_phc(phc: str) -> bytes:
-    """A PHC string's hash is the PSK (kdf.rs, ServerKey::from_phc)."""
-    encoded = phc.rsplit("$", 1)[1]
-    psk = base64.b64decode(encoded + "=" * (-len(encoded) % 4))
-    assert len(psk) == 32
-    return psk
+# The test machinery: the proxy's framing and the protocol model (tests/noise_model.py)
 
 
 def test_proxy_record_parser() -> None:
@@ -385,27 +111,108 @@ def test_proxy_record_parser() -> None:
 
 
 def test_crypto_model_known_answers() -> None:
-    """The model's primitives against published vectors, so its verdicts below can be trusted."""
-    # RFC 7748 §5.2, first X25519 vector.
+    """The model's use of its primitives against published vectors, so its verdicts below can be
+    trusted: X25519's argument order and encodings, the Noise nonce and the ciphertext + tag
+    layout of AES-GCM, and Noise's HKDF."""
+    # RFC 7748 §5.2, first X25519 vector: x25519(scalar, u), both little-endian.
     scalar = bytes.fromhex("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4")
     u = bytes.fromhex("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c")
     expected = "c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552"
     assert x25519(scalar, u).hex() == expected
-    # RFC 7748 §6.1: Alice's public key.
+    # RFC 7748 §6.1: Alice's and Bob's public keys and their shared secret.
     alice = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
-    assert (
-        x25519(alice, X25519_BASE).hex()
-        == "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"
-    )
-    # FIPS 197 appendix C.3 (AES-256).
-    aes = _Aes256(bytes(range(32)))
-    block = aes.encrypt_block(bytes.fromhex("00112233445566778899aabbccddeeff"))
-    assert block.hex() == "8ea2b7ca516745bfeafc49904b496089"
-    # GCM spec (McGrew & Viega) test case 14: AES-256, zero key, zero IV, one zero block.
-    sealed = AesGcm(bytes(32)).encrypt(bytes(12), bytes(16), b"")
+    bob = bytes.fromhex("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb")
+    alice_pub, bob_pub = x25519_public(alice), x25519_public(bob)
+    assert alice_pub.hex() == "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"
+    assert bob_pub.hex() == "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f"
+    shared = "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742"
+    assert x25519(alice, bob_pub).hex() == x25519(bob, alice_pub).hex() == shared
+    # GCM spec (McGrew & Viega) test cases 13 and 14: AES-256, zero key, zero IV -- which is the
+    # Noise nonce for n = 0 -- and no plaintext, or one zero block.
+    assert noise_nonce(0) == bytes(12)
+    assert aead_encrypt(bytes(32), 0, b"", b"").hex() == "530f8afbc74536b9a963b4f1c4cb738b"
+    sealed = aead_encrypt(bytes(32), 0, b"", bytes(16))
     assert sealed.hex() == "cea7403d4d606b6e074ec5d3baf39d18d0d1c8a799996bf0265b98b5d48ab919"
+    assert aead_decrypt(bytes(32), 0, b"", sealed) == bytes(16)
     with pytest.raises(InvalidTag):
-        AesGcm(bytes(32)).decrypt(bytes(12), sealed[:-1] + b"\0", b"")
+        aead_decrypt(bytes(32), 0, b"", sealed[:-1] + b"\0")
+    with pytest.raises(InvalidTag):  # the counter is in the nonce
+        aead_decrypt(bytes(32), 1, b"", sealed)
+    # RFC 5869 A.3 (HKDF-SHA256, empty salt and info): Noise's HKDF with an empty chaining key
+    # is HKDF with salt = ck, info = "", so its outputs, concatenated, start with that OKM.
+    okm = "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8"
+    assert b"".join(noise_hkdf(b"", b"\x0b" * 22, 2))[:42].hex() == okm
+
+
+# Noise_NNpsk0_25519_AESGCM_SHA256 from the cacophony project's Noise test vectors (as shipped
+# in snow's tests/vectors/cacophony.txt): prologue "John Galt", one PSK, fixed ephemeral keys;
+# messages 0 and 1 are the handshake, then transport messages alternate, initiator first.
+NOISE_VECTOR = {
+    "prologue": "4a6f686e2047616c74",
+    "psk": "54686973206973206d7920417573747269616e20706572737065637469766521",
+    "init_ephemeral": "893e28b9dc6ca8d611ab664754b8ceb7bac5117349a4439a6b0569da977c464a",
+    "resp_ephemeral": "bbdb4cdbd309f1a1f2e1456967fe288cadd6f712d65dc7b7793d5e63da6b375b",
+    "handshake_hash": "9f3b1f9afd7767767b5b9d1069844a6154fdbdcc36dfb3e31c0fffc5c973d530",
+}
+NOISE_VECTOR_MESSAGES = [  # (payload, ciphertext)
+    (
+        "4c756477696720766f6e204d69736573",
+        "ca35def5ae56cec33dc2036731ab14896bc4c75dbb07a61f879f8e3afa4c7944"
+        "7c37a89fc17813788d30df2d59501d6066f5f8aecc3406bbd9829f2d24a531b1",
+    ),
+    (
+        "4d757272617920526f746862617264",
+        "95ebc60d2b1fa672c1f46a8aa265ef51bfe38e7ccb39ec5be34069f144808843"
+        "2f29d79368ef9de4e1ae7a362fb05bf0ad668e026bf5714554497b3a720461",
+    ),
+    ("462e20412e20486179656b", "7c01e898a6201f36aecee532e29cd0b7f8ffa29d3366ad0dce39a6"),
+    ("4361726c204d656e676572", "a9ff535aace3db6a1da1a7fb00fe2de2622bb373abad9fb42c00e0"),
+    (
+        "4a65616e2d426170746973746520536179",
+        "6cfc49a3e65472edc2d0152abe5ce950170a8a47c959f30bd48b5f0aacf29adbfd",
+    ),
+    (
+        "457567656e2042f6686d20766f6e2042617765726b",
+        "9bc86e6d974ed21ba04604a94aa68de21677eb409ead070c0cd569b069ee19ba142aa4c1a9",
+    ),
+]
+
+
+def test_noise_model_matches_published_vector() -> None:
+    """The model's Noise layer -- symmetric state, psk modifier, the NNpsk0 pattern, Split and
+    the transport nonces -- reproduces a published Noise_NNpsk0_25519_AESGCM_SHA256 vector byte
+    for byte, as the initiator (NoiseInitiator, which ModelClient uses) and as the attacker
+    (_attack, the procedure of property 4, which reads the transcript with the PSK)."""
+    v = {k: bytes.fromhex(h) for k, h in NOISE_VECTOR.items()}
+    messages = [(bytes.fromhex(p), bytes.fromhex(c)) for p, c in NOISE_VECTOR_MESSAGES]
+    (payload1, msg1), (payload2, msg2) = messages[:2]
+    assert msg2[:32] == x25519_public(v["resp_ephemeral"])
+
+    initiator = NoiseInitiator(v["prologue"], v["psk"], v["init_ephemeral"])
+    assert initiator.write_message1(payload1) == msg1
+    assert initiator.read_message2(msg2) == payload2
+    assert initiator.handshake_hash == v["handshake_hash"]
+    send, recv = initiator.split()
+    for i, (payload, ciphertext) in enumerate(messages[2:]):
+        record = struct.pack(">H", len(ciphertext)) + ciphertext  # argonlink's length prefix
+        if i % 2 == 0:
+            assert send.seal(payload) == record
+        else:
+            assert recv.open(record) == payload
+
+    # The attacker's procedure on the same transcript: with the ee DH value it reads everything;
+    # without it (the guess "no ee at all"), message 1 only.
+    c2s = [v["prologue"], struct.pack(">H", len(msg1)) + msg1]
+    s2c = [b"", struct.pack(">H", len(msg2)) + msg2]
+    ee = x25519(v["init_ephemeral"], x25519_public(v["resp_ephemeral"]))
+    assert ee == x25519(v["resp_ephemeral"], x25519_public(v["init_ephemeral"]))
+    read1, msg2_ok, k1, k2 = _attack(c2s, s2c, v["psk"], ee)
+    assert (read1, msg2_ok) == (payload1, True)
+    (p3, c3), (p4, c4) = messages[2:4]
+    assert FrameCipher(k1).seal(p3)[2:] == c3 and FrameCipher(k2).seal(p4)[2:] == c4
+    read1, msg2_ok, k1, _ = _attack(c2s, s2c, v["psk"], None)
+    assert (read1, msg2_ok) == (payload1, False)
+    assert FrameCipher(k1).seal(p3)[2:] != c3
 
 
 # ============================================================================================
@@ -698,8 +505,8 @@ def test_same_password_same_plaintext_different_ciphertext(sync_server: sync.Ser
 
 
 def test_model_client_interoperates_with_the_server(sync_server: sync.Server, psk: bytes) -> None:
-    """Positive control for the crypto model: our own client (pure Python, PSK from the PHC
-    string) completes the handshake with the real server, which accepts it and exchanges
+    """Positive control for the protocol model: our own client (tests/noise_model.py, PSK from
+    the PHC string) completes the handshake with the real server, which accepts it and exchanges
     messages both ways. So the model's key schedule, nonces and framing are the library's."""
     model = ModelClient(psk)
     with raw_connection(sync_server.address) as sock:

@@ -129,7 +129,7 @@ mod tests {
         assert_eq!(
             events,
             vec![
-                Event::Message(Bytes::from(vec![7u8; 200_000])),
+                Event::Message(Bytes::from(vec![7u8; 200_000]).into()),
                 Event::Ping(9)
             ]
         );

@@ -4,6 +4,7 @@
 //! - [`handshake`]: the plaintext hello / server parameters and the Noise NNpsk0 exchange;
 //! - [`cipher`]: one direction's AES-256-GCM state (Noise nonces, rekey);
 //! - [`frame`]: the plaintext layout of transport frames;
+//! - [`message`]: a received message, kept as the decrypted fragments until it is read;
 //! - [`session`]: sealing messages into frames and opening frames into messages, with rekeying;
 //! - [`codec`]: the session as tokio-util `Encoder`/`Decoder` over a length-prefixed byte stream.
 
@@ -12,4 +13,5 @@ pub mod codec;
 pub mod frame;
 pub mod handshake;
 pub mod kdf;
+pub mod message;
 pub mod session;

@@ -6,13 +6,14 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use zeroize::Zeroizing;
 
 use super::cipher::{CipherState, KEY_LEN, TAG_LEN};
 use super::frame::{
     Frame, FrameType, DATA_HEADER, DATA_LENGTH_FIELD, FLAG_LENGTH, FLAG_MORE, MAX_PLAINTEXT_LEN,
 };
+use super::message::Message;
 use crate::error::{Error, Result};
 
 /// When each direction replaces its key (SECURITY-NOTES: 2^36 bytes, 2^24 frames or an hour,
@@ -178,7 +179,7 @@ impl Sealer {
 pub enum Event {
     /// The client's key confirmation arrived (server side, first frame only).
     Confirmed,
-    Message(Bytes),
+    Message(Message),
     Ping(u64),
     Pong(u64),
     Close {
@@ -188,7 +189,7 @@ pub enum Event {
 }
 
 struct Partial {
-    buf: BytesMut,
+    msg: Message,
     total: usize,
 }
 
@@ -228,7 +229,7 @@ impl Opener {
 
     /// Bytes held for a message still being reassembled.
     pub fn buffered(&self) -> usize {
-        self.partial.as_ref().map_or(0, |p| p.buf.len())
+        self.partial.as_ref().map_or(0, |p| p.msg.len())
     }
 
     /// Open one sealed frame (without its length prefix). Nothing of a frame that fails reaches
@@ -293,14 +294,15 @@ impl Opener {
         chunk_start: usize,
         chunk_len: usize,
     ) -> Result<Option<Event>> {
-        let chunk = &frame[chunk_start..];
+        // The decrypted chunk is handed on as it lies in the read buffer: no copy until the
+        // application reads the message.
+        let chunk = frame.freeze().slice(chunk_start..);
         match (self.partial.as_mut(), more, total_len) {
-            // A whole message in one frame: hand out the decrypted buffer itself, no copy.
             (None, false, None) => {
                 if chunk_len as u64 > self.max_message {
                     return Err(self.too_large(chunk_len as u64));
                 }
-                Ok(Some(Event::Message(frame.freeze().slice(chunk_start..))))
+                Ok(Some(Event::Message(Message::from(chunk))))
             }
             (None, true, Some(total)) => {
                 if total > self.max_message {
@@ -311,30 +313,28 @@ impl Opener {
                         "fragmented message no longer than its first fragment",
                     ));
                 }
-                // `total` is authenticated and within our limit: safe to reserve.
-                let mut buf = BytesMut::with_capacity(total as usize);
-                buf.extend_from_slice(chunk);
-                self.partial = Some(Partial {
-                    buf,
-                    total: total as usize,
-                });
+                // `total` is authenticated and within our limit.
+                let mut msg = Message::new();
+                msg.push(chunk);
+                let total = total as usize;
+                self.partial = Some(Partial { msg, total });
                 Ok(None)
             }
             (Some(p), more, None) => {
-                if p.buf.len() + chunk_len > p.total {
+                if p.msg.len() + chunk_len > p.total {
                     return Err(Error::protocol(
                         "message fragments exceed the announced length",
                     ));
                 }
-                p.buf.extend_from_slice(chunk);
+                p.msg.push(chunk);
                 if more {
                     return Ok(None);
                 }
-                if p.buf.len() != p.total {
+                if p.msg.len() != p.total {
                     return Err(Error::protocol("message ended before its announced length"));
                 }
                 let p = self.partial.take().expect("checked above");
-                Ok(Some(Event::Message(p.buf.freeze())))
+                Ok(Some(Event::Message(p.msg)))
             }
             (None, false, Some(_)) | (None, true, None) | (Some(_), _, Some(_)) => Err(
                 Error::protocol("DATA frame flags do not fit the reassembly state"),
@@ -353,7 +353,7 @@ impl Opener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Buf;
+    use bytes::{Buf, Bytes};
 
     const BIG: u64 = 64 << 20;
 
@@ -408,7 +408,7 @@ mod tests {
             assert_eq!(wire.len(), sealed_len(len), "len {len}");
             assert_eq!(
                 open_all(&mut o, wire).unwrap(),
-                vec![Event::Message(Bytes::from(m))]
+                vec![Event::Message(Message::from(Bytes::from(m)))]
             );
         }
     }

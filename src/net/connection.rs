@@ -24,6 +24,7 @@ use super::mailbox::Mailbox;
 use super::LinkConfig;
 use crate::core::codec::{FrameDecoder, FrameEncoder, Outgoing};
 use crate::core::handshake::{Established, NodeId};
+use crate::core::message::Message;
 use crate::core::session::{Event, Sealer};
 use crate::error::{CloseCode, CloseInfo, Error, Result};
 
@@ -56,7 +57,7 @@ struct CloseState {
 
 struct Shared {
     config: LinkConfig,
-    inbound: Mailbox<Bytes, CloseInfo>,
+    inbound: Mailbox<Message, CloseInfo>,
     outbound: mpsc::UnboundedSender<(Outgoing, usize)>,
     /// Bytes queued for the writer; senders wait here, which is what bounds memory.
     send_budget: Semaphore,
@@ -225,7 +226,7 @@ impl Connection {
 
     /// Take the next received message; `Ok(None)` if none is queued yet. After the connection
     /// ended and every queued message was taken: `Err(Closed)`.
-    pub fn try_recv(&self) -> Result<Option<Bytes>> {
+    pub fn try_recv(&self) -> Result<Option<Message>> {
         self.shared.inbound.try_pop().map_err(Error::Closed)
     }
 
@@ -234,7 +235,7 @@ impl Connection {
         self.shared.inbound.readable().await
     }
 
-    pub async fn recv(&self) -> Result<Bytes> {
+    pub async fn recv(&self) -> Result<Message> {
         self.shared.inbound.pop().await.map_err(Error::Closed)
     }
 

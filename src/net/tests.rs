@@ -48,9 +48,15 @@ async fn round_trip_both_ways_and_clean_close() {
     let srv = server(b"pw").await;
     let (client, accepted) = pair(&srv).await;
     client.send(Bytes::from_static(b"hello")).await.unwrap();
-    assert_eq!(accepted.recv().await.unwrap(), Bytes::from_static(b"hello"));
+    assert_eq!(
+        accepted.recv().await.unwrap().into_bytes(),
+        Bytes::from_static(b"hello")
+    );
     accepted.send(Bytes::from_static(b"world")).await.unwrap();
-    assert_eq!(client.recv().await.unwrap(), Bytes::from_static(b"world"));
+    assert_eq!(
+        client.recv().await.unwrap().into_bytes(),
+        Bytes::from_static(b"world")
+    );
     let info = client.close(CloseCode::NORMAL, "done").await;
     assert!(info.clean, "{info:?}");
     match accepted.recv().await {
@@ -73,7 +79,7 @@ async fn messages_queued_before_close_are_delivered() {
     client.start_close(CloseCode::NORMAL, "");
     for i in 0..10_000u32 {
         assert_eq!(
-            accepted.recv().await.unwrap(),
+            accepted.recv().await.unwrap().into_bytes(),
             Bytes::from(i.to_be_bytes().to_vec())
         );
     }
@@ -89,7 +95,10 @@ async fn large_message_and_limit() {
         .map(|i| (i % 253) as u8)
         .collect();
     client.send(Bytes::from(big.clone())).await.unwrap();
-    assert_eq!(accepted.recv().await.unwrap(), Bytes::from(big));
+    assert_eq!(
+        accepted.recv().await.unwrap().into_bytes(),
+        Bytes::from(big)
+    );
     let too_big = Bytes::from(vec![0u8; DEFAULT_MAX_MESSAGE as usize + 1]);
     assert!(matches!(
         client.send(too_big).await,
@@ -100,7 +109,7 @@ async fn large_message_and_limit() {
         .await
         .unwrap();
     assert_eq!(
-        accepted.recv().await.unwrap(),
+        accepted.recv().await.unwrap().into_bytes(),
         Bytes::from_static(b"still usable")
     );
     srv.close().await;
@@ -117,7 +126,10 @@ async fn wrong_password_fails_and_server_keeps_serving() {
     assert!(matches!(err, Error::Authentication(_)), "{err}");
     let (client, accepted) = pair(&srv).await;
     client.send(Bytes::from_static(b"ok")).await.unwrap();
-    assert_eq!(accepted.recv().await.unwrap(), Bytes::from_static(b"ok"));
+    assert_eq!(
+        accepted.recv().await.unwrap().into_bytes(),
+        Bytes::from_static(b"ok")
+    );
     assert!(
         srv.try_accept().unwrap().is_none(),
         "the failed handshake never reached accept"
@@ -138,7 +150,10 @@ async fn eof_without_close_is_truncation() {
     client.send(Bytes::from_static(b"last")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     client.abort("test");
-    assert_eq!(accepted.recv().await.unwrap(), Bytes::from_static(b"last"));
+    assert_eq!(
+        accepted.recv().await.unwrap().into_bytes(),
+        Bytes::from_static(b"last")
+    );
     match accepted.recv().await {
         Err(Error::Closed(info)) => assert!(!info.clean, "{info:?}"),
         other => panic!("{other:?}"),
@@ -189,7 +204,7 @@ async fn pending_handshakes_are_capped_oldest_first() {
     let (client, accepted) = pair(&srv).await;
     client.send(Bytes::from_static(b"through")).await.unwrap();
     assert_eq!(
-        accepted.recv().await.unwrap(),
+        accepted.recv().await.unwrap().into_bytes(),
         Bytes::from_static(b"through")
     );
     srv.close().await;

@@ -6,6 +6,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use zeroize::Zeroizing;
 
+use crate::core::message::Message;
+
 /// A `bytes` object lent to Rust without copying: immutable, kept alive by the reference.
 struct PyBytesOwner {
     _obj: Py<PyBytes>,
@@ -47,6 +49,14 @@ pub fn to_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Bytes> {
         ))
     })?;
     Ok(Bytes::from(buf.to_vec(obj.py())?))
+}
+
+/// The one copy of a received message: its decrypted fragments straight into a new `bytes`.
+pub fn to_pybytes<'py>(py: Python<'py>, msg: &Message) -> PyResult<Bound<'py, PyBytes>> {
+    PyBytes::new_with(py, msg.len(), |buf| {
+        msg.copy_to(buf);
+        Ok(())
+    })
 }
 
 /// A password from `str` (UTF-8) or bytes-like, in memory that is wiped when dropped.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use super::buffers::{secret_bytes, to_bytes};
+use super::buffers::{secret_bytes, to_bytes, to_pybytes};
 use super::errors::{self, closed};
 use super::options::LinkOptions;
 use super::wait::block_on;
@@ -59,7 +59,7 @@ impl NativeConnection {
     /// connection has ended and every message that arrived before the end was taken.
     fn try_recv<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
         match self.inner.try_recv().map_err(errors::to_py)? {
-            Some(m) => Ok(Some(PyBytes::new(py, &m))),
+            Some(m) => Ok(Some(to_pybytes(py, &m)?)),
             None => Ok(None),
         }
     }
@@ -80,11 +80,11 @@ impl NativeConnection {
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         if let Some(m) = self.inner.try_recv().map_err(errors::to_py)? {
-            return Ok(PyBytes::new(py, &m));
+            return to_pybytes(py, &m);
         }
         let conn = self.inner.clone();
         let m = block_on(py, timeout, "recv", async move { conn.recv().await })?;
-        Ok(PyBytes::new(py, &m))
+        to_pybytes(py, &m)
     }
 
     /// Awaitable: closing handshake, bounded by the close timeout.
