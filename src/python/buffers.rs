@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use pyo3::buffer::PyBuffer;
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use zeroize::Zeroizing;
@@ -52,11 +53,19 @@ pub fn to_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Bytes> {
 }
 
 /// The one copy of a received message: its decrypted fragments straight into a new `bytes`.
+/// (`PyBytes::new_with` would first zero the buffer: a wasted pass over every message.)
 pub fn to_pybytes<'py>(py: Python<'py>, msg: &Message) -> PyResult<Bound<'py, PyBytes>> {
-    PyBytes::new_with(py, msg.len(), |buf| {
-        msg.copy_to(buf);
-        Ok(())
-    })
+    let len = ffi::Py_ssize_t::try_from(msg.len())
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("message too large"))?;
+    // SAFETY: a NULL source asks CPython for an uninitialised bytes object of `len` bytes, which
+    // nobody else can see until we return it; we fill all of it before that.
+    unsafe {
+        let obj = ffi::PyBytes_FromStringAndSize(std::ptr::null(), len);
+        let bytes = Bound::from_owned_ptr_or_err(py, obj)?.cast_into_unchecked::<PyBytes>();
+        let data = ffi::PyBytes_AsString(bytes.as_ptr()).cast::<u8>();
+        msg.copy_to(std::slice::from_raw_parts_mut(data, msg.len()));
+        Ok(bytes)
+    }
 }
 
 /// A password from `str` (UTF-8) or bytes-like, in memory that is wiped when dropped.
