@@ -2,7 +2,20 @@
 
 from typing import Any, final
 
-__all__: list[str]
+__all__ = [
+    "LinkOptions",
+    "NativeConnection",
+    "NativeCredentials",
+    "NativeServer",
+    "__version__",
+    "bind",
+    "bind_blocking",
+    "connect",
+    "connect_blocking",
+    "hash_password",
+    "shutdown",
+]
+
 __version__: str
 
 def shutdown() -> None: ...
