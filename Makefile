@@ -19,7 +19,7 @@ $(DEPS): pyproject.toml
 
 # Build the extension (release profile: optimised crypto) and install it with the dev tools.
 build: $(DEPS)
-	$(BIN)/maturin develop --release --extras dev,bench
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release --extras dev,bench
 
 dev: build
 
