@@ -107,6 +107,9 @@ pub enum Error {
     /// The keys of a session reached their hard usage limit.
     #[error("key usage limit reached; the connection must be re-established")]
     KeyExhausted,
+    /// Nothing arrived from the peer for this long, PINGs included.
+    #[error("peer unresponsive: nothing received for {:.1} s", .0.as_secs_f64())]
+    Unresponsive(std::time::Duration),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -118,6 +121,25 @@ impl Error {
 
     pub fn config(msg: impl Into<String>) -> Self {
         Error::Config(msg.into())
+    }
+
+    /// A copy (I/O errors keep their kind and text), for errors that several waiters report.
+    pub fn duplicate(&self) -> Error {
+        match self {
+            Error::Authentication(m) => Error::Authentication(m.clone()),
+            Error::Protocol(m) => Error::Protocol(m.clone()),
+            Error::Integrity => Error::Integrity,
+            Error::MessageTooLarge { size, limit } => Error::MessageTooLarge {
+                size: *size,
+                limit: *limit,
+            },
+            Error::Timeout(w) => Error::Timeout(w),
+            Error::Closed(info) => Error::Closed(info.clone()),
+            Error::Config(m) => Error::Config(m.clone()),
+            Error::KeyExhausted => Error::KeyExhausted,
+            Error::Unresponsive(d) => Error::Unresponsive(*d),
+            Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
+        }
     }
 
     /// How a connection that died of this error is described to the application.

@@ -58,12 +58,12 @@ PROTOCOL_NAME = b"Noise_NNpsk0_25519_AESGCM_SHA256"
 DH_LEN = 32
 TAG_LEN = 16
 
-#: The client hello: "ALNK", protocol version 1, cipher suite 1 (PROTOCOL.md §3.1).
-HELLO = b"ALNK\x00\x01\x00\x01"
+#: The client hello: "ALNK", version 1, suite 1, no key epoch hint (PROTOCOL.md §3.1).
+HELLO = b"ALNK\x00\x01\x00\x01\x00\x00\x00\x00"
 #: Noise message 1 (client ephemeral key, 24-byte payload, tag) and 2 (server ephemeral key,
-#: 8-byte payload, tag), each sent after a u16 length prefix (PROTOCOL.md §3.3, §3.4).
+#: 9-byte payload, tag), each sent after a u16 length prefix (PROTOCOL.md §3.3, §3.4).
 MSG1_LEN = DH_LEN + 24 + TAG_LEN
-MSG2_LEN = DH_LEN + 8 + TAG_LEN
+MSG2_LEN = DH_LEN + 9 + TAG_LEN
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,7 +267,7 @@ class ModelClient:
         params = recv_exact(sock, PARAMS_LEN)
         sock.sendall(self.message1(params))
         send, recv, payload = self.finish(recv_exact(sock, 2 + MSG2_LEN))
-        assert len(payload) == 8
+        assert len(payload) == 9 and payload[8] == 0  # max message size, admitted
         sock.sendall(send.seal(CONFIRM_FRAME))
         return send, recv
 

@@ -8,7 +8,7 @@ The proxy understands argonlink's framing (it needs no keys for that). Each dire
 sequence of *records*::
 
     client -> server   0: hello (8 bytes)    1: msg1 (u16 len + 72)   2: CONFIRM frame   3..: frames
-    server -> client   0: params (52 bytes)  1: msg2 (u16 len + 56)   2..: frames
+    server -> client   0: params (56 bytes)  1: msg2 (u16 len + 57)   2..: frames
 
 where every record after the first is a big-endian u16 length followed by that many bytes, and
 a record is kept *with* its length prefix. A :class:`Tamper` sees each record of one direction
@@ -76,8 +76,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-HELLO_LEN = 8
-PARAMS_LEN = 52
+HELLO_LEN = 12
+PARAMS_LEN = 56
 
 # Record indices in each direction of an argonlink connection.
 C2S_HELLO, C2S_MSG1, C2S_CONFIRM, C2S_FIRST_DATA = 0, 1, 2, 3

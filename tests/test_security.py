@@ -1075,6 +1075,7 @@ PARAMS_FIELDS = [
     ("p_cost", 28, 32, dict.fromkeys(range(28, 32), ProtocolError)),
     ("epoch", 32, 36, {}),
     ("node_id", 36, 52, {}),
+    ("other_epoch", 52, 56, {}),
 ]
 
 
@@ -1093,16 +1094,27 @@ def _client_outcome(address: tuple[str, int]) -> str:
     return "connected"
 
 
+#: Hello bytes 8..12 are the key epoch hint: the server does not judge it (any epoch it does
+#: not hold gets the current parameters) but it is in the prologue, so the edit breaks the
+#: handshake at message 1 instead.
+HELLO_HINT = range(8, 12)
+
+
 def test_edited_hello_fails_the_handshake(sync_server: sync.Server) -> None:
-    """Each byte of the client hello flipped in transit (connection n edits byte n): the server
-    refuses the hello and closes without a word, so the client's connect raises ProtocolError
-    ("the server closed the connection before the handshake"); nothing is accepted."""
+    """Each byte of the client hello flipped in transit (connection n edits byte n). Magic,
+    version and suite: the server refuses the hello and closes without a word, so connect raises
+    ProtocolError. The epoch hint: the server answers with its parameters, and message 1 then
+    fails (AuthenticationError). Nothing is accepted either way."""
     with Proxy(sync_server.address, c2s=lambda n: FlipBit(C2S_HELLO, offset=n)) as proxy:
         outcomes = {i: _client_outcome(proxy.address) for i in range(HELLO_LEN)}
-        for pc in proxy.wait_for_connections(HELLO_LEN):
+        for n, pc in enumerate(proxy.wait_for_connections(HELLO_LEN)):
             assert pc.wait_closed(5)
-            assert pc.records(Direction.S2C) == []  # the server sent nothing back
-    assert outcomes == dict.fromkeys(range(HELLO_LEN), "ProtocolError")
+            if n not in HELLO_HINT:
+                assert pc.records(Direction.S2C) == []  # the server sent nothing back
+    expected = {
+        i: "AuthenticationError" if i in HELLO_HINT else "ProtocolError" for i in range(HELLO_LEN)
+    }
+    assert outcomes == expected
     assert_nothing_accepted_sync(sync_server)
     assert sync_server.stats()["handshakes_failed"] == HELLO_LEN
     with Proxy(sync_server.address) as proxy:  # control: the same path, untouched, works
@@ -1110,17 +1122,23 @@ def test_edited_hello_fails_the_handshake(sync_server: sync.Server) -> None:
 
 
 def test_edited_params_fail_the_handshake(sync_server: sync.Server) -> None:
-    """Each byte of the server parameters flipped in transit (52 connections): the handshake
-    fails every time, with the error given in PARAMS_FIELDS, and nothing is accepted."""
-    spec = lambda n: FlipBit(S2C_PARAMS, offset=n)  # noqa: E731
-    with Proxy(sync_server.address, s2c=spec) as proxy:
-        outcomes = {i: _client_outcome(proxy.address) for i in range(PARAMS_LEN)}
+    """Each byte of the server parameters flipped in transit (one proxy per byte): the handshake
+    fails every time, with the error given in PARAMS_FIELDS, and nothing is accepted. An edited
+    other_epoch also makes the client retry once under that epoch, which fails the same way."""
+    outcomes = {}
+    for offset in range(PARAMS_LEN):
+        with Proxy(sync_server.address, s2c=lambda n, o=offset: FlipBit(S2C_PARAMS, offset=o)) as p:
+            outcomes[offset] = _client_outcome(p.address)
     expected = {i: _expected_params_error(i).__name__ for i in range(PARAMS_LEN)}
     assert outcomes == expected
     assert_nothing_accepted_sync(sync_server)
     stats = sync_server.stats()
     assert stats["handshakes_ok"] == 0
-    assert stats["auth_failures"] == list(expected.values()).count("AuthenticationError")
+    # A flipped bit in bytes 52-54 makes other_epoch a large number: the client retries once.
+    # In byte 55 it makes other_epoch 1, the epoch just refused: no retry.
+    attempts = {i: 2 if 52 <= i < 55 else 1 for i in range(PARAMS_LEN)}
+    auth = [i for i, name in expected.items() if name == "AuthenticationError"]
+    assert stats["auth_failures"] == sum(attempts[i] for i in auth)
     with Proxy(sync_server.address) as proxy:
         assert _client_outcome(proxy.address) == "connected"
 

@@ -24,6 +24,7 @@ from ._options import (
     DEFAULT_MAX_MESSAGE_SIZE,
     Credentials,
     KdfParams,
+    ReconnectPolicy,
     RekeyPolicy,
     hash_password,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "KdfParams",
     "MessageTooLarge",
     "ProtocolError",
+    "ReconnectPolicy",
     "RekeyPolicy",
     "Server",
     "Timeout",

@@ -15,7 +15,7 @@ from typing import Any, Self
 
 from . import _argonlink
 from ._common import ClientBase, ConnectionInfo, ServerBase
-from ._options import BytesLike
+from ._options import BytesLike, KdfParams
 from .exceptions import ConnectionClosed, ConnectionClosedOK, Timeout
 
 __all__ = ["Client", "Connection", "Handler", "Server"]
@@ -163,6 +163,22 @@ class Server(ServerBase[Handler]):
             raise RuntimeError("serve_forever() needs a handler= (or use accept())")
         await self._serving
 
+    async def set_password(
+        self,
+        password: str | BytesLike | None = None,
+        *,
+        password_hash: str | None = None,
+        kdf: KdfParams | None = None,
+        grace: float = 0.0,
+    ) -> int:
+        """Switch to a new password (or PHC string), derived off the event loop. New handshakes
+        use it at once; connections authenticated with the old one are closed with code 4002
+        (re-authenticate) now, or after ``grace`` seconds during which both are accepted.
+        Returns the new key epoch."""
+        args = self._password_args(password, password_hash, kdf)
+        epoch: int = await self._started.set_password(grace=grace, **args)
+        return epoch
+
     async def close(self) -> None:
         """Stop listening and close every live connection (code 1001). Idempotent."""
         if self._native is not None:
@@ -184,28 +200,59 @@ class Server(ServerBase[Handler]):
 class Client(ClientBase[Connection]):
     """Dials a server: ``async with Client(host, port, password=...) as client``.
 
-    ``send``/``recv``/``async for`` work on the current connection.
+    ``send``/``recv``/``async for`` use the current connection. With ``reconnect=`` (a
+    :class:`~argonlink.ReconnectPolicy`, or True for the defaults) a dropped connection is
+    re-established with a full handshake: ``send`` waits meanwhile (bounded by its timeout) and
+    ``recv`` carries on with the next connection. A wrong password is never retried.
     """
 
+    _connection_type = Connection
+
     async def connect(self) -> Connection:
-        """Open a new authenticated connection (closing none). Raises AuthenticationError,
-        ProtocolError, Timeout (``open_timeout``) or OSError."""
-        native = await _argonlink.connect(self._host, self._port, self._credentials, self._options)
-        self._connection = Connection(native)
-        return self._connection
-
-    async def send(self, data: BytesLike, *, timeout: float | None = None) -> None:
-        await self.connection.send(data, timeout=timeout)
-
-    async def recv(self, timeout: float | None = None) -> bytes:
-        return await self.connection.recv(timeout)
-
-    def __aiter__(self) -> Connection:
+        """Connect (with a policy: keep trying until connected or out of attempts). Raises
+        AuthenticationError, ProtocolError, Timeout (``open_timeout``) or OSError."""
+        self._native = await _argonlink.open_link(**self._open_args())
         return self.connection
 
+    async def wait_connected(self, timeout: float | None = None) -> Connection:
+        """The current connection, waiting while reconnecting."""
+        native = await _bounded(self._link.wait_connected(), timeout, "wait_connected")
+        return Connection(native)
+
+    async def send(self, data: BytesLike, *, timeout: float | None = None) -> None:
+        link = self._link
+        if not link.try_send(data):
+            await _bounded(link.send(data), timeout, "send")
+
+    async def recv(self, timeout: float | None = None) -> bytes:
+        link = self._link
+        msg = link.try_recv()
+        if msg is not None:
+            return msg
+        result: bytes = await _bounded(self._wait_recv(link), timeout, "recv")
+        return result
+
+    @staticmethod
+    async def _wait_recv(link: _argonlink.NativeLink) -> bytes:
+        while True:
+            await link.readable()
+            msg = link.try_recv()
+            if msg is not None:
+                return msg
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.recv()
+        except ConnectionClosedOK:
+            raise StopAsyncIteration from None
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        if self._connection is not None:
-            await self._connection.close(code, reason)
+        """Stop reconnecting and close the current connection. Idempotent."""
+        if self._native is not None:
+            await self._native.close(code, reason)
 
     async def __aenter__(self) -> Self:
         await self.connect()

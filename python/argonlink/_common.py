@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Any, Generic, TypeVar
 
 from . import _argonlink
-from ._options import BytesLike, KdfParams, Password, RekeyPolicy, credentials, link_options
+from ._options import (
+    BytesLike,
+    KdfParams,
+    Password,
+    ReconnectPolicy,
+    RekeyPolicy,
+    credentials,
+    link_options,
+)
 from .exceptions import ConfigError
 
 H = TypeVar("H")
@@ -37,6 +45,11 @@ class ConnectionInfo:
     def peer_max_message_size(self) -> int:
         """The largest message the peer accepts; ``send`` refuses larger ones locally."""
         return self._native.peer_max_message_size
+
+    @property
+    def key_epoch(self) -> int:
+        """The server key epoch this connection authenticated under."""
+        return self._native.key_epoch
 
     @property
     def session_id(self) -> bytes:
@@ -93,6 +106,10 @@ class ServerBase(Generic[H]):
         recv_buffer: int | None = None,
         close_timeout: float | None = None,
         rekey: RekeyPolicy | None = None,
+        max_connections: int | None = None,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         if (password is None) == (password_hash is None):
             raise ConfigError("give exactly one of password= or password_hash=")
@@ -110,6 +127,10 @@ class ServerBase(Generic[H]):
             recv_buffer=recv_buffer,
             close_timeout=close_timeout,
             rekey=rekey,
+            max_connections=max_connections,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            idle_timeout=idle_timeout,
         )
         self._native: _argonlink.NativeServer | None = None
         self._init_serving()
@@ -145,8 +166,25 @@ class ServerBase(Generic[H]):
     def node_id(self) -> bytes:
         return self._options.node_id
 
+    @property
+    def key_epoch(self) -> int:
+        """The key epoch new clients authenticate under (1 at start, +1 per password change)."""
+        return self._started.key_epoch
+
+    def _password_args(
+        self, password: str | BytesLike | None, password_hash: str | None, kdf: KdfParams | None
+    ) -> dict[str, Any]:
+        if (password is None) == (password_hash is None):
+            raise ConfigError("give exactly one of password= or password_hash=")
+        return {
+            "kdf": (kdf or self._kdf).as_tuple(),
+            "password": password,
+            "password_hash": password_hash,
+        }
+
     def stats(self) -> dict[str, Any]:
-        """Handshakes (ok, failed, auth failures, evicted), key derivations, live connections."""
+        """Handshakes (ok, failed, auth failures, evicted), key derivations, password changes,
+        the key epoch, live connections."""
         return self._started.stats()
 
     def __repr__(self) -> str:
@@ -160,6 +198,8 @@ class ServerBase(Generic[H]):
 class ClientBase(Generic[C]):
     """Settings and read-only state shared by the asyncio and blocking clients."""
 
+    _connection_type: type[C]
+
     def __init__(
         self,
         host: str,
@@ -167,17 +207,22 @@ class ClientBase(Generic[C]):
         *,
         password: Password,
         node_id: bytes | str | None = None,
+        reconnect: ReconnectPolicy | bool | None = None,
         open_timeout: float | None = None,
         close_timeout: float | None = None,
         max_message_size: int | None = None,
         send_buffer: int | None = None,
         recv_buffer: int | None = None,
         rekey: RekeyPolicy | None = None,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
+        idle_timeout: float | None = None,
         kdf_floor: KdfParams | None = None,
         kdf_cap: KdfParams | None = None,
     ) -> None:
         self._host, self._port = host, port
         self._credentials = credentials(password)
+        self._reconnect = ReconnectPolicy() if reconnect is True else (reconnect or None)
         self._options = link_options(
             node_id=node_id,
             open_timeout=open_timeout,
@@ -186,17 +231,47 @@ class ClientBase(Generic[C]):
             send_buffer=send_buffer,
             recv_buffer=recv_buffer,
             rekey=rekey,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            idle_timeout=idle_timeout,
             kdf_floor=kdf_floor,
             kdf_cap=kdf_cap,
         )
-        self._connection: C | None = None
+        self._native: _argonlink.NativeLink | None = None
+
+    def _open_args(self) -> dict[str, Any]:
+        policy = self._reconnect.as_tuple() if self._reconnect else None
+        return {
+            "host": self._host,
+            "port": self._port,
+            "credentials": self._credentials,
+            "options": self._options,
+            "reconnect": policy,
+        }
+
+    @property
+    def _link(self) -> _argonlink.NativeLink:
+        if self._native is None:
+            raise RuntimeError("not connected; use a 'with' block or connect()")
+        return self._native
 
     @property
     def connection(self) -> C:
-        """The current connection."""
-        if self._connection is None:
-            raise RuntimeError("not connected; use a 'with' block or connect()")
-        return self._connection
+        """The current connection (raises while reconnecting)."""
+        native = self._link.connection
+        if native is None:
+            raise RuntimeError("no connection right now (reconnecting or closed)")
+        return self._connection_type(native)
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is up."""
+        return self._native is not None and self._native.connected
+
+    @property
+    def reconnects(self) -> int:
+        """Connections re-established after a drop."""
+        return 0 if self._native is None else self._native.reconnects
 
     @property
     def node_id(self) -> bytes:
@@ -207,5 +282,13 @@ class ClientBase(Generic[C]):
         """Argon2 runs so far (one per server key, however many connections)."""
         return self._credentials.key_derivations
 
+    def set_password(self, password: Password) -> None:
+        """Use this password for the next handshakes (a reconnect after the server's password
+        changed). The current connection is unaffected."""
+        self._credentials = credentials(password)
+        if self._native is not None:
+            self._native.set_credentials(self._credentials)
+
     def __repr__(self) -> str:
-        return f"<{type(self).__qualname__} {self._host}:{self._port} {self._connection!r}>"
+        state = "connected" if self.connected else "not connected"
+        return f"<{type(self).__qualname__} {self._host}:{self._port} {state}>"

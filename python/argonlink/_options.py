@@ -16,6 +16,7 @@ __all__ = [
     "Credentials",
     "KdfParams",
     "Password",
+    "ReconnectPolicy",
     "RekeyPolicy",
 ]
 
@@ -79,6 +80,23 @@ class RekeyPolicy:
     interval: float = 3600.0
 
 
+@dataclass(frozen=True, slots=True)
+class ReconnectPolicy:
+    """How a client redials after its connection drops: delays grow from ``initial_delay`` by
+    ``multiplier`` up to ``max_delay`` (seconds), each scaled by a random factor in
+    ``[1 - jitter, 1 + jitter]``; ``max_attempts`` failed dials in a row end the client (None:
+    keep trying). Every reconnect runs the full handshake; a wrong password is never retried."""
+
+    initial_delay: float = 0.1
+    max_delay: float = 30.0
+    multiplier: float = 2.0
+    jitter: float = 0.2
+    max_attempts: int | None = None
+
+    def as_tuple(self) -> tuple[float, float, float, float, int | None]:
+        return (self.initial_delay, self.max_delay, self.multiplier, self.jitter, self.max_attempts)
+
+
 class Credentials:
     """A client-side password and the keys derived from it.
 
@@ -137,6 +155,10 @@ def link_options(
     rekey: RekeyPolicy | None = None,
     kdf_floor: KdfParams | None = None,
     kdf_cap: KdfParams | None = None,
+    ping_interval: float | None = None,
+    ping_timeout: float | None = None,
+    idle_timeout: float | None = None,
+    max_connections: int | None = None,
 ) -> _argonlink.LinkOptions:
     return _argonlink.LinkOptions(
         node_id=node_id_bytes(node_id),
@@ -153,6 +175,10 @@ def link_options(
         rekey_interval=rekey.interval if rekey else None,
         kdf_floor=kdf_floor.as_tuple() if kdf_floor else None,
         kdf_cap=kdf_cap.as_tuple() if kdf_cap else None,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        idle_timeout=idle_timeout,
+        max_connections=max_connections,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Self
 
 from . import _argonlink
 from ._common import ClientBase, ConnectionInfo, ServerBase
-from ._options import BytesLike
+from ._options import BytesLike, KdfParams
 from .exceptions import ConnectionClosed, ConnectionClosedOK
 
 __all__ = ["Client", "Connection", "Handler", "Server"]
@@ -119,6 +119,18 @@ class Server(ServerBase[Handler]):
         while self._serving.is_alive():
             self._serving.join(0.1)  # short joins keep Ctrl-C responsive
 
+    def set_password(
+        self,
+        password: str | BytesLike | None = None,
+        *,
+        password_hash: str | None = None,
+        kdf: KdfParams | None = None,
+        grace: float = 0.0,
+    ) -> int:
+        """See :meth:`argonlink.Server.set_password`. Returns the new key epoch."""
+        args = self._password_args(password, password_hash, kdf)
+        return self._started.set_password_blocking(grace=grace, **args)
+
     def close(self) -> None:
         """Stop listening and close every live connection (code 1001). Idempotent."""
         if self._native is not None:
@@ -136,28 +148,37 @@ class Server(ServerBase[Handler]):
 
 
 class Client(ClientBase[Connection]):
-    """Dials a server: ``with Client(host, port, password=...) as client``."""
+    """Dials a server: ``with Client(host, port, password=...) as client``; see
+    :class:`argonlink.Client` (the same options, ``reconnect=`` included)."""
+
+    _connection_type = Connection
 
     def connect(self) -> Connection:
-        """Open a new authenticated connection."""
-        native = _argonlink.connect_blocking(
-            self._host, self._port, self._credentials, self._options
-        )
-        self._connection = Connection(native)
-        return self._connection
+        """Connect (with a policy: keep trying until connected or out of attempts)."""
+        self._native = _argonlink.open_link_blocking(**self._open_args())
+        return self.connection
+
+    def wait_connected(self, timeout: float | None = None) -> Connection:
+        """The current connection, waiting while reconnecting."""
+        return Connection(self._link.wait_connected_blocking(timeout))
 
     def send(self, data: BytesLike, *, timeout: float | None = None) -> None:
-        self.connection.send(data, timeout=timeout)
+        self._link.send_blocking(data, timeout)
 
     def recv(self, timeout: float | None = None) -> bytes:
-        return self.connection.recv(timeout)
+        return self._link.recv_blocking(timeout)
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self.connection)
+        while True:
+            try:
+                yield self.recv()
+            except ConnectionClosedOK:
+                return
 
     def close(self, code: int = 1000, reason: str = "") -> None:
-        if self._connection is not None:
-            self._connection.close(code, reason)
+        """Stop reconnecting and close the current connection. Idempotent."""
+        if self._native is not None:
+            self._native.close_blocking(code, reason)
 
     def __enter__(self) -> Self:
         self.connect()

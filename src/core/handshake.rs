@@ -2,11 +2,11 @@
 //! with both plaintext messages as the Noise prologue so that any edit of them breaks it.
 //!
 //! ```text
-//! client → server  hello          "ALNK" version:u16 suite:u16                         (8 bytes)
+//! client → server  hello          "ALNK" version:u16 suite:u16 epoch_hint:u32          (12 bytes)
 //! server → client  params         version:u16 suite:u16 salt[16] m:u32 t:u32 p:u32
-//!                                 epoch:u32 server_node_id[16]                          (52 bytes)
+//!                                 epoch:u32 server_node_id[16] other_epoch:u32          (56 bytes)
 //! client → server  len:u16 msg1   -> psk, e   payload: client_node_id[16] max_message:u64
-//! server → client  len:u16 msg2   <- e, ee    payload: max_message:u64
+//! server → client  len:u16 msg2   <- e, ee    payload: max_message:u64 status:u8
 //! client → server  first transport frame: CONFIRM (see frame.rs)
 //! ```
 //! Each state is its own type, so a message can only be processed in the state that expects it.
@@ -26,13 +26,13 @@ pub const PROTOCOL_VERSION: u16 = 1;
 pub const SUITE_NNPSK0_25519_AESGCM_SHA256: u16 = 1;
 pub const NOISE_PATTERN: &str = "Noise_NNpsk0_25519_AESGCM_SHA256";
 
-pub const HELLO_LEN: usize = 8;
-pub const PARAMS_LEN: usize = 52;
+pub const HELLO_LEN: usize = 12;
+pub const PARAMS_LEN: usize = 56;
 pub const NODE_ID_LEN: usize = 16;
 const DH_LEN: usize = 32;
 const TAG_LEN: usize = 16;
 const CLIENT_PAYLOAD_LEN: usize = NODE_ID_LEN + 8;
-const SERVER_PAYLOAD_LEN: usize = 8;
+const SERVER_PAYLOAD_LEN: usize = 9;
 /// Noise message 1: ephemeral key + encrypted payload.
 pub const MSG1_LEN: usize = DH_LEN + CLIENT_PAYLOAD_LEN + TAG_LEN;
 /// Noise message 2: ephemeral key + encrypted payload.
@@ -63,11 +63,14 @@ impl fmt::Display for NodeId {
     }
 }
 
-/// The client's opening bytes: which protocol and suite it speaks.
+/// The client's opening bytes: which protocol and suite it speaks, and which key epoch of the
+/// server it last authenticated under (0: none), so that during a password change's grace
+/// window the server can offer the parameters of the key the client holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientHello {
     pub version: u16,
     pub suite: u16,
+    pub epoch_hint: u32,
 }
 
 impl Default for ClientHello {
@@ -75,8 +78,18 @@ impl Default for ClientHello {
         ClientHello {
             version: PROTOCOL_VERSION,
             suite: SUITE_NNPSK0_25519_AESGCM_SHA256,
+            epoch_hint: 0,
         }
     }
+}
+
+/// What the server says in message 2 about the connection it just authenticated.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Accepted = 0,
+    /// Authenticated, but the server is at `max_connections`.
+    Busy = 1,
 }
 
 impl ClientHello {
@@ -85,6 +98,7 @@ impl ClientHello {
         out[..4].copy_from_slice(&MAGIC);
         out[4..6].copy_from_slice(&self.version.to_be_bytes());
         out[6..8].copy_from_slice(&self.suite.to_be_bytes());
+        out[8..12].copy_from_slice(&self.epoch_hint.to_be_bytes());
         out
     }
 
@@ -96,8 +110,10 @@ impl ClientHello {
         let hello = ClientHello {
             version: u16::from_be_bytes([bytes[4], bytes[5]]),
             suite: u16::from_be_bytes([bytes[6], bytes[7]]),
+            epoch_hint: u32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes")),
         };
-        if hello != ClientHello::default() {
+        let ours = ClientHello::default();
+        if (hello.version, hello.suite) != (ours.version, ours.suite) {
             return Err(Error::protocol(format!(
                 "unsupported protocol version {} / suite {}",
                 hello.version, hello.suite
@@ -117,10 +133,13 @@ pub struct ServerParams {
     /// Bumped on every password change; lets clients tell a stale key from a wrong password.
     pub epoch: u32,
     pub node_id: NodeId,
+    /// Another key epoch the server also accepts right now (during a password change's grace
+    /// window), else 0: a client whose key fails under `epoch` may retry with this hint.
+    pub other_epoch: u32,
 }
 
 impl ServerParams {
-    pub fn new(salt: Salt, kdf: KdfParams, epoch: u32, node_id: NodeId) -> Self {
+    pub fn new(salt: Salt, kdf: KdfParams, epoch: u32, node_id: NodeId, other_epoch: u32) -> Self {
         let hello = ClientHello::default();
         ServerParams {
             version: hello.version,
@@ -129,6 +148,7 @@ impl ServerParams {
             kdf,
             epoch,
             node_id,
+            other_epoch,
         }
     }
 
@@ -142,6 +162,7 @@ impl ServerParams {
         out[28..32].copy_from_slice(&self.kdf.p_cost.to_be_bytes());
         out[32..36].copy_from_slice(&self.epoch.to_be_bytes());
         out[36..52].copy_from_slice(&self.node_id.0);
+        out[52..56].copy_from_slice(&self.other_epoch.to_be_bytes());
         out
     }
 
@@ -171,6 +192,7 @@ impl ServerParams {
             },
             epoch: u32_at(32),
             node_id: NodeId(node),
+            other_epoch: u32_at(52),
         })
     }
 }
@@ -294,6 +316,16 @@ impl ClientAwaitingReply {
         if n != SERVER_PAYLOAD_LEN {
             return Err(Error::protocol("handshake reply payload of the wrong size"));
         }
+        match payload[8] {
+            0 => {}
+            1 => {
+                return Err(Error::Closed(crate::error::CloseInfo::error(
+                    crate::error::CloseCode::BUSY,
+                    "the server is at its connection limit (max_connections)",
+                )))
+            }
+            other => return Err(Error::protocol(format!("unknown admission status {other}"))),
+        }
         let peer_max = u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
         Ok(split(&mut self.noise, true, peer_max, self.server_node_id))
     }
@@ -308,6 +340,7 @@ pub fn server_respond(
     our_node: NodeId,
     our_max_message: u64,
     msg1: &[u8],
+    admission: Admission,
 ) -> Result<(Established, [u8; MSG2_LEN])> {
     if msg1.len() != MSG1_LEN {
         return Err(Error::protocol(format!(
@@ -336,7 +369,8 @@ pub fn server_respond(
     }
     let peer_max = u64::from_be_bytes(payload[NODE_ID_LEN..n].try_into().expect("8 bytes"));
     let mut reply = [0u8; SERVER_PAYLOAD_LEN];
-    reply.copy_from_slice(&our_max_message.to_be_bytes());
+    reply[..8].copy_from_slice(&our_max_message.to_be_bytes());
+    reply[8] = admission as u8;
     let mut msg2 = [0u8; MSG2_LEN];
     let n = noise
         .write_message(&reply, &mut msg2)
@@ -370,7 +404,7 @@ mod tests {
         Setup {
             psk: derive_psk(password, &salt, &FAST).unwrap(),
             hello: ClientHello::default().encode(),
-            params: ServerParams::new(salt, FAST, 1, server_node).encode(),
+            params: ServerParams::new(salt, FAST, 1, server_node, 0).encode(),
             server_node,
             client_node: NodeId::random(),
         }
@@ -379,8 +413,15 @@ mod tests {
     fn run(s: &Setup, client_psk: &Psk) -> Result<(Established, Established)> {
         let (client, msg1) =
             ClientAwaitingReply::start(client_psk, &s.hello, &s.params, s.client_node, 1000)?;
-        let (server, msg2) =
-            server_respond(&s.psk, &s.hello, &s.params, s.server_node, 2000, &msg1)?;
+        let (server, msg2) = server_respond(
+            &s.psk,
+            &s.hello,
+            &s.params,
+            s.server_node,
+            2000,
+            &msg1,
+            Admission::Accepted,
+        )?;
         Ok((client.finish(&msg2)?, server))
     }
 
@@ -449,7 +490,17 @@ mod tests {
             // A man in the middle showed the client edited bytes; the server has the true ones.
             let client_fooled =
                 ClientAwaitingReply::start(&s.psk, &hello, &params, s.client_node, 1).and_then(
-                    |(_, m1)| server_respond(&s.psk, &s.hello, &s.params, s.server_node, 1, &m1),
+                    |(_, m1)| {
+                        server_respond(
+                            &s.psk,
+                            &s.hello,
+                            &s.params,
+                            s.server_node,
+                            1,
+                            &m1,
+                            Admission::Accepted,
+                        )
+                    },
                 );
             assert!(
                 client_fooled.is_err(),
@@ -458,7 +509,15 @@ mod tests {
             // ... or showed the server edited bytes while the client has the true ones.
             let (_, m1) =
                 ClientAwaitingReply::start(&s.psk, &s.hello, &s.params, s.client_node, 1).unwrap();
-            let server_fooled = server_respond(&s.psk, &hello, &params, s.server_node, 1, &m1);
+            let server_fooled = server_respond(
+                &s.psk,
+                &hello,
+                &params,
+                s.server_node,
+                1,
+                &m1,
+                Admission::Accepted,
+            );
             assert!(
                 server_fooled.is_err(),
                 "edit of byte {i} seen by the server went unnoticed"
@@ -473,21 +532,30 @@ mod tests {
         assert!(matches!(r, Err(Error::Protocol(_))));
         let (_, msg1) =
             ClientAwaitingReply::start(&s.psk, &s.hello, &s.params, s.client_node, 1).unwrap();
-        let r = server_respond(&s.psk, &s.hello, &s.params, s.client_node, 1, &msg1);
+        let r = server_respond(
+            &s.psk,
+            &s.hello,
+            &s.params,
+            s.client_node,
+            1,
+            &msg1,
+            Admission::Accepted,
+        );
         assert!(r.is_err());
     }
 
     #[test]
     fn hello_and_params_parse() {
         assert!(ClientHello::parse(&ClientHello::default().encode()).is_ok());
-        assert!(ClientHello::parse(b"HTTP/1.1").is_err());
+        assert!(ClientHello::parse(b"HTTP/1.1 200").is_err());
         let v2 = ClientHello {
             version: 2,
             suite: 1,
+            epoch_hint: 0,
         }
         .encode();
         assert!(ClientHello::parse(&v2).is_err());
-        let p = ServerParams::new([3; 16], FAST, 7, NodeId([9; 16]));
+        let p = ServerParams::new([3; 16], FAST, 7, NodeId([9; 16]), 6);
         assert_eq!(ServerParams::parse(&p.encode()).unwrap(), p);
     }
 }

@@ -107,31 +107,58 @@ fn eof_means(e: std::io::Error, what: &str) -> Error {
 
 /// Connect and authenticate. Fails with `Authentication` when either side lacks the password,
 /// within `open_timeout` in every case.
+///
+/// `epoch_hint` is the server key epoch this client last authenticated under (0: none). When the
+/// key fails and the server says it also accepts another epoch (a password change's grace
+/// window), the handshake is tried once more under that epoch.
 pub async fn connect(
     host: &str,
     port: u16,
     credentials: &Arc<Credentials>,
     config: &ClientConfig,
+    epoch_hint: u32,
 ) -> Result<Connection> {
     config.link.validate()?;
-    tokio::time::timeout(
-        config.open_timeout,
-        handshake(host, port, credentials, config),
-    )
-    .await
-    .map_err(|_| Error::Timeout("opening the connection (open_timeout)"))?
+    let attempts = async {
+        let mut hint = epoch_hint;
+        // At most two handshakes: the key the server offered first, then the other one.
+        for retry in [false, true] {
+            let mut offered = (0, 0);
+            match handshake(host, port, credentials, config, hint, &mut offered).await {
+                Err(Error::Authentication(why)) => {
+                    let (epoch, other) = offered;
+                    if retry || other == 0 || other == epoch {
+                        return Err(Error::Authentication(why));
+                    }
+                    hint = other;
+                }
+                result => return result,
+            }
+        }
+        unreachable!("the second attempt always returns")
+    };
+    tokio::time::timeout(config.open_timeout, attempts)
+        .await
+        .map_err(|_| Error::Timeout("opening the connection (open_timeout)"))?
 }
 
+/// One handshake; `offered` receives the (epoch, other epoch) of the parameters the server sent.
 async fn handshake(
     host: &str,
     port: u16,
     credentials: &Arc<Credentials>,
     config: &ClientConfig,
+    epoch_hint: u32,
+    offered: &mut (u32, u32),
 ) -> Result<Connection> {
     let stream = TcpStream::connect((host, port)).await?;
     stream.set_nodelay(true)?;
     let (mut rd, mut wr) = stream.into_split();
-    let hello = ClientHello::default().encode();
+    let hello = ClientHello {
+        epoch_hint,
+        ..ClientHello::default()
+    }
+    .encode();
     wr.write_all(&hello).await?;
 
     let mut params_bytes = [0u8; PARAMS_LEN];
@@ -142,6 +169,7 @@ async fn handshake(
         )
     })?;
     let params = ServerParams::parse(&params_bytes)?;
+    *offered = (params.epoch, params.other_epoch);
     config.kdf_bounds.check(&params.kdf)?;
     let psk = credentials.psk_for(params.salt, params.kdf).await?;
 
@@ -192,6 +220,7 @@ async fn handshake(
         reader,
         writer,
         &est,
+        params.epoch,
         link.clone(),
         Some(Outgoing::Confirm),
         None,

@@ -11,6 +11,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -69,6 +70,7 @@ struct Shared {
     peer_addr: SocketAddr,
     local_addr: SocketAddr,
     handshake_hash: [u8; 32],
+    key_epoch: u32,
     stats: ConnStats,
 }
 
@@ -94,6 +96,7 @@ impl Connection {
         reader: Reader,
         writer: Writer,
         est: &Established,
+        key_epoch: u32,
         config: LinkConfig,
         first: Option<Outgoing>,
         on_done: Option<Box<dyn FnOnce() + Send>>,
@@ -117,6 +120,7 @@ impl Connection {
             peer_addr,
             local_addr,
             handshake_hash: est.handshake_hash,
+            key_epoch,
             stats: ConnStats::default(),
             config,
         });
@@ -151,6 +155,11 @@ impl Connection {
     /// A public, unique name for this session (the Noise handshake hash).
     pub fn session_id(&self) -> [u8; 32] {
         self.shared.handshake_hash
+    }
+
+    /// The server key epoch this connection authenticated under.
+    pub fn key_epoch(&self) -> u32 {
+        self.shared.key_epoch
     }
 
     pub fn stats(&self) -> &ConnStats {
@@ -279,6 +288,16 @@ impl Connection {
         self.shared.finish(CloseInfo::abnormal(reason.to_owned()));
     }
 
+    /// True when both handles are the same connection.
+    pub fn same(&self, other: &Connection) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// Received messages waiting to be read.
+    pub fn queued(&self) -> usize {
+        self.shared.inbound.len()
+    }
+
     pub fn is_finished(&self) -> bool {
         *self.shared.finished.borrow()
     }
@@ -394,6 +413,97 @@ async fn write_loop(
     }
 }
 
+/// Keepalive and idle tracking for the reading task: PING after `ping_interval` of silence,
+/// give up after `ping_timeout` of silence (a dead host sends no RST), close after
+/// `idle_timeout` without application messages in either direction.
+struct Liveness {
+    ping_interval: Option<Duration>,
+    ping_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    ticker: Option<tokio::time::Interval>,
+    last_heard: Instant,
+    last_ping: Instant,
+    pings: u64,
+    traffic: (u64, u64),
+    last_traffic: Instant,
+}
+
+impl Liveness {
+    fn new(config: &LinkConfig) -> Self {
+        let period = [
+            config.ping_interval,
+            config.ping_interval.map(|_| config.ping_timeout / 4),
+            config.idle_timeout.map(|d| d / 4),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let ticker = period.map(|p| {
+            let p = p.max(Duration::from_millis(10));
+            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + p, p);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        let now = Instant::now();
+        Liveness {
+            ping_interval: config.ping_interval,
+            ping_timeout: config.ping_timeout,
+            idle_timeout: config.idle_timeout,
+            ticker,
+            last_heard: now,
+            last_ping: now,
+            pings: 0,
+            traffic: (0, 0),
+            last_traffic: now,
+        }
+    }
+
+    async fn tick(&mut self) {
+        match &mut self.ticker {
+            Some(t) => {
+                t.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    fn heard(&mut self) {
+        self.last_heard = Instant::now();
+    }
+
+    fn check(&mut self, shared: &Arc<Shared>) -> Result<()> {
+        if let Some(interval) = self.ping_interval {
+            let silent = self.last_heard.elapsed();
+            if silent >= self.ping_timeout {
+                return Err(Error::Unresponsive(silent));
+            }
+            if silent >= interval && self.last_ping.elapsed() >= interval {
+                self.pings += 1;
+                let _ = shared.outbound.send((Outgoing::Ping(self.pings), 0));
+                self.last_ping = Instant::now();
+            }
+        }
+        if let Some(idle) = self.idle_timeout {
+            let s = &shared.stats;
+            let now = (
+                s.messages_sent.load(Relaxed),
+                s.messages_received.load(Relaxed),
+            );
+            if now != self.traffic {
+                self.traffic = now;
+                self.last_traffic = Instant::now();
+            } else if self.last_traffic.elapsed() >= idle {
+                let conn = Connection {
+                    shared: shared.clone(),
+                };
+                conn.start_close(CloseCode::NORMAL, "idle timeout");
+                self.idle_timeout = None;
+            }
+        }
+        Ok(())
+    }
+}
+
 async fn read_loop(
     shared: Arc<Shared>,
     mut reader: Reader,
@@ -402,12 +512,18 @@ async fn read_loop(
     on_done: Option<Box<dyn FnOnce() + Send>>,
 ) {
     let cancel = shared.cancel.clone();
+    let mut liveness = Liveness::new(&shared.config);
     let outcome: Result<()> = async {
         loop {
             let event = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 event = reader.next() => event,
+                _ = liveness.tick() => {
+                    liveness.check(&shared)?;
+                    continue;
+                }
             };
+            liveness.heard();
             let event = match event {
                 None => return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into())),
                 Some(event) => event?,
@@ -425,6 +541,8 @@ async fn read_loop(
                     }
                     shared.stats.messages_received.fetch_add(1, Relaxed);
                     shared.stats.bytes_received.fetch_add(len as u64, Relaxed);
+                    // Time spent waiting for the application to make room is not the peer's.
+                    liveness.heard();
                 }
                 Event::Ping(v) => {
                     let _ = shared.outbound.send((Outgoing::Pong(v), 0));

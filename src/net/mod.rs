@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod connection;
+pub mod link;
 pub mod mailbox;
 pub mod server;
 
@@ -14,6 +15,7 @@ use crate::error::{Error, Result};
 
 pub use client::{connect, ClientConfig, Credentials};
 pub use connection::Connection;
+pub use link::{Link, ReconnectPolicy};
 pub use server::{Server, ServerConfig, ServerKeySource};
 
 /// Settings shared by both ends of a link.
@@ -28,6 +30,12 @@ pub struct LinkConfig {
     pub recv_buffer: usize,
     pub close_timeout: Duration,
     pub rekey: RekeyPolicy,
+    /// Send a PING after this much silence from the peer (None: no keepalive).
+    pub ping_interval: Option<Duration>,
+    /// End the connection (`peer unresponsive`) after this much silence, PONGs included.
+    pub ping_timeout: Duration,
+    /// Close (code 1000, "idle timeout") after this long without application messages.
+    pub idle_timeout: Option<Duration>,
 }
 
 pub const DEFAULT_MAX_MESSAGE: u64 = 16 << 20;
@@ -41,6 +49,9 @@ impl Default for LinkConfig {
             recv_buffer: 4 << 20,
             close_timeout: Duration::from_secs(5),
             rekey: RekeyPolicy::default(),
+            ping_interval: Some(Duration::from_secs(15)),
+            ping_timeout: Duration::from_secs(45),
+            idle_timeout: None,
         }
     }
 }
@@ -59,6 +70,14 @@ impl LinkConfig {
         }
         if self.recv_buffer < 1024 {
             return Err(Error::config("recv_buffer must be at least 1 KiB"));
+        }
+        if self
+            .ping_interval
+            .is_some_and(|i| i.is_zero() || i >= self.ping_timeout)
+        {
+            return Err(Error::config(
+                "ping_interval must be positive and below ping_timeout",
+            ));
         }
         if self.rekey.bytes == 0 || self.rekey.frames == 0 || self.rekey.interval.is_zero() {
             return Err(Error::config("rekey thresholds must be positive"));

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use super::mailbox::Mailbox;
 use super::LinkConfig;
 use crate::core::codec::{FrameDecoder, FrameEncoder};
 use crate::core::handshake::{
-    server_respond, ClientHello, ServerParams, HELLO_LEN, MSG1_LEN, PARAMS_LEN,
+    server_respond, Admission, ClientHello, NodeId, ServerParams, HELLO_LEN, MSG1_LEN, PARAMS_LEN,
 };
 use crate::core::kdf::{KdfParams, ServerKey};
 use crate::core::session::{Event, Opener, Sealer};
@@ -34,6 +34,8 @@ pub struct ServerConfig {
     pub max_pending_handshakes: usize,
     /// Authenticated connections waiting for `accept()`; beyond it, new ones are closed (BUSY).
     pub accept_backlog: usize,
+    /// Live connections at most; a client beyond it is told so in message 2 (BUSY).
+    pub max_connections: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +45,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_pending_handshakes: 256,
             accept_backlog: 128,
+            max_connections: None,
         }
     }
 }
@@ -67,10 +70,31 @@ impl ServerKeySource {
     }
 }
 
-/// The key in force and the parameters message built from it.
+/// A key and the epoch it was installed in (1 at start, +1 per password change).
 struct KeyEpoch {
     key: ServerKey,
-    params_bytes: [u8; PARAMS_LEN],
+    epoch: u32,
+}
+
+/// The keys the server accepts: the current one and, during a password change's grace window,
+/// the previous one.
+struct Keys {
+    current: Arc<KeyEpoch>,
+    grace: Option<Arc<KeyEpoch>>,
+}
+
+impl Keys {
+    /// The key to offer a client that last authenticated under `hint`, with its parameters.
+    fn offer(&self, hint: u32, node: NodeId) -> (Arc<KeyEpoch>, [u8; PARAMS_LEN]) {
+        let (chosen, other) = match &self.grace {
+            Some(old) if old.epoch == hint => (old, self.current.epoch),
+            Some(old) => (&self.current, old.epoch),
+            None => (&self.current, 0),
+        };
+        let k = &chosen.key;
+        let params = ServerParams::new(k.salt, k.params, chosen.epoch, node, other).encode();
+        (chosen.clone(), params)
+    }
 }
 
 #[derive(Default, Debug)]
@@ -81,13 +105,22 @@ pub struct ServerStats {
     pub handshakes_evicted: AtomicU64,
     pub key_derivations: AtomicU64,
     pub rejected_busy: AtomicU64,
+    pub password_changes: AtomicU64,
+}
+
+/// A live connection and the key epoch it authenticated under.
+struct Live {
+    conn: Connection,
+    epoch: u32,
 }
 
 struct Shared {
     config: ServerConfig,
-    keys: RwLock<Arc<KeyEpoch>>,
+    keys: RwLock<Keys>,
     accepted: Mailbox<Connection, CloseInfo>,
-    live: Mutex<HashMap<u64, Connection>>,
+    live: Mutex<HashMap<u64, Live>>,
+    /// Connection slots taken (live or being admitted), for `max_connections`.
+    slots: AtomicUsize,
     pending: Mutex<VecDeque<(u64, CancellationToken)>>,
     next_id: AtomicU64,
     cancel: CancellationToken,
@@ -120,15 +153,16 @@ impl Server {
             .map_err(|_| Error::config("key derivation was cancelled"))??;
         let listener = TcpListener::bind((host, port)).await?;
         let local_addr = listener.local_addr()?;
-        let epoch = KeyEpoch {
-            params_bytes: ServerParams::new(key.salt, key.params, 1, config.link.node_id).encode(),
-            key,
+        let keys = Keys {
+            current: Arc::new(KeyEpoch { key, epoch: 1 }),
+            grace: None,
         };
         let shared = Arc::new(Shared {
             accepted: Mailbox::new(config.accept_backlog),
             config,
-            keys: RwLock::new(Arc::new(epoch)),
+            keys: RwLock::new(keys),
             live: Mutex::new(HashMap::new()),
+            slots: AtomicUsize::new(0),
             pending: Mutex::new(VecDeque::new()),
             next_id: AtomicU64::new(0),
             cancel: CancellationToken::new(),
@@ -148,11 +182,59 @@ impl Server {
     }
 
     pub fn live_connections(&self) -> usize {
-        self.shared
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.shared.lock_live().len()
+    }
+
+    /// The key epoch new clients authenticate under.
+    pub fn key_epoch(&self) -> u32 {
+        self.shared.lock_keys().current.epoch
+    }
+
+    /// Install a new password (or PHC string): derived off the async threads, then every new
+    /// handshake uses it. Live connections authenticated under older keys are closed with
+    /// REAUTHENTICATE now, or when `grace` ends; during the grace window clients may still
+    /// authenticate with the previous password. Returns the new key epoch.
+    pub async fn set_password(&self, source: ServerKeySource, grace: Duration) -> Result<u32> {
+        let (key, derived) = tokio::task::spawn_blocking(move || source.into_key())
+            .await
+            .map_err(|_| Error::config("key derivation was cancelled"))??;
+        let shared = &self.shared;
+        shared
+            .stats
+            .key_derivations
+            .fetch_add(derived as u64, Relaxed);
+        shared.stats.password_changes.fetch_add(1, Relaxed);
+        let (new_epoch, old) = {
+            let mut keys = shared.keys.write().unwrap_or_else(|e| e.into_inner());
+            let old = keys.current.clone();
+            let new_epoch = old.epoch + 1;
+            keys.current = Arc::new(KeyEpoch {
+                key,
+                epoch: new_epoch,
+            });
+            keys.grace = (!grace.is_zero()).then(|| old.clone());
+            (new_epoch, old)
+        };
+        log::info!("password changed: key epoch {new_epoch} (grace {grace:?})");
+        if grace.is_zero() {
+            shared.expire_before(new_epoch);
+        } else {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = shared.cancel.cancelled() => return,
+                    _ = tokio::time::sleep(grace) => {}
+                }
+                {
+                    let mut keys = shared.keys.write().unwrap_or_else(|e| e.into_inner());
+                    if keys.grace.as_ref().is_some_and(|g| g.epoch == old.epoch) {
+                        keys.grace = None;
+                    }
+                }
+                shared.expire_before(new_epoch);
+            });
+        }
+        Ok(new_epoch)
     }
 
     pub fn pending_handshakes(&self) -> usize {
@@ -192,16 +274,52 @@ impl Server {
         drop(unaccepted); // still in `live`, closed below
         let live: Vec<Connection> = self
             .shared
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .lock_live()
             .values()
-            .cloned()
+            .map(|l| l.conn.clone())
             .collect();
         let closing = live
             .iter()
             .map(|c| c.close(CloseCode::GOING_AWAY, "server shutting down"));
         futures_util::future::join_all(closing).await;
+    }
+}
+
+impl Shared {
+    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Live>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_keys(&self) -> std::sync::RwLockReadGuard<'_, Keys> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Close every live connection authenticated under an epoch older than `epoch`.
+    fn expire_before(&self, epoch: u32) {
+        let stale: Vec<Connection> = self
+            .lock_live()
+            .values()
+            .filter(|l| l.epoch < epoch)
+            .map(|l| l.conn.clone())
+            .collect();
+        for conn in stale {
+            tokio::spawn(async move {
+                conn.close(CloseCode::REAUTHENTICATE, "the server's password changed")
+                    .await
+            });
+        }
+    }
+
+    /// Take a connection slot if `max_connections` allows; released by [`Shared::release_slot`].
+    fn take_slot(&self) -> bool {
+        let max = self.config.max_connections.unwrap_or(usize::MAX);
+        self.slots
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .is_ok()
+    }
+
+    fn release_slot(&self) {
+        self.slots.fetch_sub(1, Relaxed);
     }
 }
 
@@ -248,7 +366,11 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 .unwrap_or_else(|e| e.into_inner())
                 .retain(|(i, _)| *i != id);
             match result {
-                Ok(conn) => admit(&shared, id, conn),
+                Ok((conn, epoch)) => admit(&shared, id, conn, epoch),
+                Err(Error::Closed(info)) if info.code == CloseCode::BUSY => {
+                    shared.stats.rejected_busy.fetch_add(1, Relaxed);
+                    log::info!("refused {peer}: {}", info.reason);
+                }
                 Err(e) => {
                     shared.stats.handshakes_failed.fetch_add(1, Relaxed);
                     if matches!(e, Error::Authentication(_)) {
@@ -262,11 +384,17 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 }
 
 /// Register a confirmed connection and queue it for `accept()`.
-fn admit(shared: &Arc<Shared>, id: u64, conn: Connection) {
+fn admit(shared: &Arc<Shared>, id: u64, conn: Connection, epoch: u32) {
     shared.stats.handshakes_ok.fetch_add(1, Relaxed);
     {
-        let mut live = shared.live.lock().unwrap_or_else(|e| e.into_inner());
-        live.insert(id, conn.clone());
+        let mut live = shared.lock_live();
+        live.insert(
+            id,
+            Live {
+                conn: conn.clone(),
+                epoch,
+            },
+        );
         // A connection that already ended ran its removal before this insert: undo it.
         if conn.is_finished() {
             live.remove(&id);
@@ -278,18 +406,19 @@ fn admit(shared: &Arc<Shared>, id: u64, conn: Connection) {
     }
 }
 
-async fn server_handshake(shared: &Arc<Shared>, stream: TcpStream, id: u64) -> Result<Connection> {
+async fn server_handshake(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    id: u64,
+) -> Result<(Connection, u32)> {
     stream.set_nodelay(true)?;
     let (mut rd, mut wr) = stream.into_split();
-    let mut hello = [0u8; HELLO_LEN];
-    rd.read_exact(&mut hello).await?;
-    ClientHello::parse(&hello)?;
-    let epoch = shared
-        .keys
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    wr.write_all(&epoch.params_bytes).await?;
+    let mut hello_bytes = [0u8; HELLO_LEN];
+    rd.read_exact(&mut hello_bytes).await?;
+    let hello = ClientHello::parse(&hello_bytes)?;
+    let link = &shared.config.link;
+    let (key, params_bytes) = shared.lock_keys().offer(hello.epoch_hint, link.node_id);
+    wr.write_all(&params_bytes).await?;
 
     let len = rd.read_u16().await? as usize;
     if len != MSG1_LEN {
@@ -299,19 +428,61 @@ async fn server_handshake(shared: &Arc<Shared>, stream: TcpStream, id: u64) -> R
     }
     let mut msg1 = [0u8; MSG1_LEN];
     rd.read_exact(&mut msg1).await?;
-    let link = &shared.config.link;
-    let (est, msg2) = server_respond(
-        &epoch.key.psk,
-        &hello,
-        &epoch.params_bytes,
+    // The slot is decided before message 2, which tells an authenticated client if it is refused.
+    let slot = shared.take_slot();
+    let admission = if slot {
+        Admission::Accepted
+    } else {
+        Admission::Busy
+    };
+    let responded = server_respond(
+        &key.key.psk,
+        &hello_bytes,
+        &params_bytes,
         link.node_id,
         link.max_message_size,
         &msg1,
-    )?;
+        admission,
+    );
+    let (est, msg2) = match responded {
+        Ok(r) => r,
+        Err(e) => {
+            if slot {
+                shared.release_slot();
+            }
+            return Err(e);
+        }
+    };
     let mut out = Vec::with_capacity(2 + msg2.len());
     out.extend_from_slice(&(msg2.len() as u16).to_be_bytes());
     out.extend_from_slice(&msg2);
-    wr.write_all(&out).await?;
+    if !slot {
+        let _ = wr.write_all(&out).await;
+        return Err(Error::Closed(CloseInfo::error(
+            CloseCode::BUSY,
+            "max_connections reached",
+        )));
+    }
+    // From here the slot belongs to the connection (released when it ends) or is released on
+    // failure.
+    let result = confirm_and_spawn(shared, rd, wr, &out, est, id, key.epoch).await;
+    if result.is_err() {
+        shared.release_slot();
+    }
+    result
+}
+
+async fn confirm_and_spawn(
+    shared: &Arc<Shared>,
+    rd: tokio::net::tcp::OwnedReadHalf,
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    msg2: &[u8],
+    est: crate::core::handshake::Established,
+    id: u64,
+    epoch: u32,
+) -> Result<(Connection, u32)> {
+    let link = &shared.config.link;
+    wr.write_all(msg2).await?;
 
     // Key confirmation: the client's first frame must open under the new keys. Until then a
     // replayed message 1 is all this could be.
@@ -339,12 +510,18 @@ async fn server_handshake(shared: &Arc<Shared>, stream: TcpStream, id: u64) -> R
     let weak: Weak<Shared> = Arc::downgrade(shared);
     let on_done = Box::new(move || {
         if let Some(shared) = weak.upgrade() {
-            shared
-                .live
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+            shared.lock_live().remove(&id);
+            shared.release_slot();
         }
     });
-    Connection::spawn(reader, writer, &est, link.clone(), None, Some(on_done))
+    let conn = Connection::spawn(
+        reader,
+        writer,
+        &est,
+        epoch,
+        link.clone(),
+        None,
+        Some(on_done),
+    )?;
+    Ok((conn, epoch))
 }

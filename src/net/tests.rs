@@ -36,7 +36,7 @@ async fn server(password: &[u8]) -> Server {
 async fn pair(server: &Server) -> (Connection, Connection) {
     let creds = Arc::new(Credentials::new(b"pw"));
     let port = server.local_addr().port();
-    let client = connect("127.0.0.1", port, &creds, &client_config())
+    let client = connect("127.0.0.1", port, &creds, &client_config(), 0)
         .await
         .unwrap();
     let accepted = server.accept().await.unwrap();
@@ -120,7 +120,7 @@ async fn wrong_password_fails_and_server_keeps_serving() {
     let srv = server(b"pw").await;
     let port = srv.local_addr().port();
     let wrong = Arc::new(Credentials::new(b"not it"));
-    let err = connect("127.0.0.1", port, &wrong, &client_config())
+    let err = connect("127.0.0.1", port, &wrong, &client_config(), 0)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Authentication(_)), "{err}");
@@ -231,7 +231,7 @@ async fn one_derivation_for_many_handshakes() {
     let port = srv.local_addr().port();
     let config = client_config();
     let conns = futures_util::future::join_all(
-        (0..10).map(|_| connect("127.0.0.1", port, &creds, &config)),
+        (0..10).map(|_| connect("127.0.0.1", port, &creds, &config, 0)),
     )
     .await;
     assert!(conns.iter().all(|c| c.is_ok()));

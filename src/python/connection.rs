@@ -8,10 +8,9 @@ use pyo3::types::{PyBytes, PyDict};
 
 use super::buffers::{secret_bytes, to_bytes, to_pybytes};
 use super::errors::{self, closed};
-use super::options::LinkOptions;
 use super::wait::block_on;
 use crate::error::CloseCode;
-use crate::net::{self, Connection, Credentials};
+use crate::net::{Connection, Credentials};
 
 #[pyclass(frozen, module = "argonlink._argonlink")]
 pub struct NativeConnection {
@@ -131,6 +130,12 @@ impl NativeConnection {
         self.inner.peer_max_message()
     }
 
+    /// The server key epoch this connection authenticated under.
+    #[getter]
+    fn key_epoch(&self) -> u32 {
+        self.inner.key_epoch()
+    }
+
     #[getter]
     fn session_id<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, &self.inner.session_id())
@@ -210,39 +215,4 @@ impl NativeCredentials {
     fn __repr__(&self) -> &'static str {
         "<NativeCredentials (password hidden)>"
     }
-}
-
-/// Awaitable: connect and authenticate.
-#[pyfunction]
-pub fn connect<'py>(
-    py: Python<'py>,
-    host: String,
-    port: u16,
-    credentials: &NativeCredentials,
-    options: &LinkOptions,
-) -> PyResult<Bound<'py, PyAny>> {
-    let creds = credentials.inner.clone();
-    let config = options.client_config();
-    super::runtime::future_into_py(py, async move {
-        let inner = net::connect(&host, port, &creds, &config)
-            .await
-            .map_err(errors::to_py)?;
-        Ok(NativeConnection { inner })
-    })
-}
-
-#[pyfunction]
-pub fn connect_blocking(
-    py: Python<'_>,
-    host: String,
-    port: u16,
-    credentials: &NativeCredentials,
-    options: &LinkOptions,
-) -> PyResult<NativeConnection> {
-    let creds = credentials.inner.clone();
-    let config = options.client_config();
-    let inner = block_on(py, None, "connect", async move {
-        net::connect(&host, port, &creds, &config).await
-    })?;
-    Ok(NativeConnection { inner })
 }

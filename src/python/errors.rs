@@ -29,7 +29,9 @@ pub fn to_py(err: Error) -> PyErr {
         Error::Timeout(_) => Timeout::new_err(err.to_string()),
         Error::Config(_) => ConfigError::new_err(err.to_string()),
         Error::Closed(info) => closed(&info),
-        Error::Integrity | Error::KeyExhausted => closed(&err.to_close_info()),
+        Error::Integrity | Error::KeyExhausted | Error::Unresponsive(_) => {
+            closed(&err.to_close_info())
+        }
         Error::Io(e) => e.into(),
     }
 }

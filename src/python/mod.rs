@@ -7,6 +7,7 @@
 mod buffers;
 mod connection;
 mod errors;
+mod link;
 mod options;
 mod runtime;
 mod server;
@@ -43,8 +44,9 @@ fn _argonlink(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<connection::NativeConnection>()?;
     m.add_class::<connection::NativeCredentials>()?;
     m.add_class::<server::NativeServer>()?;
-    m.add_function(wrap_pyfunction!(connection::connect, m)?)?;
-    m.add_function(wrap_pyfunction!(connection::connect_blocking, m)?)?;
+    m.add_class::<link::NativeLink>()?;
+    m.add_function(wrap_pyfunction!(link::open_link, m)?)?;
+    m.add_function(wrap_pyfunction!(link::open_link_blocking, m)?)?;
     m.add_function(wrap_pyfunction!(server::bind, m)?)?;
     m.add_function(wrap_pyfunction!(server::bind_blocking, m)?)?;
     Ok(())

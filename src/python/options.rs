@@ -22,6 +22,7 @@ pub struct LinkOptions {
     pub handshake_timeout: Duration,
     pub max_pending_handshakes: usize,
     pub accept_backlog: usize,
+    pub max_connections: Option<usize>,
     pub kdf_bounds: KdfBounds,
 }
 
@@ -44,7 +45,8 @@ impl LinkOptions {
     #[pyo3(signature = (*, node_id=None, max_message_size=None, send_buffer=None,
         recv_buffer=None, close_timeout=None, open_timeout=None, handshake_timeout=None,
         max_pending_handshakes=None, accept_backlog=None, rekey_bytes=None, rekey_frames=None,
-        rekey_interval=None, kdf_floor=None, kdf_cap=None))]
+        rekey_interval=None, kdf_floor=None, kdf_cap=None, ping_interval=None, ping_timeout=None,
+        idle_timeout=None, max_connections=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         node_id: Option<[u8; NODE_ID_LEN]>,
@@ -61,6 +63,10 @@ impl LinkOptions {
         rekey_interval: Option<f64>,
         kdf_floor: Option<(u32, u32, u32)>,
         kdf_cap: Option<(u32, u32, u32)>,
+        ping_interval: Option<f64>,
+        ping_timeout: Option<f64>,
+        idle_timeout: Option<f64>,
+        max_connections: Option<usize>,
     ) -> PyResult<Self> {
         let (ld, cd, sd) = (
             LinkConfig::default(),
@@ -84,6 +90,24 @@ impl LinkOptions {
                 frames: rekey_frames.unwrap_or(rd.frames),
                 interval: seconds(rekey_interval, rd.interval, "rekey_interval")?,
             },
+            // 0 turns keepalive off.
+            ping_interval: match ping_interval {
+                Some(0.0) => None,
+                v => Some(seconds(
+                    v,
+                    ld.ping_interval.unwrap_or_default(),
+                    "ping_interval",
+                )?),
+            },
+            ping_timeout: match (ping_timeout, ping_interval) {
+                (None, Some(i)) if i > 0.0 => {
+                    seconds(Some(3.0 * i), ld.ping_timeout, "ping_timeout")?
+                }
+                (t, _) => seconds(t, ld.ping_timeout, "ping_timeout")?,
+            },
+            idle_timeout: idle_timeout
+                .map(|v| seconds(Some(v), Duration::ZERO, "idle_timeout"))
+                .transpose()?,
         };
         link.validate().map_err(errors::to_py)?;
         let opts = LinkOptions {
@@ -96,12 +120,16 @@ impl LinkOptions {
             )?,
             max_pending_handshakes: max_pending_handshakes.unwrap_or(sd.max_pending_handshakes),
             accept_backlog: accept_backlog.unwrap_or(sd.accept_backlog),
+            max_connections,
             kdf_bounds: KdfBounds {
                 floor: kdf(kdf_floor, bounds_default.floor)?,
                 cap: kdf(kdf_cap, bounds_default.cap)?,
             },
         };
-        if opts.max_pending_handshakes == 0 || opts.accept_backlog == 0 {
+        if opts.max_pending_handshakes == 0
+            || opts.accept_backlog == 0
+            || opts.max_connections == Some(0)
+        {
             return Err(errors::to_py(Error::config(
                 "max_pending_handshakes and accept_backlog must be positive",
             )));
@@ -143,6 +171,7 @@ impl LinkOptions {
             handshake_timeout: self.handshake_timeout,
             max_pending_handshakes: self.max_pending_handshakes,
             accept_backlog: self.accept_backlog,
+            max_connections: self.max_connections,
         }
     }
 }

@@ -10,7 +10,8 @@ use super::buffers::secret_bytes;
 use super::connection::NativeConnection;
 use super::errors;
 use super::options::LinkOptions;
-use super::wait::block_on;
+use super::runtime::future_into_py;
+use super::wait::{block_on, parse_timeout};
 use crate::core::kdf::KdfParams;
 use crate::error::Error;
 use crate::net::{Server, ServerKeySource};
@@ -57,7 +58,7 @@ pub fn bind<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let source = key_source(password, password_hash, kdf)?;
     let config = options.server_config();
-    super::runtime::future_into_py(py, async move {
+    future_into_py(py, async move {
         let inner = Server::bind(&host, port, source, config)
             .await
             .map_err(errors::to_py)?;
@@ -100,7 +101,7 @@ impl NativeServer {
     /// Awaitable that completes when `try_accept` has something to say. Takes nothing.
     fn acceptable<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let server = self.inner.clone();
-        super::runtime::future_into_py(py, async move {
+        future_into_py(py, async move {
             server.acceptable().await;
             Ok(())
         })
@@ -115,7 +116,7 @@ impl NativeServer {
 
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let server = self.inner.clone();
-        super::runtime::future_into_py(py, async move {
+        future_into_py(py, async move {
             server.close().await;
             Ok(())
         })
@@ -127,6 +128,50 @@ impl NativeServer {
             server.close().await;
             Ok(())
         })
+    }
+
+    /// Awaitable: install a new password (or PHC string); returns the new key epoch.
+    #[pyo3(signature = (kdf, grace, password=None, password_hash=None))]
+    fn set_password<'py>(
+        &self,
+        py: Python<'py>,
+        kdf: (u32, u32, u32),
+        grace: f64,
+        password: Option<&Bound<'py, PyAny>>,
+        password_hash: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let source = key_source(password, password_hash, kdf)?;
+        let grace = parse_timeout(Some(grace))?.unwrap_or_default();
+        let server = self.inner.clone();
+        future_into_py(py, async move {
+            server
+                .set_password(source, grace)
+                .await
+                .map_err(errors::to_py)
+        })
+    }
+
+    #[pyo3(signature = (kdf, grace, password=None, password_hash=None))]
+    fn set_password_blocking(
+        &self,
+        py: Python<'_>,
+        kdf: (u32, u32, u32),
+        grace: f64,
+        password: Option<&Bound<'_, PyAny>>,
+        password_hash: Option<String>,
+    ) -> PyResult<u32> {
+        let source = key_source(password, password_hash, kdf)?;
+        let grace = parse_timeout(Some(grace))?.unwrap_or_default();
+        let server = self.inner.clone();
+        block_on(py, None, "set_password", async move {
+            server.set_password(source, grace).await
+        })
+    }
+
+    /// The key epoch new clients authenticate under (1 at start, +1 per password change).
+    #[getter]
+    fn key_epoch(&self) -> u32 {
+        self.inner.key_epoch()
     }
 
     #[getter]
@@ -143,6 +188,8 @@ impl NativeServer {
         d.set_item("handshakes_evicted", s.handshakes_evicted.load(Relaxed))?;
         d.set_item("rejected_busy", s.rejected_busy.load(Relaxed))?;
         d.set_item("key_derivations", s.key_derivations.load(Relaxed))?;
+        d.set_item("password_changes", s.password_changes.load(Relaxed))?;
+        d.set_item("key_epoch", self.inner.key_epoch())?;
         d.set_item("live_connections", self.inner.live_connections())?;
         d.set_item("pending_handshakes", self.inner.pending_handshakes())?;
         Ok(d)

@@ -1,0 +1,213 @@
+//! `NativeLink`: the client side, one server, reconnecting if asked.
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use super::buffers::{to_bytes, to_pybytes};
+use super::connection::{NativeConnection, NativeCredentials};
+use super::errors;
+use super::options::LinkOptions;
+use super::runtime::future_into_py;
+use super::wait::{block_on, parse_timeout};
+use crate::error::{CloseCode, Error};
+use crate::net::{Link, ReconnectPolicy};
+
+#[pyclass(frozen, module = "argonlink._argonlink")]
+pub struct NativeLink {
+    inner: Link,
+}
+
+/// `(initial_delay, max_delay, multiplier, jitter, max_attempts)` from Python's ReconnectPolicy.
+type PolicyTuple = (f64, f64, f64, f64, Option<u32>);
+
+fn policy(t: Option<PolicyTuple>) -> PyResult<Option<ReconnectPolicy>> {
+    let Some((initial, max, multiplier, jitter, max_attempts)) = t else {
+        return Ok(None);
+    };
+    let secs = |v: f64, name: &str| {
+        parse_timeout(Some(v))
+            .map(|d| d.unwrap_or_default())
+            .map_err(|_| errors::to_py(Error::config(format!("reconnect {name} must be >= 0"))))
+    };
+    let p = ReconnectPolicy {
+        initial_delay: secs(initial, "initial_delay")?,
+        max_delay: secs(max, "max_delay")?,
+        multiplier,
+        jitter,
+        max_attempts,
+    };
+    p.validate().map_err(errors::to_py)?;
+    Ok(Some(p))
+}
+
+/// Awaitable: dial (and keep dialing, with a policy) until the first connection is up.
+#[pyfunction]
+#[pyo3(signature = (host, port, credentials, options, reconnect=None))]
+pub fn open_link<'py>(
+    py: Python<'py>,
+    host: String,
+    port: u16,
+    credentials: &NativeCredentials,
+    options: &LinkOptions,
+    reconnect: Option<PolicyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let (creds, config, policy) = (
+        credentials.inner.clone(),
+        options.client_config(),
+        policy(reconnect)?,
+    );
+    future_into_py(py, async move {
+        let inner = Link::open(&host, port, creds, config, policy)
+            .await
+            .map_err(errors::to_py)?;
+        Ok(NativeLink { inner })
+    })
+}
+
+#[pyfunction]
+#[pyo3(signature = (host, port, credentials, options, reconnect=None))]
+pub fn open_link_blocking(
+    py: Python<'_>,
+    host: String,
+    port: u16,
+    credentials: &NativeCredentials,
+    options: &LinkOptions,
+    reconnect: Option<PolicyTuple>,
+) -> PyResult<NativeLink> {
+    let (creds, config, policy) = (
+        credentials.inner.clone(),
+        options.client_config(),
+        policy(reconnect)?,
+    );
+    let inner = block_on(py, None, "connect", async move {
+        Link::open(&host, port, creds, config, policy).await
+    })?;
+    Ok(NativeLink { inner })
+}
+
+#[pymethods]
+impl NativeLink {
+    fn try_send(&self, data: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.inner.try_send(to_bytes(data)?).map_err(errors::to_py)
+    }
+
+    fn send<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let (msg, link) = (to_bytes(data)?, self.inner.clone());
+        future_into_py(
+            py,
+            async move { link.send(msg).await.map_err(errors::to_py) },
+        )
+    }
+
+    #[pyo3(signature = (data, timeout=None))]
+    fn send_blocking(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
+        let msg = to_bytes(data)?;
+        if self.inner.try_send(msg.clone()).map_err(errors::to_py)? {
+            return Ok(());
+        }
+        let link = self.inner.clone();
+        block_on(py, timeout, "send", async move { link.send(msg).await })
+    }
+
+    fn try_recv<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        match self.inner.try_recv().map_err(errors::to_py)? {
+            Some(m) => Ok(Some(to_pybytes(py, &m)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn readable<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let link = self.inner.clone();
+        future_into_py(py, async move {
+            link.readable().await;
+            Ok(())
+        })
+    }
+
+    #[pyo3(signature = (timeout=None))]
+    fn recv_blocking<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        if let Some(m) = self.inner.try_recv().map_err(errors::to_py)? {
+            return to_pybytes(py, &m);
+        }
+        let link = self.inner.clone();
+        let m = block_on(py, timeout, "recv", async move { link.recv().await })?;
+        to_pybytes(py, &m)
+    }
+
+    #[pyo3(signature = (code=1000, reason=""))]
+    fn close<'py>(&self, py: Python<'py>, code: u16, reason: &str) -> PyResult<Bound<'py, PyAny>> {
+        let (link, reason) = (self.inner.clone(), reason.to_owned());
+        future_into_py(py, async move {
+            link.close(CloseCode(code), &reason).await;
+            Ok(())
+        })
+    }
+
+    #[pyo3(signature = (code=1000, reason=""))]
+    fn close_blocking(&self, py: Python<'_>, code: u16, reason: &str) -> PyResult<()> {
+        let (link, reason) = (self.inner.clone(), reason.to_owned());
+        block_on(py, None, "close", async move {
+            link.close(CloseCode(code), &reason).await;
+            Ok(())
+        })
+    }
+
+    /// Awaitable: the current connection, once (re)connected.
+    fn wait_connected<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let link = self.inner.clone();
+        future_into_py(py, async move {
+            let inner = link.connected().await.map_err(errors::to_py)?;
+            Ok(NativeConnection { inner })
+        })
+    }
+
+    #[pyo3(signature = (timeout=None))]
+    fn wait_connected_blocking(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+    ) -> PyResult<NativeConnection> {
+        let link = self.inner.clone();
+        let inner = block_on(py, timeout, "waiting for the connection", async move {
+            link.connected().await
+        })?;
+        Ok(NativeConnection { inner })
+    }
+
+    /// The current connection, or None while (re)connecting or after the end.
+    #[getter]
+    fn connection(&self) -> Option<NativeConnection> {
+        self.inner.current().map(|inner| NativeConnection { inner })
+    }
+
+    #[getter]
+    fn connected(&self) -> bool {
+        self.inner.is_connected()
+    }
+
+    #[getter]
+    fn reconnects(&self) -> u64 {
+        self.inner.reconnects()
+    }
+
+    #[getter]
+    fn key_derivations(&self) -> u64 {
+        self.inner.credentials().derivations()
+    }
+
+    /// Use these credentials for every later handshake.
+    fn set_credentials(&self, credentials: &NativeCredentials) {
+        self.inner.set_credentials(Arc::clone(&credentials.inner));
+    }
+}
