@@ -257,10 +257,10 @@ class ClientBase(Generic[C]):
 
     @property
     def connection(self) -> C:
-        """The current connection (raises while reconnecting)."""
+        """The current connection (while reconnecting or after the end: the last one)."""
         native = self._link.connection
         if native is None:
-            raise RuntimeError("no connection right now (reconnecting or closed)")
+            raise RuntimeError("not connected yet")
         return self._connection_type(native)
 
     @property
@@ -281,6 +281,17 @@ class ClientBase(Generic[C]):
     def key_derivations(self) -> int:
         """Argon2 runs so far (one per server key, however many connections)."""
         return self._credentials.key_derivations
+
+    def stats(self) -> dict[str, Any]:
+        """The current connection's counters, plus reconnects and key derivations."""
+        current = self._native.connection if self._native is not None else None
+        out: dict[str, Any] = dict(current.stats()) if current is not None else {}
+        out.update(
+            connected=self.connected,
+            reconnects=self.reconnects,
+            key_derivations=self.key_derivations,
+        )
+        return out
 
     def set_password(self, password: Password) -> None:
         """Use this password for the next handshakes (a reconnect after the server's password

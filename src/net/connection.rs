@@ -394,6 +394,8 @@ async fn write_loop(
                 shared.send_budget.add_permits(cost);
             }
             writer.flush().await?;
+            let rekeys = writer.encoder().sealer.rekeys();
+            shared.stats.rekeys_sent.store(rekeys, Relaxed);
             if closing {
                 // CLOSE is the last frame we send; FIN tells the peer nothing follows.
                 let _ = writer.get_mut().shutdown().await;
@@ -528,6 +530,8 @@ async fn read_loop(
                 None => return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into())),
                 Some(event) => event?,
             };
+            let rekeys = reader.decoder().opener.rekeys();
+            shared.stats.rekeys_received.store(rekeys, Relaxed);
             match event {
                 Event::Message(m) => {
                     let len = m.len();

@@ -82,6 +82,8 @@ struct Shared {
     state: watch::Sender<State>,
     /// The connection `recv` drains: the previous one keeps it until its queue is empty.
     reading: Mutex<Option<Connection>>,
+    /// The most recent connection, even after it ended (for its close code, stats, ...).
+    latest: Mutex<Option<Connection>>,
     epoch_hint: AtomicU32,
     reconnects: AtomicU64,
     closing: AtomicBool,
@@ -117,6 +119,7 @@ impl Link {
                 policy,
                 state,
                 reading: Mutex::new(None),
+                latest: Mutex::new(None),
                 epoch_hint: AtomicU32::new(0),
                 reconnects: AtomicU64::new(0),
                 closing: AtomicBool::new(false),
@@ -149,6 +152,15 @@ impl Link {
             State::Connected(c) => Some(c.clone()),
             _ => None,
         }
+    }
+
+    /// The most recent connection, even if it has ended since.
+    pub fn latest(&self) -> Option<Connection> {
+        self.shared
+            .latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn is_connected(&self) -> bool {
@@ -318,8 +330,9 @@ impl Link {
 
 async fn supervise(shared: Arc<Shared>) {
     let mut failures = 0u32;
+    // `send_replace`, not `send`: the value must be stored even when nobody is waiting.
     let end = |e: Error| {
-        let _ = shared.state.send(State::Ended(Arc::new(e)));
+        shared.state.send_replace(State::Ended(Arc::new(e)));
     };
     loop {
         let credentials = shared
@@ -345,7 +358,14 @@ async fn supervise(shared: Arc<Shared>) {
             Ok(conn) => {
                 failures = 0;
                 shared.epoch_hint.store(conn.key_epoch(), Relaxed);
-                let _ = shared.state.send(State::Connected(conn.clone()));
+                {
+                    // The first connection is where `recv` starts reading; later ones are
+                    // switched to once their predecessor is drained.
+                    let mut reading = shared.reading.lock().unwrap_or_else(|e| e.into_inner());
+                    reading.get_or_insert_with(|| conn.clone());
+                }
+                *shared.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+                shared.state.send_replace(State::Connected(conn.clone()));
                 tokio::select! {
                     _ = conn.wait_finished() => {}
                     _ = shared.cancel.cancelled() => {}
@@ -363,7 +383,7 @@ async fn supervise(shared: Arc<Shared>) {
                     shared.host,
                     shared.port
                 );
-                let _ = shared.state.send(State::Connecting);
+                shared.state.send_replace(State::Connecting);
                 // A password change asks for an immediate new handshake; other drops back off.
                 if outcome.code != CloseCode::REAUTHENTICATE {
                     failures += 1;

@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::*;
 use crate::core::kdf::{KdfBounds, KdfParams};
 use crate::error::{CloseCode, Error};
+use crate::net::link::{Link, ReconnectPolicy};
 
 const FAST: KdfParams = KdfParams {
     m_cost: 256,
@@ -242,5 +243,153 @@ async fn one_derivation_for_many_handshakes() {
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
+    srv.close().await;
+}
+
+fn policy() -> Option<ReconnectPolicy> {
+    Some(ReconnectPolicy {
+        initial_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(200),
+        ..ReconnectPolicy::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_reconnects_to_a_restarted_server_and_keeps_receiving() {
+    let srv = server(b"pw").await;
+    let port = srv.local_addr().port();
+    let creds = Arc::new(Credentials::new(b"pw"));
+    let link = Link::open("127.0.0.1", port, creds.clone(), client_config(), policy())
+        .await
+        .unwrap();
+    let first = srv.accept().await.unwrap();
+    first.send(Bytes::from_static(b"one")).await.unwrap();
+    assert_eq!(
+        link.recv().await.unwrap().into_bytes(),
+        Bytes::from_static(b"one")
+    );
+    srv.close().await; // GOING_AWAY: the link redials
+    let source = ServerKeySource::Password(b"pw".to_vec().into(), FAST);
+    let srv2 = Server::bind("127.0.0.1", port, source, ServerConfig::default())
+        .await
+        .unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), srv2.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    second.send(Bytes::from_static(b"two")).await.unwrap();
+    assert_eq!(
+        link.recv().await.unwrap().into_bytes(),
+        Bytes::from_static(b"two")
+    );
+    link.send(Bytes::from_static(b"back")).await.unwrap();
+    assert_eq!(
+        second.recv().await.unwrap().into_bytes(),
+        Bytes::from_static(b"back")
+    );
+    assert_eq!(link.reconnects(), 1);
+    // A new server salt means one more derivation, not one per dial.
+    assert_eq!(creds.derivations(), 2);
+    link.close(CloseCode::NORMAL, "").await;
+    srv2.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_change_closes_old_sessions_and_grace_accepts_both() {
+    let srv = server(b"old").await;
+    let port = srv.local_addr().port();
+    let old = Arc::new(Credentials::new(b"old"));
+    let new = Arc::new(Credentials::new(b"new"));
+    let before = connect("127.0.0.1", port, &old, &client_config(), 0)
+        .await
+        .unwrap();
+    srv.accept().await.unwrap();
+
+    let source = ServerKeySource::Password(b"new".to_vec().into(), FAST);
+    assert_eq!(
+        srv.set_password(source, Duration::from_millis(300))
+            .await
+            .unwrap(),
+        2
+    );
+    // Within the grace window: both passwords work, each under its own epoch.
+    let hinted = connect("127.0.0.1", port, &old, &client_config(), 1)
+        .await
+        .unwrap();
+    assert_eq!(hinted.key_epoch(), 1);
+    let unhinted = connect("127.0.0.1", port, &old, &client_config(), 0)
+        .await
+        .unwrap();
+    assert_eq!(unhinted.key_epoch(), 1, "retried under the other epoch");
+    let fresh = connect("127.0.0.1", port, &new, &client_config(), 0)
+        .await
+        .unwrap();
+    assert_eq!(fresh.key_epoch(), 2);
+    assert!(
+        before.outcome().is_none(),
+        "still open during the grace window"
+    );
+
+    // After it: old sessions are told to re-authenticate; the old password is refused.
+    match tokio::time::timeout(Duration::from_secs(5), before.recv())
+        .await
+        .unwrap()
+    {
+        Err(Error::Closed(info)) => assert_eq!(info.code, CloseCode::REAUTHENTICATE),
+        other => panic!("{other:?}"),
+    }
+    assert!(fresh.outcome().is_none());
+    let refused = connect("127.0.0.1", port, &old, &client_config(), 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, Error::Authentication(_)), "{refused}");
+    srv.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_peer_is_detected_by_keepalive() {
+    let source = ServerKeySource::Password(b"pw".to_vec().into(), FAST);
+    let mut config = ServerConfig::default();
+    config.link.close_timeout = Duration::from_millis(100);
+    let srv = Server::bind("127.0.0.1", 0, source, config).await.unwrap();
+    // A relay that accepts and then never forwards a byte: TCP stays up, the peer is gone.
+    let blackhole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_addr = blackhole.local_addr().unwrap();
+    let target = srv.local_addr();
+    tokio::spawn(async move {
+        let (mut inbound, _) = blackhole.accept().await.unwrap();
+        let mut outbound = tokio::net::TcpStream::connect(target).await.unwrap();
+        // Relay the handshake, then swallow everything.
+        let (mut ri, mut wi) = inbound.split();
+        let (mut ro, mut wo) = outbound.split();
+        let (mut up, mut down) = (vec![0u8; 4096], vec![0u8; 4096]);
+        let mut relayed = 0usize;
+        loop {
+            tokio::select! {
+                n = ri.read(&mut up) => { let n = n.unwrap(); if n == 0 { break; } wo.write_all(&up[..n]).await.unwrap(); relayed += 1; }
+                n = ro.read(&mut down) => { let n = n.unwrap(); if n == 0 { break; } wi.write_all(&down[..n]).await.unwrap(); }
+            }
+            if relayed >= 3 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let mut config = client_config();
+    config.link.ping_interval = Some(Duration::from_millis(50));
+    config.link.ping_timeout = Duration::from_millis(300);
+    let creds = Arc::new(Credentials::new(b"pw"));
+    let conn = connect("127.0.0.1", hole_addr.port(), &creds, &config, 0)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    match tokio::time::timeout(Duration::from_secs(5), conn.recv())
+        .await
+        .unwrap()
+    {
+        Err(Error::Closed(info)) => assert!(info.reason.contains("unresponsive"), "{info:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
     srv.close().await;
 }

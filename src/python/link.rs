@@ -185,10 +185,11 @@ impl NativeLink {
         Ok(NativeConnection { inner })
     }
 
-    /// The current connection, or None while (re)connecting or after the end.
+    /// The current connection, or the last one once the link has ended (None before any).
     #[getter]
     fn connection(&self) -> Option<NativeConnection> {
-        self.inner.current().map(|inner| NativeConnection { inner })
+        let conn = self.inner.current().or_else(|| self.inner.latest());
+        conn.map(|inner| NativeConnection { inner })
     }
 
     #[getter]

@@ -35,8 +35,11 @@ fn hash_password(
 
 #[pymodule]
 fn _argonlink(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    // Rust `log` records go to Python's `logging` (logger names start with "argonlink").
-    let _ = pyo3_log::try_init();
+    // Rust `log` records go to Python's `logging` (logger names start with "argonlink"). No
+    // caching: levels changed later must take effect, and argonlink logs only rare events.
+    if let Ok(logger) = pyo3_log::Logger::new(m.py(), pyo3_log::Caching::Nothing) {
+        let _ = logger.install();
+    }
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(hash_password, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::shutdown, m)?)?;
