@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from . import _argonlink
 from ._common import ClientBase, ConnectionInfo, ServerBase
@@ -21,6 +21,8 @@ from .exceptions import ConnectionClosed, ConnectionClosedOK, Timeout
 __all__ = ["Client", "Connection", "Handler", "Server"]
 
 logger = logging.getLogger("argonlink")
+
+T = TypeVar("T")
 
 
 async def _bounded(aw: Awaitable[Any], timeout: float | None, what: str) -> Any:
@@ -33,6 +35,29 @@ async def _bounded(aw: Awaitable[Any], timeout: float | None, what: str) -> Any:
         if isinstance(exc, Timeout):
             raise
         raise Timeout(f"{what} timed out after {timeout} s") from None
+
+
+async def _wait_for(take: Callable[[], T | None], ready: Callable[[], Awaitable[None]]) -> T:
+    while True:
+        await ready()  # completes when `take` has something to say; takes nothing itself
+        item = take()
+        if item is not None:
+            return item
+
+
+async def _next(
+    take: Callable[[], T | None],
+    ready: Callable[[], Awaitable[None]],
+    timeout: float | None,
+    what: str,
+) -> T:
+    """Take the next item: at once if one is queued, else wait (cancel-safe: the wait takes
+    nothing, so a cancelled caller loses no item)."""
+    item = take()
+    if item is not None:
+        return item
+    result: T = await _bounded(_wait_for(take, ready), timeout, what)
+    return result
 
 
 class Connection(ConnectionInfo):
@@ -53,18 +78,7 @@ class Connection(ConnectionInfo):
         """The next message. Raises :class:`~argonlink.ConnectionClosedOK` after a clean close
         (once every earlier message was received), :class:`~argonlink.ConnectionClosedError`
         after an abnormal one, :class:`~argonlink.Timeout` when ``timeout`` s pass."""
-        msg = self._native.try_recv()
-        if msg is not None:
-            return msg
-        result: bytes = await _bounded(self._wait_recv(), timeout, "recv")
-        return result
-
-    async def _wait_recv(self) -> bytes:
-        while True:
-            await self._native.readable()
-            msg = self._native.try_recv()
-            if msg is not None:
-                return msg
+        return await _next(self._native.try_recv, self._native.readable, timeout, "recv")
 
     def __aiter__(self) -> Self:
         return self
@@ -116,18 +130,7 @@ class Server(ServerBase[Handler]):
     async def accept(self, timeout: float | None = None) -> Connection:
         """The next authenticated connection. Raises ConnectionClosedOK once the server closed."""
         native = self._started
-        conn = native.try_accept()
-        if conn is None:
-            conn = await _bounded(self._wait_accept(native), timeout, "accept")
-        return Connection(conn)
-
-    @staticmethod
-    async def _wait_accept(native: _argonlink.NativeServer) -> _argonlink.NativeConnection:
-        while True:
-            await native.acceptable()
-            conn = native.try_accept()
-            if conn is not None:
-                return conn
+        return Connection(await _next(native.try_accept, native.acceptable, timeout, "accept"))
 
     def __aiter__(self) -> Self:
         return self
@@ -226,19 +229,7 @@ class Client(ClientBase[Connection]):
 
     async def recv(self, timeout: float | None = None) -> bytes:
         link = self._link
-        msg = link.try_recv()
-        if msg is not None:
-            return msg
-        result: bytes = await _bounded(self._wait_recv(link), timeout, "recv")
-        return result
-
-    @staticmethod
-    async def _wait_recv(link: _argonlink.NativeLink) -> bytes:
-        while True:
-            await link.readable()
-            msg = link.try_recv()
-            if msg is not None:
-                return msg
+        return await _next(link.try_recv, link.readable, timeout, "recv")
 
     def __aiter__(self) -> Self:
         return self

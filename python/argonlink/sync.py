@@ -21,6 +21,15 @@ __all__ = ["Client", "Connection", "Handler", "Server"]
 logger = logging.getLogger("argonlink")
 
 
+def _until_clean_close(recv: Callable[[], bytes]) -> Iterator[bytes]:
+    """Messages until the peer closes cleanly; any other end raises."""
+    while True:
+        try:
+            yield recv()
+        except ConnectionClosedOK:
+            return
+
+
 class Connection(ConnectionInfo):
     """An authenticated, encrypted connection. ``for msg in conn`` reads until the peer closes
     cleanly; an abnormal end raises :class:`~argonlink.ConnectionClosedError`."""
@@ -36,11 +45,7 @@ class Connection(ConnectionInfo):
         return self._native.recv_blocking(timeout)
 
     def __iter__(self) -> Iterator[bytes]:
-        while True:
-            try:
-                yield self.recv()
-            except ConnectionClosedOK:
-                return
+        return _until_clean_close(self.recv)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Flush, send CLOSE, wait for the peer's (at most ``close_timeout``). Idempotent."""
@@ -169,11 +174,7 @@ class Client(ClientBase[Connection]):
         return self._link.recv_blocking(timeout)
 
     def __iter__(self) -> Iterator[bytes]:
-        while True:
-            try:
-                yield self.recv()
-            except ConnectionClosedOK:
-                return
+        return _until_clean_close(self.recv)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Stop reconnecting and close the current connection. Idempotent."""
