@@ -96,7 +96,7 @@ class ServerBase(Generic[H]):
         password: str | BytesLike | None = None,
         password_hash: str | None = None,
         handler: H | None = None,
-        kdf: KdfParams = KdfParams.RFC9106,
+        kdf: KdfParams | None = None,
         node_id: bytes | str | None = None,
         handshake_timeout: float | None = None,
         max_pending_handshakes: int | None = None,
@@ -113,9 +113,13 @@ class ServerBase(Generic[H]):
     ) -> None:
         if (password is None) == (password_hash is None):
             raise ConfigError("give exactly one of password= or password_hash=")
+        if password_hash is not None and kdf is not None:
+            raise ConfigError("kdf= applies to password=; a password_hash carries its own costs")
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535, got {port}")
         self._host, self._port = host, port
         self._password, self._password_hash = password, password_hash
-        self._kdf = kdf
+        self._kdf = kdf or KdfParams.RFC9106
         self._handler = handler
         self._options = link_options(
             node_id=node_id,
@@ -176,6 +180,8 @@ class ServerBase(Generic[H]):
     ) -> dict[str, Any]:
         if (password is None) == (password_hash is None):
             raise ConfigError("give exactly one of password= or password_hash=")
+        if password_hash is not None and kdf is not None:
+            raise ConfigError("kdf= applies to password=; a password_hash carries its own costs")
         return {
             "kdf": (kdf or self._kdf).as_tuple(),
             "password": password,

@@ -27,6 +27,20 @@ BytesLike: TypeAlias = bytes | bytearray | memoryview
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
 
+def _positive_int(value: object, name: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _positive_number(value: object, name: str, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not (value >= 0 if allow_zero else value > 0):  # type: ignore[operator]
+        raise ConfigError(
+            f"{name} must be a {'non-negative' if allow_zero else 'positive'} "
+            f"number of seconds, got {value!r}"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class KdfParams:
     """Argon2id costs: memory in KiB (``m_cost``), passes (``t_cost``), lanes (``p_cost``)."""
@@ -45,8 +59,9 @@ class KdfParams:
     def __post_init__(self) -> None:
         for name in ("m_cost", "t_cost", "p_cost"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"KdfParams.{name} must be a positive integer, got {value!r}")
+            _positive_int(value, f"KdfParams.{name}")
+            if value >= 1 << 32:
+                raise ConfigError(f"KdfParams.{name} must be below 2**32, got {value!r}")
         if self.m_cost < 8 * self.p_cost:
             raise ConfigError("KdfParams.m_cost must be at least 8 KiB per lane")
 
@@ -79,6 +94,11 @@ class RekeyPolicy:
     frames: int = 1 << 24
     interval: float = 3600.0
 
+    def __post_init__(self) -> None:
+        _positive_int(self.bytes, "RekeyPolicy.bytes")
+        _positive_int(self.frames, "RekeyPolicy.frames")
+        _positive_number(self.interval, "RekeyPolicy.interval")
+
 
 @dataclass(frozen=True, slots=True)
 class ReconnectPolicy:
@@ -92,6 +112,18 @@ class ReconnectPolicy:
     multiplier: float = 2.0
     jitter: float = 0.2
     max_attempts: int | None = None
+
+    def __post_init__(self) -> None:
+        _positive_number(self.initial_delay, "ReconnectPolicy.initial_delay", allow_zero=True)
+        _positive_number(self.max_delay, "ReconnectPolicy.max_delay", allow_zero=True)
+        if self.initial_delay > self.max_delay:
+            raise ConfigError("ReconnectPolicy.initial_delay must not exceed max_delay")
+        if not self.multiplier >= 1:
+            raise ConfigError("ReconnectPolicy.multiplier must be at least 1")
+        if not 0 <= self.jitter <= 1:
+            raise ConfigError("ReconnectPolicy.jitter must be between 0 and 1")
+        if self.max_attempts is not None:
+            _positive_int(self.max_attempts, "ReconnectPolicy.max_attempts")
 
     def as_tuple(self) -> tuple[float, float, float, float, int | None]:
         return (self.initial_delay, self.max_delay, self.multiplier, self.jitter, self.max_attempts)

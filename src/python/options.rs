@@ -131,7 +131,7 @@ impl LinkOptions {
             || opts.max_connections == Some(0)
         {
             return Err(errors::to_py(Error::config(
-                "max_pending_handshakes and accept_backlog must be positive",
+                "max_pending_handshakes, accept_backlog and max_connections must be positive",
             )));
         }
         Ok(opts)

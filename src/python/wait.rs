@@ -11,10 +11,16 @@ use crate::error::Result;
 
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
+/// Longer durations are treated as this long (a century): "practically forever", without the
+/// overflow a literal 1e30 seconds would cause.
+const FOREVER_SECS: f64 = 100.0 * 365.25 * 86_400.0;
+
 pub fn parse_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
     match timeout {
         None => Ok(None),
-        Some(t) if t.is_finite() && t >= 0.0 => Ok(Some(Duration::from_secs_f64(t))),
+        Some(t) if t >= 0.0 && !t.is_nan() => {
+            Ok(Some(Duration::from_secs_f64(t.min(FOREVER_SECS))))
+        }
         Some(t) => Err(pyo3::exceptions::PyValueError::new_err(format!(
             "timeout must be a non-negative number of seconds or None, got {t}"
         ))),
