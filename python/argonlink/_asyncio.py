@@ -182,14 +182,19 @@ class Server(ServerBase[Handler]):
         epoch: int = await self._started.set_password(grace=grace, **args)
         return epoch
 
-    async def close(self) -> None:
-        """Stop listening and close every live connection (code 1001). Idempotent."""
+    async def close(self, handler_timeout: float = 5.0) -> None:
+        """Stop listening and close every live connection (code 1001), then wait for the
+        handlers, at most ``handler_timeout`` seconds before cancelling the rest. Idempotent."""
         if self._native is not None:
             await self._native.close()
         if self._serving is not None:
             await self._serving
         if self._handlers:
-            await asyncio.gather(*self._handlers, return_exceptions=True)
+            _, stuck = await asyncio.wait(self._handlers, timeout=handler_timeout)
+            for task in stuck:
+                task.cancel()
+            if stuck:
+                await asyncio.gather(*stuck, return_exceptions=True)
 
     async def __aenter__(self) -> Self:
         return await self.start()

@@ -88,6 +88,8 @@ class ConnectionInfo:
 class ServerBase(Generic[H]):
     """Settings and read-only state shared by the asyncio and blocking servers."""
 
+    _native: _argonlink.NativeServer | None = None  # also for repr() of a half-built object
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -205,6 +207,7 @@ class ClientBase(Generic[C]):
     """Settings and read-only state shared by the asyncio and blocking clients."""
 
     _connection_type: type[C]
+    _native: _argonlink.NativeLink | None = None
 
     def __init__(
         self,

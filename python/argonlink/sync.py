@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Self
@@ -69,6 +70,7 @@ class Server(ServerBase[Handler]):
 
     def _init_serving(self) -> None:
         self._serving: threading.Thread | None = None
+        self._handlers: set[threading.Thread] = set()
         self._lock = threading.Lock()
 
     def start(self) -> Self:
@@ -98,15 +100,17 @@ class Server(ServerBase[Handler]):
         assert self._handler is not None
         handler = self._handler
         for conn in self:
-            threading.Thread(
+            thread = threading.Thread(
                 target=self._run_handler,
                 args=(handler, conn),
                 name="argonlink-handler",
                 daemon=True,
-            ).start()
+            )
+            with self._lock:
+                self._handlers.add(thread)
+            thread.start()
 
-    @staticmethod
-    def _run_handler(handler: Handler, conn: Connection) -> None:
+    def _run_handler(self, handler: Handler, conn: Connection) -> None:
         try:
             handler(conn)
         except ConnectionClosed:
@@ -115,6 +119,8 @@ class Server(ServerBase[Handler]):
             logger.exception("connection handler failed for %s", conn.remote_address)
         finally:
             conn.close()
+            with self._lock:
+                self._handlers.discard(threading.current_thread())
 
     def serve_forever(self) -> None:
         """With ``handler=``: serve until the server is closed (from another thread)."""
@@ -136,12 +142,20 @@ class Server(ServerBase[Handler]):
         args = self._password_args(password, password_hash, kdf)
         return self._started.set_password_blocking(grace=grace, **args)
 
-    def close(self) -> None:
-        """Stop listening and close every live connection (code 1001). Idempotent."""
+    def close(self, handler_timeout: float = 5.0) -> None:
+        """Stop listening and close every live connection (code 1001), then wait for the
+        handlers, at most ``handler_timeout`` seconds (a handler that ignores its closed
+        connection is left running as a daemon thread). Idempotent."""
         if self._native is not None:
             self._native.close_blocking()
-        if self._serving is not None and self._serving is not threading.current_thread():
+        me = threading.current_thread()
+        if self._serving is not None and self._serving is not me:
             self._serving.join()
+        deadline = time.monotonic() + handler_timeout
+        with self._lock:
+            handlers = [t for t in self._handlers if t is not me]
+        for thread in handlers:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> Self:
         return self.start()

@@ -124,6 +124,9 @@ struct Shared {
     pending: Mutex<VecDeque<(u64, CancellationToken)>>,
     next_id: AtomicU64,
     cancel: CancellationToken,
+    /// The accept loop, which owns the listening socket: `close` waits for it to end, so the
+    /// port is free when `close` returns.
+    accepting: Mutex<Option<tokio::task::JoinHandle<()>>>,
     stats: ServerStats,
 }
 
@@ -166,10 +169,12 @@ impl Server {
             pending: Mutex::new(VecDeque::new()),
             next_id: AtomicU64::new(0),
             cancel: CancellationToken::new(),
+            accepting: Mutex::new(None),
             stats: ServerStats::default(),
         });
         shared.stats.key_derivations.store(derived as u64, Relaxed);
-        tokio::spawn(accept_loop(shared.clone(), listener));
+        let accepting = tokio::spawn(accept_loop(shared.clone(), listener));
+        *shared.accepting.lock().unwrap_or_else(|e| e.into_inner()) = Some(accepting);
         Ok(Server { shared, local_addr })
     }
 
@@ -267,6 +272,15 @@ impl Server {
     /// each flushing what it had accepted. Idempotent.
     pub async fn close(&self) {
         self.shared.cancel.cancel();
+        let accepting = self
+            .shared
+            .accepting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = accepting {
+            let _ = task.await; // the listener is dropped when the loop ends
+        }
         let unaccepted = self
             .shared
             .accepted
