@@ -179,25 +179,28 @@ impl Connection {
 
     fn check_sendable(&self, len: usize) -> Result<usize> {
         Sealer::check_len(self.shared.peer_max_message, len)?;
-        let st = self.shared.lock_close();
-        if let Some(info) = &st.outcome {
-            return Err(Error::Closed(info.clone()));
-        }
-        if let Some((code, reason)) = &st.sent {
-            return Err(Error::Closed(CloseInfo::clean(*code, reason.clone())));
-        }
+        closing_error(&self.shared.lock_close()).map_or(Ok(()), Err)?;
         Ok((len + ITEM_OVERHEAD).min(self.shared.config.send_buffer))
     }
 
+    /// Queue a message whose send-budget permits are held. The check and the queueing happen
+    /// under the close lock, so a message can never slip in behind a CLOSE (where the writer
+    /// would drop it after `send` had reported success).
     fn enqueue(&self, msg: Bytes, cost: usize) -> Result<()> {
         let len = msg.len() as u64;
-        if self
-            .shared
-            .outbound
-            .send((Outgoing::Message(msg), cost))
-            .is_err()
-        {
-            return Err(self.shared.closed_error());
+        let st = self.shared.lock_close();
+        let refused = closing_error(&st).or_else(|| {
+            let item = (Outgoing::Message(msg), cost);
+            self.shared
+                .outbound
+                .send(item)
+                .err()
+                .map(|_| self.shared.closed_error_locked(&st))
+        });
+        drop(st);
+        if let Some(err) = refused {
+            self.shared.send_budget.add_permits(cost);
+            return Err(err);
         }
         self.shared.stats.messages_sent.fetch_add(1, Relaxed);
         self.shared.stats.bytes_sent.fetch_add(len, Relaxed);
@@ -228,8 +231,6 @@ impl Connection {
             .await
             .map_err(|_| self.shared.closed_error())?;
         permit.forget();
-        self.check_sendable(msg.len())
-            .inspect_err(|_| self.shared.send_budget.add_permits(cost))?;
         self.enqueue(msg, cost)
     }
 
@@ -317,18 +318,28 @@ impl Connection {
     }
 }
 
+/// Why nothing more may be sent, if that is so.
+fn closing_error(st: &CloseState) -> Option<Error> {
+    match (&st.outcome, &st.sent) {
+        (Some(info), _) => Some(Error::Closed(info.clone())),
+        (None, Some((code, reason))) => {
+            Some(Error::Closed(CloseInfo::clean(*code, reason.clone())))
+        }
+        (None, None) => None,
+    }
+}
+
 impl Shared {
+    fn closed_error_locked(&self, st: &CloseState) -> Error {
+        closing_error(st).unwrap_or_else(|| Error::Closed(CloseInfo::abnormal("connection ended")))
+    }
+
     fn lock_close(&self) -> std::sync::MutexGuard<'_, CloseState> {
         self.close.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn closed_error(&self) -> Error {
-        let st = self.lock_close();
-        match (&st.outcome, &st.sent) {
-            (Some(info), _) => Error::Closed(info.clone()),
-            (None, Some((code, reason))) => Error::Closed(CloseInfo::clean(*code, reason.clone())),
-            (None, None) => Error::Closed(CloseInfo::abnormal("connection ended")),
-        }
+        self.closed_error_locked(&self.lock_close())
     }
 
     /// Record how the connection ended (first call wins) and stop both tasks.
@@ -359,10 +370,11 @@ impl Shared {
         if st.outcome.is_none() {
             st.outcome = Some(info.clone());
         }
-        drop(st);
         if must_echo {
+            // Under the lock, like every enqueue: nothing can be queued behind this CLOSE.
             let _ = self.outbound.send((Outgoing::Close { code, reason }, 0));
         }
+        drop(st);
         // No more messages can arrive: let readers drain and then see the close.
         self.inbound.end(info);
         must_echo

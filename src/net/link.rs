@@ -2,6 +2,7 @@
 //! drop (full handshake every time, exponential backoff with jitter), lets `send` wait while it
 //! does, and keeps `recv` going across connections. A wrong password ends it: never retried.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -80,8 +81,8 @@ struct Shared {
     config: ClientConfig,
     policy: Option<ReconnectPolicy>,
     state: watch::Sender<State>,
-    /// The connection `recv` drains: the previous one keeps it until its queue is empty.
-    reading: Mutex<Option<Connection>>,
+    /// The connections `recv` drains, oldest first: one leaves once it ended and is empty.
+    reading: Mutex<VecDeque<Connection>>,
     /// The most recent connection, even after it ended (for its close code, stats, ...).
     latest: Mutex<Option<Connection>>,
     epoch_hint: AtomicU32,
@@ -118,7 +119,7 @@ impl Link {
                 config,
                 policy,
                 state,
-                reading: Mutex::new(None),
+                reading: Mutex::new(VecDeque::new()),
                 latest: Mutex::new(None),
                 epoch_hint: AtomicU32::new(0),
                 reconnects: AtomicU64::new(0),
@@ -232,7 +233,8 @@ impl Link {
         }
     }
 
-    /// The next message: from the connection being drained, then from its successors.
+    /// The next message: every connection is drained in turn, oldest first, so nothing that
+    /// arrived on a connection is lost when a later one comes up before it was read.
     pub fn try_recv(&self) -> Result<Option<Message>> {
         let mut reading = self
             .shared
@@ -240,24 +242,15 @@ impl Link {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         loop {
-            let conn = match reading.as_ref() {
-                Some(c) => c.clone(),
-                None => match self.current() {
-                    Some(c) => {
-                        *reading = Some(c.clone());
-                        c
-                    }
-                    None => return self.ended_or_none(),
-                },
+            let Some(conn) = reading.front().cloned() else {
+                return self.ended_or_none();
             };
             match conn.try_recv() {
-                Err(Error::Closed(_)) if self.retrying() => {
-                    // Drained: move on to the successor, if it is up yet.
-                    match self.current() {
-                        Some(next) if !next.same(&conn) => *reading = Some(next),
-                        _ => return self.ended_or_none(),
-                    }
+                // Drained and ended: move on to its successor, if one is up yet.
+                Err(Error::Closed(_)) if self.retrying() && reading.len() > 1 => {
+                    reading.pop_front();
                 }
+                Err(Error::Closed(_)) if self.retrying() => return self.ended_or_none(),
                 other => return other,
             }
         }
@@ -275,18 +268,19 @@ impl Link {
         let mut rx = self.shared.state.subscribe();
         loop {
             rx.borrow_and_update();
-            let reading = self
-                .shared
-                .reading
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            match reading.or_else(|| self.current()) {
+            let (front, successors) = {
+                let reading = self
+                    .shared
+                    .reading
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                (reading.front().cloned(), reading.len() > 1)
+            };
+            match front {
                 Some(c) if c.queued() > 0 => return,
                 Some(c) if c.outcome().is_some() => {
                     // Drained and ended: that is news unless a successor is on its way.
-                    let successor = self.current().is_some_and(|next| !next.same(&c));
-                    if !self.retrying() || successor || self.is_ended() {
+                    if !self.retrying() || successors || self.is_ended() {
                         return;
                     }
                     let _ = rx.changed().await;
@@ -359,16 +353,19 @@ async fn supervise(shared: Arc<Shared>) {
                 failures = 0;
                 shared.epoch_hint.store(conn.key_epoch(), Relaxed);
                 {
-                    // The first connection is where `recv` starts reading; later ones are
-                    // switched to once their predecessor is drained.
+                    // `recv` reaches it once every earlier connection is drained.
                     let mut reading = shared.reading.lock().unwrap_or_else(|e| e.into_inner());
-                    reading.get_or_insert_with(|| conn.clone());
+                    reading.push_back(conn.clone());
                 }
                 *shared.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
                 shared.state.send_replace(State::Connected(conn.clone()));
                 tokio::select! {
                     _ = conn.wait_finished() => {}
-                    _ = shared.cancel.cancelled() => {}
+                    // `close` may have looked before this connection was published: close it
+                    // here too (idempotent), or it would outlive the link.
+                    _ = shared.cancel.cancelled() => {
+                        conn.close(CloseCode::NORMAL, "client closed").await;
+                    }
                 }
                 conn.wait_finished().await;
                 let outcome = conn

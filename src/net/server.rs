@@ -413,6 +413,30 @@ fn admit(shared: &Arc<Shared>, id: u64, conn: Connection, epoch: u32) {
         if conn.is_finished() {
             live.remove(&id);
         }
+        // A password change (or the end of its grace window) may have come while this
+        // handshake ran on the old key: `expire_before` only saw the connections already here.
+        // Keys are read under the live lock, which `expire_before` also takes after changing
+        // them, so one of the two always catches the connection.
+        let oldest_accepted = {
+            let keys = shared.lock_keys();
+            keys.grace.as_ref().map_or(keys.current.epoch, |g| g.epoch)
+        };
+        if epoch < oldest_accepted {
+            let stale = conn.clone();
+            tokio::spawn(async move {
+                stale
+                    .close(CloseCode::REAUTHENTICATE, "the server's password changed")
+                    .await
+            });
+        }
+    }
+    if shared.cancel.is_cancelled() {
+        // The server closed while this handshake finished: close like the others.
+        tokio::spawn(async move {
+            conn.close(CloseCode::GOING_AWAY, "server shutting down")
+                .await
+        });
+        return;
     }
     if let Err((conn, _)) = shared.accepted.try_push(conn, 1) {
         shared.stats.rejected_busy.fetch_add(1, Relaxed);
@@ -442,14 +466,16 @@ async fn server_handshake(
     }
     let mut msg1 = [0u8; MSG1_LEN];
     rd.read_exact(&mut msg1).await?;
-    // The slot is decided before message 2, which tells an authenticated client if it is refused.
-    let slot = shared.take_slot();
-    let admission = if slot {
+    // The slot is decided before message 2, which tells an authenticated client if it is
+    // refused. It is held by a guard: however this future ends (error, deadline, eviction,
+    // server close), the slot comes back unless a live connection took it over.
+    let slot = SlotGuard::take(shared);
+    let admission = if slot.is_some() {
         Admission::Accepted
     } else {
         Admission::Busy
     };
-    let responded = server_respond(
+    let (est, msg2) = server_respond(
         &key.key.psk,
         &hello_bytes,
         &params_bytes,
@@ -457,33 +483,49 @@ async fn server_handshake(
         link.max_message_size,
         &msg1,
         admission,
-    );
-    let (est, msg2) = match responded {
-        Ok(r) => r,
-        Err(e) => {
-            if slot {
-                shared.release_slot();
-            }
-            return Err(e);
-        }
-    };
+    )?;
     let mut out = Vec::with_capacity(2 + msg2.len());
     out.extend_from_slice(&(msg2.len() as u16).to_be_bytes());
     out.extend_from_slice(&msg2);
-    if !slot {
+    let Some(slot) = slot else {
         let _ = wr.write_all(&out).await;
         return Err(Error::Closed(CloseInfo::error(
             CloseCode::BUSY,
             "max_connections reached",
         )));
+    };
+    let ticket = Ticket {
+        id,
+        epoch: key.epoch,
+        slot,
+    };
+    confirm_and_spawn(shared, rd, wr, &out, est, ticket).await
+}
+
+/// What an authenticated handshake carries into the connection it becomes.
+struct Ticket {
+    id: u64,
+    epoch: u32,
+    slot: SlotGuard,
+}
+
+/// One `max_connections` slot, given back when dropped.
+struct SlotGuard(Weak<Shared>);
+
+impl SlotGuard {
+    fn take(shared: &Arc<Shared>) -> Option<SlotGuard> {
+        shared
+            .take_slot()
+            .then(|| SlotGuard(Arc::downgrade(shared)))
     }
-    // From here the slot belongs to the connection (released when it ends) or is released on
-    // failure.
-    let result = confirm_and_spawn(shared, rd, wr, &out, est, id, key.epoch).await;
-    if result.is_err() {
-        shared.release_slot();
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.release_slot();
+        }
     }
-    result
 }
 
 async fn confirm_and_spawn(
@@ -492,9 +534,9 @@ async fn confirm_and_spawn(
     mut wr: tokio::net::tcp::OwnedWriteHalf,
     msg2: &[u8],
     est: crate::core::handshake::Established,
-    id: u64,
-    epoch: u32,
+    ticket: Ticket,
 ) -> Result<(Connection, u32)> {
+    let Ticket { id, epoch, slot } = ticket;
     let link = &shared.config.link;
     wr.write_all(msg2).await?;
 
@@ -525,8 +567,8 @@ async fn confirm_and_spawn(
     let on_done = Box::new(move || {
         if let Some(shared) = weak.upgrade() {
             shared.lock_live().remove(&id);
-            shared.release_slot();
         }
+        drop(slot); // the connection's slot, held for its whole life
     });
     let conn = Connection::spawn(
         reader,

@@ -393,3 +393,76 @@ async fn silent_peer_is_detected_by_keepalive() {
     assert!(started.elapsed() < Duration::from_secs(2));
     srv.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_drains_every_connection_in_order() {
+    let srv = server(b"pw").await;
+    let port = srv.local_addr().port();
+    let creds = Arc::new(Credentials::new(b"pw"));
+    let link = Link::open("127.0.0.1", port, creds, client_config(), policy())
+        .await
+        .unwrap();
+    // Three connections come and go before the application reads anything.
+    for word in [&b"a"[..], b"b", b"c"] {
+        let conn = tokio::time::timeout(Duration::from_secs(5), srv.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        conn.send(Bytes::copy_from_slice(word)).await.unwrap();
+        if word != b"c" {
+            conn.close(CloseCode::GOING_AWAY, "bye").await;
+        }
+    }
+    for word in [&b"a"[..], b"b", b"c"] {
+        let got = tokio::time::timeout(Duration::from_secs(5), link.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.into_bytes(), Bytes::copy_from_slice(word));
+    }
+    assert_eq!(link.reconnects(), 2);
+    link.close(CloseCode::NORMAL, "").await;
+    srv.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_that_never_confirms_gives_its_slot_back() {
+    use crate::core::handshake::{
+        ClientAwaitingReply, ClientHello, NodeId, ServerParams, PARAMS_LEN,
+    };
+    use crate::core::kdf::derive_psk;
+    let source = ServerKeySource::Password(b"pw".to_vec().into(), FAST);
+    let config = ServerConfig {
+        handshake_timeout: Duration::from_millis(200),
+        max_connections: Some(1),
+        ..ServerConfig::default()
+    };
+    let srv = Server::bind("127.0.0.1", 0, source, config).await.unwrap();
+    // Authenticate up to message 2, then go silent instead of sending CONFIRM.
+    let mut s = tokio::net::TcpStream::connect(srv.local_addr())
+        .await
+        .unwrap();
+    let hello = ClientHello::default().encode();
+    s.write_all(&hello).await.unwrap();
+    let mut params = [0u8; PARAMS_LEN];
+    s.read_exact(&mut params).await.unwrap();
+    let p = ServerParams::parse(&params).unwrap();
+    let psk = derive_psk(b"pw", &p.salt, &p.kdf).unwrap();
+    let (_, msg1) =
+        ClientAwaitingReply::start(&psk, &hello, &params, NodeId::random(), 1 << 20).unwrap();
+    s.write_all(&(msg1.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
+    s.write_all(&msg1).await.unwrap();
+    let mut reply = [0u8; 59];
+    s.read_exact(&mut reply).await.unwrap();
+    // After the deadline the slot is free again: a real client gets in.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (client, accepted) = pair(&srv).await;
+    client.send(Bytes::from_static(b"in")).await.unwrap();
+    assert_eq!(
+        accepted.recv().await.unwrap().into_bytes(),
+        Bytes::from_static(b"in")
+    );
+    srv.close().await;
+}
