@@ -128,8 +128,13 @@ impl Link {
             }),
         };
         tokio::spawn(supervise(link.shared.clone()));
-        link.connected().await?;
-        Ok(link)
+        match link.connected().await {
+            Ok(_) => Ok(link),
+            // The handshake succeeded but the connection already ended (the peer hung up at
+            // once): opening worked; its end is reported by the next send or recv.
+            Err(_) if link.latest().is_some() => Ok(link),
+            Err(e) => Err(e),
+        }
     }
 
     /// The current connection, waiting while (re)connecting.
