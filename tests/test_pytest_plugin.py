@@ -491,7 +491,9 @@ HANDLER_PROBLEM_TESTS = """
 
 def test_teardown_reports_handler_problems_without_hanging(run) -> None:
     started = time.monotonic()
-    result = run(HANDLER_PROBLEM_TESTS, "-o", "argonlink_teardown_timeout=0.5")
+    # 2 s, not less: on a loaded machine a handler that raises must still be seen raising
+    # (not reported as stuck) within the teardown timeout.
+    result = run(HANDLER_PROBLEM_TESTS, "-o", "argonlink_teardown_timeout=2")
     elapsed = time.monotonic() - started
     # Each test body passes; teardown (or setup, for the wrong handler type) reports the rest.
     result.assert_outcomes(passed=5, errors=6)
@@ -503,9 +505,9 @@ def test_teardown_reports_handler_problems_without_hanging(run) -> None:
             "*ERROR at teardown of test_async_handler_raises*",
             "*ValueError: async handler boom*",
             "*ERROR at teardown of test_sync_handler_stuck*",
-            "*1 handler thread(s) of the server on 127.0.0.1:* still running 0.5 s after it*",
+            "*1 handler thread(s) of the server on 127.0.0.1:* still running * s after it*",
             "*ERROR at teardown of test_async_handler_stuck*",
-            "*handler task(s) of the server on 127.0.0.1:* still running 0.5 s after it*",
+            "*handler task(s) of the server on 127.0.0.1:* still running * s after it*",
             "*ERROR at setup of test_async_handler_on_the_blocking_server*",
             "*TypeError: argonlink_server runs blocking handlers*",
             "*ERROR at setup of test_blocking_handler_on_the_async_server*",

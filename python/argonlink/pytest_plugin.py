@@ -508,9 +508,12 @@ def _asyncio_fixture(func: Callable[..., AsyncIterator[Any]]) -> Any:
 
 
 def _recording(
-    handler: Callable[[argonlink.Connection], Awaitable[None]], errors: list[BaseException]
+    handler: Callable[[argonlink.Connection], Awaitable[None]],
+    errors: list[BaseException],
+    cancelled: list[object] | None = None,
 ) -> Callable[[argonlink.Connection], Awaitable[None]]:
-    """``handler``, with the exceptions it raises (other than the connection ending) kept."""
+    """``handler``, with the exceptions it raises (other than the connection ending) kept, and
+    a note in ``cancelled`` for each run the server's close had to cancel."""
     from argonlink import ConnectionClosed
 
     async def run(conn: argonlink.Connection) -> None:
@@ -523,6 +526,10 @@ def _recording(
                 )
             await result
         except ConnectionClosed:
+            raise
+        except asyncio.CancelledError:
+            if cancelled is not None:
+                cancelled.append(conn)
             raise
         except Exception as exc:
             errors.append(exc)
@@ -547,20 +554,18 @@ async def argonlink_async_server(
             f" got {handler!r} (use argonlink_server for a blocking handler)"
         )
     errors: list[BaseException] = []
+    cancelled: list[object] = []
     server = argonlink.Server(
-        handler=None if handler is None else _recording(handler, errors),
+        handler=None if handler is None else _recording(handler, errors, cancelled),
         **_server_kwargs(argonlink_password, argonlink_kdf, overrides),
     )
     await server.start()
     address = server.address
     yield server
     timeout = request.config.stash[_TIMEOUT_KEY]
-    stuck = False
-    try:
-        async with asyncio.timeout(timeout):
-            await server.close()  # also waits for the handler tasks
-    except TimeoutError:
-        stuck = True  # leaving the timeout cancelled the handler tasks
+    # close() waits for the handler tasks at most `timeout` seconds, then cancels the rest.
+    await server.close(handler_timeout=timeout)
+    stuck = bool(cancelled)
     await _wait_released_async(address)
     for exc in errors:
         exc.add_note(f"raised by the argonlink handler of the server on {_fmt(address)}")

@@ -65,17 +65,23 @@ impl Credentials {
             cache.entry((salt, params)).or_default().clone()
         };
         let me = self.clone();
-        cell.get_or_try_init(|| async move {
-            let derived = tokio::task::spawn_blocking(move || {
-                me.derivations.fetch_add(1, Relaxed);
-                derive_psk(&me.password, &salt, &params)
+        // In a task of its own: if the caller gives up (open_timeout), the derivation still
+        // lands in the cache for the next attempt instead of being thrown away and restarted.
+        let filling = tokio::spawn(async move {
+            cell.get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || {
+                    me.derivations.fetch_add(1, Relaxed);
+                    derive_psk(&me.password, &salt, &params)
+                })
+                .await
+                .map_err(|_| Error::config("key derivation was cancelled"))?
             })
             .await
-            .map_err(|_| Error::config("key derivation was cancelled"))?;
-            derived
-        })
-        .await
-        .cloned()
+            .cloned()
+        });
+        filling
+            .await
+            .map_err(|_| Error::config("key derivation was cancelled"))?
     }
 }
 

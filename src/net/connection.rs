@@ -481,6 +481,15 @@ impl Liveness {
         }
     }
 
+    /// Send a PING now (if keepalive is on).
+    fn ping(&mut self, shared: &Shared) {
+        if self.ping_interval.is_some() {
+            self.pings += 1;
+            let _ = shared.outbound.send((Outgoing::Ping(self.pings), 0));
+            self.last_ping = Instant::now();
+        }
+    }
+
     fn heard(&mut self) {
         self.last_heard = Instant::now();
     }
@@ -492,9 +501,7 @@ impl Liveness {
                 return Err(Error::Unresponsive(silent));
             }
             if silent >= interval && self.last_ping.elapsed() >= interval {
-                self.pings += 1;
-                let _ = shared.outbound.send((Outgoing::Ping(self.pings), 0));
-                self.last_ping = Instant::now();
+                self.ping(shared);
             }
         }
         if let Some(idle) = self.idle_timeout {
@@ -547,13 +554,19 @@ async fn read_loop(
             match event {
                 Event::Message(m) => {
                     let len = m.len();
-                    tokio::select! {
-                        _ = cancel.cancelled() => return Ok(()),
-                        pushed = shared.inbound.push(m, len + ITEM_OVERHEAD) => {
-                            if pushed.is_err() {
-                                return Ok(());
-                            }
+                    let push = shared.inbound.push(m, len + ITEM_OVERHEAD);
+                    tokio::pin!(push);
+                    let pushed = loop {
+                        tokio::select! {
+                            _ = cancel.cancelled() => return Ok(()),
+                            pushed = &mut push => break pushed,
+                            // Not reading while the application catches up: keep the peer from
+                            // declaring us dead (any frame from us counts as a sign of life).
+                            _ = liveness.tick() => liveness.ping(&shared),
                         }
+                    };
+                    if pushed.is_err() {
+                        return Ok(());
                     }
                     shared.stats.messages_received.fetch_add(1, Relaxed);
                     shared.stats.bytes_received.fetch_add(len as u64, Relaxed);

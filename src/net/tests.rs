@@ -466,3 +466,37 @@ async fn a_handshake_that_never_confirms_gives_its_slot_back() {
     );
     srv.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_is_not_declared_dead() {
+    let keepalive = |link: &mut LinkConfig| {
+        link.ping_interval = Some(Duration::from_millis(50));
+        link.ping_timeout = Duration::from_millis(300);
+        link.recv_buffer = 1024;
+    };
+    let source = ServerKeySource::Password(b"pw".to_vec().into(), FAST);
+    let mut config = ServerConfig::default();
+    keepalive(&mut config.link);
+    let srv = Server::bind("127.0.0.1", 0, source, config).await.unwrap();
+    let mut client_config = client_config();
+    keepalive(&mut client_config.link);
+    let creds = Arc::new(Credentials::new(b"pw"));
+    let port = srv.local_addr().port();
+    let client = connect("127.0.0.1", port, &creds, &client_config, 0)
+        .await
+        .unwrap();
+    let accepted = srv.accept().await.unwrap();
+    for i in 0..200u32 {
+        client.send(Bytes::from(vec![i as u8; 1000])).await.unwrap();
+    }
+    // The application on the server side reads nothing for three ping timeouts.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    for i in 0..200u32 {
+        let m = tokio::time::timeout(Duration::from_secs(5), accepted.recv())
+            .await
+            .unwrap();
+        assert_eq!(m.unwrap().into_bytes(), Bytes::from(vec![i as u8; 1000]));
+    }
+    assert!(client.outcome().is_none(), "{:?}", client.outcome());
+    srv.close().await;
+}
