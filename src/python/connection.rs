@@ -6,10 +6,9 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use super::buffers::{secret_bytes, to_bytes, to_pybytes};
+use super::buffers::secret_bytes;
+use super::channel;
 use super::errors::{self, closed};
-use super::wait::block_on;
-use crate::error::CloseCode;
 use crate::net::{Connection, Credentials};
 
 #[pyclass(frozen, module = "argonlink._argonlink")]
@@ -25,18 +24,12 @@ fn addr_tuple(a: std::net::SocketAddr) -> (String, u16) {
 impl NativeConnection {
     /// Queue `data` if the send buffer has room; False (nothing queued) otherwise.
     fn try_send(&self, data: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let msg = to_bytes(data)?;
-        self.inner.try_send(msg).map_err(errors::to_py)
+        channel::try_send(&self.inner, data)
     }
 
     /// Awaitable: queue `data`, waiting for room in the send buffer.
     fn send<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let msg = to_bytes(data)?;
-        let conn = self.inner.clone();
-        super::runtime::future_into_py(
-            py,
-            async move { conn.send(msg).await.map_err(errors::to_py) },
-        )
+        channel::send(py, &self.inner, data)
     }
 
     #[pyo3(signature = (data, timeout=None))]
@@ -46,30 +39,18 @@ impl NativeConnection {
         data: &Bound<'_, PyAny>,
         timeout: Option<f64>,
     ) -> PyResult<()> {
-        let msg = to_bytes(data)?;
-        if let Some(m) = self.try_send_or_keep(msg)? {
-            let conn = self.inner.clone();
-            block_on(py, timeout, "send", async move { conn.send(m).await })?;
-        }
-        Ok(())
+        channel::send_blocking(py, &self.inner, data, timeout)
     }
 
     /// The next received message, or None if none is queued. Raises ConnectionClosed* once the
     /// connection has ended and every message that arrived before the end was taken.
     fn try_recv<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        match self.inner.try_recv().map_err(errors::to_py)? {
-            Some(m) => Ok(Some(to_pybytes(py, &m)?)),
-            None => Ok(None),
-        }
+        channel::try_recv(py, &self.inner)
     }
 
     /// Awaitable that completes when `try_recv` has something to say. Takes nothing.
     fn readable<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let conn = self.inner.clone();
-        super::runtime::future_into_py(py, async move {
-            conn.readable().await;
-            Ok(())
-        })
+        channel::readable(py, &self.inner)
     }
 
     #[pyo3(signature = (timeout=None))]
@@ -78,31 +59,18 @@ impl NativeConnection {
         py: Python<'py>,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        if let Some(m) = self.inner.try_recv().map_err(errors::to_py)? {
-            return to_pybytes(py, &m);
-        }
-        let conn = self.inner.clone();
-        let m = block_on(py, timeout, "recv", async move { conn.recv().await })?;
-        to_pybytes(py, &m)
+        channel::recv_blocking(py, &self.inner, timeout)
     }
 
     /// Awaitable: closing handshake, bounded by the close timeout.
     #[pyo3(signature = (code=1000, reason=""))]
     fn close<'py>(&self, py: Python<'py>, code: u16, reason: &str) -> PyResult<Bound<'py, PyAny>> {
-        let (conn, reason) = (self.inner.clone(), reason.to_owned());
-        super::runtime::future_into_py(py, async move {
-            conn.close(CloseCode(code), &reason).await;
-            Ok(())
-        })
+        channel::close(py, &self.inner, code, reason)
     }
 
     #[pyo3(signature = (code=1000, reason=""))]
     fn close_blocking(&self, py: Python<'_>, code: u16, reason: &str) -> PyResult<()> {
-        let (conn, reason) = (self.inner.clone(), reason.to_owned());
-        block_on(py, None, "close", async move {
-            conn.close(CloseCode(code), &reason).await;
-            Ok(())
-        })
+        channel::close_blocking(py, &self.inner, code, reason)
     }
 
     /// End at once without a closing handshake (the peer sees an abnormal close).
@@ -171,17 +139,6 @@ impl NativeConnection {
             self.inner.local_addr(),
             self.inner.peer_addr()
         )
-    }
-}
-
-impl NativeConnection {
-    /// Fast path of the blocking send: returns the message back if it must wait.
-    fn try_send_or_keep(&self, msg: bytes::Bytes) -> PyResult<Option<bytes::Bytes>> {
-        let keep = msg.clone(); // a refcount bump, not a copy
-        match self.inner.try_send(msg).map_err(errors::to_py)? {
-            true => Ok(None),
-            false => Ok(Some(keep)),
-        }
     }
 }
 

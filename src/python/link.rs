@@ -5,13 +5,13 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use super::buffers::{to_bytes, to_pybytes};
+use super::channel;
 use super::connection::{NativeConnection, NativeCredentials};
 use super::errors;
 use super::options::LinkOptions;
 use super::runtime::future_into_py;
 use super::wait::{block_on, parse_timeout};
-use crate::error::{CloseCode, Error};
+use crate::error::Error;
 use crate::net::{Link, ReconnectPolicy};
 
 #[pyclass(frozen, module = "argonlink._argonlink")]
@@ -90,15 +90,11 @@ pub fn open_link_blocking(
 #[pymethods]
 impl NativeLink {
     fn try_send(&self, data: &Bound<'_, PyAny>) -> PyResult<bool> {
-        self.inner.try_send(to_bytes(data)?).map_err(errors::to_py)
+        channel::try_send(&self.inner, data)
     }
 
     fn send<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let (msg, link) = (to_bytes(data)?, self.inner.clone());
-        future_into_py(
-            py,
-            async move { link.send(msg).await.map_err(errors::to_py) },
-        )
+        channel::send(py, &self.inner, data)
     }
 
     #[pyo3(signature = (data, timeout=None))]
@@ -108,27 +104,15 @@ impl NativeLink {
         data: &Bound<'_, PyAny>,
         timeout: Option<f64>,
     ) -> PyResult<()> {
-        let msg = to_bytes(data)?;
-        if self.inner.try_send(msg.clone()).map_err(errors::to_py)? {
-            return Ok(());
-        }
-        let link = self.inner.clone();
-        block_on(py, timeout, "send", async move { link.send(msg).await })
+        channel::send_blocking(py, &self.inner, data, timeout)
     }
 
     fn try_recv<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        match self.inner.try_recv().map_err(errors::to_py)? {
-            Some(m) => Ok(Some(to_pybytes(py, &m)?)),
-            None => Ok(None),
-        }
+        channel::try_recv(py, &self.inner)
     }
 
     fn readable<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let link = self.inner.clone();
-        future_into_py(py, async move {
-            link.readable().await;
-            Ok(())
-        })
+        channel::readable(py, &self.inner)
     }
 
     #[pyo3(signature = (timeout=None))]
@@ -137,30 +121,17 @@ impl NativeLink {
         py: Python<'py>,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        if let Some(m) = self.inner.try_recv().map_err(errors::to_py)? {
-            return to_pybytes(py, &m);
-        }
-        let link = self.inner.clone();
-        let m = block_on(py, timeout, "recv", async move { link.recv().await })?;
-        to_pybytes(py, &m)
+        channel::recv_blocking(py, &self.inner, timeout)
     }
 
     #[pyo3(signature = (code=1000, reason=""))]
     fn close<'py>(&self, py: Python<'py>, code: u16, reason: &str) -> PyResult<Bound<'py, PyAny>> {
-        let (link, reason) = (self.inner.clone(), reason.to_owned());
-        future_into_py(py, async move {
-            link.close(CloseCode(code), &reason).await;
-            Ok(())
-        })
+        channel::close(py, &self.inner, code, reason)
     }
 
     #[pyo3(signature = (code=1000, reason=""))]
     fn close_blocking(&self, py: Python<'_>, code: u16, reason: &str) -> PyResult<()> {
-        let (link, reason) = (self.inner.clone(), reason.to_owned());
-        block_on(py, None, "close", async move {
-            link.close(CloseCode(code), &reason).await;
-            Ok(())
-        })
+        channel::close_blocking(py, &self.inner, code, reason)
     }
 
     /// Awaitable: the current connection, once (re)connected.

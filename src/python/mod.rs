@@ -5,6 +5,7 @@
 //! Ctrl-C honoured). Waiting and taking are separate, so a cancelled coroutine loses nothing.
 
 mod buffers;
+mod channel;
 mod connection;
 mod errors;
 mod link;

@@ -1,0 +1,143 @@
+//! What a connection and a client link have in common for Python: they carry messages the same
+//! way, so each binding method is written once here and both classes delegate to it.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use super::buffers::{to_bytes, to_pybytes};
+use super::errors;
+use super::runtime::future_into_py;
+use super::wait::block_on;
+use crate::core::message::Message;
+use crate::error::{CloseCode, Result};
+use crate::net::{Connection, Link};
+
+/// A message channel as the binding uses it; every future is `Send + 'static`.
+pub trait Channel: Clone + Send + Sync + 'static {
+    fn try_send(&self, msg: Bytes) -> Result<bool>;
+    fn send(self, msg: Bytes) -> impl Future<Output = Result<()>> + Send;
+    fn try_recv(&self) -> Result<Option<Message>>;
+    fn readable(self) -> impl Future<Output = ()> + Send;
+    fn recv(self) -> impl Future<Output = Result<Message>> + Send;
+    fn close(self, code: CloseCode, reason: String) -> impl Future<Output = ()> + Send;
+}
+
+impl Channel for Connection {
+    fn try_send(&self, msg: Bytes) -> Result<bool> {
+        Connection::try_send(self, msg)
+    }
+    async fn send(self, msg: Bytes) -> Result<()> {
+        Connection::send(&self, msg).await
+    }
+    fn try_recv(&self) -> Result<Option<Message>> {
+        Connection::try_recv(self)
+    }
+    async fn readable(self) {
+        Connection::readable(&self).await
+    }
+    async fn recv(self) -> Result<Message> {
+        Connection::recv(&self).await
+    }
+    async fn close(self, code: CloseCode, reason: String) {
+        Connection::close(&self, code, &reason).await;
+    }
+}
+
+impl Channel for Link {
+    fn try_send(&self, msg: Bytes) -> Result<bool> {
+        Link::try_send(self, msg)
+    }
+    async fn send(self, msg: Bytes) -> Result<()> {
+        Link::send(&self, msg).await
+    }
+    fn try_recv(&self) -> Result<Option<Message>> {
+        Link::try_recv(self)
+    }
+    async fn readable(self) {
+        Link::readable(&self).await
+    }
+    async fn recv(self) -> Result<Message> {
+        Link::recv(&self).await
+    }
+    async fn close(self, code: CloseCode, reason: String) {
+        Link::close(&self, code, &reason).await;
+    }
+}
+
+pub fn try_send<C: Channel>(ch: &C, data: &Bound<'_, PyAny>) -> PyResult<bool> {
+    ch.try_send(to_bytes(data)?).map_err(errors::to_py)
+}
+
+pub fn send<'py, C: Channel>(
+    py: Python<'py>,
+    ch: &C,
+    data: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let send = ch.clone().send(to_bytes(data)?);
+    future_into_py(py, async move { send.await.map_err(errors::to_py) })
+}
+
+pub fn send_blocking<C: Channel>(
+    py: Python<'_>,
+    ch: &C,
+    data: &Bound<'_, PyAny>,
+    timeout: Option<f64>,
+) -> PyResult<()> {
+    let msg = to_bytes(data)?;
+    // The fast path first: queued without releasing the GIL or waiting.
+    if ch.try_send(msg.clone()).map_err(errors::to_py)? {
+        return Ok(());
+    }
+    block_on(py, timeout, "send", ch.clone().send(msg))
+}
+
+pub fn try_recv<'py, C: Channel>(py: Python<'py>, ch: &C) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    match ch.try_recv().map_err(errors::to_py)? {
+        Some(m) => Ok(Some(to_pybytes(py, &m)?)),
+        None => Ok(None),
+    }
+}
+
+pub fn readable<'py, C: Channel>(py: Python<'py>, ch: &C) -> PyResult<Bound<'py, PyAny>> {
+    let readable = ch.clone().readable();
+    future_into_py(py, async move {
+        readable.await;
+        Ok(())
+    })
+}
+
+pub fn recv_blocking<'py, C: Channel>(
+    py: Python<'py>,
+    ch: &C,
+    timeout: Option<f64>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    if let Some(m) = ch.try_recv().map_err(errors::to_py)? {
+        return to_pybytes(py, &m);
+    }
+    let m = block_on(py, timeout, "recv", ch.clone().recv())?;
+    to_pybytes(py, &m)
+}
+
+pub fn close<'py, C: Channel>(
+    py: Python<'py>,
+    ch: &C,
+    code: u16,
+    reason: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let close = ch.clone().close(CloseCode(code), reason.to_owned());
+    future_into_py(py, async move {
+        close.await;
+        Ok(())
+    })
+}
+
+pub fn close_blocking<C: Channel>(py: Python<'_>, ch: &C, code: u16, reason: &str) -> PyResult<()> {
+    let close = ch.clone().close(CloseCode(code), reason.to_owned());
+    block_on(py, None, "close", async move {
+        close.await;
+        Ok(())
+    })
+}
