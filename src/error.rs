@@ -26,6 +26,9 @@ impl CloseCode {
     pub const KEY_EXHAUSTED: CloseCode = CloseCode(4001);
     /// The server's password changed; reconnect and authenticate again.
     pub const REAUTHENTICATE: CloseCode = CloseCode(4002);
+    /// An acknowledged session could not be resumed: the server no longer has it (it expired,
+    /// or the server restarted), so messages it had not delivered may be lost.
+    pub const SESSION_LOST: CloseCode = CloseCode(4003);
 }
 
 impl fmt::Display for CloseCode {

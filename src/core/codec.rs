@@ -5,7 +5,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::frame::{Frame, MIN_FRAME_LEN};
+use super::frame::{Frame, ResumeReply, SessionRequest, MIN_FRAME_LEN};
 use super::session::{Event, Opener, Sealer};
 use crate::error::{Error, Result};
 
@@ -61,7 +61,9 @@ pub enum Outgoing {
     Ping(u64),
     Pong(u64),
     Close { code: u16, reason: String },
-    Confirm,
+    Confirm(Option<SessionRequest>),
+    Ack(u64),
+    Resume(ResumeReply),
 }
 
 /// Seals [`Outgoing`] items straight into the write buffer.
@@ -84,7 +86,9 @@ impl Encoder<Outgoing> for FrameEncoder {
                 },
                 dst,
             ),
-            Outgoing::Confirm => self.sealer.seal_control(&Frame::Confirm, dst),
+            Outgoing::Confirm(request) => self.sealer.seal_control(&Frame::Confirm(request), dst),
+            Outgoing::Ack(v) => self.sealer.seal_control(&Frame::Ack(v), dst),
+            Outgoing::Resume(r) => self.sealer.seal_control(&Frame::Resume(r), dst),
         }
     }
 }

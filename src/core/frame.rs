@@ -7,7 +7,12 @@
 //! PONG    0x03  opaque:u64 (echoes the PING)
 //! CLOSE   0x04  code:u16 reason:utf-8 (at most 123 bytes)
 //! REKEY   0x05  (empty) — the sender's next frame uses the next key
-//! CONFIRM 0x06  (empty) — the client's first frame: proves it holds the session keys
+//! CONFIRM 0x06  [session request] — the client's first frame: proves it holds the keys;
+//!               with a body (25 bytes), asks for an acknowledged session (see below)
+//! ACK     0x07  next_expected:u64 — acknowledged sessions: every message below it was delivered
+//! RESUME  0x08  status:u8 next_expected:u64 — the server's first frame when a session was asked
+//!
+//! session request: flags:u8 (bit 0: resume an existing session) session_id:16 next_expected:u64
 //! ```
 //! All integers are big-endian.
 
@@ -39,6 +44,8 @@ pub enum FrameType {
     Close = 0x04,
     Rekey = 0x05,
     Confirm = 0x06,
+    Ack = 0x07,
+    Resume = 0x08,
 }
 
 impl TryFrom<u8> for FrameType {
@@ -52,6 +59,8 @@ impl TryFrom<u8> for FrameType {
             0x04 => FrameType::Close,
             0x05 => FrameType::Rekey,
             0x06 => FrameType::Confirm,
+            0x07 => FrameType::Ack,
+            0x08 => FrameType::Resume,
             other => return Err(Error::protocol(format!("unknown frame type 0x{other:02x}"))),
         })
     }
@@ -72,7 +81,45 @@ pub enum Frame<'a> {
         reason: &'a str,
     },
     Rekey,
-    Confirm,
+    Confirm(Option<SessionRequest>),
+    Ack(u64),
+    Resume(ResumeReply),
+}
+
+pub const SESSION_ID_LEN: usize = 16;
+const SESSION_REQUEST_LEN: usize = 1 + SESSION_ID_LEN + 8;
+const RESUME_LEN: usize = 1 + 8;
+const FLAG_RESUME: u8 = 0x01;
+
+/// What a client asks for in its CONFIRM when it wants acknowledged delivery across
+/// connections: a new session, or the continuation of one it already has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionRequest {
+    pub session_id: [u8; SESSION_ID_LEN],
+    /// True when the client already had this session (it reconnects).
+    pub resume: bool,
+    /// The sequence number of the next message the client has yet to deliver.
+    pub next_expected: u64,
+}
+
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResumeStatus {
+    /// A new session was created.
+    Created = 0,
+    /// The session exists and continues on this connection.
+    Resumed = 1,
+    /// The server has no such session (expired, or the server restarted): what it had
+    /// received but not delivered is gone, so exactly-once cannot continue.
+    Unknown = 2,
+}
+
+/// The server's answer to a [`SessionRequest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResumeReply {
+    pub status: ResumeStatus,
+    /// The sequence number of the next message the server has yet to deliver.
+    pub next_expected: u64,
 }
 
 fn exact<const N: usize>(body: &[u8], what: &str) -> Result<[u8; N]> {
@@ -130,9 +177,42 @@ impl<'a> Frame<'a> {
                 exact::<0>(body, "REKEY")?;
                 Frame::Rekey
             }
-            FrameType::Confirm => {
-                exact::<0>(body, "CONFIRM")?;
-                Frame::Confirm
+            FrameType::Confirm => match body.len() {
+                0 => Frame::Confirm(None),
+                SESSION_REQUEST_LEN => {
+                    let flags = body[0];
+                    if flags & !FLAG_RESUME != 0 {
+                        return Err(Error::protocol(format!(
+                            "unknown session request flags 0x{flags:02x}"
+                        )));
+                    }
+                    Frame::Confirm(Some(SessionRequest {
+                        resume: flags & FLAG_RESUME != 0,
+                        session_id: body[1..1 + SESSION_ID_LEN].try_into().expect("16 bytes"),
+                        next_expected: u64::from_be_bytes(
+                            body[1 + SESSION_ID_LEN..].try_into().expect("8 bytes"),
+                        ),
+                    }))
+                }
+                n => {
+                    return Err(Error::protocol(format!(
+                        "CONFIRM frame body must be 0 or {SESSION_REQUEST_LEN} bytes, got {n}"
+                    )))
+                }
+            },
+            FrameType::Ack => Frame::Ack(u64::from_be_bytes(exact(body, "ACK")?)),
+            FrameType::Resume => {
+                let b: [u8; RESUME_LEN] = exact(body, "RESUME")?;
+                let status = match b[0] {
+                    0 => ResumeStatus::Created,
+                    1 => ResumeStatus::Resumed,
+                    2 => ResumeStatus::Unknown,
+                    other => return Err(Error::protocol(format!("unknown RESUME status {other}"))),
+                };
+                Frame::Resume(ResumeReply {
+                    status,
+                    next_expected: u64::from_be_bytes(b[1..].try_into().expect("8 bytes")),
+                })
             }
         })
     }
@@ -154,7 +234,23 @@ impl<'a> Frame<'a> {
                 out.extend_from_slice(truncate_utf8(reason, MAX_CLOSE_REASON).as_bytes());
             }
             Frame::Rekey => out.push(FrameType::Rekey as u8),
-            Frame::Confirm => out.push(FrameType::Confirm as u8),
+            Frame::Confirm(request) => {
+                out.push(FrameType::Confirm as u8);
+                if let Some(r) = request {
+                    out.push(if r.resume { FLAG_RESUME } else { 0 });
+                    out.extend_from_slice(&r.session_id);
+                    out.extend_from_slice(&r.next_expected.to_be_bytes());
+                }
+            }
+            Frame::Ack(v) => {
+                out.push(FrameType::Ack as u8);
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+            Frame::Resume(r) => {
+                out.push(FrameType::Resume as u8);
+                out.push(r.status as u8);
+                out.extend_from_slice(&r.next_expected.to_be_bytes());
+            }
             Frame::Data { .. } => unreachable!("DATA frames are written by the session's sealer"),
         }
     }
@@ -191,7 +287,23 @@ mod tests {
             reason: "bye",
         });
         round_trip(Frame::Rekey);
-        round_trip(Frame::Confirm);
+        round_trip(Frame::Confirm(None));
+        round_trip(Frame::Confirm(Some(SessionRequest {
+            session_id: [7; 16],
+            resume: true,
+            next_expected: 1 << 40,
+        })));
+        round_trip(Frame::Ack(99));
+        for status in [
+            ResumeStatus::Created,
+            ResumeStatus::Resumed,
+            ResumeStatus::Unknown,
+        ] {
+            round_trip(Frame::Resume(ResumeReply {
+                status,
+                next_expected: 5,
+            }));
+        }
     }
 
     #[test]
@@ -223,6 +335,10 @@ mod tests {
             &[][..],
             &[0x00],
             &[0x07],
+            &[0x07, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[0x08, 3, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[0x08, 0],
+            &[0x09],
             &[0xff, 1, 2],
             &[1],
             &[1, 0x80],
@@ -233,6 +349,9 @@ mod tests {
             &[4, 3, 0xe8, 0xff, 0xfe],
             &[5, 0],
             &[6, 1],
+            &[
+                6, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
         ] {
             assert!(Frame::parse(bad).is_err(), "{bad:?}");
         }

@@ -5,6 +5,7 @@
 //! - [`cipher`]: one direction's AES-256-GCM state (Noise nonces, rekey);
 //! - [`frame`]: the plaintext layout of transport frames;
 //! - [`message`]: a received message, kept as the decrypted fragments until it is read;
+//! - [`reliable`]: sequence numbers, acknowledgements and resending for exactly-once sessions;
 //! - [`session`]: sealing messages into frames and opening frames into messages, with rekeying;
 //! - [`codec`]: the session as tokio-util `Encoder`/`Decoder` over a length-prefixed byte stream.
 
@@ -14,4 +15,5 @@ pub mod frame;
 pub mod handshake;
 pub mod kdf;
 pub mod message;
+pub mod reliable;
 pub mod session;

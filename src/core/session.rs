@@ -11,7 +11,8 @@ use zeroize::Zeroizing;
 
 use super::cipher::{CipherState, KEY_LEN, TAG_LEN};
 use super::frame::{
-    Frame, FrameType, DATA_HEADER, DATA_LENGTH_FIELD, FLAG_LENGTH, FLAG_MORE, MAX_PLAINTEXT_LEN,
+    Frame, FrameType, ResumeReply, SessionRequest, DATA_HEADER, DATA_LENGTH_FIELD, FLAG_LENGTH,
+    FLAG_MORE, MAX_PLAINTEXT_LEN,
 };
 use super::message::Message;
 use crate::error::{Error, Result};
@@ -177,8 +178,13 @@ impl Sealer {
 /// What one or more frames add up to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {
-    /// The client's key confirmation arrived (server side, first frame only).
-    Confirmed,
+    /// The client's key confirmation arrived (server side, first frame only), with the
+    /// session it asks for, if any.
+    Confirmed(Option<SessionRequest>),
+    /// The peer delivered every message below this sequence number (acknowledged sessions).
+    Ack(u64),
+    /// The server's answer to a session request (client side, first frame only).
+    Resume(ResumeReply),
     Message(Message),
     Ping(u64),
     Pong(u64),
@@ -239,7 +245,7 @@ impl Opener {
         frame.truncate(plain_len);
         let parsed = Frame::parse(&frame)?;
         let confirming = std::mem::take(&mut self.awaiting_confirm);
-        if confirming != (parsed == Frame::Confirm) {
+        if confirming != matches!(parsed, Frame::Confirm(_)) {
             return Err(Error::protocol(if confirming {
                 "the first frame after the handshake must be CONFIRM"
             } else {
@@ -262,7 +268,9 @@ impl Opener {
             return Err(Error::protocol("control frame inside a fragmented message"));
         }
         Ok(match parsed {
-            Frame::Confirm => Some(Event::Confirmed),
+            Frame::Confirm(request) => Some(Event::Confirmed(request)),
+            Frame::Ack(v) => Some(Event::Ack(v)),
+            Frame::Resume(r) => Some(Event::Resume(r)),
             Frame::Ping(v) => Some(Event::Ping(v)),
             Frame::Pong(v) => Some(Event::Pong(v)),
             Frame::Close { code, reason } => Some(Event::Close {
@@ -564,12 +572,15 @@ mod tests {
 
         let mut s = Sealer::new(&key, RekeyPolicy::default(), BIG);
         let mut wire = BytesMut::new();
-        s.seal_control(&Frame::Confirm, &mut wire).unwrap();
+        s.seal_control(&Frame::Confirm(None), &mut wire).unwrap();
         s.seal_message(b"then data", &mut wire).unwrap();
-        s.seal_control(&Frame::Confirm, &mut wire).unwrap();
+        s.seal_control(&Frame::Confirm(None), &mut wire).unwrap();
         let mut o = Opener::new(&key, RekeyPolicy::default(), BIG, true);
         let fs = frames(wire);
-        assert_eq!(o.open_frame(fs[0].clone()).unwrap(), Some(Event::Confirmed));
+        assert_eq!(
+            o.open_frame(fs[0].clone()).unwrap(),
+            Some(Event::Confirmed(None))
+        );
         assert!(matches!(
             o.open_frame(fs[1].clone()).unwrap(),
             Some(Event::Message(_))

@@ -1,10 +1,11 @@
 //! Dialing a server: TCP connect, the client side of the handshake, then a [`Connection`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OnceCell;
@@ -14,11 +15,12 @@ use zeroize::Zeroizing;
 use super::connection::Connection;
 use super::LinkConfig;
 use crate::core::codec::{FrameDecoder, FrameEncoder, Outgoing};
+use crate::core::frame::{ResumeReply, SessionRequest};
 use crate::core::handshake::{
     ClientAwaitingReply, ClientHello, ServerParams, MSG2_LEN, PARAMS_LEN,
 };
 use crate::core::kdf::{derive_psk, KdfBounds, KdfParams, Psk, Salt};
-use crate::core::session::{Opener, Sealer};
+use crate::core::session::{Event, Opener, Sealer};
 use crate::error::{Error, Result};
 
 /// Keys derived for at most this many (salt, params) pairs; a server rarely has more than two.
@@ -32,6 +34,9 @@ pub struct Credentials {
     password: Zeroizing<Vec<u8>>,
     cache: Mutex<KeyCache>,
     derivations: AtomicU64,
+    /// Server configurations this password has completed a handshake with: for those, a
+    /// handshake cut before the server's reply is a network fault, not a wrong password.
+    verified: Mutex<HashSet<(Salt, KdfParams)>>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -46,7 +51,12 @@ impl Credentials {
             password: Zeroizing::new(password.to_vec()),
             cache: Mutex::new(HashMap::new()),
             derivations: AtomicU64::new(0),
+            verified: Mutex::new(HashSet::new()),
         }
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashSet<(Salt, KdfParams)>> {
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Argon2 runs performed so far.
@@ -124,13 +134,27 @@ pub async fn connect(
     config: &ClientConfig,
     epoch_hint: u32,
 ) -> Result<Connection> {
+    let (conn, _) = dial(host, port, credentials, config, epoch_hint, None).await?;
+    Ok(conn)
+}
+
+/// [`connect`], asking for an acknowledged session when `session` is given: the connection
+/// comes back with the server's answer, before any message was sent on it.
+pub(crate) async fn dial(
+    host: &str,
+    port: u16,
+    credentials: &Arc<Credentials>,
+    config: &ClientConfig,
+    epoch_hint: u32,
+    session: Option<SessionRequest>,
+) -> Result<(Connection, Option<ResumeReply>)> {
     config.link.validate()?;
     let attempts = async {
         let mut hint = epoch_hint;
         // At most two handshakes: the key the server offered first, then the other one.
         for retry in [false, true] {
             let mut offered = (0, 0);
-            match handshake(host, port, credentials, config, hint, &mut offered).await {
+            match handshake(host, port, credentials, config, hint, session, &mut offered).await {
                 Err(Error::Authentication(why)) => {
                     let (epoch, other) = offered;
                     if retry || other == 0 || other == epoch {
@@ -155,8 +179,9 @@ async fn handshake(
     credentials: &Arc<Credentials>,
     config: &ClientConfig,
     epoch_hint: u32,
+    session: Option<SessionRequest>,
     offered: &mut (u32, u32),
-) -> Result<Connection> {
+) -> Result<(Connection, Option<ResumeReply>)> {
     let stream = TcpStream::connect((host, port)).await?;
     stream.set_nodelay(true)?;
     let (mut rd, mut wr) = stream.into_split();
@@ -192,9 +217,14 @@ async fn handshake(
     out.extend_from_slice(&msg1);
     wr.write_all(&out).await?;
 
+    let server_config = (params.salt, params.kdf);
     let len = rd.read_u16().await.map_err(|e| match e.kind() {
         // The server hangs up on a handshake it cannot decrypt; it says nothing else, by design.
-        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
+        // Unless this password already completed a handshake with this very server key: then
+        // the connection was lost (a restart, a network fault), and trying again is right.
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            if !credentials.verified().contains(&server_config) =>
+        {
             Error::Authentication(
                 "the server rejected the handshake (wrong password, or a password change)".into(),
             )
@@ -209,6 +239,13 @@ async fn handshake(
     let mut msg2 = [0u8; MSG2_LEN];
     rd.read_exact(&mut msg2).await?;
     let est = state.finish(&msg2)?;
+    {
+        let mut verified = credentials.verified();
+        if verified.len() >= CACHE_ENTRIES {
+            verified.clear();
+        }
+        verified.insert(server_config);
+    }
 
     let reader = FramedRead::new(
         rd,
@@ -216,19 +253,38 @@ async fn handshake(
             opener: Opener::new(&est.recv_key, link.rekey, link.max_message_size, false),
         },
     );
-    let writer = FramedWrite::new(
+    let mut writer = FramedWrite::new(
         wr,
         FrameEncoder {
             sealer: Sealer::new(&est.send_key, link.rekey, est.peer_max_message),
         },
     );
-    Connection::spawn(
+    let mut reader = reader;
+    let reply =
+        match session {
+            None => None,
+            Some(request) => {
+                // Where each side resumes must be settled before either sends a message.
+                writer.send(Outgoing::Confirm(Some(request))).await?;
+                match reader.next().await {
+                    Some(Ok(Event::Resume(reply))) => Some(reply),
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok(_)) => return Err(Error::protocol("expected RESUME")),
+                    None => return Err(Error::protocol(
+                        "the server closed the connection instead of answering the session request",
+                    )),
+                }
+            }
+        };
+    let first = reply.is_none().then_some(Outgoing::Confirm(None));
+    let conn = Connection::spawn(
         reader,
         writer,
         &est,
         params.epoch,
         link.clone(),
-        Some(Outgoing::Confirm),
+        first,
         None,
-    )
+    )?;
+    Ok((conn, reply))
 }

@@ -9,8 +9,8 @@
 //! senders are woken, and received messages already queued still drain to the application.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -72,7 +72,16 @@ struct Shared {
     handshake_hash: [u8; 32],
     key_epoch: u32,
     stats: ConnStats,
+    /// Acknowledged sessions: the latest ACK value to send, and whether an ACK is queued (one
+    /// queued ACK carries whatever is latest when the writer gets to it).
+    ack_value: AtomicU64,
+    ack_queued: AtomicBool,
+    /// Acknowledged sessions: what to do with the peer's ACKs.
+    on_ack: OnceLock<AckHandler>,
 }
+
+/// Called by the reading task with each ACK from the peer; an error ends the connection.
+pub type AckHandler = Box<dyn Fn(u64) -> Result<()> + Send + Sync>;
 
 /// A handle to one authenticated connection. Cheap to clone; all clones are the same connection.
 #[derive(Clone)]
@@ -122,6 +131,9 @@ impl Connection {
             handshake_hash: est.handshake_hash,
             key_epoch,
             stats: ConnStats::default(),
+            ack_value: AtomicU64::new(0),
+            ack_queued: AtomicBool::new(false),
+            on_ack: OnceLock::new(),
             config,
         });
         let writer_task = tokio::spawn(write_loop(shared.clone(), writer, rx));
@@ -309,6 +321,35 @@ impl Connection {
         let _ = rx.wait_for(|done| *done).await;
     }
 
+    /// Wait until the send buffer has room for a message of `len` bytes (`try_send` may still
+    /// find it full if another sender got there first). Returns at once on a closed connection.
+    pub async fn writable(&self, len: usize) {
+        let cost = (len + ITEM_OVERHEAD).min(self.shared.config.send_buffer);
+        // Taking the permits and giving them straight back: this waits in the semaphore's fair
+        // queue without keeping anything.
+        let _ = self.shared.send_budget.acquire_many(cost as u32).await;
+    }
+
+    /// Wait until everything queued was written to the socket.
+    pub async fn flushed(&self) {
+        let all = self.shared.config.send_buffer as u32;
+        let _ = self.shared.send_budget.acquire_many(all).await;
+    }
+
+    /// Acknowledged sessions: tell the peer every message below `next_expected` was delivered.
+    /// Cheap to call per message: at most one ACK is queued at a time, carrying the latest value.
+    pub fn ack(&self, next_expected: u64) {
+        self.shared.ack_value.fetch_max(next_expected, Relaxed);
+        if !self.shared.ack_queued.swap(true, Relaxed) {
+            let _ = self.shared.outbound.send((Outgoing::Ack(0), 0));
+        }
+    }
+
+    /// Acknowledged sessions: where the peer's ACKs go. Set once, before any data is sent.
+    pub fn set_ack_handler(&self, handler: AckHandler) {
+        let _ = self.shared.on_ack.set(handler);
+    }
+
     /// Queue a PING (used by keepalive).
     pub fn ping(&self, opaque: u64) -> bool {
         self.shared
@@ -330,6 +371,17 @@ fn closing_error(st: &CloseState) -> Option<Error> {
 }
 
 impl Shared {
+    /// A queued ACK carries the latest value at the moment it is written.
+    fn latest_ack(&self, item: Outgoing) -> Outgoing {
+        match item {
+            Outgoing::Ack(_) => {
+                self.ack_queued.store(false, Relaxed);
+                Outgoing::Ack(self.ack_value.load(Relaxed))
+            }
+            other => other,
+        }
+    }
+
     fn closed_error_locked(&self, st: &CloseState) -> Error {
         closing_error(st).unwrap_or_else(|| Error::Closed(CloseInfo::abnormal("connection ended")))
     }
@@ -393,6 +445,7 @@ async fn write_loop(
             let Some((item, cost)) = rx.recv().await else {
                 return Ok(());
             };
+            let item = shared.latest_ack(item);
             let mut closing = matches!(item, Outgoing::Close { .. });
             writer.feed(item).await?;
             shared.send_budget.add_permits(cost);
@@ -401,6 +454,7 @@ async fn write_loop(
                 let Ok((item, cost)) = rx.try_recv() else {
                     break;
                 };
+                let item = shared.latest_ack(item);
                 closing = matches!(item, Outgoing::Close { .. });
                 writer.feed(item).await?;
                 shared.send_budget.add_permits(cost);
@@ -581,7 +635,12 @@ async fn read_loop(
                     shared.peer_closed(code, reason);
                     return Ok(());
                 }
-                Event::Confirmed => return Err(Error::protocol("unexpected CONFIRM")),
+                Event::Ack(next_expected) => match shared.on_ack.get() {
+                    Some(handler) => handler(next_expected)?,
+                    None => return Err(Error::protocol("ACK outside an acknowledged session")),
+                },
+                Event::Confirmed(_) => return Err(Error::protocol("unexpected CONFIRM")),
+                Event::Resume(_) => return Err(Error::protocol("unexpected RESUME")),
             }
         }
     }

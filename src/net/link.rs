@@ -1,6 +1,13 @@
-//! A client link that outlives its connections: with a [`ReconnectPolicy`] it redials after a
-//! drop (full handshake every time, exponential backoff with jitter), lets `send` wait while it
-//! does, and keeps `recv` going across connections. A wrong password ends it: never retried.
+//! A link that outlives its connections.
+//!
+//! On the client, with a [`ReconnectPolicy`], it redials after a drop (full handshake every
+//! time, exponential backoff with jitter), lets `send` wait while it does, and keeps `recv`
+//! going across connections. A wrong password ends it: never retried.
+//!
+//! With acknowledged delivery ([`SessionConfig`]) the link is one end of a session that both
+//! sides keep across connections: the client names it in its key confirmation, the server
+//! keeps its end (a link whose connections are attached by the server instead of dialed) for
+//! `linger` after a drop, and every message is delivered exactly once, in order.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -12,9 +19,14 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{connect, ClientConfig, Credentials};
+use tokio::sync::mpsc;
+
+use super::client::{dial, ClientConfig, Credentials};
 use super::connection::Connection;
+use super::reliable::ReliableSender;
+use crate::core::frame::{ResumeReply, ResumeStatus, SessionRequest, SESSION_ID_LEN};
 use crate::core::message::Message;
+use crate::core::reliable::{Delivered, Numbering};
 use crate::error::{CloseCode, CloseInfo, Error, Result};
 
 /// How to redial. Delays grow from `initial_delay` by `multiplier` up to `max_delay`, each
@@ -66,6 +78,71 @@ impl ReconnectPolicy {
     }
 }
 
+/// Acknowledged delivery across connections.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Bytes of sent messages kept until the peer acknowledges them; `send` waits beyond.
+    pub max_unacked: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            max_unacked: 16 << 20,
+        }
+    }
+}
+
+/// Where the next connection comes from.
+enum Source {
+    Dial {
+        host: String,
+        port: u16,
+        credentials: RwLock<Arc<Credentials>>,
+        config: Box<ClientConfig>,
+        policy: Option<ReconnectPolicy>,
+        epoch_hint: AtomicU32,
+    },
+    /// The server's end of a session: the server attaches each connection that resumes it.
+    Accept {
+        incoming: Mutex<Option<mpsc::UnboundedReceiver<Attached>>>,
+        attach: mpsc::UnboundedSender<Attached>,
+        /// How long the session waits for its client to come back.
+        linger: Duration,
+    },
+}
+
+/// A connection handed to a session, with the first sequence number the peer expects on it.
+pub struct Attached {
+    pub conn: Connection,
+    pub peer_next_expected: u64,
+    /// The first sequence number we told the peer we expect on it.
+    pub announced: u64,
+}
+
+/// The receiving side of an acknowledged session.
+struct Session {
+    sender: Arc<ReliableSender>,
+    /// Set after the first connection; a later request asks to resume.
+    established: AtomicBool,
+}
+
+impl Session {
+    fn new(id: [u8; SESSION_ID_LEN], config: &SessionConfig) -> Self {
+        Session {
+            sender: ReliableSender::new(id, config.max_unacked),
+            established: AtomicBool::new(false),
+        }
+    }
+}
+
+/// What `recv` drains: the connections in order, and (sessions) what was delivered.
+#[derive(Default)]
+struct Reading {
+    conns: VecDeque<(Connection, Numbering)>,
+    delivered: Delivered,
+}
+
 #[derive(Clone)]
 enum State {
     Connecting,
@@ -75,23 +152,25 @@ enum State {
 }
 
 struct Shared {
-    host: String,
-    port: u16,
-    credentials: RwLock<Arc<Credentials>>,
-    config: ClientConfig,
-    policy: Option<ReconnectPolicy>,
+    source: Source,
+    session: Option<Session>,
     state: watch::Sender<State>,
     /// The connections `recv` drains, oldest first: one leaves once it ended and is empty.
-    reading: Mutex<VecDeque<Connection>>,
+    reading: Mutex<Reading>,
     /// The most recent connection, even after it ended (for its close code, stats, ...).
     latest: Mutex<Option<Connection>>,
-    epoch_hint: AtomicU32,
     reconnects: AtomicU64,
+    /// Sessions: resent messages dropped because they were delivered before.
+    duplicates: AtomicU64,
     closing: AtomicBool,
     cancel: CancellationToken,
+    close_timeout: Duration,
+    /// Sessions: `close` was called with this code and reason; each connection from now on is
+    /// closed with it until one closing handshake completes.
+    close_request: watch::Sender<Option<(CloseCode, String)>>,
 }
 
-/// A client's link to one server. Cheap to clone.
+/// A link to one peer across connections. Cheap to clone.
 #[derive(Clone)]
 pub struct Link {
     shared: Arc<Shared>,
@@ -99,35 +178,39 @@ pub struct Link {
 
 impl Link {
     /// Start dialing; resolves once the first connection is up (or the link failed for good).
+    /// With `session`, the link asks the server for an acknowledged session (and keeps
+    /// reconnecting: a session without a policy gets the default one).
     pub async fn open(
         host: &str,
         port: u16,
         credentials: Arc<Credentials>,
         config: ClientConfig,
         policy: Option<ReconnectPolicy>,
+        session: Option<SessionConfig>,
     ) -> Result<Link> {
         config.link.validate()?;
         if let Some(p) = &policy {
             p.validate()?;
         }
-        let (state, _) = watch::channel(State::Connecting);
-        let link = Link {
-            shared: Arc::new(Shared {
-                host: host.to_owned(),
-                port,
-                credentials: RwLock::new(credentials),
-                config,
-                policy,
-                state,
-                reading: Mutex::new(VecDeque::new()),
-                latest: Mutex::new(None),
-                epoch_hint: AtomicU32::new(0),
-                reconnects: AtomicU64::new(0),
-                closing: AtomicBool::new(false),
-                cancel: CancellationToken::new(),
-            }),
+        let policy = match (&session, policy) {
+            (Some(_), None) => Some(ReconnectPolicy::default()),
+            (_, p) => p,
         };
-        tokio::spawn(supervise(link.shared.clone()));
+        let session = session.map(|s| {
+            let mut id = [0u8; SESSION_ID_LEN];
+            rand::rng().fill(&mut id);
+            Session::new(id, &s)
+        });
+        let close_timeout = config.link.close_timeout;
+        let source = Source::Dial {
+            host: host.to_owned(),
+            port,
+            credentials: RwLock::new(credentials),
+            config: Box::new(config),
+            policy,
+            epoch_hint: AtomicU32::new(0),
+        };
+        let link = Link::start(source, session, close_timeout, None);
         match link.connected().await {
             Ok(_) => Ok(link),
             // The handshake succeeded but the connection already ended (the peer hung up at
@@ -135,6 +218,153 @@ impl Link {
             Err(_) if link.latest().is_some() => Ok(link),
             Err(e) => Err(e),
         }
+    }
+
+    /// The server's end of a new session, on its first connection. `on_end` runs when the
+    /// session is over (closed, or its client did not come back within `linger`).
+    pub(crate) fn accepted(
+        first: Attached,
+        session_id: [u8; SESSION_ID_LEN],
+        session: &SessionConfig,
+        linger: Duration,
+        close_timeout: Duration,
+        on_end: Box<dyn FnOnce() + Send>,
+    ) -> Link {
+        let (attach, incoming) = mpsc::unbounded_channel();
+        let _ = attach.send(first);
+        let source = Source::Accept {
+            incoming: Mutex::new(Some(incoming)),
+            attach,
+            linger,
+        };
+        let session = Some(Session::new(session_id, session));
+        Link::start(source, session, close_timeout, Some(on_end))
+    }
+
+    fn start(
+        source: Source,
+        session: Option<Session>,
+        close_timeout: Duration,
+        on_end: Option<Box<dyn FnOnce() + Send>>,
+    ) -> Link {
+        let (state, _) = watch::channel(State::Connecting);
+        let link = Link {
+            shared: Arc::new(Shared {
+                source,
+                session,
+                state,
+                reading: Mutex::new(Reading::default()),
+                latest: Mutex::new(None),
+                reconnects: AtomicU64::new(0),
+                duplicates: AtomicU64::new(0),
+                closing: AtomicBool::new(false),
+                cancel: CancellationToken::new(),
+                close_timeout,
+                close_request: watch::channel(None).0,
+            }),
+        };
+        let shared = link.shared.clone();
+        tokio::spawn(async move {
+            supervise(&shared).await;
+            if let Some(s) = &shared.session {
+                s.sender.end();
+            }
+            if let Some(f) = on_end {
+                f();
+            }
+        });
+        link
+    }
+
+    /// Server side: a connection that resumes this session. Returns false if the session has
+    /// ended (the caller refuses the connection).
+    pub(crate) fn attach(&self, attached: Attached) -> bool {
+        match &self.shared.source {
+            Source::Accept { attach, .. } => !self.is_ended() && attach.send(attached).is_ok(),
+            Source::Dial { .. } => false,
+        }
+    }
+
+    /// End at once: no flush, no reconnect; the current connection is aborted.
+    pub fn abort(&self) {
+        self.end_now();
+        if let Some(conn) = self.current() {
+            conn.abort("aborted by the application");
+        }
+    }
+
+    /// End at once: no flush, no closing handshake for a session waiting for its client.
+    pub(crate) fn end_now(&self) {
+        self.shared.closing.store(true, Relaxed);
+        self.shared.cancel.cancel();
+    }
+
+    /// Acknowledged sessions: the sequence number of the next message to deliver.
+    pub(crate) fn next_expected(&self) -> u64 {
+        self.lock_reading().delivered.next_expected()
+    }
+
+    /// True for a link with acknowledged delivery.
+    pub fn is_session(&self) -> bool {
+        self.shared.session.is_some()
+    }
+
+    /// Acknowledged sessions: resolves once every message sent so far was acknowledged; on a
+    /// plain link, once the current connection wrote everything queued to its socket.
+    pub async fn flush(&self) -> Result<()> {
+        match &self.shared.session {
+            Some(s) => {
+                tokio::select! {
+                    _ = s.sender.flushed() => Ok(()),
+                    e = self.wait_ended() => Err(e),
+                }
+            }
+            None => {
+                let conn = self.connected().await?;
+                conn.flushed().await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Sessions: resent messages dropped because they had been delivered before.
+    pub fn duplicates_dropped(&self) -> u64 {
+        self.shared.duplicates.load(Relaxed)
+    }
+
+    /// Acknowledged sessions: messages sent and not yet acknowledged.
+    pub fn unacknowledged(&self) -> usize {
+        self.shared
+            .session
+            .as_ref()
+            .map_or(0, |s| s.sender.unacknowledged())
+    }
+
+    async fn wait_ended(&self) -> Error {
+        let mut rx = self.shared.state.subscribe();
+        loop {
+            if let State::Ended(e) = &*rx.borrow_and_update() {
+                return e.duplicate();
+            }
+            if rx.changed().await.is_err() {
+                return Error::Closed(CloseInfo::abnormal("link dropped"));
+            }
+        }
+    }
+
+    /// How the link ended, once it has.
+    pub fn ended(&self) -> Option<Error> {
+        match &*self.shared.state.borrow() {
+            State::Ended(e) => Some(e.duplicate()),
+            _ => None,
+        }
+    }
+
+    fn lock_reading(&self) -> std::sync::MutexGuard<'_, Reading> {
+        self.shared
+            .reading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// The current connection, waiting while (re)connecting.
@@ -180,26 +410,39 @@ impl Link {
 
     /// Use this password for every later handshake (the current connection is unaffected).
     pub fn set_credentials(&self, credentials: Arc<Credentials>) {
-        *self
-            .shared
-            .credentials
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = credentials;
+        if let Source::Dial { credentials: c, .. } = &self.shared.source {
+            *c.write().unwrap_or_else(|e| e.into_inner()) = credentials;
+        }
     }
 
-    pub fn credentials(&self) -> Arc<Credentials> {
-        self.shared
-            .credentials
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// The client's credentials (None for the server's end of a session).
+    pub fn credentials(&self) -> Option<Arc<Credentials>> {
+        match &self.shared.source {
+            Source::Dial { credentials, .. } => Some(
+                credentials
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            ),
+            Source::Accept { .. } => None,
+        }
     }
 
     fn retrying(&self) -> bool {
-        self.shared.policy.is_some() && !self.shared.closing.load(Relaxed)
+        !self.shared.closing.load(Relaxed)
+            && match &self.shared.source {
+                Source::Dial { policy, .. } => policy.is_some(),
+                Source::Accept { .. } => true,
+            }
     }
 
     pub fn try_send(&self, msg: Bytes) -> Result<bool> {
+        if let Some(s) = &self.shared.session {
+            if let Some(e) = self.ended() {
+                return Err(e);
+            }
+            return s.sender.try_send(msg);
+        }
         match &*self.shared.state.borrow() {
             State::Connected(c) => match c.try_send(msg) {
                 Err(Error::Closed(_)) if self.retrying() => Ok(false),
@@ -212,6 +455,15 @@ impl Link {
 
     /// Send on the current connection, waiting through reconnects (the caller bounds the wait).
     pub async fn send(&self, msg: Bytes) -> Result<()> {
+        if let Some(s) = &self.shared.session {
+            if let Some(e) = self.ended() {
+                return Err(e);
+            }
+            return tokio::select! {
+                r = s.sender.send(msg) => r,
+                e = self.wait_ended() => Err(e),
+            };
+        }
         loop {
             let conn = self.connected().await?;
             match conn.send(msg.clone()).await {
@@ -239,21 +491,36 @@ impl Link {
     }
 
     /// The next message: every connection is drained in turn, oldest first, so nothing that
-    /// arrived on a connection is lost when a later one comes up before it was read.
+    /// arrived on a connection is lost when a later one comes up before it was read. In a
+    /// session, messages delivered before (resent after a reconnect) are skipped.
     pub fn try_recv(&self) -> Result<Option<Message>> {
-        let mut reading = self
-            .shared
-            .reading
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut reading = self.lock_reading();
         loop {
-            let Some(conn) = reading.front().cloned() else {
+            let Some((conn, numbering)) = reading.conns.front_mut() else {
                 return self.ended_or_none();
             };
+            let conn = conn.clone();
             match conn.try_recv() {
+                Ok(Some(m)) if self.shared.session.is_some() => {
+                    let seq = numbering.assign();
+                    let fresh = match reading.delivered.accept(seq) {
+                        Ok(fresh) => fresh,
+                        Err(e) => {
+                            conn.abort(&e.to_string());
+                            return Err(e);
+                        }
+                    };
+                    if fresh {
+                        let next = reading.delivered.next_expected();
+                        // The ACK goes on the newest connection: the one the peer sends on.
+                        self.current().unwrap_or(conn).ack(next);
+                        return Ok(Some(m));
+                    }
+                    self.shared.duplicates.fetch_add(1, Relaxed);
+                }
                 // Drained and ended: move on to its successor, if one is up yet.
-                Err(Error::Closed(_)) if self.retrying() && reading.len() > 1 => {
-                    reading.pop_front();
+                Err(Error::Closed(_)) if self.retrying() && reading.conns.len() > 1 => {
+                    reading.conns.pop_front();
                 }
                 Err(Error::Closed(_)) if self.retrying() => return self.ended_or_none(),
                 other => return other,
@@ -274,12 +541,11 @@ impl Link {
         loop {
             rx.borrow_and_update();
             let (front, successors) = {
-                let reading = self
-                    .shared
-                    .reading
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                (reading.front().cloned(), reading.len() > 1)
+                let reading = self.lock_reading();
+                (
+                    reading.conns.front().map(|(c, _)| c.clone()),
+                    reading.conns.len() > 1,
+                )
             };
             match front {
                 Some(c) if c.queued() > 0 => return,
@@ -318,7 +584,22 @@ impl Link {
     }
 
     /// Close for good: no more reconnects; the current connection does the closing handshake.
+    /// A session first waits (at most the close timeout) for its messages to be acknowledged.
     pub async fn close(&self, code: CloseCode, reason: &str) {
+        if self.shared.session.is_some() && !self.is_ended() {
+            // Everything acknowledged first, then a closing handshake that completes: if the
+            // connection drops during it, the link reconnects to close again (the peer's end of
+            // the session would otherwise wait for a resume that never comes). Bounded by the
+            // close timeout, twice over.
+            let limit = self.shared.close_timeout;
+            let _ = tokio::time::timeout(limit, self.flush()).await;
+            self.shared
+                .close_request
+                .send_replace(Some((code, reason.to_owned())));
+            if tokio::time::timeout(limit, self.wait_ended()).await.is_ok() {
+                return;
+            }
+        }
         self.shared.closing.store(true, Relaxed);
         self.shared.cancel.cancel();
         if let Some(conn) = self.current() {
@@ -327,111 +608,218 @@ impl Link {
     }
 }
 
-async fn supervise(shared: Arc<Shared>) {
-    let mut failures = 0u32;
+/// Runs the link: takes each connection in turn (dialed, or attached by the server) until the
+/// link ends, then records why.
+async fn supervise(shared: &Arc<Shared>) {
     // `send_replace`, not `send`: the value must be stored even when nobody is waiting.
     let end = |e: Error| {
         shared.state.send_replace(State::Ended(Arc::new(e)));
     };
+    let closed = || Error::Closed(CloseInfo::clean(CloseCode::NORMAL, "closed"));
+    let mut incoming = match &shared.source {
+        Source::Accept { incoming, .. } => {
+            incoming.lock().unwrap_or_else(|e| e.into_inner()).take()
+        }
+        Source::Dial { .. } => None,
+    };
+    let mut failures = 0u32;
     loop {
-        let credentials = shared
-            .credentials
+        let next = async {
+            match &mut incoming {
+                Some(rx) => next_attached(shared, rx).await,
+                None => next_dialed(shared, &mut failures).await,
+            }
+        };
+        let attached = tokio::select! {
+            _ = shared.cancel.cancelled() => return end(closed()),
+            r = next => r,
+        };
+        let Attached {
+            conn,
+            peer_next_expected,
+            announced,
+        } = match attached {
+            Ok(a) => a,
+            Err(e) => return end(e),
+        };
+        if let Some(session) = &shared.session {
+            let sender = Arc::downgrade(&session.sender);
+            conn.set_ack_handler(Box::new(move |n| match sender.upgrade() {
+                Some(s) => s.acknowledged(n),
+                None => Ok(()),
+            }));
+            if let Err(e) = session.sender.attach(conn.clone(), peer_next_expected) {
+                conn.abort(&e.to_string());
+                return end(e);
+            }
+            session.established.store(true, Relaxed);
+        }
+        // `recv` reaches it once every earlier connection is drained.
+        shared
+            .reading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .conns
+            .push_back((conn.clone(), Numbering::starting_at(announced)));
+        *shared.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+        shared.state.send_replace(State::Connected(conn.clone()));
+        let mut close_request = shared.close_request.subscribe();
+        tokio::select! {
+            _ = conn.wait_finished() => {}
+            // `close` may have looked before this connection was published: close it here too
+            // (idempotent), or it would outlive the link.
+            _ = shared.cancel.cancelled() => {
+                conn.close(CloseCode::NORMAL, "closed").await;
+            }
+            Some((code, reason)) = async {
+                close_request.wait_for(|r| r.is_some()).await.ok().and_then(|r| r.clone())
+            } => {
+                conn.close(code, &reason).await;
+            }
+        }
+        conn.wait_finished().await;
+        let outcome = conn
+            .outcome()
+            .expect("finished connections have an outcome");
+        let dial_once = matches!(&shared.source, Source::Dial { policy: None, .. });
+        // A session ends when either side closes it; a password change only asks for a new
+        // handshake.
+        let session_closed = shared.session.is_some()
+            && outcome.clean
+            && (outcome.code != CloseCode::REAUTHENTICATE
+                || shared.close_request.borrow().is_some());
+        if shared.closing.load(Relaxed) || dial_once || session_closed {
+            return end(Error::Closed(outcome));
+        }
+        shared.reconnects.fetch_add(1, Relaxed);
+        log::info!(
+            "connection to {} ended ({outcome}); waiting for the next",
+            conn.peer_addr()
+        );
+        shared.state.send_replace(State::Connecting);
+        // A password change asks for an immediate new handshake; other drops back off.
+        if outcome.code != CloseCode::REAUTHENTICATE {
+            failures += 1;
+        }
+    }
+}
+
+/// The server's end of a session: the next connection that resumes it, within `linger`.
+async fn next_attached(
+    shared: &Shared,
+    incoming: &mut mpsc::UnboundedReceiver<Attached>,
+) -> Result<Attached> {
+    let Source::Accept { linger, .. } = &shared.source else {
+        unreachable!("attached connections come from the server")
+    };
+    match tokio::time::timeout(*linger, incoming.recv()).await {
+        Ok(Some(attached)) => Ok(attached),
+        Ok(None) => Err(Error::Closed(CloseInfo::abnormal("the session ended"))),
+        Err(_) => Err(Error::Closed(CloseInfo::error(
+            CloseCode::SESSION_LOST,
+            format!(
+                "the client did not resume the session within {} s",
+                linger.as_secs_f64()
+            ),
+        ))),
+    }
+}
+
+/// The client: dial until connected (backing off after `failures` failures in a row), or until
+/// the policy gives up. A wrong password is never retried: it would only hammer the server.
+async fn next_dialed(shared: &Shared, failures: &mut u32) -> Result<Attached> {
+    let Source::Dial {
+        host,
+        port,
+        credentials,
+        config,
+        policy,
+        epoch_hint,
+    } = &shared.source
+    else {
+        unreachable!("only clients dial")
+    };
+    loop {
+        if *failures > 0 {
+            let delay = policy
+                .as_ref()
+                .map(|p| p.delay(*failures))
+                .unwrap_or_default();
+            tokio::time::sleep(delay).await;
+        }
+        let creds = credentials
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let hint = shared.epoch_hint.load(Relaxed);
-        let dial = connect(
-            &shared.host,
-            shared.port,
-            &credentials,
-            &shared.config,
-            hint,
-        );
-        let result = tokio::select! {
-            _ = shared.cancel.cancelled() => {
-                return end(Error::Closed(CloseInfo::clean(CloseCode::NORMAL, "client closed")));
+        let request = shared.session.as_ref().map(|s| SessionRequest {
+            session_id: s.sender.session_id(),
+            resume: s.established.load(Relaxed),
+            next_expected: shared
+                .reading
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .delivered
+                .next_expected(),
+        });
+        let hint = epoch_hint.load(Relaxed);
+        let e = match dial(host, *port, &creds, config, hint, request).await {
+            Ok((conn, reply)) => {
+                *failures = 0;
+                epoch_hint.store(conn.key_epoch(), Relaxed);
+                return resumed(conn, request, reply);
             }
-            r = dial => r,
-        };
-        match result {
-            Ok(conn) => {
-                failures = 0;
-                shared.epoch_hint.store(conn.key_epoch(), Relaxed);
-                {
-                    // `recv` reaches it once every earlier connection is drained.
-                    let mut reading = shared.reading.lock().unwrap_or_else(|e| e.into_inner());
-                    reading.push_back(conn.clone());
-                }
-                *shared.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
-                shared.state.send_replace(State::Connected(conn.clone()));
-                tokio::select! {
-                    _ = conn.wait_finished() => {}
-                    // `close` may have looked before this connection was published: close it
-                    // here too (idempotent), or it would outlive the link.
-                    _ = shared.cancel.cancelled() => {
-                        conn.close(CloseCode::NORMAL, "client closed").await;
-                    }
-                }
-                conn.wait_finished().await;
-                let outcome = conn
-                    .outcome()
-                    .expect("finished connections have an outcome");
-                if shared.closing.load(Relaxed) || shared.policy.is_none() {
-                    return end(Error::Closed(outcome));
-                }
-                shared.reconnects.fetch_add(1, Relaxed);
-                log::info!(
-                    "connection to {}:{} ended ({outcome}); reconnecting",
-                    shared.host,
-                    shared.port
-                );
-                shared.state.send_replace(State::Connecting);
-                // A password change asks for an immediate new handshake; other drops back off.
-                if outcome.code != CloseCode::REAUTHENTICATE {
-                    failures += 1;
-                }
-            }
-            // Never retry a wrong password: it would only hammer the server.
             Err(e @ Error::Authentication(_)) => {
-                log::warn!(
-                    "authentication to {}:{} failed: {e}",
-                    shared.host,
-                    shared.port
-                );
-                return end(e);
+                log::warn!("authentication to {host}:{port} failed: {e}");
+                return Err(e);
             }
-            Err(e) => {
-                let Some(policy) = &shared.policy else {
-                    return end(e);
-                };
-                failures += 1;
-                if policy.max_attempts.is_some_and(|max| failures >= max) {
-                    log::warn!(
-                        "giving up on {}:{} after {failures} attempts: {e}",
-                        shared.host,
-                        shared.port
-                    );
-                    return end(e);
-                }
-                log::info!(
-                    "dial {}:{} failed ({e}); retrying",
-                    shared.host,
-                    shared.port
-                );
-            }
+            Err(e) => e,
+        };
+        let Some(policy) = policy else {
+            return Err(e);
+        };
+        *failures += 1;
+        if policy.max_attempts.is_some_and(|max| *failures >= max) {
+            log::warn!("giving up on {host}:{port} after {failures} attempts: {e}");
+            return Err(e);
         }
-        if failures > 0 {
-            let delay = shared
-                .policy
-                .as_ref()
-                .map(|p| p.delay(failures))
-                .unwrap_or_default();
-            tokio::select! {
-                _ = shared.cancel.cancelled() => {
-                    return end(Error::Closed(CloseInfo::clean(CloseCode::NORMAL, "client closed")));
-                }
-                _ = tokio::time::sleep(delay) => {}
-            }
-        }
+        log::info!("dial {host}:{port} failed ({e}); retrying");
     }
+}
+
+/// Check the server's answer to a session request.
+fn resumed(
+    conn: Connection,
+    request: Option<SessionRequest>,
+    reply: Option<ResumeReply>,
+) -> Result<Attached> {
+    let (Some(request), Some(reply)) = (request, reply) else {
+        return Ok(Attached {
+            conn,
+            peer_next_expected: 0,
+            announced: 0,
+        });
+    };
+    let refused = match reply.status {
+        ResumeStatus::Unknown => Some(Error::Closed(CloseInfo::error(
+            CloseCode::SESSION_LOST,
+            "the server no longer has this session (it expired, or the server restarted): \
+             messages it had not delivered may be lost",
+        ))),
+        ResumeStatus::Created if request.resume => Some(Error::protocol(
+            "the server created a new session instead of resuming ours",
+        )),
+        ResumeStatus::Resumed if !request.resume => Some(Error::protocol(
+            "the server resumed a session we did not have",
+        )),
+        _ => None,
+    };
+    if let Some(e) = refused {
+        conn.abort(&e.to_string());
+        return Err(e);
+    }
+    Ok(Attached {
+        conn,
+        peer_next_expected: reply.next_expected,
+        announced: request.next_expected,
+    })
 }

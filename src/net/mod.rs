@@ -5,6 +5,7 @@ pub mod client;
 pub mod connection;
 pub mod link;
 pub mod mailbox;
+pub mod reliable;
 pub mod server;
 
 use std::time::Duration;
@@ -15,7 +16,7 @@ use crate::error::{Error, Result};
 
 pub use client::{connect, ClientConfig, Credentials};
 pub use connection::Connection;
-pub use link::{Link, ReconnectPolicy};
+pub use link::{Link, ReconnectPolicy, SessionConfig};
 pub use server::{Server, ServerConfig, ServerKeySource};
 
 /// Settings shared by both ends of a link.

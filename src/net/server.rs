@@ -15,9 +15,11 @@ use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
 use super::connection::Connection;
+use super::link::{Attached, Link, SessionConfig};
 use super::mailbox::Mailbox;
 use super::LinkConfig;
-use crate::core::codec::{FrameDecoder, FrameEncoder};
+use crate::core::codec::{FrameDecoder, FrameEncoder, Outgoing};
+use crate::core::frame::{ResumeReply, ResumeStatus, SessionRequest, SESSION_ID_LEN};
 use crate::core::handshake::{
     server_respond, Admission, ClientHello, NodeId, ServerParams, HELLO_LEN, MSG1_LEN, PARAMS_LEN,
 };
@@ -36,6 +38,10 @@ pub struct ServerConfig {
     pub accept_backlog: usize,
     /// Live connections at most; a client beyond it is told so in message 2 (BUSY).
     pub max_connections: Option<usize>,
+    /// Acknowledged sessions (asked for by clients): the server's end of each.
+    pub session: SessionConfig,
+    /// How long a session whose connection dropped waits for its client to resume it.
+    pub session_linger: Duration,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +52,8 @@ impl Default for ServerConfig {
             max_pending_handshakes: 256,
             accept_backlog: 128,
             max_connections: None,
+            session: SessionConfig::default(),
+            session_linger: Duration::from_secs(60),
         }
     }
 }
@@ -114,10 +122,47 @@ struct Live {
     epoch: u32,
 }
 
+/// What `accept` hands out: a connection, or the server's end of a new acknowledged session
+/// (which lives on across the connections its client resumes it with).
+#[derive(Clone)]
+pub enum Accepted {
+    Connection(Connection),
+    Session(Link),
+}
+
+impl Accepted {
+    /// The connection it came in on.
+    pub fn connection(&self) -> Connection {
+        match self {
+            Accepted::Connection(c) => c.clone(),
+            Accepted::Session(link) => link.latest().expect("sessions start with a connection"),
+        }
+    }
+}
+
+/// Where a confirmed connection goes.
+enum Route {
+    /// To `accept` as it is.
+    Plain,
+    /// To `accept` as the first connection of a new session.
+    NewSession(SessionRequest),
+    /// To the session it resumes (already told so in RESUME), with the sequence numbers the
+    /// server announced and the client asked for.
+    Resume {
+        link: Link,
+        announced: u64,
+        peer_next_expected: u64,
+    },
+    /// Nowhere: the session it asks for is gone (it was told so in RESUME).
+    Refuse,
+}
+
 struct Shared {
     config: ServerConfig,
     keys: RwLock<Keys>,
-    accepted: Mailbox<Connection, CloseInfo>,
+    accepted: Mailbox<Accepted, CloseInfo>,
+    /// The server's ends of acknowledged sessions, by session id, until each ends.
+    sessions: Mutex<HashMap<[u8; SESSION_ID_LEN], Link>>,
     live: Mutex<HashMap<u64, Live>>,
     /// Connection slots taken (live or being admitted), for `max_connections`.
     slots: AtomicUsize,
@@ -165,6 +210,7 @@ impl Server {
             config,
             keys: RwLock::new(keys),
             live: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
             slots: AtomicUsize::new(0),
             pending: Mutex::new(VecDeque::new()),
             next_id: AtomicU64::new(0),
@@ -250,8 +296,8 @@ impl Server {
             .len()
     }
 
-    /// The next authenticated connection, if one is waiting.
-    pub fn try_accept(&self) -> Result<Option<Connection>> {
+    /// The next authenticated connection or new session, if one is waiting.
+    pub fn try_accept(&self) -> Result<Option<Accepted>> {
         self.shared.accepted.try_pop().map_err(Error::Closed)
     }
 
@@ -260,7 +306,7 @@ impl Server {
         self.shared.accepted.readable().await
     }
 
-    pub async fn accept(&self) -> Result<Connection> {
+    pub async fn accept(&self) -> Result<Accepted> {
         self.shared.accepted.pop().await.map_err(Error::Closed)
     }
 
@@ -296,10 +342,24 @@ impl Server {
             .iter()
             .map(|c| c.close(CloseCode::GOING_AWAY, "server shutting down"));
         futures_util::future::join_all(closing).await;
+        // Sessions waiting for their client to come back end now.
+        let sessions: Vec<Link> = self.shared.lock_sessions().values().cloned().collect();
+        for link in sessions {
+            link.end_now();
+        }
+    }
+
+    /// Acknowledged sessions alive (connected, or waiting for their client to resume).
+    pub fn sessions(&self) -> usize {
+        self.shared.lock_sessions().len()
     }
 }
 
 impl Shared {
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; SESSION_ID_LEN], Link>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Live>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -380,7 +440,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 .unwrap_or_else(|e| e.into_inner())
                 .retain(|(i, _)| *i != id);
             match result {
-                Ok((conn, epoch)) => admit(&shared, id, conn, epoch),
+                Ok((conn, epoch, route)) => admit(&shared, id, conn, epoch, route),
                 Err(Error::Closed(info)) if info.code == CloseCode::BUSY => {
                     shared.stats.rejected_busy.fetch_add(1, Relaxed);
                     log::info!("refused {peer}: {}", info.reason);
@@ -397,8 +457,9 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-/// Register a confirmed connection and queue it for `accept()`.
-fn admit(shared: &Arc<Shared>, id: u64, conn: Connection, epoch: u32) {
+/// Register a confirmed connection and queue it (or its new session) for `accept()`, or hand
+/// it to the session it resumes.
+fn admit(shared: &Arc<Shared>, id: u64, conn: Connection, epoch: u32, route: Route) {
     shared.stats.handshakes_ok.fetch_add(1, Relaxed);
     {
         let mut live = shared.lock_live();
@@ -438,8 +499,65 @@ fn admit(shared: &Arc<Shared>, id: u64, conn: Connection, epoch: u32) {
         });
         return;
     }
-    if let Err((conn, _)) = shared.accepted.try_push(conn, 1) {
+    let accepted = match route {
+        Route::Plain => Accepted::Connection(conn),
+        Route::NewSession(request) => {
+            let weak = Arc::downgrade(shared);
+            let session_id = request.session_id;
+            let link = Link::accepted(
+                Attached {
+                    conn: conn.clone(),
+                    peer_next_expected: request.next_expected,
+                    announced: 0,
+                },
+                session_id,
+                &shared.config.session,
+                shared.config.session_linger,
+                shared.config.link.close_timeout,
+                Box::new(move || {
+                    if let Some(shared) = weak.upgrade() {
+                        shared.lock_sessions().remove(&session_id);
+                    }
+                }),
+            );
+            shared.lock_sessions().insert(session_id, link.clone());
+            Accepted::Session(link)
+        }
+        Route::Resume {
+            link,
+            announced,
+            peer_next_expected,
+        } => {
+            // The client gave up on its previous connection; so do we.
+            if let Some(old) = link.current() {
+                old.abort("the client resumed the session on a new connection");
+            }
+            let attached = Attached {
+                conn: conn.clone(),
+                peer_next_expected,
+                announced,
+            };
+            if !link.attach(attached) {
+                tokio::spawn(async move {
+                    conn.close(CloseCode::SESSION_LOST, "the session ended")
+                        .await
+                });
+            }
+            return;
+        }
+        Route::Refuse => {
+            tokio::spawn(
+                async move { conn.close(CloseCode::SESSION_LOST, "no such session").await },
+            );
+            return;
+        }
+    };
+    if let Err((accepted, _)) = shared.accepted.try_push(accepted, 1) {
         shared.stats.rejected_busy.fetch_add(1, Relaxed);
+        let conn = accepted.connection();
+        if let Accepted::Session(link) = accepted {
+            link.end_now();
+        }
         tokio::spawn(async move { conn.close(CloseCode::BUSY, "server busy").await });
     }
 }
@@ -448,7 +566,7 @@ async fn server_handshake(
     shared: &Arc<Shared>,
     stream: TcpStream,
     id: u64,
-) -> Result<(Connection, u32)> {
+) -> Result<(Connection, u32, Route)> {
     stream.set_nodelay(true)?;
     let (mut rd, mut wr) = stream.into_split();
     let mut hello_bytes = [0u8; HELLO_LEN];
@@ -535,7 +653,7 @@ async fn confirm_and_spawn(
     msg2: &[u8],
     est: crate::core::handshake::Established,
     ticket: Ticket,
-) -> Result<(Connection, u32)> {
+) -> Result<(Connection, u32, Route)> {
     let Ticket { id, epoch, slot } = ticket;
     let link = &shared.config.link;
     wr.write_all(msg2).await?;
@@ -548,15 +666,16 @@ async fn confirm_and_spawn(
             opener: Opener::new(&est.recv_key, link.rekey, link.max_message_size, true),
         },
     );
-    match reader.next().await {
-        Some(Ok(Event::Confirmed)) => {}
+    let request = match reader.next().await {
+        Some(Ok(Event::Confirmed(request))) => request,
         Some(Err(Error::Integrity)) => {
             return Err(Error::Authentication("key confirmation failed".into()))
         }
         Some(Err(e)) => return Err(e),
         Some(Ok(_)) => return Err(Error::protocol("expected CONFIRM")),
         None => return Err(Error::protocol("connection closed before key confirmation")),
-    }
+    };
+    let (route, first) = route(shared, request);
     let writer = FramedWrite::new(
         wr,
         FrameEncoder {
@@ -576,8 +695,40 @@ async fn confirm_and_spawn(
         &est,
         epoch,
         link.clone(),
-        None,
+        first,
         Some(on_done),
     )?;
-    Ok((conn, epoch))
+    Ok((conn, epoch, route))
+}
+
+/// Where a confirmed connection goes, and the RESUME frame that tells the client (sessions).
+fn route(shared: &Shared, request: Option<SessionRequest>) -> (Route, Option<Outgoing>) {
+    let Some(request) = request else {
+        return (Route::Plain, None);
+    };
+    let existing = shared
+        .lock_sessions()
+        .get(&request.session_id)
+        .filter(|link| link.ended().is_none())
+        .cloned();
+    let (route, status, next_expected) = match (request.resume, existing) {
+        (false, None) => (Route::NewSession(request), ResumeStatus::Created, 0),
+        (true, Some(link)) => {
+            let announced = link.next_expected();
+            let route = Route::Resume {
+                link,
+                announced,
+                peer_next_expected: request.next_expected,
+            };
+            (route, ResumeStatus::Resumed, announced)
+        }
+        // Resuming what is gone (expired, or this is a restarted server), or a "new" session
+        // under an id in use: either way, not a session this server can continue.
+        _ => (Route::Refuse, ResumeStatus::Unknown, 0),
+    };
+    let reply = ResumeReply {
+        status,
+        next_expected,
+    };
+    (route, Some(Outgoing::Resume(reply)))
 }

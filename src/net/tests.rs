@@ -40,7 +40,7 @@ async fn pair(server: &Server) -> (Connection, Connection) {
     let client = connect("127.0.0.1", port, &creds, &client_config(), 0)
         .await
         .unwrap();
-    let accepted = server.accept().await.unwrap();
+    let accepted = server.accept().await.unwrap().connection();
     (client, accepted)
 }
 
@@ -259,10 +259,17 @@ async fn link_reconnects_to_a_restarted_server_and_keeps_receiving() {
     let srv = server(b"pw").await;
     let port = srv.local_addr().port();
     let creds = Arc::new(Credentials::new(b"pw"));
-    let link = Link::open("127.0.0.1", port, creds.clone(), client_config(), policy())
-        .await
-        .unwrap();
-    let first = srv.accept().await.unwrap();
+    let link = Link::open(
+        "127.0.0.1",
+        port,
+        creds.clone(),
+        client_config(),
+        policy(),
+        None,
+    )
+    .await
+    .unwrap();
+    let first = srv.accept().await.unwrap().connection();
     first.send(Bytes::from_static(b"one")).await.unwrap();
     assert_eq!(
         link.recv().await.unwrap().into_bytes(),
@@ -276,7 +283,8 @@ async fn link_reconnects_to_a_restarted_server_and_keeps_receiving() {
     let second = tokio::time::timeout(Duration::from_secs(5), srv2.accept())
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .connection();
     second.send(Bytes::from_static(b"two")).await.unwrap();
     assert_eq!(
         link.recv().await.unwrap().into_bytes(),
@@ -399,7 +407,7 @@ async fn link_drains_every_connection_in_order() {
     let srv = server(b"pw").await;
     let port = srv.local_addr().port();
     let creds = Arc::new(Credentials::new(b"pw"));
-    let link = Link::open("127.0.0.1", port, creds, client_config(), policy())
+    let link = Link::open("127.0.0.1", port, creds, client_config(), policy(), None)
         .await
         .unwrap();
     // Three connections come and go before the application reads anything.
@@ -407,7 +415,8 @@ async fn link_drains_every_connection_in_order() {
         let conn = tokio::time::timeout(Duration::from_secs(5), srv.accept())
             .await
             .unwrap()
-            .unwrap();
+            .unwrap()
+            .connection();
         conn.send(Bytes::copy_from_slice(word)).await.unwrap();
         if word != b"c" {
             conn.close(CloseCode::GOING_AWAY, "bye").await;
@@ -485,7 +494,7 @@ async fn a_slow_reader_is_not_declared_dead() {
     let client = connect("127.0.0.1", port, &creds, &client_config, 0)
         .await
         .unwrap();
-    let accepted = srv.accept().await.unwrap();
+    let accepted = srv.accept().await.unwrap().connection();
     for i in 0..200u32 {
         client.send(Bytes::from(vec![i as u8; 1000])).await.unwrap();
     }
@@ -498,5 +507,223 @@ async fn a_slow_reader_is_not_declared_dead() {
         assert_eq!(m.unwrap().into_bytes(), Bytes::from(vec![i as u8; 1000]));
     }
     assert!(client.outcome().is_none(), "{:?}", client.outcome());
+    srv.close().await;
+}
+
+/// A TCP relay whose connections can all be cut at once (both sockets dropped: RST/EOF).
+struct Cutter {
+    port: u16,
+    cut: Arc<tokio::sync::Notify>,
+    cuts: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Cutter {
+    async fn start(target: u16) -> Cutter {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(tokio::sync::Notify::new());
+        let cuts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (c, n) = (cut.clone(), cuts.clone());
+        tokio::spawn(async move {
+            loop {
+                let (inbound, _) = listener.accept().await.unwrap();
+                let (c, n) = (c.clone(), n.clone());
+                tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    else {
+                        return;
+                    };
+                    let (mut a, mut b) = (inbound, outbound);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut a, &mut b) => {}
+                        _ = c.notified() => {
+                            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        Cutter { port, cut, cuts }
+    }
+
+    fn cut_all(&self) {
+        self.cut.notify_waiters();
+    }
+}
+
+fn numbered(i: u32) -> Bytes {
+    // Sizes vary (some messages span several frames) so cuts land mid-message too.
+    let len = 4 + (i as usize * 7919) % 100_000;
+    let mut v = vec![(i % 251) as u8; len];
+    v[..4].copy_from_slice(&i.to_be_bytes());
+    Bytes::from(v)
+}
+
+fn number_of(m: &[u8]) -> u32 {
+    let i = u32::from_be_bytes(m[..4].try_into().unwrap());
+    assert_eq!(m, &numbered(i)[..], "message {i} corrupted");
+    i
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_both_ways_across_cut_connections() {
+    const N: u32 = 3000;
+    let srv = server(b"pw").await;
+    let relay = Cutter::start(srv.local_addr().port()).await;
+    let creds = Arc::new(Credentials::new(b"pw"));
+    let client = Link::open(
+        "127.0.0.1",
+        relay.port,
+        creds,
+        client_config(),
+        policy(),
+        Some(SessionConfig::default()),
+    )
+    .await
+    .unwrap();
+    let server_end = match srv.accept().await.unwrap() {
+        server::Accepted::Session(link) => link,
+        server::Accepted::Connection(_) => panic!("expected a session"),
+    };
+    let sending = |link: Link| {
+        tokio::spawn(async move {
+            for i in 0..N {
+                link.send(numbered(i)).await.unwrap();
+            }
+            link.flush().await.unwrap();
+        })
+    };
+    let receiving = |link: Link| {
+        tokio::spawn(async move {
+            for want in 0..N {
+                let m = link.recv().await.unwrap().into_bytes();
+                assert_eq!(number_of(&m), want, "out of order or duplicated");
+                // A reader that lags now and then: cuts then find messages queued but not yet
+                // delivered, which the sender resends (the duplicates must be dropped).
+                if want % 200 == 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        })
+    };
+    let tasks = [
+        sending(client.clone()),
+        sending(server_end.clone()),
+        receiving(client.clone()),
+        receiving(server_end.clone()),
+    ];
+    let done = async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    };
+    let cutting = async {
+        // Cut at random moments (mid-frame, mid-message, mid-handshake) until the end.
+        loop {
+            let pause = rand::random_range(2..30);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            relay.cut_all();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), async {
+        tokio::select! {
+            _ = done => {}
+            _ = cutting => {}
+        }
+    })
+    .await
+    .expect("transfer finished");
+    assert!(relay.cuts.load(std::sync::atomic::Ordering::Relaxed) >= 10);
+    assert!(
+        client.reconnects() >= 10,
+        "{} reconnects",
+        client.reconnects()
+    );
+    // The lagging readers make resent duplicates likely; they prove the dropping works.
+    assert!(client.duplicates_dropped() + server_end.duplicates_dropped() > 0);
+    eprintln!(
+        "cuts {} reconnects {} duplicates dropped {} + {}",
+        relay.cuts.load(std::sync::atomic::Ordering::Relaxed),
+        client.reconnects(),
+        client.duplicates_dropped(),
+        server_end.duplicates_dropped()
+    );
+    assert_eq!(client.unacknowledged(), 0);
+    assert_eq!(srv.sessions(), 1);
+    client.close(CloseCode::NORMAL, "done").await;
+    // Closing the client ends the server's end of the session too.
+    let end = tokio::time::timeout(Duration::from_secs(10), server_end.recv()).await;
+    assert!(
+        matches!(&end, Ok(Err(Error::Closed(i))) if i.clean),
+        "{end:?} client ended {:?} connected {} latest outcome {:?}; server end connected {} \
+         latest outcome {:?} reconnects {} / {}",
+        client.ended(),
+        client.is_connected(),
+        client.latest().and_then(|c| c.outcome()),
+        server_end.is_connected(),
+        server_end.latest().and_then(|c| c.outcome()),
+        client.reconnects(),
+        server_end.reconnects()
+    );
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while srv.sessions() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the session left the server's table");
+    srv.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_the_server_lost_is_an_error_not_a_silent_restart() {
+    let srv = server(b"pw").await;
+    let port = srv.local_addr().port();
+    let relay = Cutter::start(port).await;
+    let creds = Arc::new(Credentials::new(b"pw"));
+    let config = ServerConfig {
+        session_linger: Duration::from_millis(100),
+        ..ServerConfig::default()
+    };
+    srv.close().await;
+    let source = ServerKeySource::Password(b"pw".to_vec().into(), FAST);
+    let srv = Server::bind("127.0.0.1", port, source, config)
+        .await
+        .unwrap();
+    // Keep the client away longer than the server keeps the session.
+    let slow = Some(ReconnectPolicy {
+        initial_delay: Duration::from_millis(400),
+        max_delay: Duration::from_millis(400),
+        jitter: 0.0,
+        ..ReconnectPolicy::default()
+    });
+    let client = Link::open(
+        "127.0.0.1",
+        relay.port,
+        creds,
+        client_config(),
+        slow,
+        Some(SessionConfig::default()),
+    )
+    .await
+    .unwrap();
+    let server_end = match srv.accept().await.unwrap() {
+        server::Accepted::Session(link) => link,
+        server::Accepted::Connection(_) => panic!("expected a session"),
+    };
+    client.send(Bytes::from_static(b"one")).await.unwrap();
+    assert_eq!(&server_end.recv().await.unwrap().into_bytes()[..], b"one");
+    // Acknowledged: delivered to the server's application.
+    client.flush().await.unwrap();
+    relay.cut_all();
+    let err = tokio::time::timeout(Duration::from_secs(10), client.recv())
+        .await
+        .expect("the link ended")
+        .unwrap_err();
+    match err {
+        Error::Closed(info) => assert_eq!(info.code, CloseCode::SESSION_LOST, "{info}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(srv.sessions(), 0);
     srv.close().await;
 }

@@ -23,6 +23,8 @@ pub trait Channel: Clone + Send + Sync + 'static {
     fn readable(self) -> impl Future<Output = ()> + Send;
     fn recv(self) -> impl Future<Output = Result<Message>> + Send;
     fn close(self, code: CloseCode, reason: String) -> impl Future<Output = ()> + Send;
+    /// Connection: written to the socket; exactly-once session: acknowledged by the peer.
+    fn flush(self) -> impl Future<Output = Result<()>> + Send;
 }
 
 impl Channel for Connection {
@@ -44,6 +46,10 @@ impl Channel for Connection {
     async fn close(self, code: CloseCode, reason: String) {
         Connection::close(&self, code, &reason).await;
     }
+    async fn flush(self) -> Result<()> {
+        self.flushed().await;
+        Ok(())
+    }
 }
 
 impl Channel for Link {
@@ -64,6 +70,9 @@ impl Channel for Link {
     }
     async fn close(self, code: CloseCode, reason: String) {
         Link::close(&self, code, &reason).await;
+    }
+    async fn flush(self) -> Result<()> {
+        Link::flush(&self).await
     }
 }
 
@@ -140,4 +149,13 @@ pub fn close_blocking<C: Channel>(py: Python<'_>, ch: &C, code: u16, reason: &st
         close.await;
         Ok(())
     })
+}
+
+pub fn flush<'py, C: Channel>(py: Python<'py>, ch: &C) -> PyResult<Bound<'py, PyAny>> {
+    let flush = ch.clone().flush();
+    future_into_py(py, async move { flush.await.map_err(errors::to_py) })
+}
+
+pub fn flush_blocking<C: Channel>(py: Python<'_>, ch: &C, timeout: Option<f64>) -> PyResult<()> {
+    block_on(py, timeout, "flush", ch.clone().flush())
 }

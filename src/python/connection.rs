@@ -121,7 +121,17 @@ impl NativeConnection {
         self.inner.outcome().map(|info| closed(&info))
     }
 
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    /// Awaitable: wait until everything queued was written to the socket.
+    fn flush<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        channel::flush(py, &self.inner)
+    }
+
+    #[pyo3(signature = (timeout=None))]
+    fn flush_blocking(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        channel::flush_blocking(py, &self.inner, timeout)
+    }
+
+    pub(crate) fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.inner.stats();
         let d = PyDict::new(py);
         d.set_item("messages_sent", s.messages_sent.load(Relaxed))?;

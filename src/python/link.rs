@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyDict};
 
 use super::channel;
 use super::connection::{NativeConnection, NativeCredentials};
@@ -16,7 +16,7 @@ use crate::net::{Link, ReconnectPolicy};
 
 #[pyclass(frozen, module = "argonlink._argonlink")]
 pub struct NativeLink {
-    inner: Link,
+    pub(crate) inner: Link,
 }
 
 /// `(initial_delay, max_delay, multiplier, jitter, max_attempts)` from Python's ReconnectPolicy.
@@ -58,8 +58,9 @@ pub fn open_link<'py>(
         options.client_config(),
         policy(reconnect)?,
     );
+    let session = options.session_config();
     future_into_py(py, async move {
-        let inner = Link::open(&host, port, creds, config, policy)
+        let inner = Link::open(&host, port, creds, config, policy, session)
             .await
             .map_err(errors::to_py)?;
         Ok(NativeLink { inner })
@@ -81,8 +82,9 @@ pub fn open_link_blocking(
         options.client_config(),
         policy(reconnect)?,
     );
+    let session = options.session_config();
     let inner = block_on(py, None, "connect", async move {
-        Link::open(&host, port, creds, config, policy).await
+        Link::open(&host, port, creds, config, policy, session).await
     })?;
     Ok(NativeLink { inner })
 }
@@ -175,7 +177,57 @@ impl NativeLink {
 
     #[getter]
     fn key_derivations(&self) -> u64 {
-        self.inner.credentials().derivations()
+        self.inner.credentials().map_or(0, |c| c.derivations())
+    }
+
+    fn flush<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        channel::flush(py, &self.inner)
+    }
+
+    #[pyo3(signature = (timeout=None))]
+    fn flush_blocking(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        channel::flush_blocking(py, &self.inner, timeout)
+    }
+
+    /// True for an exactly-once session.
+    #[getter]
+    fn exactly_once(&self) -> bool {
+        self.inner.is_session()
+    }
+
+    /// Messages sent and not yet acknowledged (exactly-once sessions; 0 otherwise).
+    #[getter]
+    fn unacknowledged(&self) -> usize {
+        self.inner.unacknowledged()
+    }
+
+    /// End at once: no flush, no reconnect; the current connection is aborted.
+    fn abort(&self) {
+        self.inner.abort();
+    }
+
+    /// True once the link has ended for good.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.ended().is_some()
+    }
+
+    /// The exception `recv` raises after the end (None while the link lives).
+    #[getter]
+    fn close_exception(&self) -> Option<PyErr> {
+        self.inner.ended().map(errors::to_py)
+    }
+
+    /// The current (or last) connection's counters, plus reconnects.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = match self.connection() {
+            Some(c) => c.stats(py)?,
+            None => PyDict::new(py),
+        };
+        d.set_item("reconnects", self.inner.reconnects())?;
+        d.set_item("unacknowledged", self.inner.unacknowledged())?;
+        d.set_item("duplicates_dropped", self.inner.duplicates_dropped())?;
+        Ok(d)
     }
 
     /// Use these credentials for every later handshake.

@@ -11,7 +11,7 @@ use crate::core::handshake::{NodeId, NODE_ID_LEN};
 use crate::core::kdf::{KdfBounds, KdfParams};
 use crate::core::session::RekeyPolicy;
 use crate::error::Error;
-use crate::net::{ClientConfig, LinkConfig, ServerConfig};
+use crate::net::{ClientConfig, LinkConfig, ServerConfig, SessionConfig};
 
 /// Everything about a link that is not a secret. Built by the Python layer.
 #[pyclass(frozen, module = "argonlink._argonlink")]
@@ -24,6 +24,10 @@ pub struct LinkOptions {
     pub accept_backlog: usize,
     pub max_connections: Option<usize>,
     pub kdf_bounds: KdfBounds,
+    /// Client: ask for an acknowledged, exactly-once session.
+    pub exactly_once: bool,
+    pub session: SessionConfig,
+    pub session_linger: Duration,
 }
 
 fn seconds(v: Option<f64>, default: Duration, name: &str) -> PyResult<Duration> {
@@ -46,7 +50,8 @@ impl LinkOptions {
         recv_buffer=None, close_timeout=None, open_timeout=None, handshake_timeout=None,
         max_pending_handshakes=None, accept_backlog=None, rekey_bytes=None, rekey_frames=None,
         rekey_interval=None, kdf_floor=None, kdf_cap=None, ping_interval=None, ping_timeout=None,
-        idle_timeout=None, max_connections=None))]
+        idle_timeout=None, max_connections=None, exactly_once=false, max_unacked=None,
+        session_linger=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         node_id: Option<[u8; NODE_ID_LEN]>,
@@ -67,6 +72,9 @@ impl LinkOptions {
         ping_timeout: Option<f64>,
         idle_timeout: Option<f64>,
         max_connections: Option<usize>,
+        exactly_once: bool,
+        max_unacked: Option<usize>,
+        session_linger: Option<f64>,
     ) -> PyResult<Self> {
         let (ld, cd, sd) = (
             LinkConfig::default(),
@@ -125,7 +133,17 @@ impl LinkOptions {
                 floor: kdf(kdf_floor, bounds_default.floor)?,
                 cap: kdf(kdf_cap, bounds_default.cap)?,
             },
+            exactly_once,
+            session: SessionConfig {
+                max_unacked: max_unacked.unwrap_or(sd.session.max_unacked),
+            },
+            session_linger: seconds(session_linger, sd.session_linger, "session_linger")?,
         };
+        if opts.session.max_unacked < 1024 || opts.session.max_unacked > u32::MAX as usize >> 3 {
+            return Err(errors::to_py(Error::config(
+                "max_unacked must be between 1 KiB and 512 MiB",
+            )));
+        }
         if opts.max_pending_handshakes == 0
             || opts.accept_backlog == 0
             || opts.max_connections == Some(0)
@@ -172,6 +190,13 @@ impl LinkOptions {
             max_pending_handshakes: self.max_pending_handshakes,
             accept_backlog: self.accept_backlog,
             max_connections: self.max_connections,
+            session: self.session.clone(),
+            session_linger: self.session_linger,
         }
+    }
+
+    /// The client's session, if it asked for exactly-once delivery.
+    pub fn session_config(&self) -> Option<SessionConfig> {
+        self.exactly_once.then(|| self.session.clone())
     }
 }

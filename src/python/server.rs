@@ -9,11 +9,13 @@ use zeroize::Zeroizing;
 use super::buffers::secret_bytes;
 use super::connection::NativeConnection;
 use super::errors;
+use super::link::NativeLink;
 use super::options::LinkOptions;
 use super::runtime::future_into_py;
 use super::wait::{block_on, parse_timeout};
 use crate::core::kdf::KdfParams;
 use crate::error::Error;
+use crate::net::server::Accepted;
 use crate::net::{Server, ServerKeySource};
 
 #[pyclass(frozen, module = "argonlink._argonlink")]
@@ -85,6 +87,13 @@ pub fn bind_blocking(
     Ok(NativeServer { inner })
 }
 
+fn to_py_accepted(py: Python<'_>, accepted: Accepted) -> PyResult<Py<PyAny>> {
+    Ok(match accepted {
+        Accepted::Connection(inner) => Py::new(py, NativeConnection { inner })?.into_any(),
+        Accepted::Session(inner) => Py::new(py, NativeLink { inner })?.into_any(),
+    })
+}
+
 #[pymethods]
 impl NativeServer {
     #[getter]
@@ -93,9 +102,10 @@ impl NativeServer {
         (a.ip().to_string(), a.port())
     }
 
-    fn try_accept(&self) -> PyResult<Option<NativeConnection>> {
-        let conn = self.inner.try_accept().map_err(errors::to_py)?;
-        Ok(conn.map(|inner| NativeConnection { inner }))
+    /// The next connection (NativeConnection) or exactly-once session (NativeLink), if any.
+    fn try_accept(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let accepted = self.inner.try_accept().map_err(errors::to_py)?;
+        accepted.map(|a| to_py_accepted(py, a)).transpose()
     }
 
     /// Awaitable that completes when `try_accept` has something to say. Takes nothing.
@@ -108,10 +118,10 @@ impl NativeServer {
     }
 
     #[pyo3(signature = (timeout=None))]
-    fn accept_blocking(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<NativeConnection> {
+    fn accept_blocking(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         let server = self.inner.clone();
-        let inner = block_on(py, timeout, "accept", async move { server.accept().await })?;
-        Ok(NativeConnection { inner })
+        let accepted = block_on(py, timeout, "accept", async move { server.accept().await })?;
+        to_py_accepted(py, accepted)
     }
 
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -192,6 +202,7 @@ impl NativeServer {
         d.set_item("key_epoch", self.inner.key_epoch())?;
         d.set_item("live_connections", self.inner.live_connections())?;
         d.set_item("pending_handshakes", self.inner.pending_handshakes())?;
+        d.set_item("sessions", self.inner.sessions())?;
         Ok(d)
     }
 

@@ -1,0 +1,229 @@
+//! The sending half of an acknowledged session, shared by a link and its connections: messages
+//! wait in the [`Outbox`] until the peer acknowledges them, and are (re)transmitted, in order, on
+//! whichever connection is current. `send` returns once the message is in the outbox: from then
+//! on it is delivered exactly once, whatever happens to the connections, while both ends live.
+//!
+//! Transmission never blocks under the lock: it hands messages to the connection with
+//! `try_send`; when the connection's send buffer is full, a small task (the pump) waits for room
+//! and carries on.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::connection::Connection;
+use crate::core::frame::SESSION_ID_LEN;
+use crate::core::reliable::Outbox;
+use crate::core::session::Sealer;
+use crate::error::{Error, Result};
+
+/// What one unacknowledged message costs besides its payload (bounds a flood of empty ones).
+const ENTRY_OVERHEAD: usize = 64;
+
+struct SendState {
+    outbox: Outbox,
+    /// The connection messages are transmitted on (None before the first, and between them).
+    conn: Option<Connection>,
+}
+
+enum Progress {
+    /// Everything is transmitted, or there is no connection to transmit on.
+    Idle,
+    /// The connection's send buffer is full: wait for room for a message of this size.
+    Blocked(Connection, usize),
+}
+
+pub struct ReliableSender {
+    session_id: [u8; SESSION_ID_LEN],
+    state: Mutex<SendState>,
+    /// Bytes of unacknowledged messages allowed; `send` waits here.
+    budget: Semaphore,
+    max_unacked: usize,
+    /// Wakes the pump: a message was pushed or a connection attached.
+    wake: Notify,
+    /// Wakes `flush`: the outbox emptied.
+    emptied: Notify,
+    stop: CancellationToken,
+}
+
+impl ReliableSender {
+    pub fn new(session_id: [u8; SESSION_ID_LEN], max_unacked: usize) -> Arc<Self> {
+        let sender = Arc::new(ReliableSender {
+            session_id,
+            state: Mutex::new(SendState {
+                outbox: Outbox::default(),
+                conn: None,
+            }),
+            budget: Semaphore::new(max_unacked),
+            max_unacked,
+            wake: Notify::new(),
+            emptied: Notify::new(),
+            stop: CancellationToken::new(),
+        });
+        tokio::spawn(pump(sender.clone()));
+        sender
+    }
+
+    pub fn session_id(&self) -> [u8; SESSION_ID_LEN] {
+        self.session_id
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SendState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn cost(&self, len: usize) -> Result<usize> {
+        if let Some(conn) = &self.lock().conn {
+            Sealer::check_len(conn.peer_max_message(), len)?;
+        }
+        Ok((len + ENTRY_OVERHEAD).min(self.max_unacked))
+    }
+
+    /// Keep the message until acknowledged if the budget has room now; `Ok(false)`: no room,
+    /// nothing kept.
+    pub fn try_send(&self, msg: Bytes) -> Result<bool> {
+        let cost = self.cost(msg.len())?;
+        match self.budget.try_acquire_many(cost as u32) {
+            Ok(permit) => {
+                permit.forget();
+                self.push(msg, cost);
+                Ok(true)
+            }
+            Err(tokio::sync::TryAcquireError::NoPermits) => Ok(false),
+            Err(tokio::sync::TryAcquireError::Closed) => Err(self.ended()),
+        }
+    }
+
+    /// Keep the message until acknowledged, waiting for room in the budget. Cancel-safe:
+    /// nothing is kept unless this completes.
+    pub async fn send(&self, msg: Bytes) -> Result<()> {
+        let cost = self.cost(msg.len())?;
+        let permit = self
+            .budget
+            .acquire_many(cost as u32)
+            .await
+            .map_err(|_| self.ended())?;
+        permit.forget();
+        self.push(msg, cost);
+        Ok(())
+    }
+
+    fn ended(&self) -> Error {
+        Error::Closed(crate::error::CloseInfo::abnormal("the session ended"))
+    }
+
+    fn push(&self, msg: Bytes, cost: usize) {
+        let mut st = self.lock();
+        st.outbox.push(msg, cost);
+        if let Progress::Blocked(..) = transmit(&mut st) {
+            drop(st);
+            self.wake.notify_one();
+        }
+    }
+
+    /// The peer delivered every message below `next_expected`.
+    pub fn acknowledged(&self, next_expected: u64) -> Result<()> {
+        let mut st = self.lock();
+        let released = st.outbox.ack(next_expected)?;
+        let empty = st.outbox.is_empty();
+        drop(st);
+        self.budget.add_permits(released);
+        if empty {
+            self.emptied.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// A new connection, on which the peer expects message `next_expected` first: forget what
+    /// it acknowledged that way and retransmit the rest there.
+    pub fn attach(&self, conn: Connection, next_expected: u64) -> Result<()> {
+        let mut st = self.lock();
+        let released = st.outbox.resume_at(next_expected)?;
+        st.conn = Some(conn);
+        let empty = st.outbox.is_empty();
+        drop(st);
+        self.budget.add_permits(released);
+        if empty {
+            self.emptied.notify_waiters();
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Messages not yet acknowledged.
+    pub fn unacknowledged(&self) -> usize {
+        self.lock().outbox.len()
+    }
+
+    /// Resolves once every message kept so far was acknowledged.
+    pub async fn flushed(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            tokio::pin!(emptied);
+            emptied.as_mut().enable();
+            if self.lock().outbox.is_empty() {
+                return;
+            }
+            emptied.await;
+        }
+    }
+
+    /// The session is over: wake and fail every waiting sender, stop the pump.
+    pub fn end(&self) {
+        self.budget.close();
+        self.stop.cancel();
+        self.lock().conn = None;
+    }
+}
+
+/// Hand the connection every message it has not had yet, without waiting.
+fn transmit(st: &mut SendState) -> Progress {
+    let Some(conn) = st.conn.clone() else {
+        return Progress::Idle;
+    };
+    while let Some(msg) = st.outbox.next_to_transmit() {
+        let len = msg.len();
+        match conn.try_send(msg.clone()) {
+            Ok(true) => st.outbox.mark_transmitted(),
+            Ok(false) => return Progress::Blocked(conn, len),
+            // Ending: everything not acknowledged goes again on the next connection.
+            Err(Error::Closed(_)) => return Progress::Idle,
+            Err(e) => {
+                // The peer of this connection accepts smaller messages than an earlier one
+                // did: this session cannot continue on it.
+                conn.abort(&format!("cannot resend a message: {e}"));
+                return Progress::Idle;
+            }
+        }
+    }
+    Progress::Idle
+}
+
+/// Transmits what `push` and `attach` could not hand over at once.
+/// Runs until the session ends (`end`).
+async fn pump(sender: Arc<ReliableSender>) {
+    let stop = sender.stop.clone();
+    loop {
+        let progress = transmit(&mut sender.lock());
+        let wake = async {
+            let notified = sender.wake.notified();
+            match progress {
+                Progress::Idle => notified.await,
+                Progress::Blocked(conn, len) => {
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = conn.writable(len) => {}
+                        // A dying connection's buffer never drains: wait for the next one.
+                        _ = conn.wait_finished() => {}
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = wake => {}
+        }
+    }
+}
