@@ -621,7 +621,9 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
                 server.serve_forever()
     except _Stop:
         pass
-    return tally.status
+    # --once: the status of that connection. A long-running server reports each failed
+    # connection on stderr; stopping it (SIGTERM) is a success.
+    return tally.status if args.once else EXIT_OK
 
 
 # --------------------------------------------------------------------------------------------
