@@ -276,6 +276,43 @@ def test_cut_transfer_leaves_a_partial_that_the_next_send_resumes(
     assert os.listdir(dest) == ["big.bin"]
 
 
+async def test_cancelling_an_async_receiver_keeps_the_partial_for_a_resume(
+    server: argonlink.Server, tmp_path: Path
+) -> None:
+    data = content(8 * MIB, seed=14)
+    src = write(tmp_path / "k.bin", data)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    async with argonlink.Client(*server.address, password=PASSWORD) as client:
+        conn = await server.accept(timeout=5)
+        halfway = asyncio.Event()
+
+        def note(done: int, total: int) -> None:
+            if done >= 3 * MIB:
+                halfway.set()
+
+        receiving = asyncio.create_task(conn.recv_file(dest, progress=note))
+        sending = asyncio.create_task(client.send_file(src, timeout=10))
+        await asyncio.wait_for(halfway.wait(), 10)
+        receiving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await receiving
+        conn.abort()  # a cancelled transfer leaves the connection mid-protocol: end it
+        with pytest.raises(ConnectionClosed):
+            await sending
+    assert not (dest / "k.bin").exists()
+    [part] = partials(dest)
+    assert 0 < part.stat().st_size < len(data)
+    assert part.read_bytes() == data[: part.stat().st_size]
+
+    async with argonlink.Client(*server.address, password=PASSWORD) as client:
+        conn = await server.accept(timeout=5)
+        receipt, got = await asyncio.gather(client.send_file(src), conn.recv_file(dest))
+    assert receipt.resumed_from == got.resumed_from > 0
+    assert (dest / "k.bin").read_bytes() == data
+    assert os.listdir(dest) == ["k.bin"]
+
+
 def test_another_file_of_the_same_name_never_resumes_from_a_partial(
     sync_server: argonlink.sync.Server, dest: Path, tmp_path: Path, pool: Any
 ) -> None:

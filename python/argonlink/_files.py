@@ -899,15 +899,14 @@ def _send_steps(
         total = -1 if size is None else size
         yield _Send(encode_offer(name, size, sha))
         accept: Accept = _reply((yield _RECV), Accept, "the file offer")
-        offset = accept.offset
-        if (sha is None and offset != 0) or (size is not None and offset > size):
-            raise _protocol_error(f"the receiver asked to resume from an invalid offset {offset}")
-        if offset:
-            yield _Run(source.seek, (offset,))
-        if progress is not None:
-            progress(offset, total)
-        pos = offset
-        try:
+        offset = pos = accept.offset
+        try:  # from here on the receiver waits for data: any failure must reach it as CANCEL
+            if (sha is None and offset != 0) or (size is not None and offset > size):
+                raise _protocol_error(f"the receiver asked to resume from offset {offset}")
+            if offset:
+                yield _Run(source.seek, (offset,))
+            if progress is not None:
+                progress(offset, total)
             while True:
                 msg: bytearray | None = yield _Run(source.read_data, (pos, chunk))
                 if msg is None:
