@@ -43,7 +43,16 @@ from .exceptions import (
     UnexpectedMessage,
 )
 
-__all__ = ["EXIT_AUTH", "EXIT_ERROR", "EXIT_NETWORK", "EXIT_OK", "EXIT_TRANSFER", "EXIT_USAGE"]
+__all__ = [
+    "EXIT_AUTH",
+    "EXIT_ERROR",
+    "EXIT_NETWORK",
+    "EXIT_OK",
+    "EXIT_TRANSFER",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+]
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # anything not listed below (a local file that cannot be read, ...)
@@ -391,7 +400,7 @@ def exit_status(exc: BaseException) -> int:
     return EXIT_ERROR
 
 
-class Progress:
+class ProgressBar:
     """A progress bar on stderr: tqdm if it is installed, else a plain line; either only when
     stderr is a terminal, and never when quiet."""
 
@@ -681,7 +690,7 @@ class _Sender:
         raise AssertionError("unreachable")
 
     def send_file(self, path: Path) -> FileReceipt:
-        bar = Progress(path.name, self._out)
+        bar = ProgressBar(path.name, self._out)
         try:
             return self._retrying(
                 path.name,
@@ -691,7 +700,7 @@ class _Sender:
             bar.close()
 
     def send_stdin_file(self, name: str) -> FileReceipt:
-        bar = Progress(name, self._out)
+        bar = ProgressBar(name, self._out)
         try:  # no retries: what stdin already gave cannot be read again
             return self.client().send_stream(
                 sys.stdin.buffer, name, progress=bar, timeout=self._args.timeout
