@@ -11,6 +11,9 @@ asyncio::
         msg = await conn.recv(timeout=5)
 
 blocking: the same names under :mod:`argonlink.sync`.
+
+Files: ``await conn.send_file(path)`` on one side, ``await conn.recv_file(dest_dir)`` on the
+other (SHA-256 verified, resumable, never a partial file under the final name).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import atexit
 from . import _argonlink, sync
 from ._argonlink import __version__
 from ._asyncio import Client, Connection, Handler, Server
+from ._files import FileReceipt, Progress, check_name, remove_stale_partials
 from ._options import (
     DEFAULT_MAX_MESSAGE_SIZE,
     Credentials,
@@ -34,10 +38,16 @@ from .exceptions import (
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
+    DestinationExists,
     Error,
     MessageTooLarge,
     ProtocolError,
     Timeout,
+    TransferCode,
+    TransferError,
+    UnexpectedMessage,
+    UnsafeName,
+    VerificationFailed,
 )
 
 __all__ = [
@@ -50,17 +60,27 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "Credentials",
+    "DestinationExists",
     "Error",
+    "FileReceipt",
     "Handler",
     "KdfParams",
     "MessageTooLarge",
+    "Progress",
     "ProtocolError",
     "ReconnectPolicy",
     "RekeyPolicy",
     "Server",
     "Timeout",
+    "TransferCode",
+    "TransferError",
+    "UnexpectedMessage",
+    "UnsafeName",
+    "VerificationFailed",
     "__version__",
+    "check_name",
     "hash_password",
+    "remove_stale_partials",
     "sync",
 ]
 

@@ -15,6 +15,7 @@ from typing import Any, Self, TypeVar
 
 from . import _argonlink
 from ._common import ClientBase, ConnectionInfo, ServerBase
+from ._files import AsyncTransfers
 from ._options import BytesLike, KdfParams
 from .exceptions import ConnectionClosed, ConnectionClosedOK, Timeout
 
@@ -60,9 +61,10 @@ async def _next(
     return result
 
 
-class Connection(ConnectionInfo):
+class Connection(ConnectionInfo, AsyncTransfers):
     """An authenticated, encrypted connection. ``async for msg in conn`` reads until the peer
-    closes cleanly; an abnormal end raises :class:`~argonlink.ConnectionClosedError`."""
+    closes cleanly; an abnormal end raises :class:`~argonlink.ConnectionClosedError`. Files:
+    ``send_file``/``recv_file``, ``send_stream``/``recv_stream``."""
 
     __slots__ = ()
 
@@ -205,7 +207,7 @@ class Server(ServerBase[Handler]):
         await self.close()
 
 
-class Client(ClientBase[Connection]):
+class Client(ClientBase[Connection], AsyncTransfers):
     """Dials a server: ``async with Client(host, port, password=...) as client``.
 
     ``send``/``recv``/``async for`` use the current connection. With ``reconnect=`` (a

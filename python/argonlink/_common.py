@@ -75,6 +75,9 @@ class ConnectionInfo:
         """Messages and payload bytes in and out, rekeys in each direction."""
         return self._native.stats()
 
+    def _peer_message_limit(self) -> int:
+        return self._native.peer_max_message_size
+
     def abort(self) -> None:
         """End the connection at once, without the closing handshake."""
         self._native.abort()
@@ -290,6 +293,9 @@ class ClientBase(Generic[C]):
     def key_derivations(self) -> int:
         """Argon2 runs so far (one per server key, however many connections)."""
         return self._credentials.key_derivations
+
+    def _peer_message_limit(self) -> int:
+        return self.connection.peer_max_message_size
 
     def stats(self) -> dict[str, Any]:
         """The current connection's counters, plus reconnects and key derivations."""

@@ -8,14 +8,22 @@
     ├── MessageTooLarge              over the receiver's announced limit (nothing was sent)
     ├── ConfigError (ValueError)     a bad setting
     ├── Timeout (TimeoutError)       a named deadline passed
-    └── ConnectionClosed (ConnectionError)
-        ├── ConnectionClosedOK       both sides closed in order (code 1000 or 1001)
-        └── ConnectionClosedError    truncation, integrity failure, protocol violation, ...
+    ├── ConnectionClosed (ConnectionError)
+    │   ├── ConnectionClosedOK       both sides closed in order (code 1000 or 1001)
+    │   └── ConnectionClosedError    truncation, integrity failure, protocol violation, ...
+    └── TransferError                a file transfer was refused or failed (``.code``)
+        ├── UnsafeName               a file name that could escape or misbehave on disk
+        ├── DestinationExists        the file is already there (and overwrite is off)
+        ├── VerificationFailed       size or SHA-256 of what arrived is not what was sent
+        └── UnexpectedMessage        ``recv_file`` got a message that is no file offer
 
 I/O failures while connecting (refused, unreachable) are the standard ``OSError`` subclasses.
 """
 
 from __future__ import annotations
+
+import enum
+from typing import Any
 
 __all__ = [
     "AuthenticationError",
@@ -23,10 +31,16 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "DestinationExists",
     "Error",
     "MessageTooLarge",
     "ProtocolError",
     "Timeout",
+    "TransferCode",
+    "TransferError",
+    "UnexpectedMessage",
+    "UnsafeName",
+    "VerificationFailed",
 ]
 
 
@@ -78,3 +92,89 @@ class ConnectionClosedOK(ConnectionClosed):
 
 class ConnectionClosedError(ConnectionClosed):
     """The connection ended abnormally: truncated, tampered with, or closed with an error."""
+
+
+class TransferCode(enum.IntEnum):
+    """Why a file transfer was refused or given up; sent on the wire in REFUSE and CANCEL."""
+
+    UNSAFE_NAME = 1
+    EXISTS = 2
+    VERIFICATION_FAILED = 3
+    TOO_LARGE = 4
+    IO_ERROR = 5
+    PROTOCOL = 6
+    BUSY = 7
+    CANCELLED = 8
+    NOT_ACCEPTED = 9
+
+
+class TransferError(Error):
+    """A file transfer was refused or failed. ``code`` is a :class:`TransferCode` (or a plain
+    ``int`` for a code this version does not know); ``by_peer`` is True when the other side
+    refused or cancelled, False when this side did. Both sides raise it: the one that refuses
+    tells the other, which raises the same class."""
+
+    code: int
+    reason: str
+    by_peer: bool
+
+    def __init__(self, code: int, reason: str, *, by_peer: bool = False) -> None:
+        super().__init__(code, reason)
+        try:
+            self.code = TransferCode(code)
+        except ValueError:
+            self.code = code
+        self.reason = reason
+        self.by_peer = by_peer
+
+    def __str__(self) -> str:
+        return f"the peer refused the transfer: {self.reason}" if self.by_peer else self.reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The subclasses take other arguments than ``args``: rebuild from the attributes.
+        return (_restore, (type(self), self.args), self.__dict__)
+
+
+def _restore(cls: type[TransferError], args: tuple[Any, ...]) -> TransferError:
+    exc = cls.__new__(cls)
+    exc.args = args
+    return exc
+
+
+class UnsafeName(TransferError):
+    """A file name that is empty, a path, a device name, too long or holds control characters.
+    Nothing was written."""
+
+    def __init__(self, reason: str, *, by_peer: bool = False) -> None:
+        super().__init__(TransferCode.UNSAFE_NAME, reason, by_peer=by_peer)
+
+
+class DestinationExists(TransferError):
+    """A file of that name is already in the destination directory and ``overwrite`` is off.
+    The existing file was left alone."""
+
+    def __init__(self, reason: str, *, by_peer: bool = False) -> None:
+        super().__init__(TransferCode.EXISTS, reason, by_peer=by_peer)
+
+
+class VerificationFailed(TransferError):
+    """What arrived does not have the size or SHA-256 that was sent. Nothing was stored under
+    the final name, and the partial file was discarded."""
+
+    def __init__(self, reason: str, *, by_peer: bool = False) -> None:
+        super().__init__(TransferCode.VERIFICATION_FAILED, reason, by_peer=by_peer)
+
+
+class UnexpectedMessage(TransferError):
+    """``recv_file``/``recv_stream`` received a message that is not a file offer. The message
+    is in :attr:`message`, so nothing is lost; the connection is still usable."""
+
+    message: bytes
+
+    def __init__(self, message: bytes, reason: str = "expected a file offer") -> None:
+        super().__init__(TransferCode.PROTOCOL, reason)
+        self.message = message
+
+    def __str__(self) -> str:
+        # The content is the application's: its length only, never the bytes.
+        return f"{self.reason}, got a message of {len(self.message)} bytes (see .message)"

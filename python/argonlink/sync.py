@@ -14,10 +14,11 @@ from typing import Self
 
 from . import _argonlink
 from ._common import ClientBase, ConnectionInfo, ServerBase
+from ._files import BlockingTransfers, FileReceipt
 from ._options import BytesLike, KdfParams
 from .exceptions import ConnectionClosed, ConnectionClosedOK
 
-__all__ = ["Client", "Connection", "Handler", "Server"]
+__all__ = ["Client", "Connection", "FileReceipt", "Handler", "Server"]
 
 logger = logging.getLogger("argonlink")
 
@@ -31,9 +32,10 @@ def _until_clean_close(recv: Callable[[], bytes]) -> Iterator[bytes]:
             return
 
 
-class Connection(ConnectionInfo):
+class Connection(ConnectionInfo, BlockingTransfers):
     """An authenticated, encrypted connection. ``for msg in conn`` reads until the peer closes
-    cleanly; an abnormal end raises :class:`~argonlink.ConnectionClosedError`."""
+    cleanly; an abnormal end raises :class:`~argonlink.ConnectionClosedError`. Files:
+    ``send_file``/``recv_file``, ``send_stream``/``recv_stream``."""
 
     __slots__ = ()
 
@@ -166,7 +168,7 @@ class Server(ServerBase[Handler]):
         self.close()
 
 
-class Client(ClientBase[Connection]):
+class Client(ClientBase[Connection], BlockingTransfers):
     """Dials a server: ``with Client(host, port, password=...) as client``; see
     :class:`argonlink.Client` (the same options, ``reconnect=`` included)."""
 

@@ -1,0 +1,781 @@
+"""File transfer: round trips, resume after a cut, verification, unsafe names, no overwrite,
+refusals in both directions, bounded memory on a 1 GiB file.
+
+Offers with bad names are built by hand from docs/PROTOCOL.md ("File transfer"), not with the
+library's encoder, so these tests also pin the wire format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import argonlink
+import argonlink.sync
+import pytest
+from argonlink import (
+    ConnectionClosed,
+    DestinationExists,
+    FileReceipt,
+    Timeout,
+    TransferCode,
+    TransferError,
+    UnexpectedMessage,
+    UnsafeName,
+    VerificationFailed,
+    _files,
+)
+from proxy import CloseAfter, Proxy
+from support import PASSWORD
+
+MIB = 1 << 20
+CHUNK = 1 << 20  # the default chunk size
+HEAD = b"ALNKFILE\x01"  # magic and version 1
+
+
+def content(size: int, seed: int = 0) -> bytes:
+    """Deterministic, non-repeating bytes (a flipped byte anywhere changes the hash)."""
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(b"%d:%d" % (seed, counter)).digest() * 32  # 1 KiB per step
+        counter += 1
+    return bytes(out[:size])
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def partials(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.name.endswith(".argonlink-part"))
+
+
+class Recorder:
+    """A progress callback that records its calls."""
+
+    def __init__(self, check: Callable[[int, int], None] | None = None) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self._check = check
+
+    def __call__(self, done: int, total: int) -> None:
+        self.calls.append((done, total))
+        if self._check is not None:
+            self._check(done, total)
+
+    def assert_complete(self, size: int, *, total: int | None = None) -> None:
+        total = size if total is None else total
+        assert self.calls, "progress was never called"
+        dones = [d for d, _ in self.calls]
+        assert dones == sorted(dones), f"not monotone: {dones}"
+        assert all(t == total for _, t in self.calls), self.calls
+        assert self.calls[-1][0] == size
+
+
+@pytest.fixture
+def pool() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
+    with concurrent.futures.ThreadPoolExecutor(4) as executor:
+        yield executor
+
+
+@pytest.fixture
+def link(
+    sync_server: argonlink.sync.Server,
+) -> Iterator[tuple[argonlink.sync.Client, argonlink.sync.Connection]]:
+    """A connected blocking client and the server's end of the connection."""
+    with argonlink.sync.Client(*sync_server.address, password=PASSWORD) as client:
+        conn = sync_server.accept(timeout=5)
+        yield client, conn
+        conn.close()
+
+
+@pytest.fixture
+def dest(tmp_path: Path) -> Path:
+    d = tmp_path / "dest"
+    d.mkdir()
+    return d
+
+
+def offer(body: Any, *, version: int = 1) -> bytes:
+    """An OFFER built from the documented wire format."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()  # \uXXXX escapes
+    return b"ALNKFILE" + bytes([version, 0x01]) + raw
+
+
+def parse_refuse(msg: bytes) -> tuple[int, str]:
+    assert msg[:10] == HEAD + b"\x03", msg[:16]
+    (code,) = struct.unpack(">H", msg[10:12])
+    return code, msg[12:].decode()
+
+
+# --------------------------------------------------------------------------------------------
+# Round trips
+
+SIZES = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 5 * MIB + 123]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_round_trip_sync(size: int, link: Any, dest: Path, tmp_path: Path, pool: Any) -> None:
+    client, conn = link
+    data = content(size, seed=size)
+    src = write(tmp_path / "payload.bin", data)
+    final = dest / "payload.bin"
+
+    def never_under_final_name(done: int, total: int) -> None:
+        # While data arrives it is never visible under the final name.
+        assert not final.exists()
+
+    received = Recorder(never_under_final_name)
+    sent = Recorder()
+    fut = pool.submit(conn.recv_file, dest, progress=received, timeout=10)
+    receipt = client.send_file(src, progress=sent, timeout=10)
+    # send_file returned: the receiver has already verified and stored the file.
+    assert final.read_bytes() == data
+    got: FileReceipt = fut.result(10)
+    assert receipt.sha256 == got.sha256 == sha(data)
+    assert receipt.size == got.size == size
+    assert got.path == final and receipt.path is None
+    assert receipt.resumed_from == got.resumed_from == 0
+    assert receipt.name == got.name == "payload.bin"
+    assert got.elapsed >= 0 and receipt.elapsed >= 0
+    sent.assert_complete(size)
+    received.assert_complete(size)
+    assert os.listdir(dest) == ["payload.bin"]  # no partial left behind
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_round_trip_async(size: int, server: argonlink.Server, tmp_path: Path) -> None:
+    data = content(size, seed=size + 1)
+    src = write(tmp_path / "a.bin", data)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    async with argonlink.Client(*server.address, password=PASSWORD) as client:
+        conn = await server.accept(timeout=5)
+        sent, received = Recorder(), Recorder()
+        receipt, got = await asyncio.gather(
+            client.send_file(src, name="b.bin", progress=sent, timeout=10),
+            conn.recv_file(dest, progress=received, timeout=10),
+        )
+    assert (dest / "b.bin").read_bytes() == data
+    assert receipt.sha256 == got.sha256 == sha(data)
+    assert got.path == dest / "b.bin" and got.size == size
+    sent.assert_complete(size)
+    received.assert_complete(size)
+    assert os.listdir(dest) == ["b.bin"]
+
+
+class PipeLike:
+    """A stream with ``read`` only: no seek, no readinto, short reads (like a pipe)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data, self._pos = data, 0
+
+    def read(self, n: int) -> bytes:
+        n = min(n, 1000)
+        out = self._data[self._pos : self._pos + n]
+        self._pos += len(out)
+        return out
+
+
+def test_stream_of_unknown_size_into_a_directory(link: Any, dest: Path, pool: Any) -> None:
+    client, conn = link
+    data = content(3 * MIB + 7, seed=3)
+    sent, received = Recorder(), Recorder()
+    fut = pool.submit(conn.recv_file, dest, progress=received, timeout=10)
+    receipt = client.send_stream(PipeLike(data), "stream.bin", progress=sent, timeout=10)
+    got = fut.result(10)
+    assert (dest / "stream.bin").read_bytes() == data
+    assert receipt.sha256 == got.sha256 == sha(data)
+    sent.assert_complete(len(data), total=-1)  # -1: the size was not known in advance
+    received.assert_complete(len(data), total=-1)
+    assert os.listdir(dest) == ["stream.bin"]
+
+
+async def test_stream_into_a_file_object_async(server: argonlink.Server) -> None:
+    data = content(2 * MIB + 1, seed=4)
+    async with argonlink.Client(*server.address, password=PASSWORD) as client:
+        conn = await server.accept(timeout=5)
+        out = io.BytesIO()
+        receipt, got = await asyncio.gather(
+            client.send_stream(io.BytesIO(data), "x.bin", size=len(data)),
+            conn.recv_stream(out),
+        )
+    assert out.getvalue() == data
+    assert receipt.sha256 == got.sha256 == sha(data) and got.path is None
+
+
+def test_stream_shorter_than_its_announced_size_is_cancelled(
+    link: Any, dest: Path, pool: Any
+) -> None:
+    client, conn = link
+    fut = pool.submit(conn.recv_file, dest, timeout=10)
+    with pytest.raises(TransferError, match="shrank") as sender_err:
+        client.send_stream(io.BytesIO(b"abc"), "short.bin", size=10, timeout=10)
+    assert not sender_err.value.by_peer
+    with pytest.raises(TransferError) as receiver_err:
+        fut.result(10)
+    assert receiver_err.value.code == TransferCode.CANCELLED and receiver_err.value.by_peer
+    assert os.listdir(dest) == []  # a stream's partial file never outlives its transfer
+
+
+# --------------------------------------------------------------------------------------------
+# Cut mid-way, then resumed
+
+
+def first_connection_cut_after(records: int) -> Callable[[int], CloseAfter | None]:
+    # Records 0-2 are the handshake; each 1 MiB message is 17 frames of at most 64 KiB.
+    return lambda number: CloseAfter(records) if number == 0 else None
+
+
+def test_cut_transfer_leaves_a_partial_that_the_next_send_resumes(
+    sync_server: argonlink.sync.Server, dest: Path, tmp_path: Path, pool: Any
+) -> None:
+    data = content(6 * MIB + 5, seed=5)
+    src = write(tmp_path / "big.bin", data)
+    final = dest / "big.bin"
+    with Proxy(sync_server.address, c2s=first_connection_cut_after(3 + 1 + 17 * 3 + 5)) as proxy:
+        with argonlink.sync.Client(*proxy.address, password=PASSWORD) as client:
+            conn = sync_server.accept(timeout=5)
+            fut = pool.submit(conn.recv_file, dest, timeout=10)
+            with pytest.raises(ConnectionClosed):
+                client.send_file(src, timeout=10)
+            with pytest.raises(ConnectionClosed):
+                fut.result(10)
+        assert not final.exists()
+        [part] = partials(dest)
+        kept = part.stat().st_size
+        assert 0 < kept < len(data)
+        assert part.read_bytes() == data[:kept]  # a prefix of the file, nothing else
+
+        with argonlink.sync.Client(*proxy.address, password=PASSWORD) as client:
+            conn = sync_server.accept(timeout=5)
+            fut = pool.submit(conn.recv_file, dest, timeout=10)
+            sent = Recorder()
+            receipt = client.send_file(src, progress=sent, timeout=10)
+            got = fut.result(10)
+    assert receipt.resumed_from == got.resumed_from == kept
+    assert sent.calls[0] == (kept, len(data))  # progress starts where the receiver was
+    assert final.read_bytes() == data
+    assert got.sha256 == sha(data)
+    assert os.listdir(dest) == ["big.bin"]
+
+
+async def test_cancelling_an_async_receiver_keeps_the_partial_for_a_resume(
+    server: argonlink.Server, tmp_path: Path
+) -> None:
+    data = content(8 * MIB, seed=14)
+    src = write(tmp_path / "k.bin", data)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    async with argonlink.Client(*server.address, password=PASSWORD) as client:
+        conn = await server.accept(timeout=5)
+        halfway = asyncio.Event()
+
+        def note(done: int, total: int) -> None:
+            if done >= 3 * MIB:
+                halfway.set()
+
+        receiving = asyncio.create_task(conn.recv_file(dest, progress=note))
+        sending = asyncio.create_task(client.send_file(src, timeout=10))
+        await asyncio.wait_for(halfway.wait(), 10)
+        receiving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await receiving
+        conn.abort()  # a cancelled transfer leaves the connection mid-protocol: end it
+        with pytest.raises(ConnectionClosed):
+            await sending
+    assert not (dest / "k.bin").exists()
+    [part] = partials(dest)
+    assert 0 < part.stat().st_size < len(data)
+    assert part.read_bytes() == data[: part.stat().st_size]
+
+    async with argonlink.Client(*server.address, password=PASSWORD) as client:
+        conn = await server.accept(timeout=5)
+        receipt, got = await asyncio.gather(client.send_file(src), conn.recv_file(dest))
+    assert receipt.resumed_from == got.resumed_from > 0
+    assert (dest / "k.bin").read_bytes() == data
+    assert os.listdir(dest) == ["k.bin"]
+
+
+def test_another_file_of_the_same_name_never_resumes_from_a_partial(
+    sync_server: argonlink.sync.Server, dest: Path, tmp_path: Path, pool: Any
+) -> None:
+    one, other = content(4 * MIB, seed=6), content(4 * MIB, seed=7)  # same name, same size
+    src = tmp_path / "same.bin"
+    with Proxy(sync_server.address, c2s=first_connection_cut_after(3 + 1 + 17 * 2 + 3)) as proxy:
+        write(src, one)
+        with argonlink.sync.Client(*proxy.address, password=PASSWORD) as client:
+            conn = sync_server.accept(timeout=5)
+            fut = pool.submit(conn.recv_file, dest, timeout=10)
+            with pytest.raises(ConnectionClosed):
+                client.send_file(src, timeout=10)
+            with pytest.raises(ConnectionClosed):
+                fut.result(10)
+        [part_of_one] = partials(dest)
+        assert part_of_one.stat().st_size > 0
+
+        write(src, other)
+        with argonlink.sync.Client(*proxy.address, password=PASSWORD) as client:
+            conn = sync_server.accept(timeout=5)
+            fut = pool.submit(conn.recv_file, dest, timeout=10)
+            receipt = client.send_file(src, timeout=10)
+            assert fut.result(10).resumed_from == receipt.resumed_from == 0
+    assert (dest / "same.bin").read_bytes() == other
+    assert partials(dest) == [part_of_one]  # the first file's partial is untouched
+
+
+def test_a_raising_progress_callback_cancels_and_the_partial_stays(
+    link: Any, dest: Path, tmp_path: Path, pool: Any
+) -> None:
+    client, conn = link
+    data = content(4 * MIB, seed=8)
+    src = write(tmp_path / "c.bin", data)
+
+    def stop_halfway(done: int, total: int) -> None:
+        if done >= 2 * MIB:
+            raise KeyError("stop")
+
+    fut = pool.submit(conn.recv_file, dest, timeout=10)
+    with pytest.raises(KeyError):
+        client.send_file(src, progress=stop_halfway, timeout=10)
+    with pytest.raises(TransferError) as err:
+        fut.result(10)
+    assert err.value.code == TransferCode.CANCELLED and err.value.by_peer
+    assert "cancelled" in str(err.value)
+    assert not (dest / "c.bin").exists()
+    # The connection is still in step, and the next attempt resumes.
+    fut = pool.submit(conn.recv_file, dest, timeout=10)
+    receipt = client.send_file(src, timeout=10)
+    assert fut.result(10).resumed_from == receipt.resumed_from > 0
+    assert (dest / "c.bin").read_bytes() == data
+
+
+def test_a_second_receiver_of_the_same_file_waits_then_reports_busy(
+    link: Any, dest: Path, tmp_path: Path, pool: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, conn = link
+    monkeypatch.setattr(_files, "_LOCK_WAIT", 0.3)
+    data = content(1000, seed=9)
+    src = write(tmp_path / "d.bin", data)
+    key = _files._partial_key("d.bin", len(data), hashlib.sha256(data).digest())
+    holder = os.open(dest / _files._partial_name("d.bin", key), os.O_RDWR | os.O_CREAT)
+    try:
+        assert _files._try_lock(holder)  # another transfer of this file is under way
+        fut = pool.submit(conn.recv_file, dest, timeout=10)
+        with pytest.raises(TransferError, match="another transfer") as err:
+            client.send_file(src, timeout=10)
+        assert err.value.code == TransferCode.BUSY and err.value.by_peer
+        with pytest.raises(TransferError):
+            fut.result(10)
+    finally:
+        os.close(holder)
+    fut = pool.submit(conn.recv_file, dest, timeout=10)
+    client.send_file(src, timeout=10)
+    assert (dest / "d.bin").read_bytes() == data
+
+
+# --------------------------------------------------------------------------------------------
+# Verification
+
+
+def test_corrupted_data_is_rejected_and_nothing_is_stored(
+    link: Any, dest: Path, tmp_path: Path, pool: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, conn = link
+    data = content(3 * MIB, seed=10)
+    src = write(tmp_path / "e.bin", data)
+    real = _files._Source.read_data
+
+    def corrupting(self: Any, offset: int, chunk: int) -> bytearray | None:
+        msg = real(self, offset, chunk)  # hashed as read: the sender believes it is right
+        if msg is not None and offset == CHUNK:
+            msg[-1] ^= 0x01
+        return msg
+
+    monkeypatch.setattr(_files._Source, "read_data", corrupting)
+    fut = pool.submit(conn.recv_file, dest, timeout=10)
+    with pytest.raises(VerificationFailed) as sender_err:
+        client.send_file(src, timeout=10)
+    assert sender_err.value.by_peer and "SHA-256" in str(sender_err.value)
+    with pytest.raises(VerificationFailed):
+        fut.result(10)
+    assert os.listdir(dest) == []  # no final file, and the bad partial is gone too
+
+    monkeypatch.setattr(_files._Source, "read_data", real)
+    fut = pool.submit(conn.recv_file, dest, timeout=10)
+    assert client.send_file(src, timeout=10).resumed_from == 0
+    assert (dest / "e.bin").read_bytes() == data
+
+
+# --------------------------------------------------------------------------------------------
+# Names
+
+BAD_NAMES = [
+    "",
+    ".",
+    "..",
+    "...",
+    "../escape",
+    "../../etc/passwd",
+    "/etc/passwd",
+    "a/b",
+    "a\\b",
+    "..\\escape",
+    "C:\\Windows\\x",
+    "C:x",
+    "file.txt:stream",
+    "nul\x00byte",
+    "line\nbreak",
+    "tab\there",
+    "\x1b[31mred",
+    "del\x7f",
+    "c1\x85",
+    "bidi\u202etxt.exe",
+    "para\u2029sep",
+    "CON",
+    "con",
+    "PRN.txt",
+    "AUX.tar.gz",
+    "NUL",
+    "Nul.log",
+    "COM1",
+    "com9.txt",
+    "LPT1",
+    "lpt9.dat",
+    "CON .txt",
+    "COM¹",
+    "CONIN$",
+    "x" * 256,
+    "é" * 128,  # 256 bytes of UTF-8
+    "\ud800",  # a lone surrogate: not UTF-8
+    "name.argonlink-part",
+]
+GOOD_NAMES = ["x" * 255, "é" * 127, "COM10", "CONSOLE.txt", ".hidden", "a..b", "名前.txt", "-"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
+def test_unsafe_names_are_refused_and_nothing_is_written(
+    name: str, link: Any, dest: Path, tmp_path: Path, pool: Any
+) -> None:
+    client, conn = link
+    before = sorted(tmp_path.rglob("*"))
+    fut = pool.submit(conn.recv_file, dest, timeout=10)
+    client.send(offer({"name": name, "size": 5, "sha256": sha(b"hello")}))
+    code, reason = parse_refuse(client.recv(timeout=10))
+    assert code == TransferCode.UNSAFE_NAME, reason
+    with pytest.raises(UnsafeName):
+        fut.result(10)
+    assert os.listdir(dest) == []
+    assert sorted(tmp_path.rglob("*")) == before  # nothing anywhere else either
+    assert "\x1b" not in reason and "\n" not in reason  # safe to print
+
+
+@pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
+def test_unsafe_names_are_refused_by_the_sender_before_sending(
+    name: str, link: Any, tmp_path: Path
+) -> None:
+    client, conn = link
+    src = write(tmp_path / "ok.bin", b"hello")
+    with pytest.raises(UnsafeName):
+        client.send_file(src, name=name)
+    with pytest.raises(Timeout):
+        conn.recv(timeout=0.1)  # nothing was sent
+
+
+@pytest.mark.parametrize("name", GOOD_NAMES, ids=repr)
+def test_unusual_but_safe_names_are_accepted(
+    name: str, link: Any, dest: Path, tmp_path: Path, pool: Any
+) -> None:
+    client, conn = link
+    src = write(tmp_path / "src.bin", b"data")
+    fut = pool.submit(conn.recv_file, dest, timeout=10)
+    client.send_file(src, name=name, timeout=10)
+    assert fut.result(10).path == dest / name
+    assert (dest / name).read_bytes() == b"data"
+
+
+def test_a_symlink_in_place_of_the_partial_file_is_not_followed(
+    link: Any, dest: Path, tmp_path: Path, pool: Any
+) -> None:
+    client, conn = link
+    data = b"secret payload"
+    src = write(tmp_path / "f.bin", data)
+    victim = write(tmp_path / "victim", b"untouched")
+    key = _files._partial_key("f.bin", len(data), hashlib.sha256(data).digest())
+    (dest / _files._partial_name("f.bin", key)).symlink_to(victim)
+    fut = pool.submit(conn.recv_file, dest, timeout=10)
+    with pytest.raises(TransferError) as err:
+        client.send_file(src, timeout=10)
+    assert err.value.code == TransferCode.IO_ERROR
+    with pytest.raises(OSError):
+        fut.result(10)
+    assert victim.read_bytes() == b"untouched"
+    assert not (dest / "f.bin").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Overwriting
+
+
+def test_an_existing_file_is_kept_unless_overwrite(
+    link: Any, dest: Path, tmp_path: Path, pool: Any
+) -> None:
+    client, conn = link
+    src = write(tmp_path / "g.txt", b"new content")
+    existing = write(dest / "g.txt", b"old content")
+    fut = pool.submit(conn.recv_file, dest, timeout=10)
+    with pytest.raises(DestinationExists, match="already exists") as err:
+        client.send_file(src, timeout=10)
+    assert err.value.by_peer
+    with pytest.raises(DestinationExists):
+        fut.result(10)
+    assert existing.read_bytes() == b"old content"
+    assert os.listdir(dest) == ["g.txt"]
+
+    fut = pool.submit(conn.recv_file, dest, overwrite=True, timeout=10)
+    client.send_file(src, timeout=10)
+    fut.result(10)
+    assert existing.read_bytes() == b"new content"
+    assert os.listdir(dest) == ["g.txt"]
+
+
+def test_a_file_that_appears_during_the_transfer_is_not_overwritten(
+    link: Any, dest: Path, tmp_path: Path, pool: Any
+) -> None:
+    client, conn = link
+    data = content(3 * MIB, seed=11)
+    src = write(tmp_path / "h.bin", data)
+    final = dest / "h.bin"
+
+    def someone_else_writes_it(done: int, total: int) -> None:
+        if done and not final.exists():
+            final.write_bytes(b"theirs")
+
+    fut = pool.submit(conn.recv_file, dest, progress=someone_else_writes_it, timeout=10)
+    with pytest.raises(DestinationExists):
+        client.send_file(src, timeout=10)
+    with pytest.raises(DestinationExists):
+        fut.result(10)
+    assert final.read_bytes() == b"theirs"  # the no-clobber move refused at the last step
+    assert partials(dest) == []
+
+
+# --------------------------------------------------------------------------------------------
+# What is not a file, malformed offers, refusals in the middle
+
+
+def test_a_plain_message_is_handed_back_not_lost(link: Any, dest: Path, tmp_path: Path) -> None:
+    client, conn = link
+    client.send(b"just a message")
+    with pytest.raises(UnexpectedMessage) as err:
+        conn.recv_file(dest, timeout=5)
+    assert err.value.message == b"just a message"
+    assert b"just a message" not in str(err.value).encode()
+    stray_data = HEAD + b"\x04" + struct.pack(">Q", 0) + b"xyz"
+    client.send(stray_data)
+    with pytest.raises(UnexpectedMessage) as err:
+        conn.recv_file(dest, timeout=5)
+    assert err.value.message == stray_data
+    assert os.listdir(dest) == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        offer(b"not json"),
+        offer(b"[1, 2]"),
+        offer({"size": 1}),
+        offer({"name": 5}),
+        offer({"name": "a", "size": -1}),
+        offer({"name": "a", "size": True}),
+        offer({"name": "a", "size": 2**63}),
+        offer({"name": "a", "size": 1.5}),
+        offer({"name": "a", "size": 1, "sha256": "ZZ" * 32}),
+        offer({"name": "a", "size": 1, "sha256": "AB" * 32}),
+        offer({"name": "a", "sha256": "ab" * 32}),
+        offer({"name": "a" * 5000}),
+        offer(b"[" * 3000 + b"]" * 3000),
+        offer({"name": "a"}, version=2),
+        b"ALNKFILE\x01",
+    ],
+    ids=lambda raw: repr(raw[8:40]),
+)
+def test_malformed_offers_are_refused_without_harm(
+    raw: bytes, link: Any, dest: Path, pool: Any
+) -> None:
+    client, conn = link
+    fut = pool.submit(conn.recv_file, dest, timeout=10)
+    client.send(raw)
+    code, _ = parse_refuse(client.recv(timeout=10))
+    assert code == TransferCode.PROTOCOL
+    with pytest.raises(TransferError) as err:
+        fut.result(10)
+    assert err.value.code == TransferCode.PROTOCOL
+    assert os.listdir(dest) == []
+
+
+def test_max_size_refuses_a_stream_mid_way_and_the_link_stays_in_step(
+    link: Any, dest: Path, tmp_path: Path, pool: Any
+) -> None:
+    client, conn = link
+    fut = pool.submit(conn.recv_file, dest, max_size=2 * MIB, timeout=10)
+    sent = Recorder()
+    with pytest.raises(TransferError) as err:
+        client.send_stream(io.BytesIO(content(64 * MIB, seed=12)), "big", progress=sent)
+    assert err.value.code == TransferCode.TOO_LARGE and err.value.by_peer
+    assert sent.calls[-1][0] < 32 * MIB  # the sender stopped early, not at the end
+    with pytest.raises(TransferError):
+        fut.result(10)
+    assert os.listdir(dest) == []
+    # Both sides are in step: the next transfer on the same connection works.
+    fut = pool.submit(conn.recv_file, dest, max_size=2 * MIB, timeout=10)
+    client.send_file(write(tmp_path / "small", b"fits"), timeout=10)
+    assert fut.result(10).size == 4
+
+
+def test_max_size_refuses_a_known_size_at_the_offer(
+    link: Any, dest: Path, tmp_path: Path, pool: Any
+) -> None:
+    client, conn = link
+    fut = pool.submit(conn.recv_file, dest, max_size=10, timeout=10)
+    with pytest.raises(TransferError, match="at most 10") as err:
+        client.send_file(write(tmp_path / "eleven", b"x" * 11), timeout=10)
+    assert err.value.code == TransferCode.TOO_LARGE
+    with pytest.raises(TransferError):
+        fut.result(10)
+    assert os.listdir(dest) == []
+
+
+def test_send_to_a_peer_that_answers_with_a_plain_message(
+    link: Any, tmp_path: Path, pool: Any
+) -> None:
+    client, conn = link
+
+    def not_a_file_receiver() -> None:
+        conn.recv(timeout=5)  # the offer
+        conn.send(b"I only do messages")
+
+    pool.submit(not_a_file_receiver)
+    with pytest.raises(UnexpectedMessage) as err:
+        client.send_file(write(tmp_path / "i", b"data"), timeout=10)
+    assert err.value.message == b"I only do messages"
+
+
+def test_recv_file_needs_an_existing_directory(link: Any, tmp_path: Path) -> None:
+    client, conn = link
+    client.send(b"kept")
+    with pytest.raises(NotADirectoryError):
+        conn.recv_file(tmp_path / "missing")
+    assert conn.recv(timeout=5) == b"kept"  # nothing was taken
+
+
+def test_transfer_errors_survive_pickling() -> None:
+    import pickle
+
+    for exc in (
+        UnsafeName("bad", by_peer=True),
+        DestinationExists("there"),
+        VerificationFailed("hash"),
+        UnexpectedMessage(b"msg"),
+        TransferError(99, "unknown code"),
+    ):
+        copy = pickle.loads(pickle.dumps(exc))
+        assert type(copy) is type(exc) and str(copy) == str(exc)
+        assert copy.code == exc.code and copy.by_peer == exc.by_peer
+
+
+# --------------------------------------------------------------------------------------------
+# Stale partial files
+
+
+def test_remove_stale_partials(dest: Path) -> None:
+    old = write(dest / f".a.{'0' * 32}.argonlink-part", b"old")
+    fresh = write(dest / f".b.{'1' * 32}.argonlink-part", b"fresh")
+    other = write(dest / "c.txt", b"not a partial")
+    os.utime(old, (time.time() - 10 * 86400,) * 2)
+    os.utime(other, (time.time() - 10 * 86400,) * 2)
+    assert argonlink.remove_stale_partials(dest) == [old]
+    assert sorted(os.listdir(dest)) == sorted([fresh.name, other.name])
+
+
+# --------------------------------------------------------------------------------------------
+# 1 GiB, cut half-way and resumed, in two processes with bounded memory
+
+WORKER = Path(__file__).with_name("files_worker.py")
+
+
+@pytest.mark.timeout(180)
+def test_one_gib_cut_and_resumed_in_bounded_memory(tmp_path: Path) -> None:
+    size = 1 << 30
+    block = content(MIB, seed=13)  # a repeating, pseudo-random 1 MiB block
+    src, dest = tmp_path / "gib.bin", tmp_path / "dest"
+    dest.mkdir()
+    digest = hashlib.sha256()
+    try:
+        with open(src, "wb") as f:
+            for i in range(size // MIB):
+                chunk = i.to_bytes(8, "big") + block[8:]  # every block differs a little
+                f.write(chunk)
+                digest.update(chunk)
+        env = dict(os.environ, FILES_WORKER_PASSWORD=PASSWORD)
+        receiver = subprocess.Popen(
+            [sys.executable, str(WORKER), "receive", str(dest), str(size // 2)],
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        assert receiver.stdout is not None
+        port = receiver.stdout.readline().strip()
+        sender = subprocess.run(
+            [sys.executable, str(WORKER), "send", port, str(src)],
+            capture_output=True,
+            env=env,
+            text=True,
+            timeout=150,
+            check=False,
+        )
+        out, _ = receiver.communicate(timeout=60)
+        assert sender.returncode == 0, sender.stderr
+        assert receiver.returncode == 0
+        sent, got = json.loads(sender.stdout), json.loads(out)
+
+        assert sent["first"] == "cut" and got["first"] == "cut"
+        assert got["final_existed_after_cut"] is False
+        assert size // 4 < got["resumed_from"] <= size // 2 + 32 * MIB
+        assert sent["resumed_from"] == got["resumed_from"]
+        assert sent["sha256"] == got["sha256"] == digest.hexdigest()
+        final = dest / "gib.bin"
+        assert final.stat().st_size == size
+        with open(final, "rb") as f:
+            assert hashlib.file_digest(f, "sha256").hexdigest() == digest.hexdigest()
+        for side in (sent, got):
+            growth = side["hwm_kib_end"] - side["hwm_kib_start"]
+            assert growth < 200 * 1024, f"peak RSS grew by {growth // 1024} MiB"
+    finally:
+        for path in (src, dest / "gib.bin"):
+            path.unlink(missing_ok=True)
+
+
+def test_both_apis_have_the_same_file_methods() -> None:
+    for name in ("send_file", "recv_file", "send_stream", "recv_stream"):
+        a = getattr(argonlink.Connection, name)
+        b = getattr(argonlink.sync.Connection, name)
+        assert asyncio.iscoroutinefunction(a) and not asyncio.iscoroutinefunction(b)
+        assert getattr(argonlink.Client, name) is a
+        assert getattr(argonlink.sync.Client, name) is b
