@@ -91,6 +91,11 @@ class Connection(ConnectionInfo, AsyncTransfers):
         except ConnectionClosedOK:
             raise StopAsyncIteration from None
 
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything sent so far was written to the socket or, on the server's end
+        of an exactly-once session, acknowledged by the client's application."""
+        await _bounded(self._native.flush(), timeout, "flush")
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Flush what ``send`` accepted, send CLOSE, wait for the peer's (at most
         ``close_timeout``). Idempotent."""
@@ -214,6 +219,11 @@ class Client(ClientBase[Connection], AsyncTransfers):
     :class:`~argonlink.ReconnectPolicy`, or True for the defaults) a dropped connection is
     re-established with a full handshake: ``send`` waits meanwhile (bounded by its timeout) and
     ``recv`` carries on with the next connection. A wrong password is never retried.
+
+    With ``exactly_once=True`` the client and the server keep one session across connections
+    (reconnecting by default): every message whose ``send`` returned is delivered exactly
+    once and in order, whatever happens to the connections, while both processes live.
+    ``flush()`` waits until the server's application received everything.
     """
 
     _connection_type = Connection
@@ -246,6 +256,13 @@ class Client(ClientBase[Connection], AsyncTransfers):
             return await self.recv()
         except ConnectionClosedOK:
             raise StopAsyncIteration from None
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything sent so far was written to the socket or, with
+        ``exactly_once``, acknowledged: received by the server's application. Raises
+        :class:`~argonlink.Timeout` after ``timeout`` s (nothing is lost: the messages stay
+        queued)."""
+        await _bounded(self._link.flush(), timeout, "flush")
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Stop reconnecting and close the current connection. Idempotent."""

@@ -21,40 +21,66 @@ C = TypeVar("C", bound="ConnectionInfo")
 
 
 class ConnectionInfo:
-    """Properties common to ``argonlink.Connection`` and ``argonlink.sync.Connection``."""
+    """Properties common to ``argonlink.Connection`` and ``argonlink.sync.Connection``.
+
+    A server hands out either a plain connection or, to a client that asked for
+    ``exactly_once``, the server's end of a session that lives across the client's
+    connections; both look the same. Address and handshake facts are the current (or last)
+    connection's."""
 
     __slots__ = ("_native",)
 
-    def __init__(self, native: _argonlink.NativeConnection) -> None:
+    def __init__(self, native: _argonlink.NativeConnection | _argonlink.NativeLink) -> None:
         self._native = native
 
     @property
+    def _conn(self) -> _argonlink.NativeConnection:
+        native = self._native
+        if isinstance(native, _argonlink.NativeConnection):
+            return native
+        conn = native.connection
+        if conn is None:  # pragma: no cover - sessions start with a connection
+            raise RuntimeError("no connection yet")
+        return conn
+
+    @property
+    def exactly_once(self) -> bool:
+        """True for the server's end of an exactly-once session."""
+        return isinstance(self._native, _argonlink.NativeLink)
+
+    @property
+    def unacknowledged(self) -> int:
+        """Exactly-once sessions: messages sent and not yet acknowledged (0 otherwise)."""
+        native = self._native
+        return native.unacknowledged if isinstance(native, _argonlink.NativeLink) else 0
+
+    @property
     def remote_address(self) -> tuple[str, int]:
-        return self._native.remote_address
+        return self._conn.remote_address
 
     @property
     def local_address(self) -> tuple[str, int]:
-        return self._native.local_address
+        return self._conn.local_address
 
     @property
     def peer_node_id(self) -> str:
         """The peer's node id, hex."""
-        return self._native.peer_node_id
+        return self._conn.peer_node_id
 
     @property
     def peer_max_message_size(self) -> int:
         """The largest message the peer accepts; ``send`` refuses larger ones locally."""
-        return self._native.peer_max_message_size
+        return self._conn.peer_max_message_size
 
     @property
     def key_epoch(self) -> int:
         """The server key epoch this connection authenticated under."""
-        return self._native.key_epoch
+        return self._conn.key_epoch
 
     @property
     def session_id(self) -> bytes:
         """A unique, public name for this session (the Noise handshake hash)."""
-        return self._native.session_id
+        return self._conn.session_id
 
     @property
     def closed(self) -> bool:
@@ -76,7 +102,7 @@ class ConnectionInfo:
         return self._native.stats()
 
     def _peer_message_limit(self) -> int:
-        return self._native.peer_max_message_size
+        return self._conn.peer_max_message_size
 
     def abort(self) -> None:
         """End the connection at once, without the closing handshake."""
@@ -115,6 +141,8 @@ class ServerBase(Generic[H]):
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
         idle_timeout: float | None = None,
+        session_linger: float | None = None,
+        max_unacked: int | None = None,
     ) -> None:
         if (password is None) == (password_hash is None):
             raise ConfigError("give exactly one of password= or password_hash=")
@@ -140,6 +168,8 @@ class ServerBase(Generic[H]):
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
             idle_timeout=idle_timeout,
+            session_linger=session_linger,
+            max_unacked=max_unacked,
         )
         self._native: _argonlink.NativeServer | None = None
         self._init_serving()
@@ -231,10 +261,15 @@ class ClientBase(Generic[C]):
         idle_timeout: float | None = None,
         kdf_floor: KdfParams | None = None,
         kdf_cap: KdfParams | None = None,
+        exactly_once: bool = False,
+        max_unacked: int | None = None,
     ) -> None:
         self._host, self._port = host, port
         self._credentials = credentials(password)
         self._reconnect = ReconnectPolicy() if reconnect is True else (reconnect or None)
+        if exactly_once and self._reconnect is None:
+            # A session that cannot reconnect could not keep its promise.
+            self._reconnect = ReconnectPolicy()
         self._options = link_options(
             node_id=node_id,
             open_timeout=open_timeout,
@@ -248,6 +283,8 @@ class ClientBase(Generic[C]):
             idle_timeout=idle_timeout,
             kdf_floor=kdf_floor,
             kdf_cap=kdf_cap,
+            exactly_once=exactly_once,
+            max_unacked=max_unacked,
         )
         self._native: _argonlink.NativeLink | None = None
 
@@ -286,6 +323,16 @@ class ClientBase(Generic[C]):
         return 0 if self._native is None else self._native.reconnects
 
     @property
+    def exactly_once(self) -> bool:
+        """True when this client runs an exactly-once session."""
+        return self._options.exactly_once
+
+    @property
+    def unacknowledged(self) -> int:
+        """Exactly-once: messages sent and not yet acknowledged by the server's application."""
+        return 0 if self._native is None else self._native.unacknowledged
+
+    @property
     def node_id(self) -> bytes:
         return self._options.node_id
 
@@ -299,13 +346,8 @@ class ClientBase(Generic[C]):
 
     def stats(self) -> dict[str, Any]:
         """The current connection's counters, plus reconnects and key derivations."""
-        current = self._native.connection if self._native is not None else None
-        out: dict[str, Any] = dict(current.stats()) if current is not None else {}
-        out.update(
-            connected=self.connected,
-            reconnects=self.reconnects,
-            key_derivations=self.key_derivations,
-        )
+        out: dict[str, Any] = dict(self._native.stats()) if self._native is not None else {}
+        out.update(connected=self.connected, key_derivations=self.key_derivations)
         return out
 
     def set_password(self, password: Password) -> None:

@@ -191,6 +191,9 @@ def link_options(
     ping_timeout: float | None = None,
     idle_timeout: float | None = None,
     max_connections: int | None = None,
+    exactly_once: bool = False,
+    max_unacked: int | None = None,
+    session_linger: float | None = None,
 ) -> _argonlink.LinkOptions:
     return _argonlink.LinkOptions(
         node_id=node_id_bytes(node_id),
@@ -211,6 +214,9 @@ def link_options(
         ping_timeout=ping_timeout,
         idle_timeout=idle_timeout,
         max_connections=max_connections,
+        exactly_once=exactly_once,
+        max_unacked=max_unacked,
+        session_linger=session_linger,
     )
 
 

@@ -176,6 +176,9 @@ _LINK_KEYS: Final = (
     "ping_timeout",
     "idle_timeout",
     "max_connections",
+    "max_unacked",
+    "session_linger",
+    "exactly_once",
 )
 #: Settings that are not passed to Server/Client as they are.
 _NOT_PASSED: Final = frozenset({"host", "port", "allow_weak_kdf", *_SERVER_PASSWORD_KEYS})
@@ -434,6 +437,7 @@ _COMMON_SPECS: Final[dict[str, _Spec]] = {
     "ping_interval": _Spec(_k_interval, "float"),
     "ping_timeout": _Spec(_k_timeout, "float"),
     "idle_timeout": _Spec(_k_timeout, "float"),
+    "max_unacked": _Spec(_k_size, "int"),
 }
 _SPECS: Final[dict[str, dict[str, _Spec]]] = {
     "server": {
@@ -447,12 +451,14 @@ _SPECS: Final[dict[str, dict[str, _Spec]]] = {
         "max_pending_handshakes": _Spec(_k_size, "int"),
         "accept_backlog": _Spec(_k_size, "int"),
         "max_connections": _Spec(_k_size, "int"),
+        "session_linger": _Spec(_k_timeout, "float"),
     },
     "client": {
         "host": _Spec(_text, "str"),
         "port": _Spec(_k_port, "int"),
         **_COMMON_SPECS,
         "reconnect": _Spec(_k_reconnect, "bool"),
+        "exactly_once": _Spec(_k_bool, "bool"),
         "open_timeout": _Spec(_k_timeout, "float"),
         "kdf_floor": _Spec(_k_kdf, "str"),
         "kdf_cap": _Spec(_k_kdf, "str"),
@@ -559,7 +565,7 @@ def _finish(cfg: ServerConfig | ClientConfig, section: str) -> None:
                 "cost; no server could satisfy both"
             )
 
-    link = {k: getattr(cfg, k) for k in _LINK_KEYS if hasattr(cfg, k)}
+    link = {k: v for k in _LINK_KEYS if (v := getattr(cfg, k, None)) is not None}
     try:  # the native checks across settings (buffers, ping_interval < ping_timeout, ...)
         link_options(**link)
     except ConfigError as exc:
@@ -637,6 +643,8 @@ class ServerConfig:
     max_pending_handshakes: int | None = None
     accept_backlog: int | None = None
     max_connections: int | None = None
+    max_unacked: int | None = None
+    session_linger: float | None = None
     #: Where each setting came from (``"port"``, ``"rekey.interval"`` -> a label), for messages.
     sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -711,6 +719,8 @@ class ClientConfig:
     ping_timeout: float | None = None
     idle_timeout: float | None = None
     reconnect: ReconnectPolicy | None = None
+    exactly_once: bool | None = None
+    max_unacked: int | None = None
     open_timeout: float | None = None
     kdf_floor: KdfParams | None = None  # None: KdfParams.OWASP
     kdf_cap: KdfParams | None = None  # None: KdfParams.CLIENT_CAP

@@ -50,6 +50,11 @@ class Connection(ConnectionInfo, BlockingTransfers):
     def __iter__(self) -> Iterator[bytes]:
         return _until_clean_close(self.recv)
 
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything sent so far was written to the socket or, on the server's end
+        of an exactly-once session, acknowledged by the client's application."""
+        self._native.flush_blocking(timeout)
+
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Flush, send CLOSE, wait for the peer's (at most ``close_timeout``). Idempotent."""
         self._native.close_blocking(code, reason)
@@ -191,6 +196,13 @@ class Client(ClientBase[Connection], BlockingTransfers):
 
     def __iter__(self) -> Iterator[bytes]:
         return _until_clean_close(self.recv)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything sent so far was written to the socket or, with
+        ``exactly_once``, acknowledged: received by the server's application. Raises
+        :class:`~argonlink.Timeout` after ``timeout`` s (nothing is lost: the messages stay
+        queued)."""
+        self._link.flush_blocking(timeout)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Stop reconnecting and close the current connection. Idempotent."""

@@ -8,11 +8,12 @@
 //! CLOSE   0x04  code:u16 reason:utf-8 (at most 123 bytes)
 //! REKEY   0x05  (empty) — the sender's next frame uses the next key
 //! CONFIRM 0x06  [session request] — the client's first frame: proves it holds the keys;
-//!               with a body (25 bytes), asks for an acknowledged session (see below)
+//!               with a body (29 bytes), asks for an acknowledged session (see below)
 //! ACK     0x07  next_expected:u64 — acknowledged sessions: every message below it was delivered
-//! RESUME  0x08  status:u8 next_expected:u64 — the server's first frame when a session was asked
+//! RESUME  0x08  status:u8 next_expected:u64 window:u32 — the server's first frame when a
+//!               session was asked for
 //!
-//! session request: flags:u8 (bit 0: resume an existing session) session_id:16 next_expected:u64
+//! session request: flags:u8 (bit 0: resume) session_id:16 next_expected:u64 window:u32
 //! ```
 //! All integers are big-endian.
 
@@ -87,8 +88,8 @@ pub enum Frame<'a> {
 }
 
 pub const SESSION_ID_LEN: usize = 16;
-const SESSION_REQUEST_LEN: usize = 1 + SESSION_ID_LEN + 8;
-const RESUME_LEN: usize = 1 + 8;
+const SESSION_REQUEST_LEN: usize = 1 + SESSION_ID_LEN + 8 + 4;
+const RESUME_LEN: usize = 1 + 8 + 4;
 const FLAG_RESUME: u8 = 0x01;
 
 /// What a client asks for in its CONFIRM when it wants acknowledged delivery across
@@ -100,6 +101,9 @@ pub struct SessionRequest {
     pub resume: bool,
     /// The sequence number of the next message the client has yet to deliver.
     pub next_expected: u64,
+    /// Bytes of messages the client holds for its application: the server may have at most
+    /// this much unacknowledged (so the client never stops reading, and ACKs always get through).
+    pub window: u32,
 }
 
 #[repr(u8)]
@@ -120,6 +124,8 @@ pub struct ResumeReply {
     pub status: ResumeStatus,
     /// The sequence number of the next message the server has yet to deliver.
     pub next_expected: u64,
+    /// Bytes of messages the server holds for its application (see [`SessionRequest::window`]).
+    pub window: u32,
 }
 
 fn exact<const N: usize>(body: &[u8], what: &str) -> Result<[u8; N]> {
@@ -190,8 +196,9 @@ impl<'a> Frame<'a> {
                         resume: flags & FLAG_RESUME != 0,
                         session_id: body[1..1 + SESSION_ID_LEN].try_into().expect("16 bytes"),
                         next_expected: u64::from_be_bytes(
-                            body[1 + SESSION_ID_LEN..].try_into().expect("8 bytes"),
+                            body[17..25].try_into().expect("8 bytes"),
                         ),
+                        window: u32::from_be_bytes(body[25..].try_into().expect("4 bytes")),
                     }))
                 }
                 n => {
@@ -211,7 +218,8 @@ impl<'a> Frame<'a> {
                 };
                 Frame::Resume(ResumeReply {
                     status,
-                    next_expected: u64::from_be_bytes(b[1..].try_into().expect("8 bytes")),
+                    next_expected: u64::from_be_bytes(b[1..9].try_into().expect("8 bytes")),
+                    window: u32::from_be_bytes(b[9..].try_into().expect("4 bytes")),
                 })
             }
         })
@@ -240,6 +248,7 @@ impl<'a> Frame<'a> {
                     out.push(if r.resume { FLAG_RESUME } else { 0 });
                     out.extend_from_slice(&r.session_id);
                     out.extend_from_slice(&r.next_expected.to_be_bytes());
+                    out.extend_from_slice(&r.window.to_be_bytes());
                 }
             }
             Frame::Ack(v) => {
@@ -250,6 +259,7 @@ impl<'a> Frame<'a> {
                 out.push(FrameType::Resume as u8);
                 out.push(r.status as u8);
                 out.extend_from_slice(&r.next_expected.to_be_bytes());
+                out.extend_from_slice(&r.window.to_be_bytes());
             }
             Frame::Data { .. } => unreachable!("DATA frames are written by the session's sealer"),
         }
@@ -292,6 +302,7 @@ mod tests {
             session_id: [7; 16],
             resume: true,
             next_expected: 1 << 40,
+            window: 1 << 22,
         })));
         round_trip(Frame::Ack(99));
         for status in [
@@ -302,6 +313,7 @@ mod tests {
             round_trip(Frame::Resume(ResumeReply {
                 status,
                 next_expected: 5,
+                window: 7,
             }));
         }
     }
@@ -336,7 +348,7 @@ mod tests {
             &[0x00],
             &[0x07],
             &[0x07, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            &[0x08, 3, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[0x08, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             &[0x08, 0],
             &[0x09],
             &[0xff, 1, 2],

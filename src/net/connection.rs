@@ -32,7 +32,7 @@ use crate::error::{CloseCode, CloseInfo, Error, Result};
 /// Bytes the writer buffers before it writes (a whole 1 MiB message goes out in a few syscalls).
 const WRITE_BATCH: usize = 256 * 1024;
 /// What one queued item costs besides its payload: keeps a flood of empty messages bounded.
-const ITEM_OVERHEAD: usize = 64;
+pub(crate) const ITEM_OVERHEAD: usize = 64;
 
 pub type Reader = FramedRead<OwnedReadHalf, FrameDecoder>;
 pub type Writer = FramedWrite<OwnedWriteHalf, FrameEncoder>;

@@ -118,6 +118,8 @@ pub struct Attached {
     pub peer_next_expected: u64,
     /// The first sequence number we told the peer we expect on it.
     pub announced: u64,
+    /// What the peer holds for its application (the most we may leave unacknowledged).
+    pub peer_window: u32,
 }
 
 /// The receiving side of an acknowledged session.
@@ -231,14 +233,17 @@ impl Link {
         on_end: Box<dyn FnOnce() + Send>,
     ) -> Link {
         let (attach, incoming) = mpsc::unbounded_channel();
+        let peer_window = first.peer_window;
         let _ = attach.send(first);
         let source = Source::Accept {
             incoming: Mutex::new(Some(incoming)),
             attach,
             linger,
         };
-        let session = Some(Session::new(session_id, session));
-        Link::start(source, session, close_timeout, Some(on_end))
+        let session = Session::new(session_id, session);
+        // Before the application can send anything (it gets the link at once).
+        let _ = session.sender.limit_window(peer_window);
+        Link::start(source, Some(session), close_timeout, Some(on_end))
     }
 
     fn start(
@@ -638,6 +643,7 @@ async fn supervise(shared: &Arc<Shared>) {
             conn,
             peer_next_expected,
             announced,
+            peer_window,
         } = match attached {
             Ok(a) => a,
             Err(e) => return end(e),
@@ -648,7 +654,11 @@ async fn supervise(shared: &Arc<Shared>) {
                 Some(s) => s.acknowledged(n),
                 None => Ok(()),
             }));
-            if let Err(e) = session.sender.attach(conn.clone(), peer_next_expected) {
+            let attached = session
+                .sender
+                .limit_window(peer_window)
+                .and_then(|()| session.sender.attach(conn.clone(), peer_next_expected));
+            if let Err(e) = attached {
                 conn.abort(&e.to_string());
                 return end(e);
             }
@@ -663,6 +673,19 @@ async fn supervise(shared: &Arc<Shared>) {
             .push_back((conn.clone(), Numbering::starting_at(announced)));
         *shared.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
         shared.state.send_replace(State::Connected(conn.clone()));
+        if shared.session.is_some() {
+            // A message delivered while this connection was being set up was acknowledged on
+            // the previous one (maybe lost with it) and is not in what we announced: say it.
+            let delivered = shared
+                .reading
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .delivered
+                .next_expected();
+            if delivered > announced {
+                conn.ack(delivered);
+            }
+        }
         let mut close_request = shared.close_request.subscribe();
         tokio::select! {
             _ = conn.wait_finished() => {}
@@ -752,6 +775,7 @@ async fn next_dialed(shared: &Shared, failures: &mut u32) -> Result<Attached> {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let request = shared.session.as_ref().map(|s| SessionRequest {
+            window: window(config.link.recv_buffer),
             session_id: s.sender.session_id(),
             resume: s.established.load(Relaxed),
             next_expected: shared
@@ -797,6 +821,7 @@ fn resumed(
             conn,
             peer_next_expected: 0,
             announced: 0,
+            peer_window: u32::MAX,
         });
     };
     let refused = match reply.status {
@@ -821,5 +846,12 @@ fn resumed(
         conn,
         peer_next_expected: reply.next_expected,
         announced: request.next_expected,
+        peer_window: reply.window,
     })
+}
+
+/// The window a side announces: the bytes of messages its connections queue for the
+/// application (`recv_buffer`), which is how much the peer may leave unacknowledged.
+pub(crate) fn window(recv_buffer: usize) -> u32 {
+    recv_buffer.min(u32::MAX as usize) as u32
 }

@@ -7,7 +7,8 @@
 //! `try_send`; when the connection's send buffer is full, a small task (the pump) waits for room
 //! and carries on.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::{Notify, Semaphore};
@@ -19,8 +20,9 @@ use crate::core::reliable::Outbox;
 use crate::core::session::Sealer;
 use crate::error::{Error, Result};
 
-/// What one unacknowledged message costs besides its payload (bounds a flood of empty ones).
-const ENTRY_OVERHEAD: usize = 64;
+/// What one unacknowledged message costs besides its payload: the same as what it costs in the
+/// receiver's queue, so a window counted here never overfills the peer's queue.
+use super::connection::ITEM_OVERHEAD as ENTRY_OVERHEAD;
 
 struct SendState {
     outbox: Outbox,
@@ -40,7 +42,10 @@ pub struct ReliableSender {
     state: Mutex<SendState>,
     /// Bytes of unacknowledged messages allowed; `send` waits here.
     budget: Semaphore,
-    max_unacked: usize,
+    /// The budget's size: our max_unacked, lowered to the peer's window once it is known.
+    max_unacked: AtomicUsize,
+    /// The window the peer announced first (it may not change within a session).
+    peer_window: OnceLock<u32>,
     /// Wakes the pump: a message was pushed or a connection attached.
     wake: Notify,
     /// Wakes `flush`: the outbox emptied.
@@ -57,7 +62,8 @@ impl ReliableSender {
                 conn: None,
             }),
             budget: Semaphore::new(max_unacked),
-            max_unacked,
+            max_unacked: AtomicUsize::new(max_unacked),
+            peer_window: OnceLock::new(),
             wake: Notify::new(),
             emptied: Notify::new(),
             stop: CancellationToken::new(),
@@ -78,7 +84,23 @@ impl ReliableSender {
         if let Some(conn) = &self.lock().conn {
             Sealer::check_len(conn.peer_max_message(), len)?;
         }
-        Ok((len + ENTRY_OVERHEAD).min(self.max_unacked))
+        Ok((len + ENTRY_OVERHEAD).min(self.max_unacked.load(Relaxed)))
+    }
+
+    /// The peer holds at most `window` bytes of messages for its application: never have more
+    /// than that unacknowledged, or its reader would stop reading and never see our ACKs (each
+    /// side waiting for the other). Set before any message is sent; it may not change later.
+    pub fn limit_window(&self, window: u32) -> Result<()> {
+        if *self.peer_window.get_or_init(|| window) != window {
+            return Err(Error::protocol("the peer's session window changed"));
+        }
+        let window = window as usize;
+        let current = self.max_unacked.load(Relaxed);
+        if window < current && self.lock().outbox.is_empty() {
+            let taken = self.budget.forget_permits(current - window);
+            self.max_unacked.fetch_sub(taken, Relaxed);
+        }
+        Ok(())
     }
 
     /// Keep the message until acknowledged if the budget has room now; `Ok(false)`: no room,

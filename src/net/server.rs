@@ -152,6 +152,7 @@ enum Route {
         link: Link,
         announced: u64,
         peer_next_expected: u64,
+        peer_window: u32,
     },
     /// Nowhere: the session it asks for is gone (it was told so in RESUME).
     Refuse,
@@ -509,6 +510,7 @@ fn admit(shared: &Arc<Shared>, id: u64, conn: Connection, epoch: u32, route: Rou
                     conn: conn.clone(),
                     peer_next_expected: request.next_expected,
                     announced: 0,
+                    peer_window: request.window,
                 },
                 session_id,
                 &shared.config.session,
@@ -527,6 +529,7 @@ fn admit(shared: &Arc<Shared>, id: u64, conn: Connection, epoch: u32, route: Rou
             link,
             announced,
             peer_next_expected,
+            peer_window,
         } => {
             // The client gave up on its previous connection; so do we.
             if let Some(old) = link.current() {
@@ -536,6 +539,7 @@ fn admit(shared: &Arc<Shared>, id: u64, conn: Connection, epoch: u32, route: Rou
                 conn: conn.clone(),
                 peer_next_expected,
                 announced,
+                peer_window,
             };
             if !link.attach(attached) {
                 tokio::spawn(async move {
@@ -719,6 +723,7 @@ fn route(shared: &Shared, request: Option<SessionRequest>) -> (Route, Option<Out
                 link,
                 announced,
                 peer_next_expected: request.next_expected,
+                peer_window: request.window,
             };
             (route, ResumeStatus::Resumed, announced)
         }
@@ -729,6 +734,7 @@ fn route(shared: &Shared, request: Option<SessionRequest>) -> (Route, Option<Out
     let reply = ResumeReply {
         status,
         next_expected,
+        window: super::link::window(shared.config.link.recv_buffer),
     };
     (route, Some(Outgoing::Resume(reply)))
 }

@@ -162,6 +162,11 @@ impl LinkOptions {
     }
 
     #[getter]
+    fn exactly_once(&self) -> bool {
+        self.exactly_once
+    }
+
+    #[getter]
     fn max_message_size(&self) -> u64 {
         self.link.max_message_size
     }
