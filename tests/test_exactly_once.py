@@ -234,3 +234,28 @@ async def test_plain_clients_still_get_plain_connections():
             await client.send(b"x")
             await client.flush(timeout=5)  # written to the socket
             assert await conn.recv(timeout=5) == b"x"
+
+
+async def test_a_file_crosses_cut_connections_without_noticing(tmp_path):
+    src = tmp_path / "src.bin"
+    rng = random.Random(3)
+    block = rng.randbytes(1 << 20)
+    src.write_bytes(b"".join(block[i:] + block[:i] for i in range(16)))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    # Cut five connections after a random number of frames each way.
+    cuts = RandomCuts(5, seed=random.randrange(1 << 30))
+    async with argonlink.Server(password=PASSWORD, kdf=KDF) as server:
+        with Proxy(server.address, c2s=cuts.tamper("c2s"), s2c=cuts.tamper("s2c")) as proxy:
+            async with argonlink.Client(
+                *proxy.address, password=PASSWORD, exactly_once=True, reconnect=FAST_RECONNECT
+            ) as client:
+                conn = await server.accept(timeout=5)
+                receiving = asyncio.create_task(conn.recv_file(dest, timeout=30))
+                sent = await client.send_file(src, timeout=30)
+                received = await asyncio.wait_for(receiving, 30)
+            assert len(proxy.connections) >= 2
+    assert received.path.read_bytes() == src.read_bytes()
+    assert sent.sha256 == received.sha256
+    # The session carried the transfer across the cuts: nothing had to be resumed.
+    assert received.resumed_from == 0
