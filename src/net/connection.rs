@@ -494,6 +494,10 @@ struct Liveness {
     pings: u64,
     traffic: (u64, u64),
     last_traffic: Instant,
+    /// When the idle close began: without keepalive nothing else would notice a peer that
+    /// never answers it.
+    idle_close_since: Option<Instant>,
+    close_timeout: Duration,
 }
 
 impl Liveness {
@@ -523,6 +527,8 @@ impl Liveness {
             pings: 0,
             traffic: (0, 0),
             last_traffic: now,
+            idle_close_since: None,
+            close_timeout: config.close_timeout,
         }
     }
 
@@ -549,6 +555,14 @@ impl Liveness {
     }
 
     fn check(&mut self, shared: &Arc<Shared>) -> Result<()> {
+        if self
+            .idle_close_since
+            .is_some_and(|t| t.elapsed() >= self.close_timeout)
+        {
+            return Err(Error::Closed(CloseInfo::abnormal(
+                "the peer did not complete the closing handshake within close_timeout",
+            )));
+        }
         if let Some(interval) = self.ping_interval {
             let silent = self.last_heard.elapsed();
             if silent >= self.ping_timeout {
@@ -573,6 +587,7 @@ impl Liveness {
                 };
                 conn.start_close(CloseCode::NORMAL, "idle timeout");
                 self.idle_timeout = None;
+                self.idle_close_since = Some(Instant::now());
             }
         }
         Ok(())

@@ -354,20 +354,14 @@ async fn password_change_closes_old_sessions_and_grace_accepts_both() {
     srv.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_peer_is_detected_by_keepalive() {
-    let source = ServerKeySource::Password(b"pw".to_vec().into(), FAST);
-    let mut config = ServerConfig::default();
-    config.link.close_timeout = Duration::from_millis(100);
-    let srv = Server::bind("127.0.0.1", 0, source, config).await.unwrap();
-    // A relay that accepts and then never forwards a byte: TCP stays up, the peer is gone.
+/// A relay that forwards the handshake and then never forwards a byte: TCP stays up, the peer
+/// is gone.
+async fn blackhole_after_handshake(target: std::net::SocketAddr) -> u16 {
     let blackhole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hole_addr = blackhole.local_addr().unwrap();
-    let target = srv.local_addr();
+    let port = blackhole.local_addr().unwrap().port();
     tokio::spawn(async move {
         let (mut inbound, _) = blackhole.accept().await.unwrap();
         let mut outbound = tokio::net::TcpStream::connect(target).await.unwrap();
-        // Relay the handshake, then swallow everything.
         let (mut ri, mut wi) = inbound.split();
         let (mut ro, mut wo) = outbound.split();
         let (mut up, mut down) = (vec![0u8; 4096], vec![0u8; 4096]);
@@ -383,11 +377,53 @@ async fn silent_peer_is_detected_by_keepalive() {
         }
         tokio::time::sleep(Duration::from_secs(30)).await;
     });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_close_the_peer_never_answers_ends_at_the_close_timeout() {
+    let source = ServerKeySource::Password(b"pw".to_vec().into(), FAST);
+    let mut server_config = ServerConfig::default();
+    server_config.link.close_timeout = Duration::from_millis(100);
+    let srv = Server::bind("127.0.0.1", 0, source, server_config)
+        .await
+        .unwrap();
+    let hole_port = blackhole_after_handshake(srv.local_addr()).await;
+    let mut config = client_config();
+    config.link.ping_interval = None;
+    config.link.idle_timeout = Some(Duration::from_millis(200));
+    config.link.close_timeout = Duration::from_millis(300);
+    let creds = Arc::new(Credentials::new(b"pw"));
+    let conn = connect("127.0.0.1", hole_port, &creds, &config, 0)
+        .await
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), conn.recv())
+        .await
+        .expect("the idle close has a deadline")
+    {
+        Err(Error::Closed(info)) => {
+            assert!(
+                !info.clean && info.reason.contains("closing handshake"),
+                "{info:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    srv.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_peer_is_detected_by_keepalive() {
+    let source = ServerKeySource::Password(b"pw".to_vec().into(), FAST);
+    let mut config = ServerConfig::default();
+    config.link.close_timeout = Duration::from_millis(100);
+    let srv = Server::bind("127.0.0.1", 0, source, config).await.unwrap();
+    let hole_port = blackhole_after_handshake(srv.local_addr()).await;
     let mut config = client_config();
     config.link.ping_interval = Some(Duration::from_millis(50));
     config.link.ping_timeout = Duration::from_millis(300);
     let creds = Arc::new(Credentials::new(b"pw"));
-    let conn = connect("127.0.0.1", hole_addr.port(), &creds, &config, 0)
+    let conn = connect("127.0.0.1", hole_port, &creds, &config, 0)
         .await
         .unwrap();
     let started = std::time::Instant::now();
