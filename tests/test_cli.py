@@ -267,6 +267,22 @@ def test_serve_print_and_send_stdin_lines(key: Path) -> None:
     assert server.stdout.split("\n") == ["first line", "second", "", "last", ""]
 
 
+def test_stdin_lines_survive_cut_connections_exactly_once(key: Path) -> None:
+    env = base_env(ARGONLINK_PASSWORD=PASSWORD)
+    lines = [b"line %d" % i for i in range(3000)]
+    with serving("--print", "--once", env=env) as server:
+        # Three connections cut after a few dozen frames each.
+        cut = lambda n: CloseAfter(3 + 20 * (n + 1)) if n < 3 else None  # noqa: E731
+        with Proxy(("127.0.0.1", server.port), c2s=cut) as proxy:
+            host, port = proxy.address
+            sent = run("send", f"{host}:{port}", input=b"\n".join(lines), env=env)
+            assert len(proxy.connections) >= 4
+        server.finish()
+    assert sent.returncode == 0, sent.stderr
+    assert server.returncode == 0, server.stderr
+    assert server.stdout.encode().split(b"\n")[:-1] == lines
+
+
 def test_send_stdin_as_a_file(tmp_path: Path, key: Path) -> None:
     incoming = tmp_path / "in"
     incoming.mkdir()

@@ -30,7 +30,7 @@ from typing import Any, NoReturn, TextIO
 
 from . import __version__, config, sync
 from ._files import FileReceipt, encode_refuse, is_file_message, kind_name
-from ._options import KdfParams, hash_password
+from ._options import KdfParams, ReconnectPolicy, hash_password
 from .exceptions import (
     AuthenticationError,
     ConfigError,
@@ -131,7 +131,9 @@ Each FILE is sent with a progress bar (tqdm if installed) and verified by the re
 "SHA256  NAME" on stdout confirms it is stored. A lost connection is retried (--retries) and
 the transfer resumes where the receiver's copy stops. A file the receiver refuses is reported
 and the next one is sent. "-" (or no FILE) sends standard input: each line as one message (for
-serve --print), or with --stdin-name NAME as one file called NAME (not resumable).
+serve --print) over an exactly-once session (a lost connection loses or repeats no line; exit
+0 means the server received them all), or with --stdin-name NAME as one file called NAME (not
+resumable).
 
 examples:
   argonlink send --password-file link.key 10.0.0.2:7000 *.tar.gz
@@ -709,10 +711,17 @@ class _Sender:
             bar.close()
 
     def send_lines(self) -> int:
-        client, count = self.client(), 0
-        for line in sys.stdin.buffer:
-            client.send(line.removesuffix(b"\n"), timeout=self._args.timeout)
-            count += 1
+        """Each line a message, over an exactly-once session: a lost connection is redialled
+        (``retries`` dials in a row at most) and no line is lost or repeated; returns once the
+        server has received every line."""
+        policy = ReconnectPolicy(max_attempts=self._args.retries + 1)
+        kwargs = {**self._kwargs, "exactly_once": True, "reconnect": policy}
+        count = 0
+        with sync.Client(**kwargs) as client:
+            for line in sys.stdin.buffer:
+                client.send(line.removesuffix(b"\n"), timeout=self._args.timeout)
+                count += 1
+            client.flush(timeout=self._args.timeout)
         return count
 
 
