@@ -764,8 +764,9 @@ def test_one_gib_cut_and_resumed_in_bounded_memory(tmp_path: Path) -> None:
         assert final.stat().st_size == size
         with open(final, "rb") as f:
             assert hashlib.file_digest(f, "sha256").hexdigest() == digest.hexdigest()
-        for side in (sent, got):
+        for who, side in (("sender", sent), ("receiver", got)):
             growth = side["hwm_kib_end"] - side["hwm_kib_start"]
+            print(f"{who}: peak RSS grew by {growth / 1024:.1f} MiB for 1 GiB")
             assert growth < 200 * 1024, f"peak RSS grew by {growth // 1024} MiB"
     finally:
         for path in (src, dest / "gib.bin"):
