@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OnceCell;
@@ -203,6 +203,20 @@ async fn handshake(
     *offered = (params.epoch, params.other_epoch);
     config.kdf_bounds.check(&params.kdf)?;
     let psk = credentials.psk_for(params.salt, params.kdf).await?;
+    // The server can judge the password only once it has message 1. If it closed the
+    // connection before that (evicted at its pending-handshake cap, restarted), that is a
+    // network fault to retry, not a wrong password: say so now, while it is still certain.
+    let mut probe = [0u8; 1];
+    if let Some(early) = rd.peek(&mut probe).now_or_never() {
+        return Err(match early {
+            Ok(0) => Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "the server closed the connection before message 1 (busy or restarting)",
+            )),
+            Ok(_) => Error::protocol("the server sent data before message 1"),
+            Err(e) => Error::Io(e),
+        });
+    }
 
     let link = &config.link;
     let (state, msg1) = ClientAwaitingReply::start(
