@@ -497,6 +497,7 @@ class SlowlorisReport:
     handshake_timeout: float
     opened: int = 0
     evicted_before_client: int = 0
+    failed_before_client: int = 0  # evicted, or cut at the deadline already
     pending_before_client: int = 0
     client_ok: bool = False
     client_error: str = ""
@@ -576,15 +577,17 @@ async def run_slowloris(
         idle = await asyncio.to_thread(_open_idle, server.address, connections, first)
         try:
             report.opened = len(idle)
-            # Wait until the server has taken every one of them (evicted or pending).
+            # Wait until the server has taken every one of them: pending, or ended (evicted,
+            # or, on a slow machine, already past the handshake deadline).
             deadline = time.monotonic() + timeout
             while True:
                 stats = (await server.command_async("stats"))["server"]
-                taken = stats["handshakes_evicted"] + stats["pending_handshakes"]
+                taken = stats["handshakes_failed"] + stats["pending_handshakes"]
                 if taken >= connections or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.05)
             report.evicted_before_client = stats["handshakes_evicted"]
+            report.failed_before_client = stats["handshakes_failed"]
             report.pending_before_client = stats["pending_handshakes"]
 
             start = time.perf_counter()

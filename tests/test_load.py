@@ -97,13 +97,13 @@ async def test_1000_idle_connections_do_not_keep_a_real_client_out(mode: str) ->
     """1000 sockets that send nothing (or 6 of the 12 hello bytes) against the default cap of
     256 pending handshakes: the oldest are evicted as new ones arrive, the real client that
     comes next is served, and the handshake deadline cuts the rest."""
-    report = await load.run_slowloris(IDLE, mode, handshake_timeout=3.0, timeout=20)
+    report = await load.run_slowloris(IDLE, mode, handshake_timeout=5.0, timeout=20)
     print()
     print(report.summary())
     assert report.opened == IDLE
     assert report.client_ok, report.client_error
     # The server took every idle socket and kept at most 256 of them pending.
-    assert report.evicted_before_client + report.pending_before_client == IDLE
+    assert report.failed_before_client + report.pending_before_client == IDLE
     assert report.pending_before_client <= report.max_pending_handshakes
     stats = report.server_stats
     assert stats["handshakes_ok"] == 1  # the real client, and only it

@@ -149,9 +149,7 @@ class Peer:
                     return item
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._pull(min(remaining, 0.1)):
-                if not self._queue.empty() and remaining > 0:
-                    continue
-                break
+                break  # out of time, or the process ended (every event is in)
         raise AssertionError(
             f"{self.role}: no {event!r} within {timeout} s; events {self.names()}; "
             f"exit {self.proc.poll()}; stderr: {self.stderr()}"
