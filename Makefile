@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 DEPS    := $(VENV)/.deps
 PYFILES := python tests benchmarks examples
 
-.PHONY: all dev build test test-rust test-python lint demo bench clean
+.PHONY: all dev build test test-rust test-python lint demo bench clean netns-tools
 
 all: test
 
@@ -35,7 +35,18 @@ test-rust:
 	cargo test --features rustcrypto
 	cargo test --lib --no-default-features --features rustcrypto
 
-test-python: build
+# tests/test_netns.py needs iproute2 (ip, tc) and root, and skips without them. Where `ip` is
+# missing, we are root and apt-get exists (CI: Debian), install it; never fail over it.
+netns-tools:
+	@if ! command -v ip >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing iproute2 for tests/test_netns.py"; \
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null 2>&1 \
+		  || { apt-get update -qq >/dev/null 2>&1 \
+		       && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null 2>&1; }; } \
+		|| echo "could not install iproute2: tests/test_netns.py will skip"; \
+	fi
+
+test-python: build netns-tools
 	$(PY) -m pytest
 
 # The whole suite: Rust unit tests (both AES-GCM backends), lints, pytest.
