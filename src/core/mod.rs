@@ -15,3 +15,6 @@ pub mod handshake;
 pub mod kdf;
 pub mod message;
 pub mod session;
+
+#[cfg(test)]
+mod proptests;

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Long fuzzing run: each target in turn for RUNS executions (default 10 million), without a
+# sanitizer (the core is safe Rust; overflow checks and debug assertions stay on) and at low
+# priority. Each target's corpus grows in fuzz/corpus-run/<target>, seeded from fuzz/corpus/.
+#
+#   fuzz/long.sh [RUNS] [TARGET...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-10000000}
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(frame_parse handshake reassembly frame_decoder handshake_mitm)
+export RUSTC_BOOTSTRAP=1 # cargo-fuzz passes -Z flags; this lets a stable toolchain take them
+build=(-O -a -s none --target-dir fuzz/target-long)
+cargo fuzz build "${build[@]}"
+for t in "${targets[@]}"; do
+    mkdir -p "fuzz/corpus-run/$t"
+    echo "== $t: $runs runs"
+    start=$(date +%s)
+    nice -n 10 cargo fuzz run "${build[@]}" "$t" "fuzz/corpus-run/$t" "fuzz/corpus/$t" -- \
+        -runs="$runs" -print_final_stats=1 2>&1 | grep -v '^#[0-9]*	\(NEW\|REDUCE\)'
+    echo "== $t: $(($(date +%s) - start)) s"
+done
