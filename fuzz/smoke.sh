@@ -19,6 +19,6 @@ for t in "${targets[@]}"; do
     # New inputs go to the scratch corpus (first directory); the seeds stay as committed.
     cargo fuzz run "${build[@]}" "$t" "$work/$t" "fuzz/corpus/$t" -- \
         -max_total_time="$seconds" -print_final_stats=1 2>&1 |
-        grep -Ev '^#[0-9]+	(NEW|REDUCE|pulse)|^INFO|^stat::(slowest|new_units)'
+        grep -Ev '^#[0-9]+	(NEW|REDUCE|pulse)|^INFO|^stat::(slowest|new_units)|^"|^######'
 done
 echo "== fuzz smoke: no crash in ${#targets[@]} targets"
