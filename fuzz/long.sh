@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-10000000}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frame_parse handshake reassembly frame_decoder handshake_mitm)
+[ ${#targets[@]} -gt 0 ] || targets=(frame_parse handshake reassembly roundtrip frame_decoder handshake_mitm)
 export RUSTC_BOOTSTRAP=1 # cargo-fuzz passes -Z flags; this lets a stable toolchain take them
 build=(-O -a -s none --target-dir fuzz/target-long)
 cargo fuzz build "${build[@]}"

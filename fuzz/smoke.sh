@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Fuzz smoke run: every target for a few seconds (FUZZ_SECONDS, default 12), starting from its
+# Fuzz smoke run: every target for a few seconds (FUZZ_SECONDS, default 10), starting from its
 # committed seeds, with AddressSanitizer, debug assertions and overflow checks. Any crash, panic
 # or failed invariant fails the run; its input is saved under fuzz/artifacts/<target>/.
 # Needs cargo-fuzz (`make fuzz-smoke` installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds=${FUZZ_SECONDS:-12}
-targets=(frame_parse frame_decoder reassembly handshake handshake_mitm)
+seconds=${FUZZ_SECONDS:-10}
+targets=(frame_parse frame_decoder reassembly roundtrip handshake handshake_mitm)
 # cargo-fuzz passes unstable (-Z) flags to rustc; this lets a stable toolchain accept them.
 export RUSTC_BOOTSTRAP=1
 build=(-O -a)

@@ -11,7 +11,7 @@ use argonlink::core::frame::{Frame, FrameType, FLAG_LENGTH, FLAG_MORE};
 use argonlink::core::handshake::{ClientAwaitingReply, ClientHello, HELLO_LEN, MSG2_LEN};
 use argonlink::core::kdf::{hash_password, KdfParams, Psk};
 use argonlink::core::session::MAX_CHUNK;
-use argonlink_fuzz::{decoder, frame_parse, handshake, mitm, reassembly};
+use argonlink_fuzz::{decoder, frame_parse, handshake, mitm, reassembly, roundtrip};
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -366,7 +366,42 @@ fn mitm_seeds() {
     }
 }
 
+fn roundtrip_seeds() {
+    use roundtrip::{Input, Item};
+    let sizes = [
+        0,
+        1,
+        1000,
+        MAX_CHUNK - 8,
+        MAX_CHUNK,
+        MAX_CHUNK + 1,
+        3 * MAX_CHUNK + 17,
+    ];
+    let mut items: Vec<Item> = sizes.iter().map(|&n| Item::Message(n as u32)).collect();
+    items.insert(2, Item::Ping);
+    items.insert(4, Item::Pong);
+    items.push(Item::Close(1000));
+    let seeds = [
+        ("default", 0, 0, true, 0),
+        ("rekey-every-2-frames", 2, 0, false, 3),
+        ("rekey-every-64-kib", 0, 64, true, 1),
+    ];
+    for (name, rekey_frames, rekey_kib, confirm, piece) in seeds {
+        let input = Input {
+            rekey_frames,
+            rekey_kib,
+            confirm,
+            piece,
+            items: items.clone(),
+        };
+        let rekeys = roundtrip::run(&input.encode());
+        assert_eq!(rekeys > 0, rekey_frames + rekey_kib > 0, "{name}");
+        write("roundtrip", name, &input.encode());
+    }
+}
+
 fn main() {
+    roundtrip_seeds();
     frame_parse_seeds();
     decoder_seeds();
     reassembly_seeds();

@@ -10,6 +10,7 @@ pub mod frame_parse;
 pub mod handshake;
 pub mod mitm;
 pub mod reassembly;
+pub mod roundtrip;
 
 use argonlink::core::cipher::{CipherState, KEY_LEN, TAG_LEN};
 use argonlink::error::Error;
