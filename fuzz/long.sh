@@ -4,6 +4,8 @@
 # priority. Each target's corpus grows in fuzz/corpus-run/<target>, seeded from fuzz/corpus/.
 #
 #   fuzz/long.sh [RUNS] [TARGET...]
+#
+# FUZZ_MAX_SECONDS, if set, also stops each target after that many seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-10000000}
@@ -18,6 +20,7 @@ for t in "${targets[@]}"; do
     echo "== $t: $runs runs"
     start=$(date +%s)
     nice -n 10 cargo fuzz run "${build[@]}" "$t" "fuzz/corpus-run/$t" "fuzz/corpus/$t" -- \
-        -runs="$runs" -print_final_stats=1 2>&1 | grep -v '^#[0-9]*	\(NEW\|REDUCE\)'
+        -runs="$runs" -max_total_time="${FUZZ_MAX_SECONDS:-0}" -print_final_stats=1 2>&1 |
+        grep --line-buffered -v '^#[0-9]*	\(NEW\|REDUCE\)'
     echo "== $t: $(($(date +%s) - start)) s"
 done
