@@ -41,12 +41,13 @@ test-python: build
 
 CARGO_FUZZ_VERSION := 0.13.2
 
-# About a minute of each fuzz target from its seeds (fuzz/smoke.sh); installs cargo-fuzz.
+# Ten seconds of each fuzz target from its seeds, about a minute in all (fuzz/smoke.sh);
+# installs cargo-fuzz if needed.
 fuzz-smoke:
 	cargo fuzz --version >/dev/null 2>&1 || cargo install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
 	fuzz/smoke.sh
 
-# Ten million executions per target, one after the other (fuzz/long.sh): an hour or more.
+# Ten million executions per target, one after the other (fuzz/long.sh): hours.
 fuzz-long:
 	cargo fuzz --version >/dev/null 2>&1 || cargo install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
 	fuzz/long.sh
