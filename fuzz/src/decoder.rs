@@ -190,6 +190,8 @@ pub enum Seen {
     Ping(u64),
     Pong(u64),
     Close(u16, String),
+    /// An event this harness does not know yet.
+    Other(String),
 }
 
 impl From<Event> for Seen {
@@ -200,6 +202,8 @@ impl From<Event> for Seen {
             Event::Ping(v) => Seen::Ping(v),
             Event::Pong(v) => Seen::Pong(v),
             Event::Close { code, reason } => Seen::Close(code, reason),
+            #[allow(unreachable_patterns)]
+            other => Seen::Other(format!("{other:?}")),
         }
     }
 }

@@ -333,6 +333,8 @@ fn observed(result: Result<Option<Event>, Error>) -> Expect {
         Ok(Some(Event::Pong(v))) => Expect::Pong(v),
         Ok(Some(Event::Close { code, reason })) => Expect::Close(code, reason),
         Ok(Some(Event::Message(m))) => Expect::Message(m.into_bytes().to_vec()),
+        #[allow(unreachable_patterns)]
+        Ok(Some(other)) => panic!("an event the model does not know: {other:?}"),
         Err(Error::Protocol(_)) => Expect::Protocol,
         Err(Error::MessageTooLarge { .. }) => Expect::TooLarge,
         Err(Error::KeyExhausted) => Expect::KeyExhausted,
