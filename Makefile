@@ -63,4 +63,4 @@ bench: build
 	$(PY) benchmarks/throughput.py
 
 clean:
-	rm -rf $(VENV) target fuzz/target fuzz/target-long
+	rm -rf $(VENV) target fuzz/target fuzz/target-long fuzz/target-long-notc
