@@ -17,8 +17,8 @@ use crate::decoder::Seen;
 use crate::{test_key, Reader};
 
 /// The longest message generated, and the most message bytes per input.
-pub const MAX_MESSAGE: usize = 300_000;
-pub const MAX_TOTAL: usize = 1 << 20;
+pub const MAX_MESSAGE: usize = 200_000;
+pub const MAX_TOTAL: usize = 1 << 19;
 /// A REKEY frame on the wire: length prefix, type byte, tag.
 const REKEY_FRAME: usize = 2 + 1 + TAG_LEN;
 
