@@ -23,6 +23,8 @@ pub const LARGE_LIMIT: u64 = 1 << 20;
 pub const MAX_READS: usize = 2048;
 /// At most this many records are used (each may make a 64 KiB frame).
 pub const MAX_RECORDS: usize = 64;
+/// Records stop being added once the stream is this long: every run stays fast.
+pub const MAX_WIRE: usize = 256 << 10;
 
 #[derive(Clone, Debug)]
 pub enum Record {
@@ -149,6 +151,9 @@ impl Input {
         let mut cs: CipherState = CipherState::new(&test_key());
         let mut wire = Vec::with_capacity(self.records.len() * 64);
         for (i, rec) in self.records.iter().enumerate() {
+            if wire.len() > MAX_WIRE {
+                break;
+            }
             match rec {
                 Record::Sealed(plain) => {
                     seal_into(&mut cs, plain, &mut wire);
