@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 DEPS    := $(VENV)/.deps
 PYFILES := python tests benchmarks examples
 
-.PHONY: all dev build test test-rust test-python lint demo bench clean netns-tools
+.PHONY: all dev build test test-rust test-python fuzz-smoke fuzz-long lint demo bench clean netns-tools
 
 all: test
 
@@ -25,6 +25,7 @@ dev: build
 
 lint: build
 	cargo fmt --check
+	cargo fmt --check --manifest-path fuzz/Cargo.toml
 	cargo clippy --all-targets --features python,rustcrypto -- -D warnings
 	$(BIN)/ruff check $(PYFILES)
 	$(BIN)/ruff format --check $(PYFILES)
@@ -49,8 +50,21 @@ netns-tools:
 test-python: build netns-tools
 	$(PY) -m pytest
 
-# The whole suite: Rust unit tests (both AES-GCM backends), lints, pytest.
-test: lint test-rust test-python
+CARGO_FUZZ_VERSION := 0.13.2
+
+# Ten seconds of each fuzz target from its seeds, about a minute in all (fuzz/smoke.sh);
+# installs cargo-fuzz if needed.
+fuzz-smoke:
+	cargo fuzz --version >/dev/null 2>&1 || cargo install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
+	fuzz/smoke.sh
+
+# Ten million executions per target, one after the other (fuzz/long.sh): hours.
+fuzz-long:
+	cargo fuzz --version >/dev/null 2>&1 || cargo install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
+	fuzz/long.sh
+
+# The whole suite: Rust unit tests (both AES-GCM backends), lints, pytest, a fuzz smoke run.
+test: lint test-rust test-python fuzz-smoke
 
 # The main job: a real two-process transfer on loopback, printing throughput and the hash.
 demo: build
@@ -60,4 +74,4 @@ bench: build
 	$(PY) benchmarks/throughput.py
 
 clean:
-	rm -rf $(VENV) target
+	rm -rf $(VENV) target fuzz/target fuzz/target-long fuzz/target-long-notc

@@ -17,3 +17,6 @@ pub mod kdf;
 pub mod message;
 pub mod reliable;
 pub mod session;
+
+#[cfg(test)]
+mod proptests;

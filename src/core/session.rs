@@ -263,8 +263,9 @@ impl Opener {
             }
             self.usage.add(plain_len);
         }
-        if self.partial.is_some() && !matches!(parsed, Frame::Data { .. }) {
-            // Control frames may not split a message: keeps reassembly state trivial.
+        if self.partial.is_some() && !matches!(parsed, Frame::Data { .. } | Frame::Rekey) {
+            // Control frames may not split a message: keeps reassembly state trivial. REKEY may:
+            // the sender rekeys as soon as a threshold is reached, also between fragments.
             return Err(Error::protocol("control frame inside a fragmented message"));
         }
         Ok(match parsed {
@@ -507,6 +508,29 @@ mod tests {
         s.seal_message(&msg(10), &mut wire).unwrap();
         assert_eq!(open_all(&mut o, wire).unwrap().len(), 2);
         assert_eq!(s.rekeys(), 1);
+    }
+
+    #[test]
+    fn rekey_between_fragments_of_a_message_is_accepted() {
+        // Thresholds reached in the middle of a long message put REKEY between its fragments.
+        let policy = RekeyPolicy {
+            frames: 2,
+            ..RekeyPolicy::default()
+        };
+        let (mut s, mut o) = pair(policy, BIG);
+        let m = msg(5 * MAX_CHUNK);
+        let mut wire = BytesMut::new();
+        s.seal_message(&m, &mut wire).unwrap();
+        s.seal_message(b"next", &mut wire).unwrap();
+        assert_eq!(
+            open_all(&mut o, wire).unwrap(),
+            vec![
+                Event::Message(Message::from(Bytes::from(m))),
+                Event::Message(Message::from(Bytes::from_static(b"next"))),
+            ]
+        );
+        assert!(s.rekeys() >= 2, "{}", s.rekeys());
+        assert_eq!(s.rekeys(), o.rekeys());
     }
 
     #[test]

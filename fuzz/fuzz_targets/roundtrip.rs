@@ -1,0 +1,8 @@
+#![no_main]
+//! See `argonlink_fuzz::roundtrip`.
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = argonlink_fuzz::roundtrip::run(data);
+});

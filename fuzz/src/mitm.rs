@@ -1,0 +1,334 @@
+//! `handshake_mitm`: a real client and server run the whole handshake (hello, parameters,
+//! message 1, message 2, CONFIRM) over two in-memory byte streams, the way the I/O layer reads
+//! them (fixed sizes, u16 length prefixes, then the frame decoder), while a man in the middle
+//! edits one of the five messages: flips bits, truncates, inserts bytes, or replaces it.
+//!
+//! Invariants: no panic; without an edit the handshake succeeds with matching keys; whenever
+//! both sides derive keys they are the same keys; after any real edit the server never accepts
+//! the connection, and the client never completes unless the edit left every handshake message
+//! it and the server read intact (CONFIRM edited, or bytes appended after message 1 or 2).
+
+use argonlink::core::codec::{FrameDecoder, FrameEncoder, Outgoing};
+use argonlink::core::handshake::{
+    server_respond, Admission, ClientAwaitingReply, ClientHello, Established, ServerParams,
+    HELLO_LEN, MSG1_LEN, MSG2_LEN, PARAMS_LEN,
+};
+use argonlink::core::kdf::KdfBounds;
+use argonlink::core::session::{Event, Opener, RekeyPolicy, Sealer};
+use argonlink::{CloseCode, Error};
+use bytes::{Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::handshake::{psk, server_params, CLIENT_NODE, SERVER_NODE};
+use crate::Reader;
+
+pub const SEGMENTS: [&str; 5] = ["hello", "params", "msg1", "msg2", "confirm"];
+const CLIENT_MAX: u64 = 1 << 20;
+const SERVER_MAX: u64 = 1 << 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Edit {
+    /// XOR the byte at the offset.
+    Xor = 0,
+    /// Keep only the bytes before the offset.
+    Truncate = 1,
+    /// Insert the payload at the offset.
+    Insert = 2,
+    /// Send the payload instead.
+    Replace = 3,
+}
+
+#[derive(Clone, Debug)]
+pub struct Input {
+    /// Which message is edited (index into `SEGMENTS`).
+    pub segment: u8,
+    pub edit: Edit,
+    pub offset: u16,
+    /// Bit 0: the server is busy; bit 1: it also offers another key epoch.
+    pub flags: u8,
+    pub epoch_hint: u8,
+    pub payload: Vec<u8>,
+}
+
+impl Input {
+    pub fn decode(data: &[u8]) -> Option<Input> {
+        let mut r = Reader::new(data);
+        let segment = r.u8()? % SEGMENTS.len() as u8;
+        let edit = match r.u8()? % 4 {
+            0 => Edit::Xor,
+            1 => Edit::Truncate,
+            2 => Edit::Insert,
+            _ => Edit::Replace,
+        };
+        Some(Input {
+            segment,
+            edit,
+            offset: r.u16()?,
+            flags: r.u8()?,
+            epoch_hint: r.u8()?,
+            payload: r.rest().to_vec(),
+        })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![self.segment, self.edit as u8];
+        out.extend_from_slice(&self.offset.to_be_bytes());
+        out.extend_from_slice(&[self.flags, self.epoch_hint]);
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    /// The message as the man in the middle passes it on.
+    fn apply(&self, segment: usize, msg: Vec<u8>) -> Vec<u8> {
+        if segment != self.segment as usize {
+            return msg;
+        }
+        let mut msg = msg;
+        let at = self.offset as usize % (msg.len() + 1);
+        match self.edit {
+            Edit::Xor => {
+                if let (Some(b), Some(x)) = (msg.get_mut(at), self.payload.first()) {
+                    *b ^= x;
+                }
+            }
+            Edit::Truncate => msg.truncate(at),
+            Edit::Insert => {
+                msg.splice(at..at, self.payload.iter().copied());
+            }
+            Edit::Replace => msg = self.payload.clone(),
+        }
+        msg
+    }
+}
+
+/// One direction of the connection: bytes written, and how far the reader got.
+#[derive(Default)]
+struct Stream {
+    bytes: Vec<u8>,
+    read: usize,
+}
+
+impl Stream {
+    /// `None`: the bytes are not there, so the reader waits forever (its deadline ends it).
+    fn read_exact(&mut self, n: usize) -> Option<&[u8]> {
+        let got = self.bytes.get(self.read..self.read + n)?;
+        self.read += n;
+        Some(got)
+    }
+
+    fn read_u16(&mut self) -> Option<usize> {
+        self.read_exact(2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+    }
+
+    fn rest(&mut self) -> &[u8] {
+        let rest = &self.bytes[self.read..];
+        self.read = self.bytes.len();
+        rest
+    }
+}
+
+/// How far each side got.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Whether the man in the middle changed anything at all.
+    pub edited: bool,
+    /// The edit only appended bytes to the message.
+    pub trailing: bool,
+    pub client_keys: bool,
+    pub server_keys: bool,
+    /// The client finished the handshake and the server's stream to it ended cleanly.
+    pub client_done: bool,
+    /// The client was told the server is busy, by an authenticated message 2.
+    pub client_busy: bool,
+    /// The server opened CONFIRM and the rest of the client's stream cleanly.
+    pub server_accepted: bool,
+}
+
+/// Decode the rest of a stream with a fresh decoder: its events, or `None` on any error.
+fn decode_all(opener: Opener, bytes: &[u8]) -> Option<Vec<Event>> {
+    let mut decoder = FrameDecoder { opener };
+    let mut src = BytesMut::from(bytes);
+    let mut events = Vec::new();
+    loop {
+        match decoder.decode_eof(&mut src) {
+            Ok(Some(ev)) => events.push(ev),
+            Ok(None) => return Some(events),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Run the edited handshake up to where it fails.
+fn handshake(input: &Input, out: &mut Outcome) -> Option<(Established, Established)> {
+    let policy = RekeyPolicy::default();
+    let mut c2s = Stream::default();
+    let mut s2c = Stream::default();
+    let send = |stream: &mut Stream, segment: usize, msg: Vec<u8>, out: &mut Outcome| {
+        let passed = input.apply(segment, msg.clone());
+        out.edited |= passed != msg;
+        out.trailing |= passed.len() > msg.len() && passed.starts_with(&msg);
+        stream.bytes.extend_from_slice(&passed);
+    };
+
+    // Client: hello.
+    let hello = ClientHello {
+        epoch_hint: input.epoch_hint as u32,
+        ..ClientHello::default()
+    }
+    .encode();
+    send(&mut c2s, 0, hello.to_vec(), out);
+
+    // Server: read and check the hello, offer its parameters.
+    let hello_seen: [u8; HELLO_LEN] = c2s.read_exact(HELLO_LEN)?.try_into().unwrap();
+    ClientHello::parse(&hello_seen).ok()?;
+    let other_epoch = if input.flags & 2 != 0 { 2 } else { 0 };
+    let params = server_params(other_epoch).encode();
+    send(&mut s2c, 1, params.to_vec(), out);
+
+    // Client: read and check the parameters, send message 1.
+    let params_seen: [u8; PARAMS_LEN] = s2c.read_exact(PARAMS_LEN)?.try_into().unwrap();
+    let offered = ServerParams::parse(&params_seen).ok()?;
+    KdfBounds::default().check(&offered.kdf).ok()?;
+    let (client, msg1) =
+        ClientAwaitingReply::start(&psk(), &hello, &params_seen, CLIENT_NODE, CLIENT_MAX).ok()?;
+    let mut framed = (msg1.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&msg1);
+    send(&mut c2s, 2, framed, out);
+
+    // Server: read message 1, answer with message 2.
+    if c2s.read_u16()? != MSG1_LEN {
+        return None;
+    }
+    let msg1_seen = c2s.read_exact(MSG1_LEN)?.to_vec();
+    let admission = if input.flags & 1 != 0 {
+        Admission::Busy
+    } else {
+        Admission::Accepted
+    };
+    let (server, msg2) = match server_respond(
+        &psk(),
+        &hello_seen,
+        &params,
+        SERVER_NODE,
+        SERVER_MAX,
+        &msg1_seen,
+        admission,
+    ) {
+        Ok(ok) => ok,
+        Err(e) => {
+            assert!(
+                matches!(e, Error::Authentication(_) | Error::Protocol(_)),
+                "{e:?}"
+            );
+            return None;
+        }
+    };
+    out.server_keys = true;
+    let mut framed = (msg2.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&msg2);
+    send(&mut s2c, 3, framed, out);
+
+    // Client: read message 2, finish, send CONFIRM.
+    if s2c.read_u16()? != MSG2_LEN {
+        return None;
+    }
+    let msg2_seen = s2c.read_exact(MSG2_LEN)?.to_vec();
+    let client = match client.finish(&msg2_seen) {
+        Ok(est) => est,
+        Err(Error::Closed(info)) => {
+            assert_eq!(info.code, CloseCode::BUSY);
+            assert_eq!(
+                admission,
+                Admission::Busy,
+                "busy without the server saying so"
+            );
+            out.client_busy = true;
+            return None;
+        }
+        Err(e) => {
+            assert!(
+                matches!(e, Error::Authentication(_) | Error::Protocol(_)),
+                "{e:?}"
+            );
+            return None;
+        }
+    };
+    out.client_keys = true;
+    // The server's stream must end here: anything more is a frame the client must open.
+    let opener = Opener::new(&client.recv_key, policy, CLIENT_MAX, false);
+    out.client_done = decode_all(opener, s2c.rest()) == Some(vec![]);
+
+    let mut encoder = FrameEncoder {
+        sealer: Sealer::new(&client.send_key, policy, client.peer_max_message),
+    };
+    let mut confirm = BytesMut::new();
+    encoder
+        .encode(Outgoing::Confirm(None), &mut confirm)
+        .unwrap();
+    send(&mut c2s, 4, confirm.to_vec(), out);
+
+    // Server: key confirmation, then the client's stream must end cleanly.
+    if admission == Admission::Accepted {
+        let opener = Opener::new(&server.recv_key, policy, SERVER_MAX, true);
+        let events = decode_all(opener, c2s.rest());
+        out.server_accepted = matches!(events.as_deref(), Some([Event::Confirmed(None)]));
+    }
+    Some((client, server))
+}
+
+pub fn run(data: &[u8]) -> Outcome {
+    let Some(input) = Input::decode(data) else {
+        return Outcome::default();
+    };
+    let mut out = Outcome::default();
+    if let Some((client, server)) = handshake(&input, &mut out) {
+        // Both sides derived keys: they must be the same keys, for the same transcript.
+        assert_eq!(*client.send_key, *server.recv_key, "keys differ");
+        assert_eq!(*client.recv_key, *server.send_key, "keys differ");
+        assert_eq!(client.handshake_hash, server.handshake_hash);
+        assert_eq!(client.peer_node_id, SERVER_NODE);
+        assert_eq!(server.peer_node_id, CLIENT_NODE);
+        assert_eq!(client.peer_max_message, SERVER_MAX);
+        assert_eq!(server.peer_max_message, CLIENT_MAX);
+        // And they work: a message from the server opens at the client.
+        let mut sealer = Sealer::new(&server.send_key, RekeyPolicy::default(), CLIENT_MAX);
+        let mut wire = BytesMut::new();
+        sealer.seal_message(b"established", &mut wire).unwrap();
+        let opener = Opener::new(&client.recv_key, RekeyPolicy::default(), CLIENT_MAX, false);
+        let events = decode_all(opener, &wire).expect("the session keys work");
+        assert_eq!(
+            events,
+            vec![Event::Message(Bytes::from_static(b"established").into())]
+        );
+    }
+    let busy = input.flags & 1 != 0;
+    let segment = input.segment as usize;
+    if !out.edited {
+        assert!(out.client_done || (busy && out.client_busy), "{out:?}");
+        assert_eq!(out.server_accepted, !busy, "{out:?}");
+    } else if out.trailing && segment == 3 {
+        // Bytes after message 2 are the server's first transport frame as far as the client
+        // is concerned: the handshake itself stands, the client refuses that frame.
+        assert!(out.client_keys || out.client_busy, "{out:?}");
+        assert!(
+            !out.client_done,
+            "the client accepted bytes after message 2: {out:?}"
+        );
+        assert_eq!(out.server_accepted, !busy, "{out:?}");
+    } else {
+        assert!(
+            !out.server_accepted,
+            "the server accepted an edited handshake: {out:?}"
+        );
+        // Bytes appended to message 1 only delay CONFIRM (the server then refuses it): the
+        // client cannot tell. Any other edit of the first four messages stops the client.
+        if segment < 4 && !(segment == 2 && out.trailing) {
+            assert!(
+                !out.client_done && !out.client_busy,
+                "the client completed an edited handshake: {out:?}"
+            );
+        }
+    }
+    out
+}
