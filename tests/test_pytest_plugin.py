@@ -428,6 +428,7 @@ HANDLER_PROBLEM_TESTS = """
     import asyncio
     import threading
 
+    import argonlink
     import pytest
 
     RELEASE = threading.Event()
@@ -454,12 +455,17 @@ HANDLER_PROBLEM_TESTS = """
     @pytest.mark.argonlink(handler=boom)
     def test_sync_handler_raises(argonlink_client):
         argonlink_client.send(b"x")
+        # The handler has run (and raised) once the server closes this connection.
+        with pytest.raises(argonlink.ConnectionClosed):
+            argonlink_client.recv(timeout=30)
 
 
     @pytest.mark.asyncio
     @pytest.mark.argonlink(handler=boom_async)
     async def test_async_handler_raises(argonlink_async_client):
         await argonlink_async_client.send(b"x")
+        with pytest.raises(argonlink.ConnectionClosed):
+            await argonlink_async_client.recv(timeout=30)
 
 
     @pytest.mark.argonlink(handler=stuck)
