@@ -22,6 +22,10 @@ pub struct Outbox {
     entries: VecDeque<(Bytes, usize)>,
     /// The next sequence number to hand to the current connection.
     transmitted: u64,
+    /// Every number below it was acknowledged. It may run ahead of `base`: a message is
+    /// forgotten only once it was also handed to the current connection, because the receiver
+    /// numbers a connection's messages by position and none may be skipped on it.
+    acked: u64,
     /// Sum of the costs of `entries`.
     cost: usize,
 }
@@ -53,8 +57,9 @@ impl Outbox {
         self.next_seq() - 1
     }
 
-    /// The peer delivered every message below `next_expected`: forget them. Returns the cost
-    /// released. An acknowledgement of messages never sent is a protocol violation.
+    /// The peer delivered every message below `next_expected`: forget them (once handed to
+    /// the current connection). Returns the cost released. An acknowledgement of messages
+    /// never sent is a protocol violation.
     pub fn ack(&mut self, next_expected: u64) -> Result<usize> {
         if next_expected > self.next_seq() {
             return Err(Error::protocol(format!(
@@ -62,31 +67,38 @@ impl Outbox {
                 self.next_seq()
             )));
         }
+        self.acked = self.acked.max(next_expected);
+        Ok(self.release())
+    }
+
+    fn release(&mut self) -> usize {
+        let upto = self.acked.min(self.transmitted);
         let mut released = 0;
-        while self.base < next_expected {
-            let (_, cost) = self.entries.pop_front().expect("checked against next_seq");
+        while self.base < upto {
+            let (_, cost) = self.entries.pop_front().expect("below next_seq");
             released += cost;
             self.base += 1;
         }
         self.cost -= released;
-        self.transmitted = self.transmitted.max(self.base);
-        Ok(released)
+        released
     }
 
     /// A new connection: the peer announced the next number it expects. Everything below it is
     /// acknowledged; transmission restarts there. Returns the cost released.
     pub fn resume_at(&mut self, next_expected: u64) -> Result<usize> {
-        if next_expected < self.base {
-            // The peer lost messages it had acknowledged: it is not the session we had.
+        if next_expected < self.base || next_expected > self.next_seq() {
+            // The peer lost messages it had acknowledged, or claims ones never sent: it is not
+            // the session we had.
             return Err(Error::protocol(format!(
-                "the peer resumes at message {next_expected}, but every message below {} was \
-                 acknowledged",
-                self.base
+                "the peer resumes at message {next_expected}, but messages {} to {} are the \
+                 ones not yet acknowledged",
+                self.base,
+                self.next_seq()
             )));
         }
-        let released = self.ack(next_expected)?;
         self.transmitted = next_expected;
-        Ok(released)
+        self.acked = self.acked.max(next_expected);
+        Ok(self.release())
     }
 
     /// The next message to transmit on the current connection, if any (not yet marked).
@@ -95,10 +107,12 @@ impl Outbox {
         self.entries.get(index).map(|(m, _)| m)
     }
 
-    /// The message returned by `next_to_transmit` was handed to the connection.
-    pub fn mark_transmitted(&mut self) {
+    /// The message returned by `next_to_transmit` was handed to the connection. Returns the
+    /// cost released (it may have been acknowledged already, through an earlier connection).
+    pub fn mark_transmitted(&mut self) -> usize {
         debug_assert!(self.next_to_transmit().is_some());
         self.transmitted += 1;
+        self.release()
     }
 
     /// Everything pushed was handed to the connection (not necessarily acknowledged).
@@ -195,6 +209,32 @@ mod tests {
         assert_eq!(out.ack(5).unwrap(), 30);
         assert!(out.is_empty());
         assert_eq!(out.cost(), 0);
+    }
+
+    #[test]
+    fn a_late_ack_never_makes_a_connection_skip_a_message() {
+        let mut out = Outbox::default();
+        for i in 0..5 {
+            out.push(msg(i), 1);
+        }
+        out.mark_transmitted();
+        out.mark_transmitted();
+        // New connection: the peer announced 1 (message 1 was still queued on the old one).
+        out.resume_at(1).unwrap();
+        // It then delivered 1..3 from the old connection's queue and says so.
+        assert_eq!(
+            out.ack(4).unwrap(),
+            0,
+            "nothing handed to this connection yet"
+        );
+        // The new connection still gets 1, 2, 3 (its receiver numbers by position) then 4.
+        let mut sent = vec![];
+        while let Some(m) = out.next_to_transmit().cloned() {
+            sent.push(m);
+            out.mark_transmitted();
+        }
+        assert_eq!(sent, vec![msg(1), msg(2), msg(3), msg(4)]);
+        assert_eq!(out.len(), 1, "message 4 waits for its acknowledgement");
     }
 
     #[test]

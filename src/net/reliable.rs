@@ -139,9 +139,20 @@ impl ReliableSender {
     fn push(&self, msg: Bytes, cost: usize) {
         let mut st = self.lock();
         st.outbox.push(msg, cost);
-        if let Progress::Blocked(..) = transmit(&mut st) {
-            drop(st);
+        let (progress, released) = transmit(&mut st);
+        drop(st);
+        self.released(released);
+        if let Progress::Blocked(..) = progress {
             self.wake.notify_one();
+        }
+    }
+
+    fn released(&self, cost: usize) {
+        if cost > 0 {
+            self.budget.add_permits(cost);
+            if self.lock().outbox.is_empty() {
+                self.emptied.notify_waiters();
+            }
         }
     }
 
@@ -200,27 +211,29 @@ impl ReliableSender {
     }
 }
 
-/// Hand the connection every message it has not had yet, without waiting.
-fn transmit(st: &mut SendState) -> Progress {
+/// Hand the connection every message it has not had yet, without waiting. Also returns the
+/// cost of messages this released (acknowledged before they were handed over).
+fn transmit(st: &mut SendState) -> (Progress, usize) {
     let Some(conn) = st.conn.clone() else {
-        return Progress::Idle;
+        return (Progress::Idle, 0);
     };
+    let mut released = 0;
     while let Some(msg) = st.outbox.next_to_transmit() {
         let len = msg.len();
         match conn.try_send(msg.clone()) {
-            Ok(true) => st.outbox.mark_transmitted(),
-            Ok(false) => return Progress::Blocked(conn, len),
+            Ok(true) => released += st.outbox.mark_transmitted(),
+            Ok(false) => return (Progress::Blocked(conn, len), released),
             // Ending: everything not acknowledged goes again on the next connection.
-            Err(Error::Closed(_)) => return Progress::Idle,
+            Err(Error::Closed(_)) => return (Progress::Idle, released),
             Err(e) => {
                 // The peer of this connection accepts smaller messages than an earlier one
                 // did: this session cannot continue on it.
                 conn.abort(&format!("cannot resend a message: {e}"));
-                return Progress::Idle;
+                return (Progress::Idle, released);
             }
         }
     }
-    Progress::Idle
+    (Progress::Idle, released)
 }
 
 /// Transmits what `push` and `attach` could not hand over at once.
@@ -228,7 +241,8 @@ fn transmit(st: &mut SendState) -> Progress {
 async fn pump(sender: Arc<ReliableSender>) {
     let stop = sender.stop.clone();
     loop {
-        let progress = transmit(&mut sender.lock());
+        let (progress, released) = transmit(&mut sender.lock());
+        sender.released(released);
         let wake = async {
             let notified = sender.wake.notified();
             match progress {
