@@ -8,7 +8,10 @@ Rust runtime, and a cancelled wait never loses a message.
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -36,6 +39,63 @@ async def _bounded(aw: Awaitable[Any], timeout: float | None, what: str) -> Any:
         if isinstance(exc, Timeout):
             raise
         raise Timeout(f"{what} timed out after {timeout} s") from None
+
+
+class _Doorbell:
+    """One per event loop: receivers wait on a single watched socket instead of a future per
+    wait that a tokio thread completes through the GIL (see ``doorbell.rs``). A waiting receiver
+    arms its connection with the bell and a token; the connection's reading task rings it."""
+
+    __slots__ = ("__weakref__", "native", "waiters")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.native = _argonlink.Doorbell()
+        self.waiters: dict[int, asyncio.Future[None]] = {}
+        loop.add_reader(self.native.fileno(), self._ring)
+
+    def _ring(self) -> None:
+        for token in self.native.drain():
+            waiter = self.waiters.pop(token, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+
+_doorbells: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Doorbell | None] = (
+    weakref.WeakKeyDictionary()
+)
+_tokens = itertools.count(1)
+
+
+def _doorbell(loop: asyncio.AbstractEventLoop) -> _Doorbell | None:
+    try:
+        return _doorbells[loop]
+    except KeyError:
+        pass
+    bell: _Doorbell | None
+    try:
+        bell = _Doorbell(loop)
+    except (NotImplementedError, OSError):  # a loop that cannot watch sockets (proactor)
+        bell = None
+    _doorbells[loop] = bell
+    return bell
+
+
+async def _readable(native: _argonlink.NativeConnection | _argonlink.NativeLink) -> None:
+    """Until ``native.try_recv`` has something to say. Takes nothing (cancel-safe)."""
+    loop = asyncio.get_running_loop()
+    bell = _doorbell(loop)
+    if bell is None:
+        await native.readable()
+        return
+    token = next(_tokens)
+    if native.arm(bell.native, token):
+        return
+    waiter = bell.waiters[token] = loop.create_future()
+    try:
+        await waiter
+    finally:
+        if bell.waiters.pop(token, None) is not None:  # not rung: we gave up
+            native.disarm(token)
 
 
 async def _wait_for(take: Callable[[], T | None], ready: Callable[[], Awaitable[None]]) -> T:
@@ -80,7 +140,8 @@ class Connection(ConnectionInfo, AsyncTransfers):
         """The next message. Raises :class:`~argonlink.ConnectionClosedOK` after a clean close
         (once every earlier message was received), :class:`~argonlink.ConnectionClosedError`
         after an abnormal one, :class:`~argonlink.Timeout` when ``timeout`` s pass."""
-        return await _next(self._native.try_recv, self._native.readable, timeout, "recv")
+        native = self._native
+        return await _next(native.try_recv, functools.partial(_readable, native), timeout, "recv")
 
     def __aiter__(self) -> Self:
         return self
@@ -246,7 +307,7 @@ class Client(ClientBase[Connection], AsyncTransfers):
 
     async def recv(self, timeout: float | None = None) -> bytes:
         link = self._link
-        return await _next(link.try_recv, link.readable, timeout, "recv")
+        return await _next(link.try_recv, functools.partial(_readable, link), timeout, "recv")
 
     def __aiter__(self) -> Self:
         return self

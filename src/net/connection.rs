@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
-use super::mailbox::Mailbox;
+use super::mailbox::{Mailbox, Wakeup};
 use super::LinkConfig;
 use crate::core::codec::{FrameDecoder, FrameEncoder, Outgoing};
 use crate::core::handshake::{Established, NodeId};
@@ -349,6 +349,17 @@ impl Connection {
     /// Resolves when `try_recv` has something to say. Cancel-safe; takes nothing.
     pub async fn readable(&self) {
         self.shared.inbound.readable().await
+    }
+
+    /// Call `wakeup` once, the next time `try_recv` may have something to say, unless it has
+    /// already: then true, and nothing is registered. `key` names it for `disarm`.
+    pub fn arm(&self, key: u64, wakeup: Wakeup) -> bool {
+        self.shared.inbound.arm(key, wakeup)
+    }
+
+    /// Forget the wake-up registered under `key`.
+    pub fn disarm(&self, key: u64) {
+        self.shared.inbound.disarm(key);
     }
 
     pub async fn recv(&self) -> Result<Message> {

@@ -8,11 +8,13 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::buffers::{to_bytes, to_pybytes};
+use super::doorbell::{self, Doorbell};
 use super::errors;
 use super::runtime::future_into_py;
 use super::wait::block_on;
 use crate::core::message::Message;
 use crate::error::{CloseCode, Result};
+use crate::net::mailbox::Wakeup;
 use crate::net::{Connection, Link};
 
 /// A message channel as the binding uses it; every future is `Send + 'static`.
@@ -21,6 +23,8 @@ pub trait Channel: Clone + Send + Sync + 'static {
     fn send(self, msg: Bytes) -> impl Future<Output = Result<()>> + Send;
     fn try_recv(&self) -> Result<Option<Message>>;
     fn readable(self) -> impl Future<Output = ()> + Send;
+    fn arm(&self, key: u64, wakeup: Wakeup) -> bool;
+    fn disarm(&self, key: u64);
     fn recv(self) -> impl Future<Output = Result<Message>> + Send;
     fn close(self, code: CloseCode, reason: String) -> impl Future<Output = ()> + Send;
     /// Connection: written to the socket; exactly-once session: acknowledged by the peer.
@@ -39,6 +43,12 @@ impl Channel for Connection {
     }
     async fn readable(self) {
         Connection::readable(&self).await
+    }
+    fn arm(&self, key: u64, wakeup: Wakeup) -> bool {
+        Connection::arm(self, key, wakeup)
+    }
+    fn disarm(&self, key: u64) {
+        Connection::disarm(self, key)
     }
     async fn recv(self) -> Result<Message> {
         Connection::recv(&self).await
@@ -64,6 +74,12 @@ impl Channel for Link {
     }
     async fn readable(self) {
         Link::readable(&self).await
+    }
+    fn arm(&self, key: u64, wakeup: Wakeup) -> bool {
+        Link::arm(self, key, wakeup)
+    }
+    fn disarm(&self, key: u64) {
+        Link::disarm(self, key)
     }
     async fn recv(self) -> Result<Message> {
         Link::recv(&self).await
@@ -116,6 +132,16 @@ pub fn readable<'py, C: Channel>(py: Python<'py>, ch: &C) -> PyResult<Bound<'py,
         readable.await;
         Ok(())
     })
+}
+
+/// Ring `bell` with `token` once `try_recv` may have something to say; true (and nothing
+/// registered) if it has already.
+pub fn arm<C: Channel>(ch: &C, bell: &Doorbell, token: u64) -> bool {
+    ch.arm(token, doorbell::wakeup(bell, token))
+}
+
+pub fn disarm<C: Channel>(ch: &C, token: u64) {
+    ch.disarm(token);
 }
 
 pub fn recv_blocking<'py, C: Channel>(
