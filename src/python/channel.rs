@@ -11,7 +11,7 @@ use super::buffers::{to_bytes, to_pybytes};
 use super::doorbell::{self, Doorbell};
 use super::errors;
 use super::runtime::future_into_py;
-use super::wait::block_on;
+use super::wait::{block_on, take_blocking};
 use crate::core::message::Message;
 use crate::error::{CloseCode, Result};
 use crate::net::mailbox::Wakeup;
@@ -25,7 +25,6 @@ pub trait Channel: Clone + Send + Sync + 'static {
     fn readable(self) -> impl Future<Output = ()> + Send;
     fn arm(&self, key: u64, wakeup: Wakeup) -> bool;
     fn disarm(&self, key: u64);
-    fn recv(self) -> impl Future<Output = Result<Message>> + Send;
     fn close(self, code: CloseCode, reason: String) -> impl Future<Output = ()> + Send;
     /// Connection: written to the socket; exactly-once session: acknowledged by the peer.
     fn flush(self) -> impl Future<Output = Result<()>> + Send;
@@ -49,9 +48,6 @@ impl Channel for Connection {
     }
     fn disarm(&self, key: u64) {
         Connection::disarm(self, key)
-    }
-    async fn recv(self) -> Result<Message> {
-        Connection::recv(&self).await
     }
     async fn close(self, code: CloseCode, reason: String) {
         Connection::close(&self, code, &reason).await;
@@ -80,9 +76,6 @@ impl Channel for Link {
     }
     fn disarm(&self, key: u64) {
         Link::disarm(self, key)
-    }
-    async fn recv(self) -> Result<Message> {
-        Link::recv(&self).await
     }
     async fn close(self, code: CloseCode, reason: String) {
         Link::close(&self, code, &reason).await;
@@ -149,10 +142,14 @@ pub fn recv_blocking<'py, C: Channel>(
     ch: &C,
     timeout: Option<f64>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    if let Some(m) = ch.try_recv().map_err(errors::to_py)? {
-        return to_pybytes(py, &m);
-    }
-    let m = block_on(py, timeout, "recv", ch.clone().recv())?;
+    let m = take_blocking(
+        py,
+        timeout,
+        "recv",
+        || ch.try_recv(),
+        |token, wakeup| ch.arm(token, wakeup),
+        |token| ch.disarm(token),
+    )?;
     to_pybytes(py, &m)
 }
 
