@@ -172,8 +172,14 @@ def build_ceiling() -> Path | None:
     return None
 
 
-def run_ceiling(program: Path, mode: str, count: int, size: int, timeout: float) -> float:
-    """Seconds the Rust client took for ``count`` messages of ``size`` bytes in ``mode``."""
+def run_ceiling(
+    program: Path, mode: str, count: int, size: int, timeout: float
+) -> tuple[float, float]:
+    """Seconds the Rust client took for ``count`` messages of ``size`` bytes in ``mode``, and
+    the CPU seconds both processes used."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     server = subprocess.Popen([program, "server"], stdout=subprocess.PIPE, text=True)
     client = None
     try:
@@ -186,19 +192,30 @@ def run_ceiling(program: Path, mode: str, count: int, size: int, timeout: float)
             timeout=timeout,
             check=True,
         )
-        return float(json.loads(client.stdout)["elapsed"])
+        elapsed = float(json.loads(client.stdout)["elapsed"])
     finally:
         stop(server, 5)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
 
 
 # --------------------------------------------------------------------------------------------
 # spiped (a Debian package): two tunnel ends between a plain TCP client and server
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def spiped_tunnel(address: tuple[str, int], keyfile: Path) -> Iterator[tuple[str, int]]:
+def spiped_tunnel(
+    address: tuple[str, int], keyfile: Path, cpu: list[float] | None = None
+) -> Iterator[tuple[str, int]]:
     """``client -> [encrypting spiped] -> [decrypting spiped] -> address``; yields the
-    encrypting end's address."""
+    encrypting end's address. Appends the CPU seconds the two ends used to ``cpu``."""
     spiped = shutil.which("spiped")
     if spiped is None:
         raise RuntimeError("spiped is not installed")
@@ -226,6 +243,9 @@ def spiped_tunnel(address: tuple[str, int], keyfile: Path) -> Iterator[tuple[str
         wait_listening([inner, outer], 10)
         yield (HOST, outer)
     finally:
+        if cpu is not None:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                cpu.append(sum(process_cpu(end.pid) for end in ends))
         for end in ends:
             end.terminate()
             stop(end, 5)
@@ -293,6 +313,7 @@ def machine_description() -> dict[str, Any]:
         "argonlink": argonlink.__version__,
         "spiped": spiped_version(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_before": os.getloadavg(),
     }
 
 

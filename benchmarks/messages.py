@@ -333,7 +333,7 @@ def run_once(spec: Spec, ceiling: Path | None) -> dict[str, Any]:
     if spec.variant == "tokio":
         if ceiling is None:
             raise RuntimeError("the tokio ceiling was not built")
-        elapsed = h.run_ceiling(ceiling, spec.mode, spec.count, spec.size, spec.timeout)
+        elapsed, _ = h.run_ceiling(ceiling, spec.mode, spec.count, spec.size, spec.timeout)
         return {"elapsed": elapsed}
     tls = spec.variant.startswith("tls")
     with tls_environment(spec.tls_dir) if tls else contextlib.nullcontext():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,10 @@ class Targets:
 
     def add(self, name: str, value: str, target: str, met: bool | None) -> None:
         self.rows.append((name, value, target, met))
+
+
+def fmt_load(load: list[float] | tuple[float, ...] | None) -> str:
+    return "n/a" if not load else ", ".join(f"{x:.1f}" for x in load)
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -95,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{name}.py", suite_args, Path(tmp) / f"{name}.json"
             )
     wall = time.monotonic() - started
+    machine["load_after"] = os.getloadavg()
     document = {
         "machine": machine,
         "quick": q,
@@ -132,6 +138,8 @@ def report(doc: dict[str, Any], chart: Path | None) -> str:
         f"- Machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable); {m['kernel']}",
         f"- {m['python']}; {m['rustc']}; {m['openssl']}; spiped: {m['spiped'] or 'not installed'}",
         f"- argonlink {m['argonlink']}; date: {m['date']}",
+        f"- Load average (1, 5, 15 min) before: {fmt_load(m.get('load_before'))}, after: "
+        f"{fmt_load(m.get('load_after'))} (other work shares the machine)",
         f"- Everything on loopback, server and client in two processes; `make bench` took "
         f"{doc['wall_seconds'] / 60:.1f} min.",
         "- Each variant ran interleaved with the others of its suite; figures are medians. On a "
@@ -153,16 +161,26 @@ def report(doc: dict[str, Any], chart: Path | None) -> str:
             f"{cfg['repeat']} run(s) per variant; sender's clock from the first send to the "
             "receiver's acknowledgement of the last message; MB = 10^6 bytes.",
             "",
-            "| Variant | MB/s (median) | runs |",
-            "|---|---:|---|",
+            "| Variant | MB/s (median) | CPU s per GiB, both ends (median) | runs (MB/s) |",
+            "|---|---:|---:|---|",
         ]
+        gib = cfg["size_mib"] / 1024
         for v in tp["variants"].values():
             runs = ", ".join(
                 "failed" if r["mb_per_s"] is None else f"{r['mb_per_s']:.0f}" for r in v["runs"]
             )
-            lines.append(f"| {v['name']} | {fmt(v['median_mb_per_s'])} | {runs} |")
+            cpu = h.median(
+                [
+                    (r["cpu_sender"] + r["cpu_receiver"]) / gib
+                    for r in v["runs"]
+                    if r.get("cpu_sender") is not None and r.get("cpu_receiver") is not None
+                ]
+            )
+            lines.append(
+                f"| {v['name']} | {fmt(v['median_mb_per_s'])} | {fmt(cpu, '.2f')} | {runs} |"
+            )
         for s in tp.get("skipped", {}).values():
-            lines.append(f"| {s['name']} | skipped | {s['why']} |")
+            lines.append(f"| {s['name']} | skipped | | {s['why']} |")
         lines.append("")
         for name, num, den, target in [
             ("argonlink blocking / TLS blocking", "d", "b", 1.3),

@@ -75,6 +75,7 @@ import multiprocessing
 import os
 import platform
 import random
+import resource
 import shutil
 import socket
 import ssl
@@ -527,8 +528,15 @@ def mpc_sender(spec: Spec, address: tuple[str, int], messages: list[bytes]) -> d
 # Child process entry points
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this whole process, all threads, so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def receiver_main(spec: Spec, report: Pipe) -> None:
     try:
+        cpu = cpu_seconds()
         if spec.variant in "abg":
             result = socket_receiver(spec, report)
         elif spec.variant == "f":
@@ -539,7 +547,7 @@ def receiver_main(spec: Spec, report: Pipe) -> None:
             result = argonlink_sync_receiver(spec, report)
         else:
             result = asyncio.run(argonlink_async_receiver(spec, report))
-        report.send(("done", result))
+        report.send(("done", result | {"cpu": cpu_seconds() - cpu}))
     except BaseException:
         report.send(("error", traceback.format_exc()))
 
@@ -547,6 +555,7 @@ def receiver_main(spec: Spec, report: Pipe) -> None:
 def sender_main(spec: Spec, address: tuple[str, int], report: Pipe) -> None:
     try:
         messages = build_messages(spec)  # before connecting: not timed, no idle connection
+        cpu = cpu_seconds()
         if spec.variant in "abg":
             result = socket_sender(spec, address, messages)
         elif spec.variant == "f":
@@ -557,7 +566,7 @@ def sender_main(spec: Spec, address: tuple[str, int], report: Pipe) -> None:
             result = argonlink_sync_sender(spec, address, messages)
         else:
             result = asyncio.run(argonlink_async_sender(spec, address, messages))
-        report.send(("done", result))
+        report.send(("done", result | {"cpu": cpu_seconds() - cpu}))
     except BaseException:
         report.send(("error", traceback.format_exc()))
 
@@ -573,6 +582,9 @@ class RunResult:
     mb_per_s: float | None = None
     cipher: str | None = None
     error: str | None = None
+    #: CPU seconds (user + system, all threads) of the sender and the receiver for the run
+    cpu_sender: float | None = None
+    cpu_receiver: float | None = None
 
 
 def await_report(pipe: Pipe, deadline: float, who: str) -> tuple[str, Any]:
@@ -602,10 +614,11 @@ def run_once(mp: multiprocessing.context.SpawnContext, spec: Spec) -> RunResult:
         try:
             if spec.ceiling is None:
                 raise RuntimeError("the tokio ceiling program was not built")
-            elapsed = _harness.run_ceiling(
+            elapsed, cpu = _harness.run_ceiling(
                 Path(spec.ceiling), "bulk", spec.count, spec.message_size, spec.timeout
             )
             result.elapsed, result.mb_per_s = elapsed, spec.total / elapsed / 1e6
+            result.cpu_sender, result.cpu_receiver = cpu, 0.0  # both processes together
         except Exception as exc:
             result.error = f"{type(exc).__name__}: {exc}"
         return result
@@ -617,6 +630,7 @@ def run_once(mp: multiprocessing.context.SpawnContext, spec: Spec) -> RunResult:
     receiver: BaseProcess | None = None
     sender: BaseProcess | None = None
     relays = contextlib.ExitStack()
+    relay_cpu: list[float] = []
     try:
         with env:
             receiver = mp.Process(target=receiver_main, args=(spec, recv_child), daemon=True)
@@ -625,7 +639,9 @@ def run_once(mp: multiprocessing.context.SpawnContext, spec: Spec) -> RunResult:
             _, address = await_report(recv_pipe, deadline, "receiver")
             if spec.variant == "g":  # the sender talks to the encrypting end of the tunnel
                 key = Path(spec.tls_dir) / "spiped.key"
-                address = relays.enter_context(_harness.spiped_tunnel(tuple(address), key))
+                address = relays.enter_context(
+                    _harness.spiped_tunnel(tuple(address), key, relay_cpu)
+                )
             sender = mp.Process(
                 target=sender_main, args=(spec, tuple(address), send_child), daemon=True
             )
@@ -638,6 +654,9 @@ def run_once(mp: multiprocessing.context.SpawnContext, spec: Spec) -> RunResult:
         result.elapsed = sent["elapsed"]
         result.mb_per_s = spec.total / sent["elapsed"] / 1e6
         result.cipher = sent.get("cipher")
+        relays.close()  # the tunnel's CPU counts with the sender's
+        result.cpu_sender = sent["cpu"] + sum(relay_cpu)
+        result.cpu_receiver = received["cpu"]
     except Exception as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
