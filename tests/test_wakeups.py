@@ -4,6 +4,7 @@ concurrent waiters, waits that give up, the end of a connection, and threads tha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 import argonlink
@@ -95,3 +96,36 @@ def run(address: tuple[str, int], results: list[bytes]) -> None:
             results.append(await client.recv(timeout=5))
 
     asyncio.run(main())
+
+
+async def test_senders_wait_for_room_and_the_close_wakes_them(server: argonlink.Server) -> None:
+    """A full send buffer: waiting senders are woken as it drains, and by the close."""
+    host, port = server.address
+    async with argonlink.Client(host, port, password=PASSWORD, send_buffer=64 * 1024) as client:
+        conn = await server.accept(timeout=5)
+        block = bytes(60 * 1024)
+        senders = [asyncio.create_task(client.send(block, timeout=10)) for _ in range(8)]
+        await asyncio.sleep(0.05)
+        for _ in range(8):  # the peer reads: every sender gets room in turn
+            assert len(await conn.recv(timeout=5)) == len(block)
+        await asyncio.gather(*senders)
+
+        # Wait with no reader until a timeout: nothing is queued by a send that gave up.
+        sent = 0
+        with pytest.raises(Timeout):
+            for _ in range(1000):
+                await client.send(block, timeout=0.2)
+                sent += 1
+        waiting = asyncio.create_task(client.send(block))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        closing = asyncio.create_task(client.connection.close())
+        with pytest.raises(argonlink.ConnectionClosed):
+            await waiting  # woken by the close, not by room (nobody reads yet)
+        received = 0
+        with contextlib.suppress(argonlink.ConnectionClosedOK):
+            while True:
+                await conn.recv(timeout=5)
+                received += 1
+        await closing
+        assert received == sent

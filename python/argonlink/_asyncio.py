@@ -98,6 +98,38 @@ async def _readable(native: _argonlink.NativeConnection | _argonlink.NativeLink)
             native.disarm(token)
 
 
+async def _writable(native: _argonlink.NativeConnection | _argonlink.NativeLink, size: int) -> None:
+    """Until ``native.try_send`` of ``size`` bytes may succeed (room, a new connection, the
+    end). Cancel-safe: queues nothing."""
+    loop = asyncio.get_running_loop()
+    bell = _doorbell(loop)
+    if bell is None:  # pragma: no cover - callers check first
+        raise RuntimeError("no doorbell for this event loop")
+    token = next(_tokens)
+    if native.arm_writable(bell.native, token, size):
+        return
+    waiter = bell.waiters[token] = loop.create_future()
+    try:
+        await waiter
+    finally:
+        if bell.waiters.pop(token, None) is not None:  # not rung: we gave up
+            native.disarm_writable(token)
+
+
+async def _send_waiting(
+    native: _argonlink.NativeConnection | _argonlink.NativeLink, data: BytesLike, session: bool
+) -> None:
+    """Queue ``data`` once the send buffer has room (``try_send`` just said it had none)."""
+    if session or _doorbell(asyncio.get_running_loop()) is None:
+        # Exactly-once sessions bound what is unacknowledged, not the send buffer.
+        await native.send(data)
+        return
+    if not isinstance(data, bytes):
+        data = bytes(data)  # one copy now, not one per try
+    while not native.try_send(data):
+        await _writable(native, len(data))
+
+
 async def _wait_for(take: Callable[[], T | None], ready: Callable[[], Awaitable[None]]) -> T:
     while True:
         await ready()  # completes when `take` has something to say; takes nothing itself
@@ -133,8 +165,10 @@ class Connection(ConnectionInfo, AsyncTransfers):
 
         Raises :class:`~argonlink.MessageTooLarge` (nothing sent) above the peer's limit and
         :class:`~argonlink.ConnectionClosed` once the connection is closing or closed."""
-        if not self._native.try_send(data):
-            await _bounded(self._native.send(data), timeout, "send")
+        native = self._native
+        if not native.try_send(data):
+            session = isinstance(native, _argonlink.NativeLink)
+            await _bounded(_send_waiting(native, data, session), timeout, "send")
 
     async def recv(self, timeout: float | None = None) -> bytes:
         """The next message. Raises :class:`~argonlink.ConnectionClosedOK` after a clean close
@@ -303,7 +337,7 @@ class Client(ClientBase[Connection], AsyncTransfers):
     async def send(self, data: BytesLike, *, timeout: float | None = None) -> None:
         link = self._link
         if not link.try_send(data):
-            await _bounded(link.send(data), timeout, "send")
+            await _bounded(_send_waiting(link, data, self.exactly_once), timeout, "send")
 
     async def recv(self, timeout: float | None = None) -> bytes:
         link = self._link

@@ -88,6 +88,10 @@ struct Shared {
     started: Instant,
     /// Bytes queued for the writer; senders wait here, which is what bounds memory.
     send_budget: Semaphore,
+    /// One-shot wake-ups for senders waiting for room (see `Connection::arm_writable`), and how
+    /// many there are (so that returning budget skips the lock when nobody waits).
+    writers: Mutex<Vec<(u64, Wakeup)>>,
+    writers_armed: AtomicUsize,
     close: Mutex<CloseState>,
     cancel: CancellationToken,
     finished: watch::Receiver<bool>,
@@ -207,6 +211,8 @@ impl Connection {
             last_send: AtomicU64::new(0),
             started: Instant::now(),
             send_budget: Semaphore::new(config.send_buffer),
+            writers: Mutex::new(Vec::new()),
+            writers_armed: AtomicUsize::new(0),
             close: Mutex::new(CloseState::default()),
             cancel: CancellationToken::new(),
             finished: finished_rx,
@@ -305,7 +311,7 @@ impl Connection {
         };
         drop(st);
         if let Some(err) = refused {
-            self.shared.send_budget.add_permits(cost);
+            self.shared.return_budget(cost);
             return Err(err);
         }
         self.shared.stats.messages_sent.fetch_add(1, Relaxed);
@@ -381,6 +387,8 @@ impl Connection {
             reason: reason.to_owned(),
         };
         self.shared.queue(item, 0);
+        drop(st);
+        self.shared.wake_writers(); // their next try_send reports the close
         true
     }
 
@@ -435,6 +443,41 @@ impl Connection {
         let _ = self.shared.send_budget.acquire_many(cost as u32).await;
     }
 
+    /// Call `wakeup` once, when the send buffer may have room for a message of `len` bytes
+    /// (or the connection started closing), unless it has already: then true, and nothing is
+    /// registered. `key` names it for `disarm_writable`.
+    pub fn arm_writable(&self, key: u64, len: usize, wakeup: Wakeup) -> bool {
+        let cost = (len + ITEM_OVERHEAD).min(self.shared.config.send_buffer);
+        {
+            let mut w = self
+                .shared
+                .writers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            w.push((key, wakeup));
+            self.shared.writers_armed.store(w.len(), Relaxed);
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let ready = self.shared.send_budget.available_permits() >= cost
+            || self.shared.send_budget.is_closed()
+            || self.is_closing();
+        if ready {
+            self.disarm_writable(key);
+        }
+        ready
+    }
+
+    /// Forget the wake-up registered under `key` by `arm_writable`.
+    pub fn disarm_writable(&self, key: u64) {
+        let mut w = self
+            .shared
+            .writers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        w.retain(|(k, _)| *k != key);
+        self.shared.writers_armed.store(w.len(), Relaxed);
+    }
+
     /// Wait until everything queued was written to the socket.
     pub async fn flushed(&self) {
         let all = self.shared.config.send_buffer as u32;
@@ -473,6 +516,30 @@ fn closing_error(st: &CloseState) -> Option<Error> {
 }
 
 impl Shared {
+    /// Give send budget back, and tell senders waiting for room.
+    fn return_budget(&self, cost: usize) {
+        self.send_budget.add_permits(cost);
+        self.wake_writers();
+    }
+
+    /// Wake every armed sender: each tries again and arms again if there is still no room.
+    fn wake_writers(&self) {
+        // Pairs with the fence in `arm_writable`: either the sender sees the budget we returned
+        // or we see its registration.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        if self.writers_armed.load(Relaxed) == 0 {
+            return;
+        }
+        let woken = {
+            let mut w = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+            self.writers_armed.store(0, Relaxed);
+            std::mem::take(&mut *w)
+        };
+        for (_, wakeup) in woken {
+            wakeup();
+        }
+    }
+
     /// Hand an item to the writer task. Returns true if the task is gone (the item is dropped).
     fn queue(&self, item: Outgoing, cost: usize) -> bool {
         self.queued.fetch_add(1, Relaxed);
@@ -511,7 +578,7 @@ impl Shared {
         w.seal(Outgoing::Message(msg))?;
         w.try_write_out()?;
         // Sealed: it no longer waits in the send buffer (as for the writer task's items).
-        self.send_budget.add_permits(cost);
+        self.return_budget(cost);
         if !w.buf.is_empty() {
             drop(w);
             self.queued.fetch_add(1, Relaxed);
@@ -554,6 +621,7 @@ impl Shared {
         let info = self.lock_close().outcome.clone().expect("set above");
         self.inbound.end(info);
         self.send_budget.close();
+        self.wake_writers();
         self.cancel.cancel();
     }
 
@@ -576,7 +644,8 @@ impl Shared {
             self.queue(Outgoing::Close { code, reason }, 0);
         }
         drop(st);
-        // No more messages can arrive: let readers drain and then see the close.
+        self.wake_writers(); // their next try_send reports the close
+                             // No more messages can arrive: let readers drain and then see the close.
         self.inbound.end(info);
         must_echo
     }
@@ -604,7 +673,7 @@ async fn write_loop(
                         let sealed = w.seal(item);
                         shared.queued.fetch_sub(1, Relaxed);
                         sealed?;
-                        shared.send_budget.add_permits(cost);
+                        shared.return_budget(cost);
                     } else {
                         shared.queued.fetch_sub(1, Relaxed);
                     }

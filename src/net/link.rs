@@ -629,6 +629,47 @@ impl Link {
         ready
     }
 
+    /// Call `wakeup` once, when `try_send` of `len` bytes may succeed (room on the connection,
+    /// a new connection, the end), unless it may already: then true, and nothing stays
+    /// registered. Not for acknowledged sessions (an error). `key` names it for `disarm_writable`.
+    pub fn arm_writable(&self, key: u64, len: usize, wakeup: Wakeup) -> Result<bool> {
+        if self.shared.session.is_some() {
+            return Err(Error::config(
+                "arm_writable is not for acknowledged sessions",
+            ));
+        }
+        // A change of state is news in any case.
+        self.shared
+            .armed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((key, wakeup.clone()));
+        let ready = match &*self.shared.state.borrow() {
+            // A closing connection is news only once its successor is up (a state change):
+            // meanwhile `try_send` says false, and answering true would make a busy loop.
+            State::Connected(c) if c.is_closing() && self.retrying() => false,
+            State::Connected(c) => c.arm_writable(key, len, wakeup),
+            State::Connecting => false,
+            State::Ended(_) => true,
+        };
+        if ready {
+            self.disarm_writable(key);
+        }
+        Ok(ready)
+    }
+
+    /// Forget the wake-up registered under `key` by `arm_writable`.
+    pub fn disarm_writable(&self, key: u64) {
+        self.shared
+            .armed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(k, _)| *k != key);
+        if let Some(c) = self.current() {
+            c.disarm_writable(key);
+        }
+    }
+
     /// Forget the wake-up registered under `key`.
     pub fn disarm(&self, key: u64) {
         self.shared

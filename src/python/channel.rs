@@ -25,6 +25,8 @@ pub trait Channel: Clone + Send + Sync + 'static {
     fn readable(self) -> impl Future<Output = ()> + Send;
     fn arm(&self, key: u64, wakeup: Wakeup) -> bool;
     fn disarm(&self, key: u64);
+    fn arm_writable(&self, key: u64, len: usize, wakeup: Wakeup) -> Result<bool>;
+    fn disarm_writable(&self, key: u64);
     fn close(self, code: CloseCode, reason: String) -> impl Future<Output = ()> + Send;
     /// Connection: written to the socket; exactly-once session: acknowledged by the peer.
     fn flush(self) -> impl Future<Output = Result<()>> + Send;
@@ -48,6 +50,12 @@ impl Channel for Connection {
     }
     fn disarm(&self, key: u64) {
         Connection::disarm(self, key)
+    }
+    fn arm_writable(&self, key: u64, len: usize, wakeup: Wakeup) -> Result<bool> {
+        Ok(Connection::arm_writable(self, key, len, wakeup))
+    }
+    fn disarm_writable(&self, key: u64) {
+        Connection::disarm_writable(self, key)
     }
     async fn close(self, code: CloseCode, reason: String) {
         Connection::close(&self, code, &reason).await;
@@ -76,6 +84,12 @@ impl Channel for Link {
     }
     fn disarm(&self, key: u64) {
         Link::disarm(self, key)
+    }
+    fn arm_writable(&self, key: u64, len: usize, wakeup: Wakeup) -> Result<bool> {
+        Link::arm_writable(self, key, len, wakeup)
+    }
+    fn disarm_writable(&self, key: u64) {
+        Link::disarm_writable(self, key)
     }
     async fn close(self, code: CloseCode, reason: String) {
         Link::close(&self, code, &reason).await;
@@ -135,6 +149,17 @@ pub fn arm<C: Channel>(ch: &C, bell: &Doorbell, token: u64) -> bool {
 
 pub fn disarm<C: Channel>(ch: &C, token: u64) {
     ch.disarm(token);
+}
+
+/// Ring `bell` with `token` once `try_send` of `len` bytes may succeed; true (and nothing
+/// registered) if it may already.
+pub fn arm_writable<C: Channel>(ch: &C, bell: &Doorbell, token: u64, len: usize) -> PyResult<bool> {
+    ch.arm_writable(token, len, doorbell::wakeup(bell, token))
+        .map_err(errors::to_py)
+}
+
+pub fn disarm_writable<C: Channel>(ch: &C, token: u64) {
+    ch.disarm_writable(token);
 }
 
 pub fn recv_blocking<'py, C: Channel>(

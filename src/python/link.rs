@@ -123,6 +123,16 @@ impl NativeLink {
         channel::disarm(&self.inner, token);
     }
 
+    /// Ring `bell` with `token` once `try_send` of `size` bytes may succeed (once); True, and
+    /// nothing registered, if it may already.
+    fn arm_writable(&self, bell: &Doorbell, token: u64, size: usize) -> PyResult<bool> {
+        channel::arm_writable(&self.inner, bell, token, size)
+    }
+
+    fn disarm_writable(&self, token: u64) {
+        channel::disarm_writable(&self.inner, token);
+    }
+
     fn readable<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         channel::readable(py, &self.inner)
     }
