@@ -12,7 +12,9 @@ Variants: argonlink blocking and asyncio; Python ``ssl`` (TLS 1.3, TLS_AES_256_G
 blocking and asyncio streams; plain TCP with Python blocking sockets (``TCP_NODELAY`` for the
 round trips); ``multiprocessing.connection`` (``send_bytes``/``recv_bytes``, HMAC-authenticated,
 not encrypted); and the tokio program in ``benches/tcp_ceiling.rs`` (Rust on both ends, no
-crypto) as the ceiling. Every variant runs ``--repeat`` times, interleaved; medians.
+crypto) as the ceiling. Every variant runs ``--repeat`` times, interleaved; medians. Also
+reported: the context switches of both processes (all threads) per round trip or message, the
+count of thread hand-offs.
 """
 
 from __future__ import annotations
@@ -91,7 +93,31 @@ def drain(sock: socket.socket, total: int) -> None:
 # Servers: report the address, serve one client, return a small dict
 
 
+def context_switches() -> int:
+    """Context switches (voluntary and not) of every thread of this process so far: each is a
+    thread going to sleep or being put off the CPU, the cost of every hand-off."""
+    total = 0
+    for status in Path("/proc/self/task").glob("*/status"):
+        with contextlib.suppress(OSError):
+            for line in status.read_text().splitlines():
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    total += int(line.split()[1])
+    return total
+
+
 def server(spec: Spec, report: Pipe) -> dict[str, Any]:
+    before = context_switches()
+    result = serve(spec, report)
+    return result | {"switches": context_switches() - before}
+
+
+def client(spec: Spec, address: Any) -> dict[str, Any]:
+    before = context_switches()
+    result = run_client(spec, address)
+    return result | {"switches": context_switches() - before}
+
+
+def serve(spec: Spec, report: Pipe) -> dict[str, Any]:
     if spec.variant == "argonlink-async":
         return asyncio.run(argonlink_async_server(spec, report))
     if spec.variant == "tls-async":
@@ -103,7 +129,7 @@ def server(spec: Spec, report: Pipe) -> dict[str, Any]:
     return socket_server(spec, report)
 
 
-def client(spec: Spec, address: Any) -> dict[str, Any]:
+def run_client(spec: Spec, address: Any) -> dict[str, Any]:
     if spec.variant == "argonlink-async":
         return asyncio.run(argonlink_async_client(spec, address))
     if spec.variant == "tls-async":
@@ -337,8 +363,9 @@ def run_once(spec: Spec, ceiling: Path | None) -> dict[str, Any]:
         return {"elapsed": elapsed}
     tls = spec.variant.startswith("tls")
     with tls_environment(spec.tls_dir) if tls else contextlib.nullcontext():
-        _, result = h.run_pair(server, (spec,), client, (spec,), spec.timeout)
-    return dict(result)
+        served, result = h.run_pair(server, (spec,), client, (spec,), spec.timeout)
+    # Both processes, per message (round trip or pipelined message); setup included.
+    return dict(result) | {"switches": (served["switches"] + result["switches"]) / spec.count}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -383,10 +410,12 @@ def main(argv: list[str] | None = None) -> int:
         for v, runs in by_variant.items():
             rates = [r["per_s"] for r in runs if "per_s" in r]
             rtts = [r["median_rtt"] for r in runs if r.get("median_rtt")]
+            switches = [r["switches"] for r in runs if r.get("switches") is not None]
             summary["modes"][mode][v] = {
                 "name": VARIANTS[v],
                 "median_per_s": h.median(rates),
                 "median_rtt_us": None if not rtts else h.median(rtts) * 1e6,
+                "switches_per_message": h.median(switches),
                 "runs": runs,
             }
             med = h.median(rates)

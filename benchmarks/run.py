@@ -203,10 +203,13 @@ def report(doc: dict[str, Any], chart: Path | None) -> str:
             "",
             f"{size}-byte messages. **Round trips**: the client sends one and waits for the "
             "server's echo (one after the other, no overlap). **Pipelined**: the client sends "
-            "as fast as it can, the server receives each one and acknowledges the last.",
+            "as fast as it can, the server receives each one and acknowledges the last. "
+            "Context switches: of all threads of both processes, per round trip (each is a "
+            "thread going to sleep or being put off the CPU).",
             "",
-            "| Variant | round trips/s | median round trip | pipelined messages/s |",
-            "|---|---:|---:|---:|",
+            "| Variant | round trips/s | median round trip | context switches per round trip "
+            "| pipelined messages/s |",
+            "|---|---:|---:|---:|---:|",
         ]
         rtt = ms["modes"].get("rtt", {})
         pipe = ms["modes"].get("pipelined", {})
@@ -216,7 +219,8 @@ def report(doc: dict[str, Any], chart: Path | None) -> str:
             p = pipe.get(key, {})
             lines.append(
                 f"| {name} | {fmt(r.get('median_per_s'))} | "
-                f"{fmt(r.get('median_rtt_us'), '.0f', ' µs')} | {fmt(p.get('median_per_s'))} |"
+                f"{fmt(r.get('median_rtt_us'), '.0f', ' µs')} | "
+                f"{fmt(r.get('switches_per_message'), '.1f')} | {fmt(p.get('median_per_s'))} |"
             )
         lines.append("")
         al_rtt = rtt.get("argonlink-sync", {}).get("median_per_s")
