@@ -49,7 +49,7 @@ VARIANTS: dict[str, str] = {
     "tls-async": "asyncio streams + ssl",
     "tcp": "plain TCP, Python blocking",
     "mpc": "multiprocessing.connection",
-    "tokio": "plain TCP, tokio (Rust) ceiling",
+    "tokio": "plain TCP, tokio (Rust) both ends",
 }
 MODES = {
     "rtt": ["argonlink-sync", "argonlink-async", "tls-sync", "tls-async", "tcp", "mpc", "tokio"],

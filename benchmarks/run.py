@@ -68,7 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="less data, one round each")
     parser.add_argument("--skip", default="", help="suites to leave out, e.g. connections")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite BENCHMARKS.md and the chart from benchmarks/results.json, run nothing",
+    )
     args = parser.parse_args(argv)
+    if args.report_only:
+        document = json.loads((HERE / "results.json").read_text())
+        REPORT.write_text(report(document, draw_chart(document["results"])))
+        return 0
     started = time.monotonic()
     machine = h.machine_description()
     ceiling = h.build_ceiling()
@@ -358,12 +367,12 @@ def draw_chart(res: dict[str, Any]) -> Path | None:
         ax.set_title(title, fontsize=10, loc="left")
         ax.set_xlabel(unit, fontsize=8)
         ax.tick_params(labelsize=8)
-        if unit == "ms" or (values and max(values) > 20 * sorted(values)[len(values) // 2]):
+        latency = unit == "ms"
+        if latency or (values and max(values) > 20 * sorted(values)[len(values) // 2]):
             ax.set_xscale("log")  # latencies, or one bar dwarfing the rest
-            unit += " (log scale)"
-            ax.set_xlabel(unit, fontsize=8)
+            ax.set_xlabel(f"{unit} (log scale)", fontsize=8)
         for y, v in enumerate(values):
-            label = f"{v:.3g}" if unit == "ms" else f"{v:,.0f}"
+            label = f"{v:.3g}" if latency else f"{v:,.0f}"
             ax.text(v, y, f" {label}", va="center", fontsize=7)
         ax.margins(x=0.18)
     fig.suptitle("argonlink on loopback (argonlink in red; medians)", fontsize=11)
