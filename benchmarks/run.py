@@ -216,6 +216,13 @@ def report(doc: dict[str, Any], chart: Path | None) -> str:
             "Context switches: of all threads of both processes, per round trip (each is a "
             "thread going to sleep or being put off the CPU).",
             "",
+            "Round trips depend on the load of the machine. On a quiet virtual machine a thread "
+            "blocked in `recv` lets its virtual CPU halt, and each wake-up from the halt costs "
+            "tens of microseconds; argonlink's blocking `recv` yields the CPU in a loop for up to "
+            "50 µs before it parks (some CPU spent for latency), so it avoids that. On a busy "
+            "machine nobody halts, and what counts is the number of thread hand-offs per round "
+            "trip.",
+            "",
             "| Variant | round trips/s | median round trip | context switches per round trip "
             "| pipelined messages/s |",
             "|---|---:|---:|---:|---:|",
