@@ -70,8 +70,15 @@ test: lint test-rust test-python fuzz-smoke
 demo: build
 	$(PY) examples/transfer.py --size-mib 256
 
+# Every benchmark, then BENCHMARKS.md and benchmarks/results.png (BENCH_ARGS=--quick: shorter).
+# spiped is a peer in the comparison: installed from Debian when missing and we are root;
+# without it that row is skipped.
 bench: build
-	$(PY) benchmarks/throughput.py
+	@command -v spiped >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null \
+		|| apt-get install -y -qq spiped >/dev/null 2>&1 \
+		|| { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq spiped >/dev/null 2>&1; } \
+		|| echo "spiped could not be installed: its row is skipped"
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) target fuzz/target fuzz/target-long fuzz/target-long-notc

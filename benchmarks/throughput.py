@@ -11,7 +11,14 @@ interpreters started with the ``spawn`` method. The variants:
 (b) Python ``ssl``, blocking sockets, TLS 1.3 with TLS_AES_256_GCM_SHA384;
 (c) asyncio streams over the same TLS (``readexactly`` / ``write`` + ``drain``, default limits);
 (d) argonlink blocking API (``argonlink.sync``): receiver ``Server``, sender ``Client``;
-(e) argonlink asyncio API: receiver ``Server``, sender ``Client``.
+(e) argonlink asyncio API: receiver ``Server``, sender ``Client``;
+(f) ``multiprocessing.connection`` (``send_bytes`` / ``recv_bytes_into``, HMAC-authenticated
+    handshake, no encryption);
+(g) spiped, the Debian package (a pre-shared-key tunnel: AES-256-CTR + HMAC-SHA256): the plain
+    TCP sender and receiver of (a) talk through an encrypting and a decrypting spiped process
+    (four processes in all); skipped with a note when ``spiped`` is not installed;
+(h) the loopback ceiling: ``benches/tcp_ceiling.rs``, a tokio program on both ends, no crypto,
+    no Python (built with cargo; ``--ceiling`` names a prebuilt one).
 
 Python cannot choose TLS 1.3 cipher suites (there is no ``SSLContext.set_ciphersuites``, and
 ``set_ciphers`` only governs TLS 1.2 and below), so the TLS processes are started with
@@ -68,6 +75,7 @@ import multiprocessing
 import os
 import platform
 import random
+import resource
 import shutil
 import socket
 import ssl
@@ -79,11 +87,14 @@ import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
+from multiprocessing.connection import Client as MpClient
 from multiprocessing.connection import Connection as Pipe
+from multiprocessing.connection import Listener as MpListener
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+import _harness
 import argonlink
 import argonlink.sync
 
@@ -102,6 +113,9 @@ VARIANTS: dict[str, str] = {
     "c": "(c) asyncio streams + ssl",
     "d": "(d) argonlink blocking (sync)",
     "e": "(e) argonlink asyncio",
+    "f": "(f) multiprocessing.connection",
+    "g": "(g) spiped (AES-256-CTR + HMAC-SHA256)",
+    "h": "(h) plain TCP, tokio (Rust) both ends",
 }
 TLS_VARIANTS = frozenset("bc")
 
@@ -138,6 +152,7 @@ class Spec:
     message_size: int
     timeout: float
     tls_dir: str
+    ceiling: str | None = None
 
     @property
     def count(self) -> int:
@@ -473,20 +488,66 @@ async def argonlink_async_sender(
 
 
 # --------------------------------------------------------------------------------------------
+# (f) multiprocessing.connection
+
+MPC_AUTHKEY = b"argonlink throughput benchmark"
+
+
+def mpc_receiver(spec: Spec, report: Pipe) -> dict[str, Any]:
+    with MpListener((HOST, 0), authkey=MPC_AUTHKEY) as listener:
+        report.send(("address", listener.address))
+        with listener.accept() as conn:
+            checker = Checker(spec)
+            buf = bytearray(spec.message_size)
+            for _ in range(spec.count):
+                n = conn.recv_bytes_into(buf)
+                checker.check(buf if n == len(buf) else buf[:n])
+            conn.send_bytes(ACK)
+            try:
+                conn.recv_bytes()
+            except EOFError:
+                pass
+            else:
+                raise VerificationError("a message after the last one")
+    return checker.report()
+
+
+def mpc_sender(spec: Spec, address: tuple[str, int], messages: list[bytes]) -> dict[str, Any]:
+    with MpClient(tuple(address), authkey=MPC_AUTHKEY) as conn:
+        start = time.perf_counter()
+        for msg in messages:
+            conn.send_bytes(msg)
+        ack = conn.recv_bytes()
+        elapsed = time.perf_counter() - start
+    if ack != ACK:
+        raise VerificationError(f"bad acknowledgement {ack!r}")
+    return {"elapsed": elapsed}
+
+
+# --------------------------------------------------------------------------------------------
 # Child process entry points
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this whole process, all threads, so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def receiver_main(spec: Spec, report: Pipe) -> None:
     try:
-        if spec.variant in "ab":
+        cpu = cpu_seconds()
+        if spec.variant in "abg":
             result = socket_receiver(spec, report)
+        elif spec.variant == "f":
+            result = mpc_receiver(spec, report)
         elif spec.variant == "c":
             result = asyncio.run(streams_receiver(spec, report))
         elif spec.variant == "d":
             result = argonlink_sync_receiver(spec, report)
         else:
             result = asyncio.run(argonlink_async_receiver(spec, report))
-        report.send(("done", result))
+        report.send(("done", result | {"cpu": cpu_seconds() - cpu}))
     except BaseException:
         report.send(("error", traceback.format_exc()))
 
@@ -494,15 +555,18 @@ def receiver_main(spec: Spec, report: Pipe) -> None:
 def sender_main(spec: Spec, address: tuple[str, int], report: Pipe) -> None:
     try:
         messages = build_messages(spec)  # before connecting: not timed, no idle connection
-        if spec.variant in "ab":
+        cpu = cpu_seconds()
+        if spec.variant in "abg":
             result = socket_sender(spec, address, messages)
+        elif spec.variant == "f":
+            result = mpc_sender(spec, address, messages)
         elif spec.variant == "c":
             result = asyncio.run(streams_sender(spec, address, messages))
         elif spec.variant == "d":
             result = argonlink_sync_sender(spec, address, messages)
         else:
             result = asyncio.run(argonlink_async_sender(spec, address, messages))
-        report.send(("done", result))
+        report.send(("done", result | {"cpu": cpu_seconds() - cpu}))
     except BaseException:
         report.send(("error", traceback.format_exc()))
 
@@ -518,6 +582,9 @@ class RunResult:
     mb_per_s: float | None = None
     cipher: str | None = None
     error: str | None = None
+    #: CPU seconds (user + system, all threads) of the sender and the receiver for the run
+    cpu_sender: float | None = None
+    cpu_receiver: float | None = None
 
 
 def await_report(pipe: Pipe, deadline: float, who: str) -> tuple[str, Any]:
@@ -543,6 +610,18 @@ def stop(process: BaseProcess | None) -> None:
 
 def run_once(mp: multiprocessing.context.SpawnContext, spec: Spec) -> RunResult:
     result = RunResult(spec.variant)
+    if spec.variant == "h":
+        try:
+            if spec.ceiling is None:
+                raise RuntimeError("the tokio ceiling program was not built")
+            elapsed, cpu = _harness.run_ceiling(
+                Path(spec.ceiling), "bulk", spec.count, spec.message_size, spec.timeout
+            )
+            result.elapsed, result.mb_per_s = elapsed, spec.total / elapsed / 1e6
+            result.cpu_sender, result.cpu_receiver = cpu, 0.0  # both processes together
+        except Exception as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+        return result
     deadline = time.monotonic() + spec.timeout
     recv_pipe, recv_child = mp.Pipe(duplex=False)
     send_pipe, send_child = mp.Pipe(duplex=False)
@@ -550,12 +629,19 @@ def run_once(mp: multiprocessing.context.SpawnContext, spec: Spec) -> RunResult:
     env = tls_environment(spec.tls_dir) if tls else contextlib.nullcontext()
     receiver: BaseProcess | None = None
     sender: BaseProcess | None = None
+    relays = contextlib.ExitStack()
+    relay_cpu: list[float] = []
     try:
         with env:
             receiver = mp.Process(target=receiver_main, args=(spec, recv_child), daemon=True)
             receiver.start()
             recv_child.close()
             _, address = await_report(recv_pipe, deadline, "receiver")
+            if spec.variant == "g":  # the sender talks to the encrypting end of the tunnel
+                key = Path(spec.tls_dir) / "spiped.key"
+                address = relays.enter_context(
+                    _harness.spiped_tunnel(tuple(address), key, relay_cpu)
+                )
             sender = mp.Process(
                 target=sender_main, args=(spec, tuple(address), send_child), daemon=True
             )
@@ -568,11 +654,15 @@ def run_once(mp: multiprocessing.context.SpawnContext, spec: Spec) -> RunResult:
         result.elapsed = sent["elapsed"]
         result.mb_per_s = spec.total / sent["elapsed"] / 1e6
         result.cipher = sent.get("cipher")
+        relays.close()  # the tunnel's CPU counts with the sender's
+        result.cpu_sender = sent["cpu"] + sum(relay_cpu)
+        result.cpu_receiver = received["cpu"]
     except Exception as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
         stop(sender)
         stop(receiver)
+        relays.close()
         recv_pipe.close()
         send_pipe.close()
     return result
@@ -664,7 +754,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size-mib", type=int, default=1024, help="MiB per run (1024)")
     parser.add_argument("--message-kib", type=int, default=1024, help="message size (1024)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per variant (3)")
-    parser.add_argument("--only", default="a,b,c,d,e", help="variants, e.g. a,d (all)")
+    parser.add_argument("--only", default=",".join(VARIANTS), help="variants, e.g. a,d (all)")
+    parser.add_argument("--ceiling", type=Path, help="the tcp_ceiling program (else: built)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     args.variants = [v.strip() for v in args.only.split(",") if v.strip()]
@@ -691,6 +782,17 @@ def main(argv: list[str] | None = None) -> int:
     total = args.size_mib << 20
     timeout = 60 + total / 5e6  # generous: a run slower than 5 MB/s counts as hung
     variants = [v for v in VARIANTS if v in args.variants]
+    skipped: dict[str, str] = {}
+    if "g" in variants and shutil.which("spiped") is None:
+        skipped["g"] = "spiped is not installed (Debian package `spiped`)"
+    ceiling = args.ceiling
+    if "h" in variants and ceiling is None:
+        ceiling = _harness.build_ceiling()
+        if ceiling is None:
+            skipped["h"] = "the tokio program could not be built"
+    for v, why in skipped.items():
+        progress(f"skipping {VARIANTS[v]}: {why}")
+    variants = [v for v in variants if v not in skipped]
     results: dict[str, list[RunResult]] = {v: [] for v in variants}
     started = time.monotonic()
 
@@ -699,9 +801,18 @@ def main(argv: list[str] | None = None) -> int:
         if TLS_VARIANTS.intersection(variants):
             cert_tool = make_certificate(Path(tls_dir))
             (Path(tls_dir) / "openssl.cnf").write_text(OPENSSL_CONF)
+        if "g" in variants:
+            _harness.spiped_key(Path(tls_dir))
         for round_ in range(1, args.repeat + 1):
             for v in variants:
-                spec = Spec(v, total, args.message_kib * 1024, timeout, tls_dir)
+                spec = Spec(
+                    v,
+                    total,
+                    args.message_kib * 1024,
+                    timeout,
+                    tls_dir,
+                    None if ceiling is None else str(ceiling),
+                )
                 result = run_once(mp, spec)
                 results[v].append(result)
                 shown = f"{result.mb_per_s:8.0f} MB/s" if result.mb_per_s else "  FAILED"
@@ -738,6 +849,7 @@ def main(argv: list[str] | None = None) -> int:
                 for v, runs in results.items()
             },
             "ratios": ratios,
+            "skipped": {v: {"name": VARIANTS[v], "why": why} for v, why in skipped.items()},
             "wall_seconds": wall,
         }
         args.json.write_text(json.dumps(document, indent=2) + "\n")

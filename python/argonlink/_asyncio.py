@@ -8,7 +8,10 @@ Rust runtime, and a cancelled wait never loses a message.
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -36,6 +39,95 @@ async def _bounded(aw: Awaitable[Any], timeout: float | None, what: str) -> Any:
         if isinstance(exc, Timeout):
             raise
         raise Timeout(f"{what} timed out after {timeout} s") from None
+
+
+class _Doorbell:
+    """One per event loop: receivers wait on a single watched socket instead of a future per
+    wait that a tokio thread completes through the GIL (see ``doorbell.rs``). A waiting receiver
+    arms its connection with the bell and a token; the connection's reading task rings it."""
+
+    __slots__ = ("__weakref__", "native", "waiters")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.native = _argonlink.Doorbell()
+        self.waiters: dict[int, asyncio.Future[None]] = {}
+        loop.add_reader(self.native.fileno(), self._ring)
+
+    def _ring(self) -> None:
+        for token in self.native.drain():
+            waiter = self.waiters.pop(token, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+
+_doorbells: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Doorbell | None] = (
+    weakref.WeakKeyDictionary()
+)
+_tokens = itertools.count(1)
+
+
+def _doorbell(loop: asyncio.AbstractEventLoop) -> _Doorbell | None:
+    try:
+        return _doorbells[loop]
+    except KeyError:
+        pass
+    bell: _Doorbell | None
+    try:
+        bell = _Doorbell(loop)
+    except (NotImplementedError, OSError):  # a loop that cannot watch sockets (proactor)
+        bell = None
+    _doorbells[loop] = bell
+    return bell
+
+
+async def _readable(native: _argonlink.NativeConnection | _argonlink.NativeLink) -> None:
+    """Until ``native.try_recv`` has something to say. Takes nothing (cancel-safe)."""
+    loop = asyncio.get_running_loop()
+    bell = _doorbell(loop)
+    if bell is None:
+        await native.readable()
+        return
+    token = next(_tokens)
+    if native.arm(bell.native, token):
+        return
+    waiter = bell.waiters[token] = loop.create_future()
+    try:
+        await waiter
+    finally:
+        if bell.waiters.pop(token, None) is not None:  # not rung: we gave up
+            native.disarm(token)
+
+
+async def _writable(native: _argonlink.NativeConnection | _argonlink.NativeLink, size: int) -> None:
+    """Until ``native.try_send`` of ``size`` bytes may succeed (room, a new connection, the
+    end). Cancel-safe: queues nothing."""
+    loop = asyncio.get_running_loop()
+    bell = _doorbell(loop)
+    if bell is None:  # pragma: no cover - callers check first
+        raise RuntimeError("no doorbell for this event loop")
+    token = next(_tokens)
+    if native.arm_writable(bell.native, token, size):
+        return
+    waiter = bell.waiters[token] = loop.create_future()
+    try:
+        await waiter
+    finally:
+        if bell.waiters.pop(token, None) is not None:  # not rung: we gave up
+            native.disarm_writable(token)
+
+
+async def _send_waiting(
+    native: _argonlink.NativeConnection | _argonlink.NativeLink, data: BytesLike, session: bool
+) -> None:
+    """Queue ``data`` once the send buffer has room (``try_send`` just said it had none)."""
+    if session or _doorbell(asyncio.get_running_loop()) is None:
+        # Exactly-once sessions bound what is unacknowledged, not the send buffer.
+        await native.send(data)
+        return
+    if not isinstance(data, bytes):
+        data = bytes(data)  # one copy now, not one per try
+    while not native.try_send(data):
+        await _writable(native, len(data))
 
 
 async def _wait_for(take: Callable[[], T | None], ready: Callable[[], Awaitable[None]]) -> T:
@@ -73,14 +165,17 @@ class Connection(ConnectionInfo, AsyncTransfers):
 
         Raises :class:`~argonlink.MessageTooLarge` (nothing sent) above the peer's limit and
         :class:`~argonlink.ConnectionClosed` once the connection is closing or closed."""
-        if not self._native.try_send(data):
-            await _bounded(self._native.send(data), timeout, "send")
+        native = self._native
+        if not native.try_send(data):
+            session = isinstance(native, _argonlink.NativeLink)
+            await _bounded(_send_waiting(native, data, session), timeout, "send")
 
     async def recv(self, timeout: float | None = None) -> bytes:
         """The next message. Raises :class:`~argonlink.ConnectionClosedOK` after a clean close
         (once every earlier message was received), :class:`~argonlink.ConnectionClosedError`
         after an abnormal one, :class:`~argonlink.Timeout` when ``timeout`` s pass."""
-        return await _next(self._native.try_recv, self._native.readable, timeout, "recv")
+        native = self._native
+        return await _next(native.try_recv, functools.partial(_readable, native), timeout, "recv")
 
     def __aiter__(self) -> Self:
         return self
@@ -242,11 +337,11 @@ class Client(ClientBase[Connection], AsyncTransfers):
     async def send(self, data: BytesLike, *, timeout: float | None = None) -> None:
         link = self._link
         if not link.try_send(data):
-            await _bounded(link.send(data), timeout, "send")
+            await _bounded(_send_waiting(link, data, self.exactly_once), timeout, "send")
 
     async def recv(self, timeout: float | None = None) -> bytes:
         link = self._link
-        return await _next(link.try_recv, link.readable, timeout, "recv")
+        return await _next(link.try_recv, functools.partial(_readable, link), timeout, "recv")
 
     def __aiter__(self) -> Self:
         return self

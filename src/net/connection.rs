@@ -1,27 +1,35 @@
 //! An authenticated connection: two tasks (reading, writing) and the handle the application uses.
 //!
 //! ```text
-//!  application ── send ──▶ [byte budget] ─▶ channel ─▶ writer task ─▶ FramedWrite(seal) ─▶ socket
+//!  application ── send ──▶ [byte budget] ─▶ channel ─▶ writer task ─▶ WriteSide(seal) ─▶ socket
+//!       └─ small message, writer idle: sealed and written from the caller's thread ─┘
 //!  application ◀─ recv ─── Mailbox (bytes-bounded) ◀── reader task ◀── FramedRead(open) ◀── socket
 //! ```
+//! The direct path saves a hand-off to the writer task (a thread wake-up) for each small message
+//! sent while nothing else is waiting to be written: that hand-off dominated request/response
+//! latency. Order is kept because both paths seal under one lock and the direct path is only
+//! taken when no item is queued and no sealed byte is waiting.
 //! The reader answers PING and CLOSE through the writer's channel. Either task ending in error
 //! ends the connection: the outcome is recorded once, the other task is cancelled, pending
 //! senders are woken, and received messages already queued still drain to the application.
 
+use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::AsyncWriteExt;
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::io::AsyncWrite;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch, Semaphore};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
-use super::mailbox::Mailbox;
+use super::mailbox::{Mailbox, Wakeup};
 use super::LinkConfig;
 use crate::core::codec::{FrameDecoder, FrameEncoder, Outgoing};
 use crate::core::handshake::{Established, NodeId};
@@ -33,6 +41,14 @@ use crate::error::{CloseCode, CloseInfo, Error, Result};
 const WRITE_BATCH: usize = 256 * 1024;
 /// What one queued item costs besides its payload: keeps a flood of empty messages bounded.
 pub(crate) const ITEM_OVERHEAD: usize = 64;
+/// Messages up to this size may be sealed and written by the sending thread itself; larger ones
+/// always go to the writer task (sealing them would hold up the caller, e.g. an event loop).
+const DIRECT_MAX: usize = 16 * 1024;
+/// A message sent sooner than this after the previous one is part of a burst: it goes to the
+/// writer task, which seals a burst into one write (one syscall for many small messages), where
+/// the direct path would make a syscall per message. Request/response traffic, whose sends are
+/// a round trip apart, stays on the direct path.
+const BURST_GAP: Duration = Duration::from_micros(10);
 
 pub type Reader = FramedRead<OwnedReadHalf, FrameDecoder>;
 pub type Writer = FramedWrite<OwnedWriteHalf, FrameEncoder>;
@@ -59,9 +75,23 @@ struct CloseState {
 struct Shared {
     config: LinkConfig,
     inbound: Mailbox<Message, CloseInfo>,
-    outbound: mpsc::UnboundedSender<(Outgoing, usize)>,
+    /// Items for the writer task with their send-budget cost; `None` asks it to write out what
+    /// the direct path left in the buffer.
+    outbound: mpsc::UnboundedSender<(Option<Outgoing>, usize)>,
+    /// Items sent into `outbound` and not yet sealed: the direct path waits for zero.
+    queued: AtomicUsize,
+    /// The sealing and writing end of the socket, shared by the writer task and the direct path.
+    /// Never held across an await.
+    write: Mutex<WriteSide>,
+    /// When the last message was handed to `write_direct` (nanoseconds since `started`).
+    last_send: AtomicU64,
+    started: Instant,
     /// Bytes queued for the writer; senders wait here, which is what bounds memory.
     send_budget: Semaphore,
+    /// One-shot wake-ups for senders waiting for room (see `Connection::arm_writable`), and how
+    /// many there are (so that returning budget skips the lock when nobody waits).
+    writers: Mutex<Vec<(u64, Wakeup)>>,
+    writers_armed: AtomicUsize,
     close: Mutex<CloseState>,
     cancel: CancellationToken,
     finished: watch::Receiver<bool>,
@@ -78,6 +108,54 @@ struct Shared {
     ack_queued: AtomicBool,
     /// Acknowledged sessions: what to do with the peer's ACKs.
     on_ack: OnceLock<AckHandler>,
+}
+
+/// The socket's writing half, its sealer, and sealed bytes not yet written.
+struct WriteSide {
+    /// Taken (and so released) when the writer task ends: the connection's handles may live on.
+    sock: Option<OwnedWriteHalf>,
+    encoder: FrameEncoder,
+    buf: BytesMut,
+}
+
+impl WriteSide {
+    fn seal(&mut self, item: Outgoing) -> Result<()> {
+        self.encoder.encode(item, &mut self.buf)
+    }
+
+    /// Write what the buffer holds; Ready(Ok) once it is empty.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let Some(sock) = self.sock.as_mut() else {
+            return Poll::Ready(Err(std::io::ErrorKind::NotConnected.into()));
+        };
+        while !self.buf.is_empty() {
+            match Pin::new(&mut *sock).poll_write(cx, &self.buf) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                }
+                Poll::Ready(Ok(n)) => self.buf.advance(n),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Write as much as the socket takes now, without waiting.
+    fn try_write_out(&mut self) -> std::io::Result<()> {
+        let Some(sock) = self.sock.as_ref() else {
+            return Err(std::io::ErrorKind::NotConnected.into());
+        };
+        while !self.buf.is_empty() {
+            match sock.try_write(&self.buf) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.buf.advance(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Called by the reading task with each ACK from the peer; an error ends the connection.
@@ -113,14 +191,28 @@ impl Connection {
         let peer_addr = reader.get_ref().peer_addr()?;
         let local_addr = reader.get_ref().local_addr()?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let queued = AtomicUsize::new(0);
         if let Some(item) = first {
-            tx.send((item, 0)).expect("receiver alive");
+            queued.store(1, Relaxed);
+            tx.send((Some(item), 0)).expect("receiver alive");
         }
+        let parts = writer.into_parts();
+        let write = Mutex::new(WriteSide {
+            sock: Some(parts.io),
+            encoder: parts.codec,
+            buf: parts.write_buf,
+        });
         let (finished_tx, finished_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             inbound: Mailbox::new(config.recv_buffer),
             outbound: tx,
+            queued,
+            write,
+            last_send: AtomicU64::new(0),
+            started: Instant::now(),
             send_budget: Semaphore::new(config.send_buffer),
+            writers: Mutex::new(Vec::new()),
+            writers_armed: AtomicUsize::new(0),
             close: Mutex::new(CloseState::default()),
             cancel: CancellationToken::new(),
             finished: finished_rx,
@@ -136,7 +228,7 @@ impl Connection {
             on_ack: OnceLock::new(),
             config,
         });
-        let writer_task = tokio::spawn(write_loop(shared.clone(), writer, rx));
+        let writer_task = tokio::spawn(write_loop(shared.clone(), rx));
         tokio::spawn(read_loop(
             shared.clone(),
             reader,
@@ -201,17 +293,25 @@ impl Connection {
     fn enqueue(&self, msg: Bytes, cost: usize) -> Result<()> {
         let len = msg.len() as u64;
         let st = self.shared.lock_close();
-        let refused = closing_error(&st).or_else(|| {
-            let item = (Outgoing::Message(msg), cost);
-            self.shared
-                .outbound
-                .send(item)
-                .err()
-                .map(|_| self.shared.closed_error_locked(&st))
-        });
+        let refused = match closing_error(&st) {
+            Some(e) => Some(e),
+            None => match self.shared.write_direct(msg, cost) {
+                Ok(None) => None,
+                Ok(Some(msg)) => self
+                    .shared
+                    .queue(Outgoing::Message(msg), cost)
+                    .then(|| self.shared.closed_error_locked(&st)),
+                Err(e) => {
+                    // The socket failed under the direct write: the connection is over.
+                    drop(st);
+                    self.shared.finish(e.to_close_info());
+                    return Err(self.shared.closed_error());
+                }
+            },
+        };
         drop(st);
         if let Some(err) = refused {
-            self.shared.send_budget.add_permits(cost);
+            self.shared.return_budget(cost);
             return Err(err);
         }
         self.shared.stats.messages_sent.fetch_add(1, Relaxed);
@@ -257,6 +357,17 @@ impl Connection {
         self.shared.inbound.readable().await
     }
 
+    /// Call `wakeup` once, the next time `try_recv` may have something to say, unless it has
+    /// already: then true, and nothing is registered. `key` names it for `disarm`.
+    pub fn arm(&self, key: u64, wakeup: Wakeup) -> bool {
+        self.shared.inbound.arm(key, wakeup)
+    }
+
+    /// Forget the wake-up registered under `key`.
+    pub fn disarm(&self, key: u64) {
+        self.shared.inbound.disarm(key);
+    }
+
     pub async fn recv(&self) -> Result<Message> {
         self.shared.inbound.pop().await.map_err(Error::Closed)
     }
@@ -275,7 +386,9 @@ impl Connection {
             code: code.0,
             reason: reason.to_owned(),
         };
-        let _ = self.shared.outbound.send((item, 0));
+        self.shared.queue(item, 0);
+        drop(st);
+        self.shared.wake_writers(); // their next try_send reports the close
         true
     }
 
@@ -330,6 +443,41 @@ impl Connection {
         let _ = self.shared.send_budget.acquire_many(cost as u32).await;
     }
 
+    /// Call `wakeup` once, when the send buffer may have room for a message of `len` bytes
+    /// (or the connection started closing), unless it has already: then true, and nothing is
+    /// registered. `key` names it for `disarm_writable`.
+    pub fn arm_writable(&self, key: u64, len: usize, wakeup: Wakeup) -> bool {
+        let cost = (len + ITEM_OVERHEAD).min(self.shared.config.send_buffer);
+        {
+            let mut w = self
+                .shared
+                .writers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            w.push((key, wakeup));
+            self.shared.writers_armed.store(w.len(), Relaxed);
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let ready = self.shared.send_budget.available_permits() >= cost
+            || self.shared.send_budget.is_closed()
+            || self.is_closing();
+        if ready {
+            self.disarm_writable(key);
+        }
+        ready
+    }
+
+    /// Forget the wake-up registered under `key` by `arm_writable`.
+    pub fn disarm_writable(&self, key: u64) {
+        let mut w = self
+            .shared
+            .writers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        w.retain(|(k, _)| *k != key);
+        self.shared.writers_armed.store(w.len(), Relaxed);
+    }
+
     /// Wait until everything queued was written to the socket.
     pub async fn flushed(&self) {
         let all = self.shared.config.send_buffer as u32;
@@ -341,7 +489,7 @@ impl Connection {
     pub fn ack(&self, next_expected: u64) {
         self.shared.ack_value.fetch_max(next_expected, Relaxed);
         if !self.shared.ack_queued.swap(true, Relaxed) {
-            let _ = self.shared.outbound.send((Outgoing::Ack(0), 0));
+            self.shared.queue(Outgoing::Ack(0), 0);
         }
     }
 
@@ -352,10 +500,7 @@ impl Connection {
 
     /// Queue a PING (used by keepalive).
     pub fn ping(&self, opaque: u64) -> bool {
-        self.shared
-            .outbound
-            .send((Outgoing::Ping(opaque), 0))
-            .is_ok()
+        !self.shared.queue(Outgoing::Ping(opaque), 0)
     }
 }
 
@@ -371,6 +516,77 @@ fn closing_error(st: &CloseState) -> Option<Error> {
 }
 
 impl Shared {
+    /// Give send budget back, and tell senders waiting for room.
+    fn return_budget(&self, cost: usize) {
+        self.send_budget.add_permits(cost);
+        self.wake_writers();
+    }
+
+    /// Wake every armed sender: each tries again and arms again if there is still no room.
+    fn wake_writers(&self) {
+        // Pairs with the fence in `arm_writable`: either the sender sees the budget we returned
+        // or we see its registration.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        if self.writers_armed.load(Relaxed) == 0 {
+            return;
+        }
+        let woken = {
+            let mut w = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+            self.writers_armed.store(0, Relaxed);
+            std::mem::take(&mut *w)
+        };
+        for (_, wakeup) in woken {
+            wakeup();
+        }
+    }
+
+    /// Hand an item to the writer task. Returns true if the task is gone (the item is dropped).
+    fn queue(&self, item: Outgoing, cost: usize) -> bool {
+        self.queued.fetch_add(1, Relaxed);
+        if self.outbound.send((Some(item), cost)).is_err() {
+            self.queued.fetch_sub(1, Relaxed);
+            return true;
+        }
+        false
+    }
+
+    fn lock_write(&self) -> std::sync::MutexGuard<'_, WriteSide> {
+        self.write.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Seal and write a small message from the caller's thread when the writer task has nothing
+    /// to do; `Ok(Some(msg))` gives it back for the writer task otherwise. Called under the
+    /// close lock (nothing can be queued behind a CLOSE). What the socket does not take at once
+    /// stays in the buffer for the writer task, which is told to write it out.
+    fn write_direct(&self, msg: Bytes, cost: usize) -> Result<Option<Bytes>> {
+        let now = self.started.elapsed().as_nanos() as u64;
+        let previous = self.last_send.swap(now, Relaxed);
+        let burst = now.saturating_sub(previous) < BURST_GAP.as_nanos() as u64;
+        if burst || msg.len() > DIRECT_MAX || self.queued.load(Relaxed) != 0 {
+            return Ok(Some(msg));
+        }
+        // The writer task holds the lock only to seal and write, never across an await; busy
+        // means it is working, and the message queues behind what it is doing.
+        let Ok(mut w) = self.write.try_lock() else {
+            return Ok(Some(msg));
+        };
+        // Checked again under the lock: the writer task decrements `queued` under it, so zero
+        // here means every earlier item is sealed into the buffer (or written).
+        if !w.buf.is_empty() || self.queued.load(Relaxed) != 0 || w.sock.is_none() {
+            return Ok(Some(msg));
+        }
+        w.seal(Outgoing::Message(msg))?;
+        w.try_write_out()?;
+        // Sealed: it no longer waits in the send buffer (as for the writer task's items).
+        self.return_budget(cost);
+        if !w.buf.is_empty() {
+            drop(w);
+            self.queued.fetch_add(1, Relaxed);
+            let _ = self.outbound.send((None, 0));
+        }
+        Ok(None)
+    }
+
     /// A queued ACK carries the latest value at the moment it is written.
     fn latest_ack(&self, item: Outgoing) -> Outgoing {
         match item {
@@ -405,6 +621,7 @@ impl Shared {
         let info = self.lock_close().outcome.clone().expect("set above");
         self.inbound.end(info);
         self.send_budget.close();
+        self.wake_writers();
         self.cancel.cancel();
     }
 
@@ -424,10 +641,11 @@ impl Shared {
         }
         if must_echo {
             // Under the lock, like every enqueue: nothing can be queued behind this CLOSE.
-            let _ = self.outbound.send((Outgoing::Close { code, reason }, 0));
+            self.queue(Outgoing::Close { code, reason }, 0);
         }
         drop(st);
-        // No more messages can arrive: let readers drain and then see the close.
+        self.wake_writers(); // their next try_send reports the close
+                             // No more messages can arrive: let readers drain and then see the close.
         self.inbound.end(info);
         must_echo
     }
@@ -435,36 +653,48 @@ impl Shared {
 
 async fn write_loop(
     shared: Arc<Shared>,
-    mut writer: Writer,
-    mut rx: mpsc::UnboundedReceiver<(Outgoing, usize)>,
+    mut rx: mpsc::UnboundedReceiver<(Option<Outgoing>, usize)>,
 ) {
-    writer.set_backpressure_boundary(WRITE_BATCH);
     let cancel = shared.cancel.clone();
     let work = async {
         loop {
-            let Some((item, cost)) = rx.recv().await else {
+            let Some(first) = rx.recv().await else {
                 return Ok(());
             };
-            let item = shared.latest_ack(item);
-            let mut closing = matches!(item, Outgoing::Close { .. });
-            writer.feed(item).await?;
-            shared.send_budget.add_permits(cost);
-            // Batch everything already queued into as few writes as possible.
-            while !closing {
-                let Ok((item, cost)) = rx.try_recv() else {
-                    break;
-                };
-                let item = shared.latest_ack(item);
-                closing = matches!(item, Outgoing::Close { .. });
-                writer.feed(item).await?;
-                shared.send_budget.add_permits(cost);
+            let mut closing = false;
+            {
+                let mut w = shared.lock_write();
+                let mut next = Some(first);
+                // Seal everything already queued (up to a batch) before writing: few syscalls.
+                while let Some((item, cost)) = next.take() {
+                    if let Some(item) = item {
+                        let item = shared.latest_ack(item);
+                        closing = matches!(item, Outgoing::Close { .. });
+                        let sealed = w.seal(item);
+                        shared.queued.fetch_sub(1, Relaxed);
+                        sealed?;
+                        shared.return_budget(cost);
+                    } else {
+                        shared.queued.fetch_sub(1, Relaxed);
+                    }
+                    if closing || w.buf.len() >= WRITE_BATCH {
+                        break;
+                    }
+                    next = rx.try_recv().ok();
+                }
+                shared
+                    .stats
+                    .rekeys_sent
+                    .store(w.encoder.sealer.rekeys(), Relaxed);
             }
-            writer.flush().await?;
-            let rekeys = writer.encoder().sealer.rekeys();
-            shared.stats.rekeys_sent.store(rekeys, Relaxed);
+            poll_fn(|cx| shared.lock_write().poll_write_out(cx)).await?;
             if closing {
                 // CLOSE is the last frame we send; FIN tells the peer nothing follows.
-                let _ = writer.get_mut().shutdown().await;
+                let _ = poll_fn(|cx| match shared.lock_write().sock.as_mut() {
+                    Some(sock) => Pin::new(sock).poll_shutdown(cx),
+                    None => Poll::Ready(Ok(())),
+                })
+                .await;
                 return Ok(());
             }
         }
@@ -474,8 +704,16 @@ async fn write_loop(
         _ = cancel.cancelled() => Ok(()),
         r = work => r,
     };
-    let rekeys = writer.encoder().sealer.rekeys();
-    shared.stats.rekeys_sent.store(rekeys, Relaxed);
+    let sock = {
+        let mut w = shared.lock_write();
+        shared
+            .stats
+            .rekeys_sent
+            .store(w.encoder.sealer.rekeys(), Relaxed);
+        w.buf = BytesMut::new();
+        w.sock.take()
+    };
+    drop(sock); // with the reading half gone too, the socket is closed
     if let Err(e) = result {
         shared.finish(e.to_close_info());
     }
@@ -545,7 +783,7 @@ impl Liveness {
     fn ping(&mut self, shared: &Shared) {
         if self.ping_interval.is_some() {
             self.pings += 1;
-            let _ = shared.outbound.send((Outgoing::Ping(self.pings), 0));
+            shared.queue(Outgoing::Ping(self.pings), 0);
             self.last_ping = Instant::now();
         }
     }
@@ -643,7 +881,7 @@ async fn read_loop(
                     liveness.heard();
                 }
                 Event::Ping(v) => {
-                    let _ = shared.outbound.send((Outgoing::Pong(v), 0));
+                    shared.queue(Outgoing::Pong(v), 0);
                 }
                 Event::Pong(_) => {}
                 Event::Close { code, reason } => {

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use super::client::{dial, ClientConfig, Credentials};
 use super::connection::Connection;
+use super::mailbox::Wakeup;
 use super::reliable::ReliableSender;
 use crate::core::frame::{ResumeReply, ResumeStatus, SessionRequest, SESSION_ID_LEN};
 use crate::core::message::Message;
@@ -170,6 +171,20 @@ struct Shared {
     /// Sessions: `close` was called with this code and reason; each connection from now on is
     /// closed with it until one closing handshake completes.
     close_request: watch::Sender<Option<(CloseCode, String)>>,
+    /// One-shot wake-ups for a change of state (see [`Link::arm`]).
+    armed: Mutex<Vec<(u64, Wakeup)>>,
+}
+
+impl Shared {
+    /// A new state, and a wake-up: the end, or a successor connection, is news for `recv`.
+    fn set_state(&self, state: State) {
+        // `send_replace`, not `send`: the value must be stored even when nobody is waiting.
+        self.state.send_replace(state);
+        let armed = std::mem::take(&mut *self.armed.lock().unwrap_or_else(|e| e.into_inner()));
+        for (_, wakeup) in armed {
+            wakeup();
+        }
+    }
 }
 
 /// A link to one peer across connections. Cheap to clone.
@@ -266,6 +281,7 @@ impl Link {
                 cancel: CancellationToken::new(),
                 close_timeout,
                 close_request: watch::channel(None).0,
+                armed: Mutex::new(Vec::new()),
             }),
         };
         let shared = link.shared.clone();
@@ -575,6 +591,97 @@ impl Link {
         }
     }
 
+    /// True when `try_recv` has something to say now (what `readable` waits for).
+    fn is_readable(&self) -> bool {
+        let (front, successors) = {
+            let reading = self.lock_reading();
+            (
+                reading.conns.front().map(|(c, _)| c.clone()),
+                reading.conns.len() > 1,
+            )
+        };
+        match front {
+            Some(c) if c.queued() > 0 => true,
+            Some(c) if c.outcome().is_some() => !self.retrying() || successors || self.is_ended(),
+            Some(_) => false,
+            None => self.is_ended(),
+        }
+    }
+
+    /// Call `wakeup` once, the next time `try_recv` may have something to say (a message on the
+    /// connection being read, a successor connection, the end), unless it has already: then
+    /// true, and nothing stays registered. `key` names it for `disarm`.
+    pub fn arm(&self, key: u64, wakeup: Wakeup) -> bool {
+        self.shared
+            .armed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((key, wakeup.clone()));
+        // The connection being read: its messages. (Its answer alone says nothing: drained and
+        // ended, it is news only under the conditions `is_readable` checks.)
+        if let Some((c, _)) = self.lock_reading().conns.front() {
+            c.arm(key, wakeup);
+        }
+        let ready = self.is_readable();
+        if ready {
+            self.disarm(key);
+        }
+        ready
+    }
+
+    /// Call `wakeup` once, when `try_send` of `len` bytes may succeed (room on the connection,
+    /// a new connection, the end), unless it may already: then true, and nothing stays
+    /// registered. Not for acknowledged sessions (an error). `key` names it for `disarm_writable`.
+    pub fn arm_writable(&self, key: u64, len: usize, wakeup: Wakeup) -> Result<bool> {
+        if self.shared.session.is_some() {
+            return Err(Error::config(
+                "arm_writable is not for acknowledged sessions",
+            ));
+        }
+        // A change of state is news in any case.
+        self.shared
+            .armed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((key, wakeup.clone()));
+        let ready = match &*self.shared.state.borrow() {
+            // A closing connection is news only once its successor is up (a state change):
+            // meanwhile `try_send` says false, and answering true would make a busy loop.
+            State::Connected(c) if c.is_closing() && self.retrying() => false,
+            State::Connected(c) => c.arm_writable(key, len, wakeup),
+            State::Connecting => false,
+            State::Ended(_) => true,
+        };
+        if ready {
+            self.disarm_writable(key);
+        }
+        Ok(ready)
+    }
+
+    /// Forget the wake-up registered under `key` by `arm_writable`.
+    pub fn disarm_writable(&self, key: u64) {
+        self.shared
+            .armed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(k, _)| *k != key);
+        if let Some(c) = self.current() {
+            c.disarm_writable(key);
+        }
+    }
+
+    /// Forget the wake-up registered under `key`.
+    pub fn disarm(&self, key: u64) {
+        self.shared
+            .armed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(k, _)| *k != key);
+        for (conn, _) in self.lock_reading().conns.iter() {
+            conn.disarm(key);
+        }
+    }
+
     fn is_ended(&self) -> bool {
         matches!(&*self.shared.state.borrow(), State::Ended(_))
     }
@@ -616,10 +723,7 @@ impl Link {
 /// Runs the link: takes each connection in turn (dialed, or attached by the server) until the
 /// link ends, then records why.
 async fn supervise(shared: &Arc<Shared>) {
-    // `send_replace`, not `send`: the value must be stored even when nobody is waiting.
-    let end = |e: Error| {
-        shared.state.send_replace(State::Ended(Arc::new(e)));
-    };
+    let end = |e: Error| shared.set_state(State::Ended(Arc::new(e)));
     let closed = || Error::Closed(CloseInfo::clean(CloseCode::NORMAL, "closed"));
     let mut incoming = match &shared.source {
         Source::Accept { incoming, .. } => {
@@ -672,7 +776,7 @@ async fn supervise(shared: &Arc<Shared>) {
             .conns
             .push_back((conn.clone(), Numbering::starting_at(announced)));
         *shared.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
-        shared.state.send_replace(State::Connected(conn.clone()));
+        shared.set_state(State::Connected(conn.clone()));
         if shared.session.is_some() {
             // A message delivered while this connection was being set up was acknowledged on
             // the previous one (maybe lost with it) and is not in what we announced: say it.
@@ -719,7 +823,7 @@ async fn supervise(shared: &Arc<Shared>) {
             "connection to {} ended ({outcome}); waiting for the next",
             conn.peer_addr()
         );
-        shared.state.send_replace(State::Connecting);
+        shared.set_state(State::Connecting);
         // A password change asks for an immediate new handshake; other drops back off.
         if outcome.code != CloseCode::REAUTHENTICATE {
             failures += 1;

@@ -5,7 +5,7 @@
 //! matters when the waiter is a Python coroutine that can be cancelled at any await.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
@@ -13,7 +13,13 @@ struct State<T, E> {
     items: VecDeque<(T, usize)>,
     used: usize,
     end: Option<E>,
+    armed: Vec<(u64, Wakeup)>,
 }
+
+/// A one-shot wake-up for a waiter that is not a tokio future (e.g. an event loop woken through
+/// a file descriptor): called once, from any thread, with no lock held, when the mailbox may
+/// have become readable. Must be cheap and must not block.
+pub type Wakeup = Arc<dyn Fn() + Send + Sync>;
 
 pub struct Mailbox<T, E> {
     state: Mutex<State<T, E>>,
@@ -31,6 +37,7 @@ impl<T, E: Clone> Mailbox<T, E> {
                 items: VecDeque::new(),
                 used: 0,
                 end: None,
+                armed: Vec::new(),
             }),
             readable: Notify::new(),
             writable: Notify::new(),
@@ -57,6 +64,32 @@ impl<T, E: Clone> Mailbox<T, E> {
                 Some(e) => Err(e.clone()),
                 None => Ok(None),
             },
+        }
+    }
+
+    /// Register `wakeup` (under `key`) for the next time the mailbox may become readable,
+    /// unless it is readable already: then nothing is registered and the answer is true.
+    pub fn arm(&self, key: u64, wakeup: Wakeup) -> bool {
+        let mut st = self.lock();
+        if !st.items.is_empty() || st.end.is_some() {
+            return true;
+        }
+        st.armed.push((key, wakeup));
+        false
+    }
+
+    /// Forget the wake-up registered under `key` (a waiter that gave up).
+    pub fn disarm(&self, key: u64) {
+        self.lock().armed.retain(|(k, _)| *k != key);
+    }
+
+    /// Wake the waiters; `st` is the locked state, released before any wake-up runs.
+    fn wake(&self, mut st: std::sync::MutexGuard<'_, State<T, E>>) {
+        let armed = std::mem::take(&mut st.armed);
+        drop(st);
+        self.readable.notify_waiters();
+        for (_, wakeup) in armed {
+            wakeup();
         }
     }
 
@@ -96,8 +129,7 @@ impl<T, E: Clone> Mailbox<T, E> {
         }
         st.used += cost;
         st.items.push_back((item, cost));
-        drop(st);
-        self.readable.notify_waiters();
+        self.wake(st);
         Ok(())
     }
 
@@ -118,13 +150,11 @@ impl<T, E: Clone> Mailbox<T, E> {
 
     /// End the mailbox: queued items still drain, then `try_pop` returns `end`. First end wins.
     pub fn end(&self, end: E) {
-        {
-            let mut st = self.lock();
-            if st.end.is_none() {
-                st.end = Some(end);
-            }
+        let mut st = self.lock();
+        if st.end.is_none() {
+            st.end = Some(end);
         }
-        self.readable.notify_waiters();
+        self.wake(st);
         self.writable.notify_waiters();
     }
 
@@ -162,6 +192,30 @@ mod tests {
         assert_eq!(mb.try_pop(), Ok(Some(3)));
         assert_eq!(mb.try_pop(), Err("closed"));
         assert!(mb.try_push(4, 1).is_err());
+    }
+
+    #[test]
+    fn wakeup_on_push_and_end() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let mb: Mailbox<u32, ()> = Mailbox::new(10);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let wakeup: Wakeup = Arc::new(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        assert!(!mb.arm(1, wakeup.clone()));
+        mb.try_push(1, 1).unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(mb.arm(2, wakeup.clone()), "readable: not armed");
+        mb.try_push(2, 1).unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one-shot");
+        assert_eq!(mb.try_pop(), Ok(Some(1)));
+        assert_eq!(mb.try_pop(), Ok(Some(2)));
+        assert!(!mb.arm(3, wakeup.clone()));
+        mb.disarm(3);
+        assert!(!mb.arm(4, wakeup));
+        mb.end(());
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "only the armed key");
     }
 
     #[tokio::test]

@@ -8,11 +8,13 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::buffers::{to_bytes, to_pybytes};
+use super::doorbell::{self, Doorbell};
 use super::errors;
 use super::runtime::future_into_py;
-use super::wait::block_on;
+use super::wait::{block_on, take_blocking};
 use crate::core::message::Message;
 use crate::error::{CloseCode, Result};
+use crate::net::mailbox::Wakeup;
 use crate::net::{Connection, Link};
 
 /// A message channel as the binding uses it; every future is `Send + 'static`.
@@ -21,7 +23,10 @@ pub trait Channel: Clone + Send + Sync + 'static {
     fn send(self, msg: Bytes) -> impl Future<Output = Result<()>> + Send;
     fn try_recv(&self) -> Result<Option<Message>>;
     fn readable(self) -> impl Future<Output = ()> + Send;
-    fn recv(self) -> impl Future<Output = Result<Message>> + Send;
+    fn arm(&self, key: u64, wakeup: Wakeup) -> bool;
+    fn disarm(&self, key: u64);
+    fn arm_writable(&self, key: u64, len: usize, wakeup: Wakeup) -> Result<bool>;
+    fn disarm_writable(&self, key: u64);
     fn close(self, code: CloseCode, reason: String) -> impl Future<Output = ()> + Send;
     /// Connection: written to the socket; exactly-once session: acknowledged by the peer.
     fn flush(self) -> impl Future<Output = Result<()>> + Send;
@@ -40,8 +45,17 @@ impl Channel for Connection {
     async fn readable(self) {
         Connection::readable(&self).await
     }
-    async fn recv(self) -> Result<Message> {
-        Connection::recv(&self).await
+    fn arm(&self, key: u64, wakeup: Wakeup) -> bool {
+        Connection::arm(self, key, wakeup)
+    }
+    fn disarm(&self, key: u64) {
+        Connection::disarm(self, key)
+    }
+    fn arm_writable(&self, key: u64, len: usize, wakeup: Wakeup) -> Result<bool> {
+        Ok(Connection::arm_writable(self, key, len, wakeup))
+    }
+    fn disarm_writable(&self, key: u64) {
+        Connection::disarm_writable(self, key)
     }
     async fn close(self, code: CloseCode, reason: String) {
         Connection::close(&self, code, &reason).await;
@@ -65,8 +79,17 @@ impl Channel for Link {
     async fn readable(self) {
         Link::readable(&self).await
     }
-    async fn recv(self) -> Result<Message> {
-        Link::recv(&self).await
+    fn arm(&self, key: u64, wakeup: Wakeup) -> bool {
+        Link::arm(self, key, wakeup)
+    }
+    fn disarm(&self, key: u64) {
+        Link::disarm(self, key)
+    }
+    fn arm_writable(&self, key: u64, len: usize, wakeup: Wakeup) -> Result<bool> {
+        Link::arm_writable(self, key, len, wakeup)
+    }
+    fn disarm_writable(&self, key: u64) {
+        Link::disarm_writable(self, key)
     }
     async fn close(self, code: CloseCode, reason: String) {
         Link::close(&self, code, &reason).await;
@@ -118,15 +141,40 @@ pub fn readable<'py, C: Channel>(py: Python<'py>, ch: &C) -> PyResult<Bound<'py,
     })
 }
 
+/// Ring `bell` with `token` once `try_recv` may have something to say; true (and nothing
+/// registered) if it has already.
+pub fn arm<C: Channel>(ch: &C, bell: &Doorbell, token: u64) -> bool {
+    ch.arm(token, doorbell::wakeup(bell, token))
+}
+
+pub fn disarm<C: Channel>(ch: &C, token: u64) {
+    ch.disarm(token);
+}
+
+/// Ring `bell` with `token` once `try_send` of `len` bytes may succeed; true (and nothing
+/// registered) if it may already.
+pub fn arm_writable<C: Channel>(ch: &C, bell: &Doorbell, token: u64, len: usize) -> PyResult<bool> {
+    ch.arm_writable(token, len, doorbell::wakeup(bell, token))
+        .map_err(errors::to_py)
+}
+
+pub fn disarm_writable<C: Channel>(ch: &C, token: u64) {
+    ch.disarm_writable(token);
+}
+
 pub fn recv_blocking<'py, C: Channel>(
     py: Python<'py>,
     ch: &C,
     timeout: Option<f64>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    if let Some(m) = ch.try_recv().map_err(errors::to_py)? {
-        return to_pybytes(py, &m);
-    }
-    let m = block_on(py, timeout, "recv", ch.clone().recv())?;
+    let m = take_blocking(
+        py,
+        timeout,
+        "recv",
+        || ch.try_recv(),
+        |token, wakeup| ch.arm(token, wakeup),
+        |token| ch.disarm(token),
+    )?;
     to_pybytes(py, &m)
 }
 

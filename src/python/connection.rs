@@ -8,6 +8,7 @@ use pyo3::types::{PyBytes, PyDict};
 
 use super::buffers::secret_bytes;
 use super::channel;
+use super::doorbell::Doorbell;
 use super::errors::{self, closed};
 use crate::net::{Connection, Credentials};
 
@@ -46,6 +47,27 @@ impl NativeConnection {
     /// connection has ended and every message that arrived before the end was taken.
     fn try_recv<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
         channel::try_recv(py, &self.inner)
+    }
+
+    /// Ring `bell` with `token` once `try_recv` may have something to say (once); True, and
+    /// nothing registered, if it has already.
+    fn arm(&self, bell: &Doorbell, token: u64) -> bool {
+        channel::arm(&self.inner, bell, token)
+    }
+
+    /// Forget the `arm` under `token` (the waiter gave up).
+    fn disarm(&self, token: u64) {
+        channel::disarm(&self.inner, token);
+    }
+
+    /// Ring `bell` with `token` once `try_send` of `size` bytes may succeed (once); True, and
+    /// nothing registered, if it may already.
+    fn arm_writable(&self, bell: &Doorbell, token: u64, size: usize) -> PyResult<bool> {
+        channel::arm_writable(&self.inner, bell, token, size)
+    }
+
+    fn disarm_writable(&self, token: u64) {
+        channel::disarm_writable(&self.inner, token);
     }
 
     /// Awaitable that completes when `try_recv` has something to say. Takes nothing.

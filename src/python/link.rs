@@ -7,6 +7,7 @@ use pyo3::types::{PyBytes, PyDict};
 
 use super::channel;
 use super::connection::{NativeConnection, NativeCredentials};
+use super::doorbell::Doorbell;
 use super::errors;
 use super::options::LinkOptions;
 use super::runtime::future_into_py;
@@ -111,6 +112,25 @@ impl NativeLink {
 
     fn try_recv<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
         channel::try_recv(py, &self.inner)
+    }
+
+    /// See `NativeConnection.arm`.
+    fn arm(&self, bell: &Doorbell, token: u64) -> bool {
+        channel::arm(&self.inner, bell, token)
+    }
+
+    fn disarm(&self, token: u64) {
+        channel::disarm(&self.inner, token);
+    }
+
+    /// Ring `bell` with `token` once `try_send` of `size` bytes may succeed (once); True, and
+    /// nothing registered, if it may already.
+    fn arm_writable(&self, bell: &Doorbell, token: u64, size: usize) -> PyResult<bool> {
+        channel::arm_writable(&self.inner, bell, token, size)
+    }
+
+    fn disarm_writable(&self, token: u64) {
+        channel::disarm_writable(&self.inner, token);
     }
 
     fn readable<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

@@ -7,6 +7,7 @@
 mod buffers;
 mod channel;
 mod connection;
+mod doorbell;
 mod errors;
 mod link;
 mod options;
@@ -49,6 +50,7 @@ fn _argonlink(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<connection::NativeCredentials>()?;
     m.add_class::<server::NativeServer>()?;
     m.add_class::<link::NativeLink>()?;
+    m.add_class::<doorbell::Doorbell>()?;
     m.add_function(wrap_pyfunction!(link::open_link, m)?)?;
     m.add_function(wrap_pyfunction!(link::open_link_blocking, m)?)?;
     m.add_function(wrap_pyfunction!(server::bind, m)?)?;

@@ -2,12 +2,15 @@
 //! an optional timeout raises `argonlink.Timeout`.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
 use super::errors::{self, Timeout};
 use crate::error::Result;
+use crate::net::mailbox::Wakeup;
 
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
@@ -55,5 +58,70 @@ pub fn block_on<T: Send>(
                 py.check_signals()?;
             }
         }
+    }
+}
+
+/// Tokens for blocking waits; the top bit keeps them apart from the asyncio doorbell's tokens
+/// (counted from 1 in Python), which may wait on the same channel.
+/// Before parking, a waiting thread yields the CPU in a loop this long: an answer that comes
+/// within a loopback round trip then costs no futex sleep and wake-up (~3 us per round trip
+/// here), and other threads, the peer's included, still get the core.
+const SPIN: Duration = Duration::from_micros(50);
+
+static TOKENS: AtomicU64 = AtomicU64::new(1 << 63);
+
+/// Take the next item, waiting while there is none: the GIL is released, Ctrl-C is checked
+/// every 100 ms, and `timeout` raises `argonlink.Timeout`.
+///
+/// The thread parks and the channel's one-shot wake-up (`arm`) unparks it: no tokio future,
+/// timer or `block_on` in between, which for a small request/response is a measurable part of
+/// the round trip.
+pub fn take_blocking<T>(
+    py: Python<'_>,
+    timeout: Option<f64>,
+    what: &str,
+    mut take: impl FnMut() -> Result<Option<T>>,
+    arm: impl Fn(u64, Wakeup) -> bool,
+    disarm: impl Fn(u64),
+) -> PyResult<T> {
+    let deadline = parse_timeout(timeout)?.map(|t| Instant::now() + t);
+    let token = TOKENS.fetch_add(1, Relaxed);
+    let woken = Arc::new(AtomicBool::new(false));
+    let wakeup: Wakeup = {
+        let (woken, thread) = (woken.clone(), std::thread::current());
+        Arc::new(move || {
+            woken.store(true, SeqCst);
+            thread.unpark();
+        })
+    };
+    loop {
+        if let Some(item) = take().map_err(errors::to_py)? {
+            return Ok(item);
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return Err(Timeout::new_err(format!("{what} timed out")));
+        }
+        let until = deadline.map_or(now + SIGNAL_CHECK, |d| d.min(now + SIGNAL_CHECK));
+        woken.store(false, SeqCst);
+        if !arm(token, wakeup.clone()) {
+            py.detach(|| {
+                let spin_until = Instant::now() + SPIN;
+                while !woken.load(SeqCst) && Instant::now() < spin_until {
+                    std::thread::yield_now();
+                }
+                while !woken.load(SeqCst) {
+                    let now = Instant::now();
+                    if now >= until {
+                        break;
+                    }
+                    std::thread::park_timeout(until - now);
+                }
+            });
+            if !woken.load(SeqCst) {
+                disarm(token);
+            }
+        }
+        py.check_signals()?;
     }
 }
