@@ -20,3 +20,5 @@ pub mod session;
 
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod reliable_model;

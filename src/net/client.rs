@@ -12,7 +12,7 @@ use tokio::sync::OnceCell;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use zeroize::Zeroizing;
 
-use super::connection::Connection;
+use super::connection::{Connection, Start};
 use super::LinkConfig;
 use crate::core::codec::{FrameDecoder, FrameEncoder, Outgoing};
 use crate::core::frame::{ResumeReply, SessionRequest};
@@ -297,8 +297,11 @@ async fn handshake(
         &est,
         params.epoch,
         link.clone(),
-        first,
-        None,
+        Start {
+            acknowledged: reply.is_some(),
+            first,
+            on_done: None,
+        },
     )?;
     Ok((conn, reply))
 }

@@ -17,7 +17,7 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -106,8 +106,19 @@ struct Shared {
     /// queued ACK carries whatever is latest when the writer gets to it).
     ack_value: AtomicU64,
     ack_queued: AtomicBool,
-    /// Acknowledged sessions: what to do with the peer's ACKs.
-    on_ack: OnceLock<AckHandler>,
+    /// What to do with the peer's ACKs.
+    acks: Mutex<Acks>,
+}
+
+/// Where the peer's ACKs go.
+enum Acks {
+    /// Not a connection of an acknowledged session: an ACK breaks the protocol.
+    Refused,
+    /// A session's connection not yet attached by its link: the highest ACK so far waits.
+    /// (Applied earlier, an ACK for messages the peer took from an older connection after it
+    /// announced where this one starts would move the sender past that start.)
+    Held(Option<u64>),
+    Attached(AckHandler),
 }
 
 /// The socket's writing half, its sealer, and sealed bytes not yet written.
@@ -161,6 +172,18 @@ impl WriteSide {
 /// Called by the reading task with each ACK from the peer; an error ends the connection.
 pub type AckHandler = Box<dyn Fn(u64) -> Result<()> + Send + Sync>;
 
+/// How a freshly authenticated connection starts.
+#[derive(Default)]
+pub(crate) struct Start {
+    /// Sent before anything else (the client's CONFIRM, the server's RESUME).
+    pub first: Option<Outgoing>,
+    /// Runs once when the connection has fully ended.
+    pub on_done: Option<Box<dyn FnOnce() + Send>>,
+    /// A connection of an acknowledged session: the peer's ACKs are held until
+    /// [`Connection::attach_acks`].
+    pub acknowledged: bool,
+}
+
 /// A handle to one authenticated connection. Cheap to clone; all clones are the same connection.
 #[derive(Clone)]
 pub struct Connection {
@@ -177,17 +200,20 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// Start the tasks of a freshly authenticated connection. `first` is sent before anything
-    /// else (the client's CONFIRM). `on_done` runs once when the connection has fully ended.
+    /// Start the tasks of a freshly authenticated connection.
     pub(crate) fn spawn(
         reader: Reader,
         writer: Writer,
         est: &Established,
         key_epoch: u32,
         config: LinkConfig,
-        first: Option<Outgoing>,
-        on_done: Option<Box<dyn FnOnce() + Send>>,
+        start: Start,
     ) -> Result<Connection> {
+        let Start {
+            first,
+            on_done,
+            acknowledged,
+        } = start;
         let peer_addr = reader.get_ref().peer_addr()?;
         let local_addr = reader.get_ref().local_addr()?;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -225,7 +251,11 @@ impl Connection {
             stats: ConnStats::default(),
             ack_value: AtomicU64::new(0),
             ack_queued: AtomicBool::new(false),
-            on_ack: OnceLock::new(),
+            acks: Mutex::new(if acknowledged {
+                Acks::Held(None)
+            } else {
+                Acks::Refused
+            }),
             config,
         });
         let writer_task = tokio::spawn(write_loop(shared.clone(), rx));
@@ -493,9 +523,21 @@ impl Connection {
         }
     }
 
-    /// Acknowledged sessions: where the peer's ACKs go. Set once, before any data is sent.
-    pub fn set_ack_handler(&self, handler: AckHandler) {
-        let _ = self.shared.on_ack.set(handler);
+    /// Acknowledged sessions: from now on the peer's ACKs go to `handler`, starting with the
+    /// highest one held so far. Called once the link attached this connection.
+    pub fn attach_acks(&self, handler: AckHandler) -> Result<()> {
+        let mut acks = self.shared.lock_acks();
+        let held = match &*acks {
+            Acks::Held(held) => *held,
+            _ => {
+                return Err(Error::config(
+                    "not a connection waiting for its ACK handler",
+                ))
+            }
+        };
+        let applied = held.map_or(Ok(()), &handler);
+        *acks = Acks::Attached(handler);
+        applied
     }
 
     /// Queue a PING (used by keepalive).
@@ -548,6 +590,10 @@ impl Shared {
             return true;
         }
         false
+    }
+
+    fn lock_acks(&self) -> std::sync::MutexGuard<'_, Acks> {
+        self.acks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_write(&self) -> std::sync::MutexGuard<'_, WriteSide> {
@@ -888,9 +934,12 @@ async fn read_loop(
                     shared.peer_closed(code, reason);
                     return Ok(());
                 }
-                Event::Ack(next_expected) => match shared.on_ack.get() {
-                    Some(handler) => handler(next_expected)?,
-                    None => return Err(Error::protocol("ACK outside an acknowledged session")),
+                Event::Ack(next_expected) => match &mut *shared.lock_acks() {
+                    Acks::Attached(handler) => handler(next_expected)?,
+                    Acks::Held(held) => *held = (*held).max(Some(next_expected)),
+                    Acks::Refused => {
+                        return Err(Error::protocol("ACK outside an acknowledged session"))
+                    }
                 },
                 Event::Confirmed(_) => return Err(Error::protocol("unexpected CONFIRM")),
                 Event::Resume(_) => return Err(Error::protocol("unexpected RESUME")),

@@ -753,11 +753,6 @@ async fn supervise(shared: &Arc<Shared>) {
             Err(e) => return end(e),
         };
         if let Some(session) = &shared.session {
-            let sender = Arc::downgrade(&session.sender);
-            conn.set_ack_handler(Box::new(move |n| match sender.upgrade() {
-                Some(s) => s.acknowledged(n),
-                None => Ok(()),
-            }));
             let attached = session
                 .sender
                 .limit_window(peer_window)
@@ -767,6 +762,16 @@ async fn supervise(shared: &Arc<Shared>) {
                 return end(e);
             }
             session.established.store(true, Relaxed);
+            // Only now: an ACK applied before `attach` could move the sender past where this
+            // connection starts (the connection held the ACKs that came early).
+            let sender = Arc::downgrade(&session.sender);
+            let acks = conn.attach_acks(Box::new(move |n| match sender.upgrade() {
+                Some(s) => s.acknowledged(n),
+                None => Ok(()),
+            }));
+            if let Err(e) = acks {
+                conn.abort(&e.to_string()); // the next connection resumes
+            }
         }
         // `recv` reaches it once every earlier connection is drained.
         shared

@@ -14,7 +14,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
-use super::connection::Connection;
+use super::connection::{Connection, Start};
 use super::link::{Attached, Link, SessionConfig};
 use super::mailbox::Mailbox;
 use super::LinkConfig;
@@ -699,8 +699,11 @@ async fn confirm_and_spawn(
         &est,
         epoch,
         link.clone(),
-        first,
-        Some(on_done),
+        Start {
+            acknowledged: !matches!(route, Route::Plain),
+            first,
+            on_done: Some(on_done),
+        },
     )?;
     Ok((conn, epoch, route))
 }

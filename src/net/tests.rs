@@ -820,3 +820,76 @@ async fn a_session_the_server_lost_is_an_error_not_a_silent_restart() {
     assert_eq!(srv.sessions(), 0);
     srv.close().await;
 }
+
+/// An ACK that reaches a session's connection before its link attached it waits, and is applied
+/// on attaching: applied earlier it could move the sender past where the connection starts
+/// (see `core::reliable_model`), refused it would cut a healthy connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_before_the_link_attaches_a_connection_wait_for_it() {
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    let srv = server(b"pw").await;
+    let creds = Arc::new(Credentials::new(b"pw"));
+    let request = crate::core::frame::SessionRequest {
+        session_id: [7; crate::core::frame::SESSION_ID_LEN],
+        resume: false,
+        next_expected: 0,
+        window: 1 << 20,
+    };
+    let port = srv.local_addr().port();
+    let (conn, reply) = client::dial(
+        "127.0.0.1",
+        port,
+        &creds,
+        &client_config(),
+        0,
+        Some(request),
+    )
+    .await
+    .unwrap();
+    assert!(reply.is_some());
+    let server_end = match srv.accept().await.unwrap() {
+        server::Accepted::Session(link) => link,
+        server::Accepted::Connection(_) => panic!("expected a session"),
+    };
+    // The server's application takes message 0 and acknowledges it: ACK 1, to a connection no
+    // link has attached yet.
+    assert!(conn.try_send(Bytes::from_static(b"zero")).unwrap());
+    assert_eq!(&server_end.recv().await.unwrap().into_bytes()[..], b"zero");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(conn.outcome().is_none(), "{:?}", conn.outcome());
+    let acked = Arc::new(AtomicU64::new(0));
+    let seen = acked.clone();
+    conn.attach_acks(Box::new(move |n| {
+        seen.store(n, SeqCst);
+        Ok(())
+    }))
+    .unwrap();
+    assert_eq!(
+        acked.load(SeqCst),
+        1,
+        "the held ACK is applied on attaching"
+    );
+    assert!(conn.try_send(Bytes::from_static(b"one")).unwrap());
+    assert_eq!(&server_end.recv().await.unwrap().into_bytes()[..], b"one");
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while acked.load(SeqCst) != 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("later ACKs go straight to the handler");
+    srv.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_on_a_plain_connection_is_a_protocol_error() {
+    let srv = server(b"pw").await;
+    let (client, accepted) = pair(&srv).await;
+    accepted.ack(1);
+    let err = tokio::time::timeout(Duration::from_secs(5), client.recv())
+        .await
+        .expect("the connection ended")
+        .unwrap_err();
+    assert!(err.to_string().contains("ACK outside"), "{err}");
+    srv.close().await;
+}
