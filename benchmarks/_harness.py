@@ -148,16 +148,17 @@ def _first_message(pipe: Pipe, deadline: float) -> tuple[str, Any]:
 # The Rust ceiling (benches/tcp_ceiling.rs)
 
 
-def build_ceiling() -> Path | None:
-    """Build the tokio ceiling program; its path, or None (with a note) if cargo fails."""
+def build_ceiling(name: str = "tcp_ceiling") -> Path | None:
+    """Build a Rust ceiling program (``benches/<name>.rs``); its path, or None (with a note) if
+    cargo fails."""
     cargo = shutil.which("cargo")
     if cargo is None:
-        progress("cargo not found: the tokio ceiling rows are skipped")
+        progress(f"cargo not found: the {name} rows are skipped")
         return None
-    command = [cargo, "build", "--release", "--bench", "tcp_ceiling", "--message-format=json"]
+    command = [cargo, "build", "--release", "--bench", name, "--message-format=json"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
-        progress(f"building the tokio ceiling failed: the rows are skipped\n{done.stderr}")
+        progress(f"building {name} failed: its rows are skipped\n{done.stderr}")
         return None
     for line in done.stdout.splitlines():
         with contextlib.suppress(ValueError):
@@ -165,11 +166,20 @@ def build_ceiling() -> Path | None:
             if (
                 msg.get("reason") == "compiler-artifact"
                 and msg.get("executable")
-                and msg["target"]["name"] == "tcp_ceiling"
+                and msg["target"]["name"] == name
             ):
                 return Path(msg["executable"])
-    progress("the tokio ceiling was built but not found: the rows are skipped")
+    progress(f"{name} was built but not found: its rows are skipped")
     return None
+
+
+def run_cipher_ceiling(program: Path, mib: int, message_kib: int) -> dict[str, Any]:
+    """Seal, open and copy throughput on one core (``benches/cipher_ceiling.rs``), GB/s."""
+    done = subprocess.run(
+        [program, str(mib), str(message_kib)], capture_output=True, text=True, check=True
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
 
 
 def run_ceiling(
