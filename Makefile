@@ -36,15 +36,17 @@ test-rust:
 	cargo test --features rustcrypto
 	cargo test --lib --no-default-features --features rustcrypto
 
-# tests/test_netns.py needs iproute2 (ip, tc) and root, and skips without them. Where `ip` is
-# missing, we are root and apt-get exists (CI: Debian), install it; never fail over it.
+# tests/test_netns.py needs iproute2 (ip, tc), nftables (nft) and root, and skips without them.
+# Where one is missing, we are root and apt-get exists (CI: Debian), install it; never fail.
+NETNS_PACKAGES := iproute2 nftables
 netns-tools:
-	@if ! command -v ip >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing iproute2 for tests/test_netns.py"; \
-		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null 2>&1 \
+	@if { ! command -v ip >/dev/null 2>&1 || ! command -v nft >/dev/null 2>&1; } \
+	    && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing $(NETNS_PACKAGES) for tests/test_netns.py"; \
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(NETNS_PACKAGES) >/dev/null 2>&1 \
 		  || { apt-get update -qq >/dev/null 2>&1 \
-		       && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null 2>&1; }; } \
-		|| echo "could not install iproute2: tests/test_netns.py will skip"; \
+		       && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(NETNS_PACKAGES) >/dev/null 2>&1; }; } \
+		|| echo "could not install $(NETNS_PACKAGES): parts of tests/test_netns.py will skip"; \
 	fi
 
 test-python: build netns-tools

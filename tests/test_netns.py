@@ -6,6 +6,8 @@ the receiving server runs in one (``ip netns exec``), the sender in the other, b
 On that link:
 
 * a file transfer under delay, loss and reordering (``tc qdisc ... netem``) is byte-identical;
+  where the kernel has no netem, the same with HTB rate limits and nftables instead (random
+  loss, a random tenth of the packets through a slower class), plus exactly-once messages;
 * a link taken down and up mid-transfer: an exactly-once client carries the transfer across
   the reconnect without the application noticing; a plain client's ``send_file`` fails and,
   sent again on a new connection, resumes from the receiver's partial file;
@@ -13,7 +15,8 @@ On that link:
 * a dead link is noticed by keepalive on both sides after ``ping_timeout``.
 
 Needs root (namespaces), iproute2 (``ip``, ``tc``; ``make test`` installs it as root on
-Debian) and, for the netem case, the kernel's sch_netem; each test skips, saying why, where
+Debian), for the netem case the kernel's sch_netem, for the impaired-link cases nftables
+(``nft``; installed the same way); each test skips, saying why, where
 these are missing. The figures (transfer times, detection times) are printed: ``pytest -s``.
 """
 
@@ -240,6 +243,64 @@ class Link:
                     "the sch_netem module"
                 )
 
+    def impair(self, loss_percent: int, reorder_percent: int) -> None:
+        """Delay, loss and reordering without netem, on each end's egress and ingress:
+
+        * an HTB qdisc with two rate-limited classes and short queues (queueing delay, drops
+          when a queue overflows); nftables sends ``reorder_percent`` % of TCP packets, chosen
+          at random, through the slow class (4 Mbit/s against 40), so the others overtake them;
+        * nftables drops ``loss_percent`` % of incoming TCP packets at random.
+
+        Skips when ``tc`` or ``nft`` (Debian package nftables) or the kernel's HTB or nftables
+        are missing."""
+        for tool in ("tc", "nft"):
+            if shutil.which(tool) is None:
+                pytest.skip(f"no '{tool}' command for the impaired link")
+        for side in ("srv", "cli"):
+            ns, dev = self.ns[side], self.dev[side]
+            commands = [
+                ["tc", "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb",
+                 "default", "10", "r2q", "50"],
+                ["tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb",
+                 "rate", "40mbit", "ceil", "40mbit"],
+                ["tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:20", "htb",
+                 "rate", "4mbit", "ceil", "4mbit"],
+                ["tc", "qdisc", "add", "dev", dev, "parent", "1:10", "pfifo", "limit", "100"],
+                ["tc", "qdisc", "add", "dev", dev, "parent", "1:20", "pfifo", "limit", "20"],
+                ["nft", "add", "table", "inet", "impair"],
+                ["nft", "add", "chain", "inet", "impair", "out",
+                 "{ type filter hook output priority 0; }"],
+                ["nft", "add", "rule", "inet", "impair", "out", "meta", "l4proto", "tcp",
+                 "numgen", "random", "mod", "100", "<", str(reorder_percent),
+                 "counter", "meta", "priority", "set", "1:20"],
+                ["nft", "add", "chain", "inet", "impair", "in",
+                 "{ type filter hook input priority 0; }"],
+                ["nft", "add", "rule", "inet", "impair", "in", "meta", "l4proto", "tcp",
+                 "numgen", "random", "mod", "100", "<", str(loss_percent), "counter", "drop"],
+            ]  # fmt: skip
+            for cmd in commands:
+                done = run("ip", "netns", "exec", ns, *cmd, check=False)
+                if done.returncode != 0:
+                    pytest.skip(f"cannot impair the link: {' '.join(cmd)}: {done.stderr.strip()}")
+
+    def tcp_counters(self, side: str) -> dict[str, int]:
+        """The TCP statistics of one namespace (``nstat``), by name."""
+        out = run("ip", "netns", "exec", self.ns[side], "nstat", "-az").stdout
+        return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)", out, flags=re.MULTILINE)}
+
+    def nft_counts(self) -> dict[str, int]:
+        """Packets the impairment rules matched on both ends: 'delayed' (sent through the slow
+        class) and 'dropped'."""
+        counts = {"delayed": 0, "dropped": 0}
+        for side in ("srv", "cli"):
+            out = run("ip", "netns", "exec", self.ns[side], "nft", "list", "table", "inet",
+                      "impair").stdout  # fmt: skip
+            for line in out.splitlines():
+                m = re.search(r"counter packets (\d+)", line)
+                if m:
+                    counts["dropped" if "drop" in line else "delayed"] += int(m[1])
+        return counts
+
     def netem_drops(self) -> int:
         """Packets netem dropped on both ends so far."""
         total = 0
@@ -338,6 +399,56 @@ def test_file_transfer_under_delay_loss_and_reordering(link: Link, tmp_path: Pat
     assert sent["sha256"] == stored["sha256"] == digest
     assert_stored(dest, digest)
     assert drops > 0  # the loss was real
+
+
+def test_file_transfer_over_an_impaired_link_without_netem(link: Link, tmp_path: Path) -> None:
+    """Where the kernel has no netem: 2 % of TCP packets dropped at random each way, 10 %
+    reordered each way (through a slower class), rate limits with short queues. The transfer
+    is byte-identical, and the link really lost and reordered packets (TCP's own counters)."""
+    link.impair(loss_percent=2, reorder_percent=10)
+    size = 16 * MIB
+    server, sender, _, dest, digest = start_file_transfer(link, tmp_path, size, "--attempts", "3")
+    sent = sender.wait("sent", 120)
+    stored = server.wait("file", 10)
+    counts = link.nft_counts()
+    tcp = link.tcp_counters("cli")  # the data sender sees the loss and reordering
+    print(
+        f"\nimpaired link (2 % loss, 10 % reordered, 40/4 Mbit/s): {size // MIB} MiB in "
+        f"{sent['elapsed']:.1f} s ({size / sent['elapsed'] / 1e6:.2f} MB/s), attempt "
+        f"{sent['attempt']}; {counts['dropped']} packets dropped, {counts['delayed']} sent "
+        f"the slow way; sender's TCP: {tcp.get('TcpRetransSegs', 0)} segments retransmitted, "
+        f"{tcp.get('TcpExtTCPSACKReorder', 0) + tcp.get('TcpExtTCPTSReorder', 0)} reorderings "
+        "detected"
+    )
+    assert sent["sha256"] == stored["sha256"] == digest
+    assert_stored(dest, digest)
+    assert counts["dropped"] > 0 and counts["delayed"] > 0  # the impairment was real
+    assert tcp.get("TcpRetransSegs", 0) > 0
+
+
+def test_exactly_once_messages_over_an_impaired_link(link: Link) -> None:
+    """2000 numbered messages at 400/s over the impaired link (no netem needed), echoed: each
+    once and in order both ways."""
+    link.impair(loss_percent=2, reorder_percent=10)
+    count = 2000
+    server = link.spawn("srv", "serve-echo", SERVER_IP, str(PORT), "--keepalive", KEEPALIVE)
+    server.wait("ready", 30)
+    client = link.spawn(
+        "cli", "send-messages", SERVER_IP, str(PORT), str(count),
+        "--rate", "400", "--keepalive", KEEPALIVE,
+    )  # fmt: skip
+    done = client.wait("done", 90)
+    got = server.wait("messages", 15)
+    counts = link.nft_counts()
+    print(
+        f"\nexactly-once messages over the impaired link: {count} messages, "
+        f"{done['reconnects']} reconnect(s), {counts['dropped']} packets dropped, "
+        f"{counts['delayed']} sent the slow way"
+    )
+    assert got["numbers"] == list(range(count))
+    assert done["echoes"] == list(range(count))
+    assert got["clean"], got
+    assert counts["dropped"] > 0 and counts["delayed"] > 0
 
 
 def test_exactly_once_file_transfer_carries_on_across_link_down_and_up(
