@@ -25,7 +25,9 @@ use zeroize::Zeroizing;
 fn main() {
     let mut args = std::env::args().skip(1);
     let mib: usize = args.next().map_or(1024, |a| a.parse().expect("MiB"));
-    let kib: usize = args.next().map_or(1024, |a| a.parse().expect("message KiB"));
+    let kib: usize = args
+        .next()
+        .map_or(1024, |a| a.parse().expect("message KiB"));
     let size = kib * 1024;
     let count = mib * 1024 / kib;
     let key = Zeroizing::new([7u8; 32]);
