@@ -363,6 +363,17 @@ def start_file_transfer(
     return server, sender, src, dest, digest
 
 
+def start_echoed_messages(link: Link, count: int) -> tuple[Peer, Peer]:
+    """An echo server and an exactly-once client sending ``count`` numbered messages at 400/s."""
+    server = link.spawn("srv", "serve-echo", SERVER_IP, str(PORT), "--keepalive", KEEPALIVE)
+    server.wait("ready", 30)
+    client = link.spawn(
+        "cli", "send-messages", SERVER_IP, str(PORT), str(count),
+        "--rate", "400", "--keepalive", KEEPALIVE,
+    )  # fmt: skip
+    return server, client
+
+
 def outage_at(link: Link, sender: Peer, fraction_done: float, seconds: float) -> float:
     """Once the sender reports ``fraction_done`` of the file, take the client's end of the
     link down for ``seconds``; return when it went down (monotonic)."""
@@ -431,12 +442,7 @@ def test_exactly_once_messages_over_an_impaired_link(link: Link) -> None:
     once and in order both ways."""
     link.impair(loss_percent=2, reorder_percent=10)
     count = 2000
-    server = link.spawn("srv", "serve-echo", SERVER_IP, str(PORT), "--keepalive", KEEPALIVE)
-    server.wait("ready", 30)
-    client = link.spawn(
-        "cli", "send-messages", SERVER_IP, str(PORT), str(count),
-        "--rate", "400", "--keepalive", KEEPALIVE,
-    )  # fmt: skip
+    server, client = start_echoed_messages(link, count)
     done = client.wait("done", 90)
     got = server.wait("messages", 15)
     counts = link.nft_counts()
@@ -524,12 +530,7 @@ def test_exactly_once_messages_across_link_down_and_up(link: Link) -> None:
     """2000 numbered messages at 400/s, echoed; the link goes down for 2.5 s after 400. Both
     sides see every number once, in order, and the server one connection (one session)."""
     count = 2000
-    server = link.spawn("srv", "serve-echo", SERVER_IP, str(PORT), "--keepalive", KEEPALIVE)
-    server.wait("ready", 30)
-    client = link.spawn(
-        "cli", "send-messages", SERVER_IP, str(PORT), str(count),
-        "--rate", "400", "--keepalive", KEEPALIVE,
-    )  # fmt: skip
+    server, client = start_echoed_messages(link, count)
     client.wait("progress", 30, lambda e: e["sent"] >= 400)
     went_down = time.monotonic()
     link.set("cli", "down")

@@ -53,6 +53,19 @@ class _Doorbell:
         self.waiters: dict[int, asyncio.Future[None]] = {}
         loop.add_reader(self.native.fileno(), self._ring)
 
+    async def wait(self, arm: Callable[[int], bool], disarm: Callable[[int], None]) -> None:
+        """Until the bell rings for a new token that ``arm`` registered (unless ``arm`` says
+        the wait is over already); a cancelled wait is ``disarm``-ed."""
+        token = next(_tokens)
+        if arm(token):
+            return
+        waiter = self.waiters[token] = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            if self.waiters.pop(token, None) is not None:  # not rung: we gave up
+                disarm(token)
+
     def _ring(self) -> None:
         for token in self.native.drain():
             waiter = self.waiters.pop(token, None)
@@ -82,38 +95,22 @@ def _doorbell(loop: asyncio.AbstractEventLoop) -> _Doorbell | None:
 
 async def _readable(native: _argonlink.NativeConnection | _argonlink.NativeLink) -> None:
     """Until ``native.try_recv`` has something to say. Takes nothing (cancel-safe)."""
-    loop = asyncio.get_running_loop()
-    bell = _doorbell(loop)
+    bell = _doorbell(asyncio.get_running_loop())
     if bell is None:
         await native.readable()
         return
-    token = next(_tokens)
-    if native.arm(bell.native, token):
-        return
-    waiter = bell.waiters[token] = loop.create_future()
-    try:
-        await waiter
-    finally:
-        if bell.waiters.pop(token, None) is not None:  # not rung: we gave up
-            native.disarm(token)
+    ring = bell.native
+    await bell.wait(lambda token: native.arm(ring, token), native.disarm)
 
 
 async def _writable(native: _argonlink.NativeConnection | _argonlink.NativeLink, size: int) -> None:
     """Until ``native.try_send`` of ``size`` bytes may succeed (room, a new connection, the
     end). Cancel-safe: queues nothing."""
-    loop = asyncio.get_running_loop()
-    bell = _doorbell(loop)
+    bell = _doorbell(asyncio.get_running_loop())
     if bell is None:  # pragma: no cover - callers check first
         raise RuntimeError("no doorbell for this event loop")
-    token = next(_tokens)
-    if native.arm_writable(bell.native, token, size):
-        return
-    waiter = bell.waiters[token] = loop.create_future()
-    try:
-        await waiter
-    finally:
-        if bell.waiters.pop(token, None) is not None:  # not rung: we gave up
-            native.disarm_writable(token)
+    ring = bell.native
+    await bell.wait(lambda token: native.arm_writable(ring, token, size), native.disarm_writable)
 
 
 async def _send_waiting(
