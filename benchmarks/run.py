@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.report_only:
         document = json.loads((HERE / "results.json").read_text())
-        REPORT.write_text(report(document, draw_chart(document["results"])))
+        REPORT.write_text(report(document, draw_chart(document["results"], document["machine"])))
         return 0
     started = time.monotonic()
     machine = h.machine_description()
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": wall,
     }
     (HERE / "results.json").write_text(json.dumps(document, indent=2) + "\n")
-    chart = draw_chart(results)
+    chart = draw_chart(results, machine)
     text = report(document, chart)
     REPORT.write_text(text)
     print()
@@ -138,15 +138,14 @@ def throughput_rows(tp: dict[str, Any]) -> list[tuple[str, str, float | None]]:
     return [(key, v["name"], v["median_mb_per_s"]) for key, v in tp.get("variants", {}).items()]
 
 
-def bulk_floor(
-    tp: dict[str, Any], cipher: dict[str, Any] | None, machine: dict[str, Any]
-) -> tuple[list[str], float | None]:
+def bulk_bound(res: dict[str, Any], machine: dict[str, Any]) -> dict[str, Any] | None:
     """What no I/O design can remove from bulk throughput on this machine: every byte sealed
     once and opened once (measured on one core), plus the kernel's work for plain TCP (measured
-    in the same run), on the cores there are."""
-    plain = tp["variants"].get("a")
-    if cipher is None or plain is None or plain["median_mb_per_s"] is None:
-        return [], None
+    in the same run), on the cores there are. None without the figures."""
+    tp, cipher = res.get("throughput"), res.get("cipher")
+    plain = tp["variants"].get("a") if tp else None
+    if tp is None or cipher is None or plain is None or plain["median_mb_per_s"] is None:
+        return None
     gib = tp["config"]["size_mib"] / 1024
     tcp_cpu = h.median(
         [
@@ -156,12 +155,28 @@ def bulk_floor(
         ]
     )
     if tcp_cpu is None:
-        return [], None
+        return None
     per_gib = {k: 2**30 / (cipher[f"{k}_gbps"] * 1e9) for k in ("seal", "open", "copy")}
     floor = tcp_cpu + sum(per_gib.values())
     cores = machine["usable_cores"]
     best = cores / floor * 2**30 / 1e6  # MB/s with every core busy and nothing else to do
-    bound = best / plain["median_mb_per_s"]
+    return {
+        "cipher": cipher,
+        "tcp_cpu": tcp_cpu,
+        "per_gib": per_gib,
+        "floor": floor,
+        "cores": cores,
+        "best": best,
+        "ratio": best / plain["median_mb_per_s"],
+    }
+
+
+def bulk_floor(bound: dict[str, Any] | None) -> list[str]:
+    """The paragraph on what bounds bulk throughput."""
+    if bound is None:
+        return []
+    cipher, per_gib, tcp_cpu = bound["cipher"], bound["per_gib"], bound["tcp_cpu"]
+    floor, cores, best = bound["floor"], bound["cores"], bound["best"]
     return [
         "**What bounds it.** On one core of this machine, with no sockets or threads "
         f"(`benches/cipher_ceiling.rs`), sealing runs at {cipher['seal_gbps']:.1f} GB/s "
@@ -171,11 +186,12 @@ def bulk_floor(
         f"{per_gib['copy']:.2f} CPU s per GiB that plain TCP does not spend. Added to plain "
         f"TCP's own {tcp_cpu:.2f} CPU s per GiB (kernel copies, measured above), each GiB "
         f"needs at least {floor:.2f} CPU s; with {cores} cores fully busy that is at most "
-        f"{best:.0f} MB/s, **{bound:.2f}x plain TCP**. Whatever the I/O design, argonlink "
+        f"{best:.0f} MB/s, **{bound['ratio']:.2f}x plain TCP**. Whatever the I/O design, "
+        "argonlink "
         "cannot reach more here; the rest of the gap to the measured figure is wake-ups, "
         "scheduling and softirq work on a machine whose two cores run both ends.",
         "",
-    ], bound
+    ]
 
 
 def report(doc: dict[str, Any], chart: Path | None) -> str:
@@ -236,18 +252,18 @@ def report(doc: dict[str, Any], chart: Path | None) -> str:
         for s in tp.get("skipped", {}).values():
             lines.append(f"| {s['name']} | skipped | | {s['why']} |")
         lines.append("")
-        floor_lines, bound = bulk_floor(tp, res.get("cipher"), m)
-        lines += floor_lines
+        bound = bulk_bound(res, m)
+        lines += bulk_floor(bound)
         for name, num, den, target in [
             ("argonlink blocking / TLS blocking", "d", "b", 1.3),
             ("argonlink blocking / plain TCP (Python)", "d", "a", 0.85),
             ("argonlink asyncio / asyncio TLS", "e", "c", 3.0),
         ]:
             r = ratio(med.get(num), med.get(den))
-            bounded = den == "a" and bound is not None
+            at_most = f" (at most {bound['ratio']:.2f}x here)" if den == "a" and bound else ""
             targets.add(
                 f"Bulk: {name}",
-                fmt(r, ".2f", "x") + (f" (at most {bound:.2f}x here)" if bounded else ""),
+                fmt(r, ".2f", "x") + at_most,
                 f">= {target}x",
                 None if r is None else r >= target,
             )
@@ -376,7 +392,7 @@ def report(doc: dict[str, Any], chart: Path | None) -> str:
     return "\n".join(lines)
 
 
-def draw_chart(res: dict[str, Any]) -> Path | None:
+def draw_chart(res: dict[str, Any], machine: dict[str, Any]) -> Path | None:
     try:
         import matplotlib
 
@@ -386,6 +402,7 @@ def draw_chart(res: dict[str, Any]) -> Path | None:
         h.progress("matplotlib is not installed (pip install '.[bench]'): no chart")
         return None
     panels: list[tuple[str, str, list[tuple[str, float]]]] = []
+    bound = bulk_bound(res, machine)
     tp = res.get("throughput")
     if tp:
         bars = [
@@ -430,6 +447,17 @@ def draw_chart(res: dict[str, Any]) -> Path | None:
             label = f"{v:.3g}" if latency else f"{v:,.0f}"
             ax.text(v, y, f" {label}", va="center", fontsize=7)
         ax.margins(x=0.18)
+        if unit == "MB/s" and bound is not None:
+            ax.axvline(bound["best"], color="#c0392b", linestyle="--", linewidth=1)
+            # Beside the shortest bar, where there is room.
+            ax.text(
+                bound["best"],
+                values.index(min(values)),
+                " most argonlink can reach here (CPU bound)",
+                color="#c0392b",
+                fontsize=7,
+                va="center",
+            )
     fig.suptitle("argonlink on loopback (argonlink in red; medians)", fontsize=11)
     fig.tight_layout()
     fig.savefig(CHART, dpi=110)
