@@ -622,6 +622,9 @@ impl Shared {
             return Ok(Some(msg));
         }
         w.seal(Outgoing::Message(msg))?;
+        self.stats
+            .rekeys_sent
+            .store(w.encoder.sealer.rekeys(), Relaxed);
         w.try_write_out()?;
         // Sealed: it no longer waits in the send buffer (as for the writer task's items).
         self.return_budget(cost);
