@@ -366,12 +366,15 @@ impl Connection {
     /// dropped before it completes, nothing was queued.
     pub async fn send(&self, msg: Bytes) -> Result<()> {
         let cost = self.check_sendable(msg.len())?;
+        // Cancelled, the wait gives back what it was handed: see `WakeWriters`.
+        let wake = WakeWriters(&self.shared);
         let permit = self
             .shared
             .send_budget
             .acquire_many(cost as u32)
             .await
             .map_err(|_| self.shared.closed_error())?;
+        std::mem::forget(wake); // the permits stay taken
         permit.forget();
         self.enqueue(msg, cost)
     }
@@ -470,6 +473,7 @@ impl Connection {
         let cost = (len + ITEM_OVERHEAD).min(self.shared.config.send_buffer);
         // Taking the permits and giving them straight back: this waits in the semaphore's fair
         // queue without keeping anything.
+        let _wake = WakeWriters(&self.shared);
         let _ = self.shared.send_budget.acquire_many(cost as u32).await;
     }
 
@@ -511,6 +515,7 @@ impl Connection {
     /// Wait until everything queued was written to the socket.
     pub async fn flushed(&self) {
         let all = self.shared.config.send_buffer as u32;
+        let _wake = WakeWriters(&self.shared);
         let _ = self.shared.send_budget.acquire_many(all).await;
     }
 
@@ -543,6 +548,20 @@ impl Connection {
     /// Queue a PING (used by keepalive).
     pub fn ping(&self, opaque: u64) -> bool {
         !self.shared.queue(Outgoing::Ping(opaque), 0)
+    }
+}
+
+/// Wakes the armed senders when dropped. A wait for send budget (`send`, `writable`,
+/// `flushed`) is handed the budget that `return_budget` gives back while it waits, and the
+/// armed senders rung then find no room; when the wait ends without keeping the permits
+/// (`writable` and `flushed` give them straight back, a cancelled `send` gives back what it was
+/// handed) they go back to the semaphore, not through `return_budget`: without this, nothing
+/// would tell those senders. Declared before the wait, so dropped after it.
+struct WakeWriters<'a>(&'a Shared);
+
+impl Drop for WakeWriters<'_> {
+    fn drop(&mut self) {
+        self.0.wake_writers();
     }
 }
 
