@@ -999,3 +999,100 @@ async fn an_armed_sender_is_rung_when_a_cancelled_send_gives_the_budget_back() {
     assert!(eventually(&ready).await, "the armed sender was never told");
     srv.close().await;
 }
+
+/// How many registrations still hold `wakeup` (waiting a little for a ring in progress).
+async fn left_registered(wakeup: &Wakeup) -> usize {
+    for _ in 0..200 {
+        if Arc::strong_count(wakeup) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Arc::strong_count(wakeup) - 1
+}
+
+/// A wait on a link that its connection rings (a message came) leaves nothing registered with
+/// the link: one wait per message does not pile registrations up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_waits_rung_by_the_connection_leave_nothing_behind() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let srv = server(b"pw").await;
+    let port = srv.local_addr().port();
+    let creds = Arc::new(Credentials::new(b"pw"));
+    let link = Link::open("127.0.0.1", port, creds, client_config(), None, None)
+        .await
+        .unwrap();
+    let accepted = srv.accept().await.unwrap().connection();
+    let rung = Arc::new(AtomicUsize::new(0));
+    let wakeup: Wakeup = {
+        let rung = rung.clone();
+        Arc::new(move || {
+            rung.fetch_add(1, SeqCst);
+        })
+    };
+    // (A ring may come early: the link's own change of state may ring the first wait.)
+    for i in 0..50 {
+        assert!(!link.arm(i as u64, wakeup.clone()), "nothing to read yet");
+        accepted.send(Bytes::from_static(b"m")).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while rung.load(SeqCst) <= i {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("rung by the connection");
+        tokio::time::timeout(Duration::from_secs(5), link.recv())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(
+        left_registered(&wakeup).await,
+        0,
+        "registrations left behind"
+    );
+    link.close(CloseCode::NORMAL, "").await;
+    srv.close().await;
+}
+
+/// The same for a wait for room on a link (`arm_writable`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_wait_for_room_rung_by_the_connection_leaves_nothing_behind() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let srv = tiny_recv_buffer_server().await;
+    let port = srv.local_addr().port();
+    let creds = Arc::new(Credentials::new(b"pw"));
+    let mut config = client_config();
+    config.link.send_buffer = 64 << 10;
+    let link = Link::open("127.0.0.1", port, creds, config, None, None)
+        .await
+        .unwrap();
+    let accepted = srv.accept().await.unwrap().connection();
+    let msg = Bytes::from(vec![7u8; STUCK_LEN]);
+    let mut sent = 0;
+    while let Ok(r) = tokio::time::timeout(Duration::from_millis(300), link.send(msg.clone())).await
+    {
+        r.unwrap();
+        sent += 1;
+    }
+    let rung = Arc::new(AtomicBool::new(false));
+    let wakeup: Wakeup = {
+        let rung = rung.clone();
+        Arc::new(move || rung.store(true, SeqCst))
+    };
+    assert!(
+        !link.arm_writable(1, STUCK_LEN, wakeup.clone()).unwrap(),
+        "no room yet"
+    );
+    for _ in 0..sent {
+        accepted.recv().await.unwrap();
+    }
+    assert!(eventually(&rung).await, "rung by the connection");
+    assert_eq!(
+        left_registered(&wakeup).await,
+        0,
+        "a registration left behind"
+    );
+    link.close(CloseCode::NORMAL, "").await;
+    srv.close().await;
+}
