@@ -16,7 +16,7 @@
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -102,12 +102,37 @@ struct Shared {
     handshake_hash: [u8; 32],
     key_epoch: u32,
     stats: ConnStats,
-    /// Acknowledged sessions: the latest ACK value to send, and whether an ACK is queued (one
-    /// queued ACK carries whatever is latest when the writer gets to it).
-    ack_value: AtomicU64,
-    ack_queued: AtomicBool,
+    /// Acknowledged sessions: the ACK to send.
+    ack: AckSlot,
     /// What to do with the peer's ACKs.
     acks: Mutex<Acks>,
+}
+
+/// The latest ACK value to send, and whether an ACK is queued: one queued ACK carries whatever
+/// is latest when the writer gets to it.
+#[derive(Default)]
+struct AckSlot {
+    value: AtomicU64,
+    queued: AtomicBool,
+}
+
+impl AckSlot {
+    /// Raise the value to send; true when no ACK is queued (the caller queues one).
+    ///
+    /// SeqCst here and in `take`: each side writes one flag and then reads the other's. Weaker
+    /// orderings let `take` read the value before its `queued = false` is seen (a store may pass
+    /// a later load, on x86 too), while `offer`, still seeing an ACK queued, queues none: the
+    /// value offered would go out only with some later ACK, if any.
+    fn offer(&self, next_expected: u64) -> bool {
+        self.value.fetch_max(next_expected, SeqCst);
+        !self.queued.swap(true, SeqCst)
+    }
+
+    /// The value for the queued ACK the writer is sealing; from now on `offer` queues another.
+    fn take(&self) -> u64 {
+        self.queued.store(false, SeqCst);
+        self.value.load(SeqCst)
+    }
 }
 
 /// Where the peer's ACKs go.
@@ -249,8 +274,7 @@ impl Connection {
             handshake_hash: est.handshake_hash,
             key_epoch,
             stats: ConnStats::default(),
-            ack_value: AtomicU64::new(0),
-            ack_queued: AtomicBool::new(false),
+            ack: AckSlot::default(),
             acks: Mutex::new(if acknowledged {
                 Acks::Held(None)
             } else {
@@ -366,12 +390,15 @@ impl Connection {
     /// dropped before it completes, nothing was queued.
     pub async fn send(&self, msg: Bytes) -> Result<()> {
         let cost = self.check_sendable(msg.len())?;
+        // Cancelled, the wait gives back what it was handed: see `WakeWriters`.
+        let wake = WakeWriters(&self.shared);
         let permit = self
             .shared
             .send_budget
             .acquire_many(cost as u32)
             .await
             .map_err(|_| self.shared.closed_error())?;
+        std::mem::forget(wake); // the permits stay taken
         permit.forget();
         self.enqueue(msg, cost)
     }
@@ -470,6 +497,7 @@ impl Connection {
         let cost = (len + ITEM_OVERHEAD).min(self.shared.config.send_buffer);
         // Taking the permits and giving them straight back: this waits in the semaphore's fair
         // queue without keeping anything.
+        let _wake = WakeWriters(&self.shared);
         let _ = self.shared.send_budget.acquire_many(cost as u32).await;
     }
 
@@ -511,14 +539,14 @@ impl Connection {
     /// Wait until everything queued was written to the socket.
     pub async fn flushed(&self) {
         let all = self.shared.config.send_buffer as u32;
+        let _wake = WakeWriters(&self.shared);
         let _ = self.shared.send_budget.acquire_many(all).await;
     }
 
     /// Acknowledged sessions: tell the peer every message below `next_expected` was delivered.
     /// Cheap to call per message: at most one ACK is queued at a time, carrying the latest value.
     pub fn ack(&self, next_expected: u64) {
-        self.shared.ack_value.fetch_max(next_expected, Relaxed);
-        if !self.shared.ack_queued.swap(true, Relaxed) {
+        if self.shared.ack.offer(next_expected) {
             self.shared.queue(Outgoing::Ack(0), 0);
         }
     }
@@ -543,6 +571,20 @@ impl Connection {
     /// Queue a PING (used by keepalive).
     pub fn ping(&self, opaque: u64) -> bool {
         !self.shared.queue(Outgoing::Ping(opaque), 0)
+    }
+}
+
+/// Wakes the armed senders when dropped. A wait for send budget (`send`, `writable`,
+/// `flushed`) is handed the budget that `return_budget` gives back while it waits, and the
+/// armed senders rung then find no room; when the wait ends without keeping the permits
+/// (`writable` and `flushed` give them straight back, a cancelled `send` gives back what it was
+/// handed) they go back to the semaphore, not through `return_budget`: without this, nothing
+/// would tell those senders. Declared before the wait, so dropped after it.
+struct WakeWriters<'a>(&'a Shared);
+
+impl Drop for WakeWriters<'_> {
+    fn drop(&mut self) {
+        self.0.wake_writers();
     }
 }
 
@@ -639,10 +681,7 @@ impl Shared {
     /// A queued ACK carries the latest value at the moment it is written.
     fn latest_ack(&self, item: Outgoing) -> Outgoing {
         match item {
-            Outgoing::Ack(_) => {
-                self.ack_queued.store(false, Relaxed);
-                Outgoing::Ack(self.ack_value.load(Relaxed))
-            }
+            Outgoing::Ack(_) => Outgoing::Ack(self.ack.take()),
             other => other,
         }
     }
@@ -973,5 +1012,75 @@ async fn read_loop(
     let _ = finished.send(true);
     if let Some(f) = on_done {
         f();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AckSlot;
+    use std::sync::atomic::{AtomicUsize, Ordering::Acquire, Ordering::Release};
+    use std::time::{Duration, Instant};
+
+    /// A value offered while an ACK is queued rides on that ACK: an `offer` that found one queued
+    /// (and so queued none) is seen by the `take` that sealed it. Two threads race one offer
+    /// against one take, round after round; a take that missed the value of an offer that
+    /// queued nothing would leave that value unsent.
+    #[test]
+    fn an_offer_that_queues_nothing_is_taken_by_the_queued_ack() {
+        const ROUNDS: usize = 200_000;
+        let slot = AckSlot::default();
+        let (started, offered) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let finished = AtomicUsize::new(0);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let lost = std::thread::scope(|scope| {
+            let offering = scope.spawn(|| {
+                let mut queued_none = vec![false; ROUNDS];
+                for round in 1..=ROUNDS {
+                    wait_for(&finished, round - 1);
+                    if Instant::now() > deadline {
+                        started.store(usize::MAX, Release);
+                        return (queued_none, round - 1);
+                    }
+                    started.store(round, Release);
+                    queued_none[round - 1] = !slot.offer(round as u64);
+                    offered.store(round, Release);
+                }
+                (queued_none, ROUNDS)
+            });
+            let mut taken = vec![0u64; ROUNDS];
+            for round in 1..=ROUNDS {
+                wait_for(&started, round);
+                if started.load(Acquire) == usize::MAX {
+                    break;
+                }
+                taken[round - 1] = slot.take();
+                wait_for(&offered, round);
+                // The next round starts with an ACK queued again.
+                slot.offer(0);
+                finished.store(round, Release);
+            }
+            let (queued_none, rounds) = offering.join().unwrap();
+            (0..rounds)
+                .filter(|&i| queued_none[i] && taken[i] < i as u64 + 1)
+                .count()
+        });
+        assert_eq!(lost, 0, "ACK values offered and never sent");
+    }
+
+    /// Until `counter` is `value` (or `usize::MAX`: stop).
+    fn wait_for(counter: &AtomicUsize, value: usize) {
+        let mut spins = 0u32;
+        loop {
+            let now = counter.load(Acquire);
+            if now == value || now == usize::MAX {
+                return;
+            }
+            spins += 1;
+            if spins < 1000 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
     }
 }

@@ -620,7 +620,7 @@ impl Link {
         // The connection being read: its messages. (Its answer alone says nothing: drained and
         // ended, it is news only under the conditions `is_readable` checks.)
         if let Some((c, _)) = self.lock_reading().conns.front() {
-            c.arm(key, wakeup);
+            c.arm(key, self.through_connection(key, wakeup));
         }
         let ready = self.is_readable();
         if ready {
@@ -648,7 +648,7 @@ impl Link {
             // A closing connection is news only once its successor is up (a state change):
             // meanwhile `try_send` says false, and answering true would make a busy loop.
             State::Connected(c) if c.is_closing() && self.retrying() => false,
-            State::Connected(c) => c.arm_writable(key, len, wakeup),
+            State::Connected(c) => c.arm_writable(key, len, self.through_connection(key, wakeup)),
             State::Connecting => false,
             State::Ended(_) => true,
         };
@@ -656,6 +656,24 @@ impl Link {
             self.disarm_writable(key);
         }
         Ok(ready)
+    }
+
+    /// `wakeup` for a connection to ring: rung, it is spent with the link too (the link's
+    /// registration under `key` goes), or every wait that a connection ended would stay
+    /// registered with the link until its next change of state.
+    fn through_connection(&self, key: u64, wakeup: Wakeup) -> Wakeup {
+        let shared = Arc::downgrade(&self.shared);
+        Arc::new(move || {
+            if let Some(shared) = shared.upgrade() {
+                // A leaf lock: nothing else is taken while it is held.
+                shared
+                    .armed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|(k, _)| *k != key);
+            }
+            wakeup();
+        })
     }
 
     /// Forget the wake-up registered under `key` by `arm_writable`.

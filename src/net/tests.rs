@@ -10,6 +10,7 @@ use super::*;
 use crate::core::kdf::{KdfBounds, KdfParams};
 use crate::error::{CloseCode, Error};
 use crate::net::link::{Link, ReconnectPolicy};
+use crate::net::mailbox::Wakeup;
 
 const FAST: KdfParams = KdfParams {
     m_cost: 256,
@@ -891,5 +892,207 @@ async fn an_ack_on_a_plain_connection_is_a_protocol_error() {
         .expect("the connection ended")
         .unwrap_err();
     assert!(err.to_string().contains("ACK outside"), "{err}");
+    srv.close().await;
+}
+
+/// A sender that waits for room through `arm_writable` (as the asyncio API does): rung, it
+/// looks again and waits again while there is no room; `ready` once there is.
+fn rearming(conn: Connection, len: usize, ready: Arc<std::sync::atomic::AtomicBool>) -> Wakeup {
+    Arc::new(move || {
+        let again = rearming(conn.clone(), len, ready.clone());
+        if conn.arm_writable(1, len, again) {
+            ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    })
+}
+
+const STUCK_LEN: usize = 20_000;
+
+/// A client connection with a 64 KiB send budget whose writer is stuck on a full socket (the
+/// server reads nothing more), and whose budget is taken by queued messages; with the server's
+/// end, and how many messages the client sent.
+async fn stuck_writer(srv: &Server) -> (Connection, Connection, usize) {
+    let mut config = client_config();
+    config.link.send_buffer = 64 << 10;
+    let creds = Arc::new(Credentials::new(b"pw"));
+    let port = srv.local_addr().port();
+    let client = connect("127.0.0.1", port, &creds, &config, 0)
+        .await
+        .unwrap();
+    let accepted = srv.accept().await.unwrap().connection();
+    let msg = Bytes::from(vec![7u8; STUCK_LEN]);
+    let mut sent = 0;
+    while let Ok(r) =
+        tokio::time::timeout(Duration::from_millis(300), client.send(msg.clone())).await
+    {
+        r.unwrap();
+        sent += 1;
+    }
+    (client, accepted, sent)
+}
+
+async fn tiny_recv_buffer_server() -> Server {
+    let source = ServerKeySource::Password(b"pw".to_vec().into(), FAST);
+    let mut config = ServerConfig::default();
+    config.link.recv_buffer = 1024;
+    Server::bind("127.0.0.1", 0, source, config).await.unwrap()
+}
+
+async fn eventually(flag: &std::sync::atomic::AtomicBool) -> bool {
+    for _ in 0..200 {
+        if flag.load(std::sync::atomic::Ordering::SeqCst) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// `flushed()` waits for the whole send budget and then gives it back: a sender armed for room
+/// meanwhile (rung while the budget went to the flush, finding no room) is rung again then.
+/// One thread, so that the flush only gives the budget back after the armed sender looked.
+#[tokio::test]
+async fn an_armed_sender_is_rung_when_a_flush_gives_the_budget_back() {
+    let srv = tiny_recv_buffer_server().await;
+    let (client, accepted, sent) = stuck_writer(&srv).await;
+    let flush = tokio::spawn({
+        let client = client.clone();
+        async move { client.flushed().await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let wakeup = rearming(client.clone(), STUCK_LEN, ready.clone());
+    assert!(!client.arm_writable(1, STUCK_LEN, wakeup), "no room yet");
+    for _ in 0..sent {
+        accepted.recv().await.unwrap();
+    }
+    flush.await.unwrap();
+    // (Asking through another key: a send would ring the armed sender itself.)
+    assert!(client.arm_writable(2, STUCK_LEN, Arc::new(|| {})), "room");
+    assert!(eventually(&ready).await, "the armed sender was never told");
+    srv.close().await;
+}
+
+/// A `send` cancelled while it waits gives back the budget it was handed: a sender armed for
+/// room is rung then.
+#[tokio::test]
+async fn an_armed_sender_is_rung_when_a_cancelled_send_gives_the_budget_back() {
+    let srv = tiny_recv_buffer_server().await;
+    let (client, accepted, sent) = stuck_writer(&srv).await;
+    // Costs the whole budget: it waits, and is handed what each sealed message gives back.
+    let mut send = Box::pin(client.send(Bytes::from(vec![1u8; 100_000])));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(20), send.as_mut())
+            .await
+            .is_err(),
+        "no room yet"
+    );
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let wakeup = rearming(client.clone(), STUCK_LEN, ready.clone());
+    assert!(!client.arm_writable(1, STUCK_LEN, wakeup), "no room yet");
+    for _ in 0..sent {
+        accepted.recv().await.unwrap();
+    }
+    drop(send);
+    // (Asking through another key: a send would ring the armed sender itself.)
+    assert!(client.arm_writable(2, STUCK_LEN, Arc::new(|| {})), "room");
+    assert!(eventually(&ready).await, "the armed sender was never told");
+    srv.close().await;
+}
+
+/// How many registrations still hold `wakeup` (waiting a little for a ring in progress).
+async fn left_registered(wakeup: &Wakeup) -> usize {
+    for _ in 0..200 {
+        if Arc::strong_count(wakeup) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Arc::strong_count(wakeup) - 1
+}
+
+/// A wait on a link that its connection rings (a message came) leaves nothing registered with
+/// the link: one wait per message does not pile registrations up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_waits_rung_by_the_connection_leave_nothing_behind() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let srv = server(b"pw").await;
+    let port = srv.local_addr().port();
+    let creds = Arc::new(Credentials::new(b"pw"));
+    let link = Link::open("127.0.0.1", port, creds, client_config(), None, None)
+        .await
+        .unwrap();
+    let accepted = srv.accept().await.unwrap().connection();
+    let rung = Arc::new(AtomicUsize::new(0));
+    let wakeup: Wakeup = {
+        let rung = rung.clone();
+        Arc::new(move || {
+            rung.fetch_add(1, SeqCst);
+        })
+    };
+    // (A ring may come early: the link's own change of state may ring the first wait.)
+    for i in 0..50 {
+        assert!(!link.arm(i as u64, wakeup.clone()), "nothing to read yet");
+        accepted.send(Bytes::from_static(b"m")).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while rung.load(SeqCst) <= i {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("rung by the connection");
+        tokio::time::timeout(Duration::from_secs(5), link.recv())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(
+        left_registered(&wakeup).await,
+        0,
+        "registrations left behind"
+    );
+    link.close(CloseCode::NORMAL, "").await;
+    srv.close().await;
+}
+
+/// The same for a wait for room on a link (`arm_writable`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_wait_for_room_rung_by_the_connection_leaves_nothing_behind() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let srv = tiny_recv_buffer_server().await;
+    let port = srv.local_addr().port();
+    let creds = Arc::new(Credentials::new(b"pw"));
+    let mut config = client_config();
+    config.link.send_buffer = 64 << 10;
+    let link = Link::open("127.0.0.1", port, creds, config, None, None)
+        .await
+        .unwrap();
+    let accepted = srv.accept().await.unwrap().connection();
+    let msg = Bytes::from(vec![7u8; STUCK_LEN]);
+    let mut sent = 0;
+    while let Ok(r) = tokio::time::timeout(Duration::from_millis(300), link.send(msg.clone())).await
+    {
+        r.unwrap();
+        sent += 1;
+    }
+    let rung = Arc::new(AtomicBool::new(false));
+    let wakeup: Wakeup = {
+        let rung = rung.clone();
+        Arc::new(move || rung.store(true, SeqCst))
+    };
+    assert!(
+        !link.arm_writable(1, STUCK_LEN, wakeup.clone()).unwrap(),
+        "no room yet"
+    );
+    for _ in 0..sent {
+        accepted.recv().await.unwrap();
+    }
+    assert!(eventually(&rung).await, "rung by the connection");
+    assert_eq!(
+        left_registered(&wakeup).await,
+        0,
+        "a registration left behind"
+    );
+    link.close(CloseCode::NORMAL, "").await;
     srv.close().await;
 }
