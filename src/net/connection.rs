@@ -668,12 +668,15 @@ impl Shared {
             .rekeys_sent
             .store(w.encoder.sealer.rekeys(), Relaxed);
         w.try_write_out()?;
-        // Sealed: it no longer waits in the send buffer (as for the writer task's items).
-        self.return_budget(cost);
-        if !w.buf.is_empty() {
+        if w.buf.is_empty() {
+            // Written: it no longer counts against the send buffer.
+            self.return_budget(cost);
+        } else {
+            // The writer task writes the rest, then gives the budget back (`flushed` means
+            // written, not merely sealed).
             drop(w);
             self.queued.fetch_add(1, Relaxed);
-            let _ = self.outbound.send((None, 0));
+            let _ = self.outbound.send((None, cost));
         }
         Ok(None)
     }
@@ -750,6 +753,8 @@ async fn write_loop(
                 return Ok(());
             };
             let mut closing = false;
+            // The budget of what this batch seals, given back once it is written.
+            let mut batch_cost = 0;
             {
                 let mut w = shared.lock_write();
                 let mut next = Some(first);
@@ -761,10 +766,10 @@ async fn write_loop(
                         let sealed = w.seal(item);
                         shared.queued.fetch_sub(1, Relaxed);
                         sealed?;
-                        shared.return_budget(cost);
                     } else {
                         shared.queued.fetch_sub(1, Relaxed);
                     }
+                    batch_cost += cost;
                     if closing || w.buf.len() >= WRITE_BATCH {
                         break;
                     }
@@ -776,6 +781,7 @@ async fn write_loop(
                     .store(w.encoder.sealer.rekeys(), Relaxed);
             }
             poll_fn(|cx| shared.lock_write().poll_write_out(cx)).await?;
+            shared.return_budget(batch_cost);
             if closing {
                 // CLOSE is the last frame we send; FIN tells the peer nothing follows.
                 let _ = poll_fn(|cx| match shared.lock_write().sock.as_mut() {

@@ -1096,3 +1096,28 @@ async fn a_link_wait_for_room_rung_by_the_connection_leaves_nothing_behind() {
     link.close(CloseCode::NORMAL, "").await;
     srv.close().await;
 }
+
+/// `flushed` means written to the socket, not merely sealed: with a peer that stopped reading,
+/// a message larger than what the kernel buffers is never all written, and `flushed` waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushed_waits_until_the_bytes_are_written() {
+    let source = ServerKeySource::Password(b"pw".to_vec().into(), FAST);
+    let mut config = ServerConfig::default();
+    config.link.close_timeout = Duration::from_millis(100);
+    let srv = Server::bind("127.0.0.1", 0, source, config).await.unwrap();
+    let hole_port = blackhole_after_handshake(srv.local_addr()).await;
+    let creds = Arc::new(Credentials::new(b"pw"));
+    let conn = connect("127.0.0.1", hole_port, &creds, &client_config(), 0)
+        .await
+        .unwrap();
+    // 15 MiB in one message: sealed at once by the writer task; the socket takes only what
+    // the kernel buffers for a peer that does not read (a few MiB), so most stays unwritten.
+    conn.send(Bytes::from(vec![7u8; 15 << 20])).await.unwrap();
+    let flushed = tokio::time::timeout(Duration::from_secs(2), conn.flushed()).await;
+    assert!(
+        flushed.is_err(),
+        "flushed returned with bytes still unwritten"
+    );
+    conn.abort("done");
+    srv.close().await;
+}
