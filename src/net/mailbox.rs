@@ -17,8 +17,10 @@ struct State<T, E> {
 }
 
 /// A one-shot wake-up for a waiter that is not a tokio future (e.g. an event loop woken through
-/// a file descriptor): called once, from any thread, with no lock held, when the mailbox may
-/// have become readable. Must be cheap and must not block.
+/// a file descriptor): called once, from any thread, when the waited-for state may have come
+/// (readable here; room to send for `Connection::arm_writable`). A mailbox calls it with no
+/// lock held, but a connection may call it under its own locks: it must be cheap, must not
+/// block, and must not call back into the connection (ring a bell, unpark a thread).
 pub type Wakeup = Arc<dyn Fn() + Send + Sync>;
 
 pub struct Mailbox<T, E> {
