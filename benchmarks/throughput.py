@@ -73,7 +73,6 @@ import datetime
 import json
 import multiprocessing
 import os
-import platform
 import random
 import resource
 import shutil
@@ -668,25 +667,6 @@ def run_once(mp: multiprocessing.context.SpawnContext, spec: Spec) -> RunResult:
     return result
 
 
-def machine_description() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "openssl": ssl.OPENSSL_VERSION,
-        "argonlink": argonlink.__version__,
-        "system": f"{platform.system()} {platform.release()}",
-    }
-
-
 def median_of(results: list[RunResult]) -> float | None:
     rates = [r.mb_per_s for r in results if r.mb_per_s is not None]
     return statistics.median(rates) if rates else None
@@ -709,7 +689,7 @@ def markdown_report(
         f"- CPU: {machine['cpu']}; {machine['cores']} cores"
         + (f" ({machine['usable_cores']} usable)" if machine["usable_cores"] else ""),
         f"- {machine['python']}, {machine['openssl']}, argonlink {machine['argonlink']}, "
-        f"{machine['system']}",
+        f"{machine['kernel']}",
         f"- Transfer: {total_mib} MiB per run in {msg_kib} KiB messages "
         f"({total_mib * 1024 // msg_kib} messages), loopback, sender and receiver in separate "
         f"processes; {args.repeat} run(s) per variant, interleaved; median shown",
@@ -778,7 +758,7 @@ def progress(text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     mp = multiprocessing.get_context("spawn")
-    machine = machine_description()
+    machine = _harness.machine_description()
     total = args.size_mib << 20
     timeout = 60 + total / 5e6  # generous: a run slower than 5 MB/s counts as hung
     variants = [v for v in VARIANTS if v in args.variants]
