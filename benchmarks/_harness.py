@@ -341,6 +341,11 @@ def median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def scaled(value: float | None, factor: float) -> float | None:
+    """``value * factor``, or None for no value (e.g. the median of nothing)."""
+    return None if value is None else value * factor
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None

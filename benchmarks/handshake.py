@@ -174,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             entry: dict[str, Any] = {"name": CASES[case], "iterations": n}
             for what, values in samples.items():
                 entry[what] = {
-                    "median_ms": h.median(values) * 1e3,
-                    "p99_ms": h.percentile(values, 99) * 1e3,
+                    "median_ms": h.scaled(h.median(values), 1e3),
+                    "p99_ms": h.scaled(h.percentile(values, 99), 1e3),
                 }
             out[case] = entry
             print(

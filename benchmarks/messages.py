@@ -414,12 +414,13 @@ def main(argv: list[str] | None = None) -> int:
             summary["modes"][mode][v] = {
                 "name": VARIANTS[v],
                 "median_per_s": h.median(rates),
-                "median_rtt_us": None if not rtts else h.median(rtts) * 1e6,
+                "median_rtt_us": h.scaled(h.median(rtts), 1e6),
                 "switches_per_message": h.median(switches),
                 "runs": runs,
             }
             med = h.median(rates)
-            rtt = "" if not rtts else f"  (median round trip {h.median(rtts) * 1e6:.0f} µs)"
+            rtt_us = h.scaled(h.median(rtts), 1e6)
+            rtt = "" if rtt_us is None else f"  (median round trip {rtt_us:.0f} µs)"
             print(f"{mode:<9} {VARIANTS[v]:<34} {med or 0:>10.0f}/s{rtt}")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")

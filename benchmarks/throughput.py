@@ -512,7 +512,7 @@ def mpc_receiver(spec: Spec, report: Pipe) -> dict[str, Any]:
 
 
 def mpc_sender(spec: Spec, address: tuple[str, int], messages: list[bytes]) -> dict[str, Any]:
-    with MpClient(tuple(address), authkey=MPC_AUTHKEY) as conn:
+    with MpClient((address[0], int(address[1])), authkey=MPC_AUTHKEY) as conn:
         start = time.perf_counter()
         for msg in messages:
             conn.send_bytes(msg)
