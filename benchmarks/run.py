@@ -282,8 +282,8 @@ def report(doc: dict[str, Any], chart: Path | None) -> str:
             "",
             "Round trips depend on the load of the machine. On a quiet virtual machine a thread "
             "blocked in `recv` lets its virtual CPU halt, and each wake-up from the halt costs "
-            "tens of microseconds; argonlink's blocking `recv` yields the CPU in a loop for up to "
-            "50 µs before it parks (some CPU spent for latency), so it avoids that. On a busy "
+            "tens of microseconds; argonlink's blocking `recv` spins for up to 50 µs before it "
+            "parks (some CPU spent for latency), so it avoids that. On a busy "
             "machine nobody halts, and what counts is the number of thread hand-offs per round "
             "trip.",
             "",
