@@ -28,6 +28,7 @@ import ssl
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Client as MpClient
 from multiprocessing.connection import Connection as Pipe
 from multiprocessing.connection import Listener as MpListener
@@ -160,25 +161,33 @@ def argonlink_sync_server(spec: Spec, report: Pipe) -> dict[str, Any]:
     return {}
 
 
-def argonlink_sync_client(spec: Spec, address: Any) -> dict[str, Any]:
+def exchange(
+    spec: Spec, send: Callable[[bytes], object], receive: Callable[[], object]
+) -> dict[str, Any]:
+    """The timed part of every blocking client: ``spec.count`` round trips, each timed, or as
+    many sends and then the server's acknowledgement (``receive`` returns it)."""
     payload = bytes(spec.size)
-    with argonlink.sync.Client(*address, password=h.PASSWORD) as cli:
-        if spec.mode == "rtt":
-            samples = []
-            start = time.perf_counter()
-            for _ in range(spec.count):
-                t = time.perf_counter()
-                cli.send(payload)
-                cli.recv()
-                samples.append(time.perf_counter() - t)
-            elapsed = time.perf_counter() - start
-            return {"elapsed": elapsed, "median_rtt": h.median(samples)}
+    if spec.mode == "rtt":
+        samples = []
         start = time.perf_counter()
         for _ in range(spec.count):
-            cli.send(payload)
-        if cli.recv() != ACK:
-            raise ValueError("bad acknowledgement")
-        return {"elapsed": time.perf_counter() - start}
+            t = time.perf_counter()
+            send(payload)
+            receive()
+            samples.append(time.perf_counter() - t)
+        elapsed = time.perf_counter() - start
+        return {"elapsed": elapsed, "median_rtt": h.median(samples)}
+    start = time.perf_counter()
+    for _ in range(spec.count):
+        send(payload)
+    if receive() != ACK:
+        raise ValueError("bad acknowledgement")
+    return {"elapsed": time.perf_counter() - start}
+
+
+def argonlink_sync_client(spec: Spec, address: Any) -> dict[str, Any]:
+    with argonlink.sync.Client(*address, password=h.PASSWORD) as cli:
+        return exchange(spec, cli.send, cli.recv)
 
 
 async def argonlink_async_server(spec: Spec, report: Pipe) -> dict[str, Any]:
@@ -250,25 +259,15 @@ def socket_client(spec: Spec, address: Any) -> dict[str, Any]:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if spec.variant == "tls-sync":
         sock = tls_ctx(spec, server=False).wrap_socket(sock, server_hostname=TLS_HOSTNAME)
-    payload = bytes(spec.size)
+    # The echo (or the one-byte acknowledgement) lands in a buffer allocated once.
+    view = memoryview(bytearray(spec.size if spec.mode == "rtt" else len(ACK)))
+
+    def receive() -> bytes:
+        recv_exactly(sock, view)
+        return ACK if spec.mode != "rtt" and view == ACK else b""
+
     with sock:
-        if spec.mode == "rtt":
-            echo = memoryview(bytearray(spec.size))
-            samples = []
-            start = time.perf_counter()
-            for _ in range(spec.count):
-                t = time.perf_counter()
-                sock.sendall(payload)
-                recv_exactly(sock, echo)
-                samples.append(time.perf_counter() - t)
-            elapsed = time.perf_counter() - start
-            return {"elapsed": elapsed, "median_rtt": h.median(samples)}
-        ack = memoryview(bytearray(1))
-        start = time.perf_counter()
-        for _ in range(spec.count):
-            sock.sendall(payload)
-        recv_exactly(sock, ack)
-        return {"elapsed": time.perf_counter() - start}
+        return exchange(spec, sock.sendall, receive)
 
 
 async def streams_server(spec: Spec, report: Pipe) -> dict[str, Any]:
@@ -332,24 +331,8 @@ def mpc_server(spec: Spec, report: Pipe) -> dict[str, Any]:
 
 
 def mpc_client(spec: Spec, address: Any) -> dict[str, Any]:
-    payload = bytes(spec.size)
     with MpClient(tuple(address), authkey=AUTHKEY) as conn:
-        if spec.mode == "rtt":
-            samples = []
-            start = time.perf_counter()
-            for _ in range(spec.count):
-                t = time.perf_counter()
-                conn.send_bytes(payload)
-                conn.recv_bytes()
-                samples.append(time.perf_counter() - t)
-            elapsed = time.perf_counter() - start
-            return {"elapsed": elapsed, "median_rtt": h.median(samples)}
-        start = time.perf_counter()
-        for _ in range(spec.count):
-            conn.send_bytes(payload)
-        if conn.recv_bytes() != ACK:
-            raise ValueError("bad acknowledgement")
-        return {"elapsed": time.perf_counter() - start}
+        return exchange(spec, conn.send_bytes, conn.recv_bytes)
 
 
 # --------------------------------------------------------------------------------------------
