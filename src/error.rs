@@ -31,6 +31,18 @@ impl CloseCode {
     pub const SESSION_LOST: CloseCode = CloseCode(4003);
 }
 
+impl CloseCode {
+    /// Codes a CLOSE frame may carry (PROTOCOL.md §4.3): the protocol's own, and the ranges
+    /// left to applications. 1006 and everything else never travel: a peer that sends one
+    /// would have us report a close that did not happen.
+    pub fn travels(self) -> bool {
+        matches!(
+            self.0,
+            1000 | 1001 | 1002 | 1009 | 1013 | 4001..=4003 | 3000..=3999 | 4100..=4999
+        )
+    }
+}
+
 impl fmt::Display for CloseCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
@@ -142,6 +154,18 @@ impl Error {
             Error::KeyExhausted => Error::KeyExhausted,
             Error::Unresponsive(d) => Error::Unresponsive(*d),
             Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+
+    /// The CLOSE code that tells the peer about this error, when we can still send one: the
+    /// peer broke the protocol over a channel that is intact. None after an integrity failure
+    /// (the stream is no longer trusted: nothing more is sent), for I/O errors and timeouts.
+    pub fn close_code_to_send(&self) -> Option<CloseCode> {
+        match self {
+            Error::Protocol(_) => Some(CloseCode::PROTOCOL_ERROR),
+            Error::MessageTooLarge { .. } => Some(CloseCode::MESSAGE_TOO_LARGE),
+            Error::KeyExhausted => Some(CloseCode::KEY_EXHAUSTED),
+            _ => None,
         }
     }
 

@@ -1273,23 +1273,25 @@ async def test_bad_frame_length_ends_only_that_connection(
 
 
 def test_pending_handshakes_are_capped(phc: str) -> None:
-    """max_pending_handshakes=4 and 20 idle sockets: the oldest pending handshakes are evicted
-    (closed) as new ones arrive, at most 4 stay pending, and a real client still gets in."""
+    """max_pending_handshakes=4 (so at most 2 per source) and 20 idle sockets from one address:
+    the oldest pending handshakes of that source are evicted (closed) as new ones arrive, at
+    most 2 stay pending, and a real client from the same address still gets in (it evicts an
+    idle one, never waits behind them)."""
     with sync.Server(password_hash=phc, max_pending_handshakes=4, handshake_timeout=10) as srv:
         idle = [raw_connection(srv.address) for _ in range(20)]
         try:
-            assert wait_until(lambda: srv.stats()["handshakes_evicted"] == 16, 5)
-            assert srv.stats()["pending_handshakes"] == 4
+            assert wait_until(lambda: srv.stats()["handshakes_evicted"] == 18, 5)
+            assert srv.stats()["pending_handshakes"] == 2
             start = time.monotonic()
             assert_serving_sync(srv)
             assert time.monotonic() - start < 2.0
-            assert srv.stats()["handshakes_evicted"] == 17
-            # The 17 oldest were closed by the server; the 3 newest are still pending.
-            closed = [recv_until_closed(s, 0.5)[1] for s in idle[:17]]
+            assert srv.stats()["handshakes_evicted"] == 19
+            # The 19 oldest were closed by the server; the newest is still pending.
+            closed = [recv_until_closed(s, 0.5)[1] for s in idle[:19]]
             assert all(how in ("eof", "reset") for how in closed), closed
-            still_open = [recv_until_closed(s, 0.05)[1] for s in idle[17:]]
-            assert still_open == ["timeout"] * 3
-            assert srv.stats()["pending_handshakes"] == 3
+            still_open = [recv_until_closed(s, 0.05)[1] for s in idle[19:]]
+            assert still_open == ["timeout"]
+            assert srv.stats()["pending_handshakes"] == 1
         finally:
             for s in idle:
                 s.close()

@@ -37,9 +37,10 @@ impl Decoder for FrameDecoder {
                 src.reserve((2 + len - src.len()).max(READ_RESERVE));
                 return Ok(None);
             }
-            src.advance(2);
-            let frame = src.split_to(len);
-            if let Some(event) = self.opener.open_frame(frame)? {
+            // Opened in place; the bytes of a message are copied out, so the buffer is reused.
+            let event = self.opener.open_frame(&mut src[2..2 + len])?;
+            src.advance(2 + len);
+            if let Some(event) = event {
                 return Ok(Some(event));
             }
         }

@@ -88,6 +88,10 @@ pub enum Frame<'a> {
 }
 
 pub const SESSION_ID_LEN: usize = 16;
+/// The smallest session window a side may announce (the smallest `recv_buffer`). The sender
+/// charges each message at most the window, so a window of 0 would make messages free: a peer
+/// announcing it would have us keep everything the application sends.
+pub const MIN_WINDOW: u32 = 1024;
 const SESSION_REQUEST_LEN: usize = 1 + SESSION_ID_LEN + 8 + 4;
 const RESUME_LEN: usize = 1 + 8 + 4;
 const FLAG_RESUME: u8 = 0x01;
@@ -137,6 +141,16 @@ fn exact<const N: usize>(body: &[u8], what: &str) -> Result<[u8; N]> {
     })
 }
 
+fn window(field: &[u8]) -> Result<u32> {
+    let window = u32::from_be_bytes(field.try_into().expect("4 bytes"));
+    if window < MIN_WINDOW {
+        return Err(Error::protocol(format!(
+            "session window {window} is below the minimum of {MIN_WINDOW} bytes"
+        )));
+    }
+    Ok(window)
+}
+
 impl<'a> Frame<'a> {
     pub fn parse(plain: &'a [u8]) -> Result<Self> {
         let (&kind, body) = plain
@@ -175,6 +189,9 @@ impl<'a> Frame<'a> {
                     return Err(Error::protocol("CLOSE frame of invalid length"));
                 }
                 let code = u16::from_be_bytes([body[0], body[1]]);
+                if !crate::error::CloseCode(code).travels() {
+                    return Err(Error::protocol(format!("CLOSE with reserved code {code}")));
+                }
                 let reason = std::str::from_utf8(&body[2..])
                     .map_err(|_| Error::protocol("CLOSE reason is not UTF-8"))?;
                 Frame::Close { code, reason }
@@ -198,7 +215,7 @@ impl<'a> Frame<'a> {
                         next_expected: u64::from_be_bytes(
                             body[17..25].try_into().expect("8 bytes"),
                         ),
-                        window: u32::from_be_bytes(body[25..].try_into().expect("4 bytes")),
+                        window: window(&body[25..])?,
                     }))
                 }
                 n => {
@@ -219,7 +236,7 @@ impl<'a> Frame<'a> {
                 Frame::Resume(ResumeReply {
                     status,
                     next_expected: u64::from_be_bytes(b[1..9].try_into().expect("8 bytes")),
-                    window: u32::from_be_bytes(b[9..].try_into().expect("4 bytes")),
+                    window: window(&b[9..])?,
                 })
             }
         })
@@ -313,7 +330,7 @@ mod tests {
             round_trip(Frame::Resume(ResumeReply {
                 status,
                 next_expected: 5,
-                window: 7,
+                window: MIN_WINDOW,
             }));
         }
     }
@@ -359,6 +376,13 @@ mod tests {
             &[3],
             &[4, 0],
             &[4, 3, 0xe8, 0xff, 0xfe],
+            // Reserved close codes: 0, 1006 (never sent), 1005, 2000, 4000, 5000.
+            &[4, 0, 0],
+            &[4, 0x03, 0xee],
+            &[4, 0x03, 0xed],
+            &[4, 0x07, 0xd0],
+            &[4, 0x0f, 0xa0],
+            &[4, 0x13, 0x88],
             &[5, 0],
             &[6, 1],
             &[
@@ -370,6 +394,40 @@ mod tests {
         let mut long = vec![4, 3, 0xe8];
         long.extend_from_slice(&[b'x'; MAX_CLOSE_REASON + 1]);
         assert!(Frame::parse(&long).is_err());
+    }
+
+    #[test]
+    fn session_windows_below_the_minimum_are_refused() {
+        for window in [0, 1, MIN_WINDOW - 1] {
+            let mut confirm = Vec::new();
+            Frame::Confirm(Some(SessionRequest {
+                session_id: [1; 16],
+                resume: false,
+                next_expected: 0,
+                window,
+            }))
+            .write_control(&mut confirm);
+            assert!(Frame::parse(&confirm).is_err(), "CONFIRM window {window}");
+            let mut resume = Vec::new();
+            Frame::Resume(ResumeReply {
+                status: ResumeStatus::Created,
+                next_expected: 0,
+                window,
+            })
+            .write_control(&mut resume);
+            assert!(Frame::parse(&resume).is_err(), "RESUME window {window}");
+        }
+    }
+
+    #[test]
+    fn only_codes_that_travel_are_accepted_in_close() {
+        for code in [
+            1000u16, 1001, 1002, 1009, 1013, 3000, 3999, 4001, 4003, 4100, 4999,
+        ] {
+            let mut buf = vec![4];
+            buf.extend_from_slice(&code.to_be_bytes());
+            assert!(Frame::parse(&buf).is_ok(), "{code}");
+        }
     }
 
     #[test]

@@ -83,10 +83,15 @@ impl Outbox {
         released
     }
 
+    /// Whether a new connection may start at `next_expected` (see `resume_at`).
+    pub fn can_resume_at(&self, next_expected: u64) -> bool {
+        (self.base..=self.next_seq()).contains(&next_expected)
+    }
+
     /// A new connection: the peer announced the next number it expects. Everything below it is
     /// acknowledged; transmission restarts there. Returns the cost released.
     pub fn resume_at(&mut self, next_expected: u64) -> Result<usize> {
-        if next_expected < self.base || next_expected > self.next_seq() {
+        if !self.can_resume_at(next_expected) {
             // The peer lost messages it had acknowledged, or claims ones never sent: it is not
             // the session we had.
             return Err(Error::protocol(format!(

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use zeroize::Zeroizing;
 
 use super::cipher::{CipherState, KEY_LEN, TAG_LEN};
@@ -72,7 +72,7 @@ pub fn sealed_len(len: usize) -> usize {
     if len <= MAX_CHUNK {
         return 2 + DATA_HEADER + len + TAG_LEN;
     }
-    let first = MAX_CHUNK - DATA_LENGTH_FIELD;
+    let first = FIRST_FRAGMENT;
     let rest = len - first;
     let frames = 1 + rest.div_ceil(MAX_CHUNK);
     len + DATA_LENGTH_FIELD + frames * (2 + DATA_HEADER + TAG_LEN)
@@ -124,7 +124,7 @@ impl Sealer {
         if msg.len() <= MAX_CHUNK {
             return self.seal_frame(out, &[FrameType::Data as u8, 0], msg);
         }
-        let first = MAX_CHUNK - DATA_LENGTH_FIELD;
+        let first = FIRST_FRAGMENT;
         let mut header = [0u8; DATA_HEADER + DATA_LENGTH_FIELD];
         header[0] = FrameType::Data as u8;
         header[1] = FLAG_MORE | FLAG_LENGTH;
@@ -194,10 +194,15 @@ pub enum Event {
     },
 }
 
+/// A fragmented message being reassembled: one buffer of the announced length, into which each
+/// fragment is copied as it arrives.
 struct Partial {
-    msg: Message,
+    buf: BytesMut,
     total: usize,
 }
+
+/// The chunk the first fragment of a fragmented message carries: a frame's worth, less the total.
+pub const FIRST_FRAGMENT: usize = MAX_CHUNK - DATA_LENGTH_FIELD;
 
 /// The receiving direction.
 pub struct Opener {
@@ -235,15 +240,18 @@ impl Opener {
 
     /// Bytes held for a message still being reassembled.
     pub fn buffered(&self) -> usize {
-        self.partial.as_ref().map_or(0, |p| p.msg.len())
+        self.partial.as_ref().map_or(0, |p| p.buf.len())
     }
 
-    /// Open one sealed frame (without its length prefix). Nothing of a frame that fails reaches
-    /// the caller, and after any error the session is finished.
-    pub fn open_frame(&mut self, mut frame: BytesMut) -> Result<Option<Event>> {
-        let plain_len = self.cipher.open_in_place(&mut frame)?.len();
-        frame.truncate(plain_len);
-        let parsed = Frame::parse(&frame)?;
+    /// Open one sealed frame (without its length prefix), decrypting it in place. Nothing of a
+    /// frame that fails reaches the caller, and after any error the session is finished.
+    ///
+    /// What a message holds is copied out of `frame`: the caller's read buffer is never pinned
+    /// by a message, so the memory a peer makes us hold is the message bytes themselves
+    /// (counted against `recv_buffer` and `max_message_size`), however it cuts them into frames.
+    pub fn open_frame(&mut self, frame: &mut [u8]) -> Result<Option<Event>> {
+        let plain = &*self.cipher.open_in_place(frame)?;
+        let parsed = Frame::parse(plain)?;
         let confirming = std::mem::take(&mut self.awaiting_confirm);
         if confirming != matches!(parsed, Frame::Confirm(_)) {
             return Err(Error::protocol(if confirming {
@@ -261,7 +269,7 @@ impl Opener {
             ) {
                 return Err(Error::KeyExhausted);
             }
-            self.usage.add(plain_len);
+            self.usage.add(plain.len());
         }
         if self.partial.is_some() && !matches!(parsed, Frame::Data { .. } | Frame::Rekey) {
             // Control frames may not split a message: keeps reassembly state trivial. REKEY may:
@@ -288,62 +296,66 @@ impl Opener {
                 more,
                 total_len,
                 chunk,
-            } => {
-                let (chunk_start, chunk_len) = (plain_len - chunk.len(), chunk.len());
-                self.data(frame, more, total_len, chunk_start, chunk_len)?
-            }
+            } => self.data(more, total_len, chunk)?,
         })
     }
 
-    fn data(
-        &mut self,
-        frame: BytesMut,
-        more: bool,
-        total_len: Option<u64>,
-        chunk_start: usize,
-        chunk_len: usize,
-    ) -> Result<Option<Event>> {
-        // The decrypted chunk is handed on as it lies in the read buffer: no copy until the
-        // application reads the message.
-        let chunk = frame.freeze().slice(chunk_start..);
+    fn data(&mut self, more: bool, total_len: Option<u64>, chunk: &[u8]) -> Result<Option<Event>> {
         match (self.partial.as_mut(), more, total_len) {
             (None, false, None) => {
-                if chunk_len as u64 > self.max_message {
-                    return Err(self.too_large(chunk_len as u64));
+                if chunk.len() as u64 > self.max_message {
+                    return Err(self.too_large(chunk.len() as u64));
                 }
-                Ok(Some(Event::Message(Message::from(chunk))))
+                // Its own allocation of exactly its size (see `open_frame`).
+                Ok(Some(Event::Message(Message::from(Bytes::copy_from_slice(
+                    chunk,
+                )))))
             }
             (None, true, Some(total)) => {
                 if total > self.max_message {
                     return Err(self.too_large(total));
                 }
-                if total <= chunk_len as u64 {
+                // An honest sender fills every fragment but the last (see `Sealer`): anything
+                // else costs us a frame's work for a few bytes, so it is refused.
+                if chunk.len() != FIRST_FRAGMENT {
+                    return Err(Error::protocol(
+                        "a first fragment must carry a full frame of the message",
+                    ));
+                }
+                if total <= chunk.len() as u64 {
                     return Err(Error::protocol(
                         "fragmented message no longer than its first fragment",
                     ));
                 }
-                // `total` is authenticated and within our limit.
-                let mut msg = Message::new();
-                msg.push(chunk);
+                // `total` is authenticated and within our limit: reserved once, filled as the
+                // fragments arrive (untouched pages cost nothing until then).
                 let total = total as usize;
-                self.partial = Some(Partial { msg, total });
+                let mut buf = BytesMut::with_capacity(total);
+                buf.extend_from_slice(chunk);
+                self.partial = Some(Partial { buf, total });
                 Ok(None)
             }
             (Some(p), more, None) => {
-                if p.msg.len() + chunk_len > p.total {
+                let have = p.buf.len() + chunk.len();
+                if have > p.total {
                     return Err(Error::protocol(
                         "message fragments exceed the announced length",
                     ));
                 }
-                p.msg.push(chunk);
+                if more && chunk.len() != MAX_CHUNK {
+                    return Err(Error::protocol(
+                        "a fragment before the last must carry a full frame of the message",
+                    ));
+                }
+                if !more && have != p.total {
+                    return Err(Error::protocol("message ended before its announced length"));
+                }
+                p.buf.extend_from_slice(chunk);
                 if more {
                     return Ok(None);
                 }
-                if p.msg.len() != p.total {
-                    return Err(Error::protocol("message ended before its announced length"));
-                }
                 let p = self.partial.take().expect("checked above");
-                Ok(Some(Event::Message(p.msg)))
+                Ok(Some(Event::Message(Message::from(p.buf.freeze()))))
             }
             (None, false, Some(_)) | (None, true, None) | (Some(_), _, Some(_)) => Err(
                 Error::protocol("DATA frame flags do not fit the reassembly state"),
@@ -362,7 +374,7 @@ impl Opener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::{Buf, Bytes};
+    use bytes::Buf;
 
     const BIG: u64 = 64 << 20;
 
@@ -386,8 +398,8 @@ mod tests {
 
     fn open_all(opener: &mut Opener, wire: BytesMut) -> Result<Vec<Event>> {
         let mut events = Vec::new();
-        for f in frames(wire) {
-            if let Some(e) = opener.open_frame(f)? {
+        for mut f in frames(wire) {
+            if let Some(e) = opener.open_frame(&mut f)? {
                 events.push(e);
             }
         }
@@ -438,9 +450,9 @@ mod tests {
         let (_, mut o) = pair(RekeyPolicy::default(), 100_000);
         let mut wire = BytesMut::new();
         s.seal_message(&msg(1 << 20), &mut wire).unwrap();
-        let first = frames(wire).remove(0);
+        let mut first = frames(wire).remove(0);
         assert!(matches!(
-            o.open_frame(first),
+            o.open_frame(&mut first),
             Err(Error::MessageTooLarge { .. })
         ));
         assert_eq!(o.buffered(), 0);
@@ -468,8 +480,8 @@ mod tests {
             t(&mut v);
             let (_, mut o) = pair(RekeyPolicy::default(), BIG);
             let mut result = Ok(None);
-            for f in v {
-                result = o.open_frame(f);
+            for mut f in v {
+                result = o.open_frame(&mut f);
                 if result.is_err() {
                     break;
                 }
@@ -549,8 +561,8 @@ mod tests {
         // Swap the REKEY frame for a replay of an old-key frame.
         fs[2] = fs[0].clone();
         let mut res = Ok(None);
-        for f in fs {
-            res = o.open_frame(f);
+        for mut f in fs {
+            res = o.open_frame(&mut f);
             if res.is_err() {
                 break;
             }
@@ -576,11 +588,11 @@ mod tests {
             s.seal_message(b"x", &mut wire).unwrap();
         }
         let fs = frames(wire);
-        for f in fs[..10].iter().cloned() {
-            o.open_frame(f).unwrap();
+        for mut f in fs[..10].iter().cloned() {
+            o.open_frame(&mut f).unwrap();
         }
         assert!(matches!(
-            o.open_frame(fs[10].clone()),
+            o.open_frame(&mut fs[10].clone()),
             Err(Error::KeyExhausted)
         ));
     }
@@ -602,16 +614,57 @@ mod tests {
         let mut o = Opener::new(&key, RekeyPolicy::default(), BIG, true);
         let fs = frames(wire);
         assert_eq!(
-            o.open_frame(fs[0].clone()).unwrap(),
+            o.open_frame(&mut fs[0].clone()).unwrap(),
             Some(Event::Confirmed(None))
         );
         assert!(matches!(
-            o.open_frame(fs[1].clone()).unwrap(),
+            o.open_frame(&mut fs[1].clone()).unwrap(),
             Some(Event::Message(_))
         ));
         assert!(matches!(
-            o.open_frame(fs[2].clone()),
+            o.open_frame(&mut fs[2].clone()),
             Err(Error::Protocol(_))
         ));
+    }
+
+    /// Seal DATA frames with the given flags and chunk sizes, as a hostile sender would.
+    fn hostile_fragments(s: &mut Sealer, total: u64, parts: &[(u8, usize)]) -> BytesMut {
+        let mut wire = BytesMut::new();
+        for (i, &(flags, len)) in parts.iter().enumerate() {
+            let mut header = vec![FrameType::Data as u8, flags];
+            if i == 0 {
+                header.extend_from_slice(&total.to_be_bytes());
+            }
+            s.seal_frame(&mut wire, &header, &vec![b'x'; len]).unwrap();
+        }
+        wire
+    }
+
+    #[test]
+    fn fragments_short_of_a_full_frame_are_refused() {
+        let ml = FLAG_MORE | FLAG_LENGTH;
+        let total = (FIRST_FRAGMENT + MAX_CHUNK + 10) as u64;
+        let cases: [&[(u8, usize)]; 3] = [
+            // A tiny first fragment.
+            &[(ml, 1), (FLAG_MORE, MAX_CHUNK), (0, 10)],
+            // A short middle fragment.
+            &[(ml, FIRST_FRAGMENT), (FLAG_MORE, 1)],
+            // An empty middle fragment.
+            &[(ml, FIRST_FRAGMENT), (FLAG_MORE, 0)],
+        ];
+        for parts in cases {
+            let (mut s, mut o) = pair(RekeyPolicy::default(), BIG);
+            let wire = hostile_fragments(&mut s, total, parts);
+            assert!(
+                matches!(open_all(&mut o, wire), Err(Error::Protocol(_))),
+                "{parts:?}"
+            );
+        }
+        // The same total, cut as an honest sender cuts it, is delivered.
+        let (mut s, mut o) = pair(RekeyPolicy::default(), BIG);
+        let parts = [(ml, FIRST_FRAGMENT), (FLAG_MORE, MAX_CHUNK), (0, 10)];
+        let wire = hostile_fragments(&mut s, total, &parts);
+        let events = open_all(&mut o, wire).unwrap();
+        assert!(matches!(&events[..], [Event::Message(m)] if m.len() as u64 == total));
     }
 }

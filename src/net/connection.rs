@@ -103,32 +103,44 @@ struct Shared {
     key_epoch: u32,
     stats: ConnStats,
     /// Acknowledged sessions: the ACK to send.
-    ack: AckSlot,
+    ack: Coalesced,
+    /// The PONG to send: one queued, echoing the latest PING.
+    pong: Coalesced,
+    /// Our keepalive PING: one queued, however long the peer leaves it unread.
+    ping: Coalesced,
     /// What to do with the peer's ACKs.
     acks: Mutex<Acks>,
 }
 
-/// The latest ACK value to send, and whether an ACK is queued: one queued ACK carries whatever
-/// is latest when the writer gets to it.
+/// A reply the peer can ask for as often as it likes (ACK values to send, PONGs): at most one is
+/// queued at a time, carrying whatever value is latest when the writer gets to it. This is what
+/// bounds the replies to a peer that floods us and never reads: one queued item, whatever it
+/// sends (HTTP/2's ping flood is the same attack against an unbounded reply queue).
 #[derive(Default)]
-struct AckSlot {
+struct Coalesced {
     value: AtomicU64,
     queued: AtomicBool,
 }
 
-impl AckSlot {
-    /// Raise the value to send; true when no ACK is queued (the caller queues one).
+impl Coalesced {
+    /// Raise the value to send; true when no reply is queued (the caller queues one).
     ///
     /// SeqCst here and in `take`: each side writes one flag and then reads the other's. Weaker
     /// orderings let `take` read the value before its `queued = false` is seen (a store may pass
-    /// a later load, on x86 too), while `offer`, still seeing an ACK queued, queues none: the
-    /// value offered would go out only with some later ACK, if any.
-    fn offer(&self, next_expected: u64) -> bool {
-        self.value.fetch_max(next_expected, SeqCst);
+    /// a later load, on x86 too), while `offer`, still seeing a reply queued, queues none: the
+    /// value offered would go out only with some later reply, if any.
+    fn offer_max(&self, value: u64) -> bool {
+        self.value.fetch_max(value, SeqCst);
         !self.queued.swap(true, SeqCst)
     }
 
-    /// The value for the queued ACK the writer is sealing; from now on `offer` queues another.
+    /// Replace the value to send (a PONG echoes the latest PING); as `offer_max` otherwise.
+    fn offer(&self, value: u64) -> bool {
+        self.value.store(value, SeqCst);
+        !self.queued.swap(true, SeqCst)
+    }
+
+    /// The value for the queued reply the writer is sealing; from now on `offer` queues another.
     fn take(&self) -> u64 {
         self.queued.store(false, SeqCst);
         self.value.load(SeqCst)
@@ -274,7 +286,9 @@ impl Connection {
             handshake_hash: est.handshake_hash,
             key_epoch,
             stats: ConnStats::default(),
-            ack: AckSlot::default(),
+            ack: Coalesced::default(),
+            pong: Coalesced::default(),
+            ping: Coalesced::default(),
             acks: Mutex::new(if acknowledged {
                 Acks::Held(None)
             } else {
@@ -546,7 +560,7 @@ impl Connection {
     /// Acknowledged sessions: tell the peer every message below `next_expected` was delivered.
     /// Cheap to call per message: at most one ACK is queued at a time, carrying the latest value.
     pub fn ack(&self, next_expected: u64) {
-        if self.shared.ack.offer(next_expected) {
+        if self.shared.ack.offer_max(next_expected) {
             self.shared.queue(Outgoing::Ack(0), 0);
         }
     }
@@ -568,9 +582,10 @@ impl Connection {
         applied
     }
 
-    /// Queue a PING (used by keepalive).
+    /// Queue a PING carrying `opaque` (at most one waits to be sent; a later call only
+    /// updates its value). False when the connection's writer is gone.
     pub fn ping(&self, opaque: u64) -> bool {
-        !self.shared.queue(Outgoing::Ping(opaque), 0)
+        self.shared.queue_ping(opaque)
     }
 }
 
@@ -681,10 +696,17 @@ impl Shared {
         Ok(None)
     }
 
-    /// A queued ACK carries the latest value at the moment it is written.
-    fn latest_ack(&self, item: Outgoing) -> Outgoing {
+    /// Queue our PING unless one is already waiting; false if the writer is gone.
+    fn queue_ping(&self, opaque: u64) -> bool {
+        !self.ping.offer(opaque) || !self.queue(Outgoing::Ping(0), 0)
+    }
+
+    /// A queued ACK, PONG or PING carries the latest value at the moment it is sealed.
+    fn latest_reply(&self, item: Outgoing) -> Outgoing {
         match item {
             Outgoing::Ack(_) => Outgoing::Ack(self.ack.take()),
+            Outgoing::Pong(_) => Outgoing::Pong(self.pong.take()),
+            Outgoing::Ping(_) => Outgoing::Ping(self.ping.take()),
             other => other,
         }
     }
@@ -714,6 +736,38 @@ impl Shared {
         self.send_budget.close();
         self.wake_writers();
         self.cancel.cancel();
+    }
+
+    /// The connection failed on the peer's account (`err`), with the channel still intact:
+    /// record the outcome, tell the application at once, and queue a CLOSE with `code` as our
+    /// last frame (unless we had sent one). True when the CLOSE was queued.
+    fn fail_with_close(&self, code: CloseCode, err: &Error) -> bool {
+        let info = err.to_close_info();
+        let mut st = self.lock_close();
+        if st.outcome.is_none() {
+            st.outcome = Some(info.clone());
+        }
+        let queued = st.sent.is_none() && {
+            let reason = crate::core::frame::truncate_utf8(
+                &info.reason,
+                crate::core::frame::MAX_CLOSE_REASON,
+            )
+            .to_owned();
+            st.sent = Some((code, reason.clone()));
+            !self.queue(
+                Outgoing::Close {
+                    code: code.0,
+                    reason,
+                },
+                0,
+            )
+        };
+        let info = st.outcome.clone().expect("set above");
+        drop(st);
+        self.inbound.end(info);
+        self.send_budget.close();
+        self.wake_writers();
+        queued
     }
 
     /// The peer's CLOSE arrived: the outcome is clean, and names whoever closed first.
@@ -761,7 +815,7 @@ async fn write_loop(
                 // Seal everything already queued (up to a batch) before writing: few syscalls.
                 while let Some((item, cost)) = next.take() {
                     if let Some(item) = item {
-                        let item = shared.latest_ack(item);
+                        let item = shared.latest_reply(item);
                         closing = matches!(item, Outgoing::Close { .. });
                         let sealed = w.seal(item);
                         shared.queued.fetch_sub(1, Relaxed);
@@ -877,7 +931,7 @@ impl Liveness {
     fn ping(&mut self, shared: &Shared) {
         if self.ping_interval.is_some() {
             self.pings += 1;
-            shared.queue(Outgoing::Ping(self.pings), 0);
+            shared.queue_ping(self.pings);
             self.last_ping = Instant::now();
         }
     }
@@ -975,7 +1029,9 @@ async fn read_loop(
                     liveness.heard();
                 }
                 Event::Ping(v) => {
-                    shared.queue(Outgoing::Pong(v), 0);
+                    if shared.pong.offer(v) {
+                        shared.queue(Outgoing::Pong(0), 0);
+                    }
                 }
                 Event::Pong(_) => {}
                 Event::Close { code, reason } => {
@@ -1000,10 +1056,20 @@ async fn read_loop(
         .rekeys_received
         .store(reader.decoder().opener.rekeys(), Relaxed);
     let writer_done = match outcome {
-        Err(e) => {
-            shared.finish(e.to_close_info());
-            false
-        }
+        Err(e) => match e.close_code_to_send() {
+            // The peer broke the protocol over an intact channel: tell it why before the FIN,
+            // within the close timeout (after a tag failure we send nothing: see `Error`).
+            Some(code) if shared.fail_with_close(code, &e) => {
+                let flushed =
+                    tokio::time::timeout(shared.config.close_timeout, &mut writer_task).await;
+                shared.finish(e.to_close_info());
+                flushed.is_ok()
+            }
+            _ => {
+                shared.finish(e.to_close_info());
+                false
+            }
+        },
         Ok(()) => {
             // Orderly end: give the writer the close timeout to flush our CLOSE, then stop it.
             let flushed = tokio::time::timeout(shared.config.close_timeout, &mut writer_task).await;
@@ -1023,7 +1089,7 @@ async fn read_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::AckSlot;
+    use super::Coalesced;
     use std::sync::atomic::{AtomicUsize, Ordering::Acquire, Ordering::Release};
     use std::time::{Duration, Instant};
 
@@ -1034,7 +1100,7 @@ mod tests {
     #[test]
     fn an_offer_that_queues_nothing_is_taken_by_the_queued_ack() {
         const ROUNDS: usize = 200_000;
-        let slot = AckSlot::default();
+        let slot = Coalesced::default();
         let (started, offered) = (AtomicUsize::new(0), AtomicUsize::new(0));
         let finished = AtomicUsize::new(0);
         let deadline = Instant::now() + Duration::from_secs(3);
@@ -1048,7 +1114,7 @@ mod tests {
                         return (queued_none, round - 1);
                     }
                     started.store(round, Release);
-                    queued_none[round - 1] = !slot.offer(round as u64);
+                    queued_none[round - 1] = !slot.offer_max(round as u64);
                     offered.store(round, Release);
                 }
                 (queued_none, ROUNDS)
@@ -1062,7 +1128,7 @@ mod tests {
                 taken[round - 1] = slot.take();
                 wait_for(&offered, round);
                 // The next round starts with an ACK queued again.
-                slot.offer(0);
+                slot.offer_max(0);
                 finished.store(round, Release);
             }
             let (queued_none, rounds) = offering.join().unwrap();

@@ -320,6 +320,15 @@ impl Link {
         self.shared.cancel.cancel();
     }
 
+    /// Server side: whether a resuming client that expects message `peer_next_expected` next
+    /// names a number this session can continue from (checked before RESUME answers it).
+    pub(crate) fn can_resume_at(&self, peer_next_expected: u64) -> bool {
+        self.shared
+            .session
+            .as_ref()
+            .is_some_and(|s| s.sender.can_resume_at(peer_next_expected))
+    }
+
     /// Acknowledged sessions: the sequence number of the next message to deliver.
     pub(crate) fn next_expected(&self) -> u64 {
         self.lock_reading().delivered.next_expected()

@@ -5,6 +5,7 @@ pub mod client;
 pub mod connection;
 pub mod link;
 pub mod mailbox;
+pub mod pending;
 pub mod reliable;
 pub mod server;
 

@@ -169,6 +169,12 @@ impl ReliableSender {
         Ok(())
     }
 
+    /// Whether a new connection may start at `next_expected`: at least every acknowledged
+    /// message, at most every message sent.
+    pub fn can_resume_at(&self, next_expected: u64) -> bool {
+        self.lock().outbox.can_resume_at(next_expected)
+    }
+
     /// A new connection, on which the peer expects message `next_expected` first: forget what
     /// it acknowledged that way and retransmit the rest there.
     pub fn attach(&self, conn: Connection, next_expected: u64) -> Result<()> {

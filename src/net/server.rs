@@ -1,7 +1,7 @@
 //! Listening: accept TCP, run the server side of the handshake under a deadline and a cap on
 //! pending handshakes, and hand only confirmed connections to the application.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -17,9 +17,10 @@ use zeroize::Zeroizing;
 use super::connection::{Connection, Start};
 use super::link::{Attached, Link, SessionConfig};
 use super::mailbox::Mailbox;
+use super::pending::{PendingTable, Source};
 use super::LinkConfig;
 use crate::core::codec::{FrameDecoder, FrameEncoder, Outgoing};
-use crate::core::frame::{ResumeReply, ResumeStatus, SessionRequest, SESSION_ID_LEN};
+use crate::core::frame::{Frame, ResumeReply, ResumeStatus, SessionRequest, SESSION_ID_LEN};
 use crate::core::handshake::{
     server_respond, Admission, ClientHello, NodeId, ServerParams, HELLO_LEN, MSG1_LEN, PARAMS_LEN,
 };
@@ -32,8 +33,12 @@ pub struct ServerConfig {
     pub link: LinkConfig,
     /// Deadline from TCP accept to the client's CONFIRM.
     pub handshake_timeout: Duration,
-    /// Handshakes in progress at once; at the cap, the oldest pending one is dropped.
+    /// Handshakes in progress at once; at the cap one is dropped (see `net::pending`).
     pub max_pending_handshakes: usize,
+    /// Handshakes in progress from one source (IPv4 address or IPv6 /64) at once; None: half
+    /// of `max_pending_handshakes` (many clients on one host, or behind one NAT, still fit,
+    /// and no one source can take the whole table).
+    pub max_pending_per_source: Option<usize>,
     /// Authenticated connections waiting for `accept()`; beyond it, new ones are closed (BUSY).
     pub accept_backlog: usize,
     /// Live connections at most; a client beyond it is told so in message 2 (BUSY).
@@ -42,6 +47,10 @@ pub struct ServerConfig {
     pub session: SessionConfig,
     /// How long a session whose connection dropped waits for its client to resume it.
     pub session_linger: Duration,
+    /// Acknowledged sessions alive at once (connected or lingering): each may hold up to
+    /// `recv_buffer` + `max_unacked` bytes after its connection dropped, so their number is
+    /// bounded too. A new session beyond it is refused as busy (1013).
+    pub max_sessions: usize,
 }
 
 impl Default for ServerConfig {
@@ -50,10 +59,12 @@ impl Default for ServerConfig {
             link: LinkConfig::default(),
             handshake_timeout: Duration::from_secs(10),
             max_pending_handshakes: 256,
+            max_pending_per_source: None,
             accept_backlog: 128,
             max_connections: None,
             session: SessionConfig::default(),
             session_linger: Duration::from_secs(60),
+            max_sessions: 1024,
         }
     }
 }
@@ -167,7 +178,7 @@ struct Shared {
     live: Mutex<HashMap<u64, Live>>,
     /// Connection slots taken (live or being admitted), for `max_connections`.
     slots: AtomicUsize,
-    pending: Mutex<VecDeque<(u64, CancellationToken)>>,
+    pending: Mutex<PendingTable<CancellationToken>>,
     next_id: AtomicU64,
     cancel: CancellationToken,
     /// The accept loop, which owns the listening socket: `close` waits for it to end, so the
@@ -192,9 +203,14 @@ impl Server {
         config: ServerConfig,
     ) -> Result<Server> {
         config.link.validate()?;
-        if config.max_pending_handshakes == 0 || config.accept_backlog == 0 {
+        if config.max_pending_handshakes == 0
+            || config.max_pending_per_source == Some(0)
+            || config.accept_backlog == 0
+            || config.max_sessions == 0
+        {
             return Err(Error::config(
-                "max_pending_handshakes and accept_backlog must be positive",
+                "max_pending_handshakes, max_pending_per_source, accept_backlog and max_sessions \
+                 must be positive",
             ));
         }
         let (key, derived) = tokio::task::spawn_blocking(move || source.into_key())
@@ -206,6 +222,10 @@ impl Server {
             current: Arc::new(KeyEpoch { key, epoch: 1 }),
             grace: None,
         };
+        let per_source = config
+            .max_pending_per_source
+            .unwrap_or(config.max_pending_handshakes.div_ceil(2));
+        let pending = PendingTable::new(config.max_pending_handshakes, per_source);
         let shared = Arc::new(Shared {
             accepted: Mailbox::new(config.accept_backlog),
             config,
@@ -213,7 +233,7 @@ impl Server {
             live: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             slots: AtomicUsize::new(0),
-            pending: Mutex::new(VecDeque::new()),
+            pending: Mutex::new(pending),
             next_id: AtomicU64::new(0),
             cancel: CancellationToken::new(),
             accepting: Mutex::new(None),
@@ -290,11 +310,7 @@ impl Server {
     }
 
     pub fn pending_handshakes(&self) -> usize {
-        self.shared
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.shared.lock_pending().len()
     }
 
     /// The next authenticated connection or new session, if one is waiting.
@@ -361,6 +377,10 @@ impl Shared {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, PendingTable<CancellationToken>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Live>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -393,6 +413,12 @@ impl Shared {
             .is_ok()
     }
 
+    /// Whether `take_slot` would succeed now.
+    fn slot_free(&self) -> bool {
+        let max = self.config.max_connections.unwrap_or(usize::MAX);
+        self.slots.load(Relaxed) < max
+    }
+
     fn release_slot(&self) {
         self.slots.fetch_sub(1, Relaxed);
     }
@@ -415,16 +441,12 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         };
         let id = shared.next_id.fetch_add(1, Relaxed);
         let token = shared.cancel.child_token();
-        {
-            let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
-            if pending.len() >= shared.config.max_pending_handshakes {
-                // The oldest pending handshake is the likeliest idle one (slowloris): drop it.
-                if let Some((_, oldest)) = pending.pop_front() {
-                    oldest.cancel();
-                    shared.stats.handshakes_evicted.fetch_add(1, Relaxed);
-                }
-            }
-            pending.push_back((id, token.clone()));
+        let evicted = shared
+            .lock_pending()
+            .insert(id, Source::of(peer.ip()), token.clone());
+        for victim in evicted {
+            victim.cancel();
+            shared.stats.handshakes_evicted.fetch_add(1, Relaxed);
         }
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -435,11 +457,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                     r.unwrap_or(Err(Error::Timeout("handshake")))
                 }
             };
-            shared
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|(i, _)| *i != id);
+            shared.lock_pending().remove(id);
             match result {
                 Ok((conn, epoch, route)) => admit(&shared, id, conn, epoch, route),
                 Err(Error::Closed(info)) if info.code == CloseCode::BUSY => {
@@ -588,11 +606,10 @@ async fn server_handshake(
     }
     let mut msg1 = [0u8; MSG1_LEN];
     rd.read_exact(&mut msg1).await?;
-    // The slot is decided before message 2, which tells an authenticated client if it is
-    // refused. It is held by a guard: however this future ends (error, deadline, eviction,
-    // server close), the slot comes back unless a live connection took it over.
-    let slot = SlotGuard::take(shared);
-    let admission = if slot.is_some() {
+    // Message 2 tells an authenticated client whether there is room, so room is looked at
+    // now; the slot itself is taken only after CONFIRM (`confirm_and_spawn`): until then this
+    // may be a replay of someone's message 1, which must not hold capacity.
+    let admission = if shared.slot_free() {
         Admission::Accepted
     } else {
         Admission::Busy
@@ -606,20 +623,17 @@ async fn server_handshake(
         &msg1,
         admission,
     )?;
+    shared.lock_pending().proved(id);
     let mut out = Vec::with_capacity(2 + msg2.len());
     out.extend_from_slice(&(msg2.len() as u16).to_be_bytes());
     out.extend_from_slice(&msg2);
-    let Some(slot) = slot else {
+    if admission == Admission::Busy {
         let _ = wr.write_all(&out).await;
-        return Err(Error::Closed(CloseInfo::error(
-            CloseCode::BUSY,
-            "max_connections reached",
-        )));
-    };
+        return Err(busy());
+    }
     let ticket = Ticket {
         id,
         epoch: key.epoch,
-        slot,
     };
     confirm_and_spawn(shared, rd, wr, &out, est, ticket).await
 }
@@ -628,7 +642,10 @@ async fn server_handshake(
 struct Ticket {
     id: u64,
     epoch: u32,
-    slot: SlotGuard,
+}
+
+fn busy() -> Error {
+    Error::Closed(CloseInfo::error(CloseCode::BUSY, "max_connections reached"))
 }
 
 /// One `max_connections` slot, given back when dropped.
@@ -658,7 +675,7 @@ async fn confirm_and_spawn(
     est: crate::core::handshake::Established,
     ticket: Ticket,
 ) -> Result<(Connection, u32, Route)> {
-    let Ticket { id, epoch, slot } = ticket;
+    let Ticket { id, epoch } = ticket;
     let link = &shared.config.link;
     wr.write_all(msg2).await?;
 
@@ -672,14 +689,28 @@ async fn confirm_and_spawn(
     );
     let request = match reader.next().await {
         Some(Ok(Event::Confirmed(request))) => request,
+        // Nothing decrypted: a replayed message 1, or a client without the keys.
         Some(Err(Error::Integrity)) => {
             return Err(Error::Authentication("key confirmation failed".into()))
         }
-        Some(Err(e)) => return Err(e),
-        Some(Ok(_)) => return Err(Error::protocol("expected CONFIRM")),
         None => return Err(Error::protocol("connection closed before key confirmation")),
+        // A frame decrypted, so the peer holds the keys and broke the protocol: tell it.
+        Some(Err(e)) => return Err(refuse(&mut wr, &est, link, e).await),
+        Some(Ok(_)) => {
+            let e = Error::protocol("the first frame must be CONFIRM");
+            return Err(refuse(&mut wr, &est, link, e).await);
+        }
     };
-    let (route, first) = route(shared, request);
+    // The client proved it holds the keys: now it may take a slot, held by a guard until the
+    // connection ends (however this future ends, the slot comes back unless the connection
+    // took it over). Room seen at message 1 may have gone since: say so in a CLOSE.
+    let Some(slot) = SlotGuard::take(shared) else {
+        return Err(refuse(&mut wr, &est, link, busy()).await);
+    };
+    let (route, first) = match route(shared, request) {
+        Ok(routed) => routed,
+        Err(e) => return Err(refuse(&mut wr, &est, link, e).await),
+    };
     let writer = FramedWrite::new(
         wr,
         FrameEncoder {
@@ -708,10 +739,35 @@ async fn confirm_and_spawn(
     Ok((conn, epoch, route))
 }
 
+/// End a handshake whose client proved it holds the keys: a CLOSE saying why (sealed under
+/// the new keys, the connection's first and last frame), then FIN. Returns the error.
+async fn refuse(
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    est: &crate::core::handshake::Established,
+    link: &LinkConfig,
+    err: Error,
+) -> Error {
+    let info = err.to_close_info();
+    let code = err.close_code_to_send().unwrap_or(info.code);
+    let mut sealer = Sealer::new(&est.send_key, link.rekey, est.peer_max_message);
+    let mut close = bytes::BytesMut::new();
+    let frame = Frame::Close {
+        code: code.0,
+        reason: &info.reason,
+    };
+    if sealer.seal_control(&frame, &mut close).is_ok() {
+        let _ = wr.write_all(&close).await;
+        let _ = wr.shutdown().await;
+    }
+    err
+}
+
 /// Where a confirmed connection goes, and the RESUME frame that tells the client (sessions).
-fn route(shared: &Shared, request: Option<SessionRequest>) -> (Route, Option<Outgoing>) {
+/// A resume that names numbers the session cannot continue from is a protocol error, found
+/// before RESUME would tell the client it resumed.
+fn route(shared: &Shared, request: Option<SessionRequest>) -> Result<(Route, Option<Outgoing>)> {
     let Some(request) = request else {
-        return (Route::Plain, None);
+        return Ok((Route::Plain, None));
     };
     let existing = shared
         .lock_sessions()
@@ -719,8 +775,21 @@ fn route(shared: &Shared, request: Option<SessionRequest>) -> (Route, Option<Out
         .filter(|link| link.ended().is_none())
         .cloned();
     let (route, status, next_expected) = match (request.resume, existing) {
+        (false, None) if shared.lock_sessions().len() >= shared.config.max_sessions => {
+            return Err(Error::Closed(CloseInfo::error(
+                CloseCode::BUSY,
+                "max_sessions reached",
+            )));
+        }
         (false, None) => (Route::NewSession(request), ResumeStatus::Created, 0),
         (true, Some(link)) => {
+            if !link.can_resume_at(request.next_expected) {
+                return Err(Error::protocol(format!(
+                    "the client resumes at message {}, which this session never sent \
+                     or the client had acknowledged",
+                    request.next_expected
+                )));
+            }
             let announced = link.next_expected();
             let route = Route::Resume {
                 link,
@@ -739,5 +808,5 @@ fn route(shared: &Shared, request: Option<SessionRequest>) -> (Route, Option<Out
         next_expected,
         window: super::link::window(shared.config.link.recv_buffer),
     };
-    (route, Some(Outgoing::Resume(reply)))
+    Ok((route, Some(Outgoing::Resume(reply))))
 }

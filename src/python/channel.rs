@@ -178,13 +178,24 @@ pub fn recv_blocking<'py, C: Channel>(
     to_pybytes(py, &m)
 }
 
+/// A close code the application asked for: only codes that may travel (PROTOCOL.md §4.3).
+fn app_close_code(code: u16) -> PyResult<CloseCode> {
+    let code = CloseCode(code);
+    if !code.travels() {
+        return Err(errors::to_py(crate::error::Error::config(format!(
+            "close code {code} is reserved; use 1000, 1001, or 3000-3999 / 4100-4999"
+        ))));
+    }
+    Ok(code)
+}
+
 pub fn close<'py, C: Channel>(
     py: Python<'py>,
     ch: &C,
     code: u16,
     reason: &str,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let close = ch.clone().close(CloseCode(code), reason.to_owned());
+    let close = ch.clone().close(app_close_code(code)?, reason.to_owned());
     future_into_py(py, async move {
         close.await;
         Ok(())
@@ -192,7 +203,7 @@ pub fn close<'py, C: Channel>(
 }
 
 pub fn close_blocking<C: Channel>(py: Python<'_>, ch: &C, code: u16, reason: &str) -> PyResult<()> {
-    let close = ch.clone().close(CloseCode(code), reason.to_owned());
+    let close = ch.clone().close(app_close_code(code)?, reason.to_owned());
     block_on(py, None, "close", async move {
         close.await;
         Ok(())

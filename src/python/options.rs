@@ -193,10 +193,12 @@ impl LinkOptions {
             link: self.link.clone(),
             handshake_timeout: self.handshake_timeout,
             max_pending_handshakes: self.max_pending_handshakes,
+            max_pending_per_source: None,
             accept_backlog: self.accept_backlog,
             max_connections: self.max_connections,
             session: self.session.clone(),
             session_linger: self.session_linger,
+            max_sessions: ServerConfig::default().max_sessions,
         }
     }
 
