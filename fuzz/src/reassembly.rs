@@ -11,9 +11,8 @@ use argonlink::core::cipher::CipherState;
 use argonlink::core::frame::{
     Frame, FrameType, DATA_HEADER, DATA_LENGTH_FIELD, FLAG_LENGTH, FLAG_MORE, MAX_PLAINTEXT_LEN,
 };
-use argonlink::core::session::{Event, Opener, RekeyPolicy};
+use argonlink::core::session::{Event, Opener, RekeyPolicy, FIRST_FRAGMENT, MAX_CHUNK};
 use argonlink::Error;
-use bytes::BytesMut;
 
 use crate::{seal_into, test_key, Reader};
 
@@ -229,6 +228,8 @@ impl Model {
                 (None, false, None) if chunk.len() as u64 > self.max => Expect::TooLarge,
                 (None, false, None) => Expect::Message(chunk),
                 (None, true, Some(t)) if t > self.max => Expect::TooLarge,
+                // Every fragment but the last is full (M14).
+                (None, true, Some(_)) if chunk.len() != FIRST_FRAGMENT => Expect::Protocol,
                 (None, true, Some(t)) if t <= chunk.len() as u64 => Expect::Protocol,
                 (None, true, Some(t)) => {
                     self.partial = Some((chunk, t));
@@ -236,6 +237,9 @@ impl Model {
                 }
                 (Some((mut got, t)), more, None) => {
                     if (got.len() + chunk.len()) as u64 > t {
+                        return Expect::Protocol;
+                    }
+                    if more && chunk.len() != MAX_CHUNK {
                         return Expect::Protocol;
                     }
                     got.extend_from_slice(&chunk);
@@ -389,7 +393,7 @@ pub fn run(data: &[u8]) -> Vec<Vec<u8>> {
             sender.rekey();
         }
         let expect = model.step(meant);
-        let got = observed(opener.open_frame(BytesMut::from(&wire[2..])));
+        let got = observed(opener.open_frame(&mut wire[2..]));
         assert_eq!(got, expect, "frame {index} ({op:?})");
         if got.is_error() {
             // After an error the session is over: nothing more is opened.
