@@ -839,6 +839,151 @@ def test_max_size_refuses_a_known_size_at_the_offer(
     assert os.listdir(dest) == []
 
 
+# --------------------------------------------------------------------------------------------
+# Limits against filling the disk
+
+
+def stale_partial(dest: Path, name: str, size: int, age_days: float) -> Path:
+    part = write(dest / _files._partial_name(name, hashlib.md5(name.encode()).hexdigest()), b"")
+    with open(part, "r+b") as f:
+        f.truncate(size)  # sparse: the quota counts the length
+    os.utime(part, (time.time() - age_days * 86400,) * 2)
+    return part
+
+
+def test_the_partial_quota_removes_the_oldest_unused_partials_first(
+    link: Any, dest: Path, tmp_path: Path, pool: Any
+) -> None:
+    client, conn = link
+    oldest = stale_partial(dest, "oldest", 10, age_days=3)  # in use by a live transfer
+    older = stale_partial(dest, "older", 10, age_days=2)
+    newer = stale_partial(dest, "newer", 10, age_days=1)
+    holder = os.open(oldest, os.O_RDWR)
+    try:
+        assert _files._try_lock(holder)
+        fut = pool.submit(conn.recv_file, dest, max_partials=3, timeout=10)
+        client.send_file(write(tmp_path / "new.bin", b"new data"), timeout=10)
+        fut.result(10)
+    finally:
+        os.close(holder)
+    assert oldest.exists() and newer.exists()  # a live transfer's partial is never removed
+    assert not older.exists()  # the oldest unused one made room
+    assert (dest / "new.bin").read_bytes() == b"new data"
+
+
+def test_the_byte_quota_counts_what_partials_hold(
+    link: Any, dest: Path, tmp_path: Path, pool: Any
+) -> None:
+    client, conn = link
+    first = stale_partial(dest, "first", 600, age_days=2)
+    second = stale_partial(dest, "second", 600, age_days=1)
+    fut = pool.submit(conn.recv_file, dest, max_partial_bytes=1000, timeout=10)
+    client.send_file(write(tmp_path / "n.bin", b"x" * 5000), timeout=10)  # itself not counted
+    fut.result(10)
+    assert not first.exists() and second.exists()
+    # Resuming a partial that is already there needs no room: nothing else is removed.
+    data = content(3000, seed=24)
+    key = _files._partial_key("r.bin", len(data), hashlib.sha256(data).digest())
+    write(dest / _files._partial_name("r.bin", key), data[:1000])
+    fut = pool.submit(conn.recv_file, dest, max_partials=1, max_partial_bytes=0, timeout=10)
+    assert client.send_file(write(tmp_path / "r.bin", data), timeout=10).resumed_from == 1000
+    fut.result(10)
+    assert second.exists()
+
+
+def test_live_transfers_filling_the_quota_make_a_new_offer_busy(
+    link: Any, dest: Path, tmp_path: Path, pool: Any
+) -> None:
+    client, conn = link
+    live = [stale_partial(dest, f"live{i}", 10, age_days=1) for i in range(2)]
+    holders = [os.open(p, os.O_RDWR) for p in live]
+    try:
+        assert all(_files._try_lock(fd) for fd in holders)
+        fut = pool.submit(conn.recv_file, dest, max_partials=2, timeout=10)
+        with pytest.raises(TransferError, match="unfinished transfers") as err:
+            client.send_file(write(tmp_path / "late.bin", b"late"), timeout=10)
+        assert err.value.code == TransferCode.BUSY and err.value.by_peer
+        with pytest.raises(TransferError):
+            fut.result(10)
+        assert partials(dest) == sorted(live)  # nothing created, nothing removed
+    finally:
+        for fd in holders:
+            os.close(fd)
+    fut = pool.submit(conn.recv_file, dest, max_partials=2, timeout=10)  # still in step
+    client.send_file(tmp_path / "late.bin", timeout=10)
+    assert fut.result(10).size == 4
+
+
+def test_running_out_of_disk_space_mid_stream_refuses_and_removes_the_partial(
+    link: Any, dest: Path, tmp_path: Path, pool: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, conn = link
+    reserve = 100 * MIB
+    monkeypatch.setattr(_files, "_SPACE_STEP", MIB)
+
+    def free_bytes(directory: Path, fd: int | None = None) -> int:
+        # A disk with 4 MiB above the reserve, shrinking as the partial files grow.
+        return reserve + 4 * MIB - sum(p.stat().st_size for p in partials(dest))
+
+    monkeypatch.setattr(_files, "_free_bytes", free_bytes)
+    fut = pool.submit(conn.recv_file, dest, min_free_space=reserve, timeout=10)
+    sent = Recorder()
+    with pytest.raises(TransferError, match="free disk space") as err:
+        client.send_stream(PipeLike(content(64 * MIB, seed=25)), "s.bin", progress=sent)
+    assert err.value.code == TransferCode.TOO_LARGE and err.value.by_peer
+    assert sent.calls[-1][0] < 32 * MIB  # stopped early
+    with pytest.raises(TransferError):
+        fut.result(10)
+    assert os.listdir(dest) == []  # the stream's partial is gone
+
+    # A stream offer is refused at once when the reserve is not there at all.
+    monkeypatch.setattr(_files, "_free_bytes", lambda directory, fd=None: reserve - 1)
+    fut = pool.submit(conn.recv_file, dest, min_free_space=reserve, timeout=10)
+    with pytest.raises(TransferError) as err:
+        client.send_stream(io.BytesIO(b"tiny"), "t.bin", timeout=10)
+    assert err.value.code == TransferCode.TOO_LARGE
+    with pytest.raises(TransferError):
+        fut.result(10)
+    assert os.listdir(dest) == []
+
+
+def test_a_known_size_needs_room_above_the_reserve(
+    link: Any, dest: Path, tmp_path: Path, pool: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, conn = link
+    monkeypatch.setattr(_files, "_free_bytes", lambda directory, fd=None: 1000 + 99)
+    fut = pool.submit(conn.recv_file, dest, min_free_space=1000, timeout=10)
+    with pytest.raises(TransferError, match="free disk space") as err:
+        client.send_file(write(tmp_path / "k.bin", b"x" * 100), timeout=10)
+    assert err.value.code == TransferCode.TOO_LARGE
+    with pytest.raises(TransferError):
+        fut.result(10)
+    assert os.listdir(dest) == []
+
+
+def test_total_timeout_bounds_a_transfer_from_its_offer_on(
+    link: Any, dest: Path, tmp_path: Path, pool: Any
+) -> None:
+    client, conn = link
+    # The wait for the offer does not count: the clock starts when it arrives.
+    fut = pool.submit(conn.recv_file, dest, total_timeout=0.5)
+    time.sleep(1.0)
+    client.send_file(write(tmp_path / "a.bin", b"in time"), timeout=10)
+    assert fut.result(10).size == 7
+
+    # A sender that offers and then stalls is given up on, however slowly it trickles.
+    data = b"y" * 100
+    fut = pool.submit(conn.recv_file, dest, total_timeout=0.5, timeout=10)
+    client.send(offer({"name": "slow.bin", "size": 100, "sha256": sha(data)}))
+    assert client.recv(timeout=10)[:10] == HEAD + b"\x02"  # ACCEPT
+    with pytest.raises(Timeout, match="total_timeout"):
+        fut.result(10)
+    assert not (dest / "slow.bin").exists()
+    assert len(partials(dest)) == 1  # resumable: kept for the next attempt
+    with pytest.raises(argonlink.ConfigError):
+        conn.recv_file(dest, total_timeout=0)
+
+
 def test_send_to_a_peer_that_answers_with_a_plain_message(
     link: Any, tmp_path: Path, pool: Any
 ) -> None:

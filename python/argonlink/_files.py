@@ -430,6 +430,13 @@ def _wait(timeout: float | None, deadline: float | None) -> float | None:
     return left if timeout is None else min(timeout, left)
 
 
+def _past_deadline(exc: BaseException, deadline: float | None) -> BaseException:
+    """A wait cut short by the transfer's deadline says so (not just "recv timed out")."""
+    if isinstance(exc, Timeout) and deadline is not None and time.monotonic() >= deadline:
+        return Timeout("the transfer took longer than its total_timeout")
+    return exc
+
+
 def _run_blocking(steps: _Steps, peer: _BlockingPeer, timeout: float | None) -> FileReceipt:
     value: Any = None
     error: BaseException | None = None
@@ -456,7 +463,7 @@ def _run_blocking(steps: _Steps, peer: _BlockingPeer, timeout: float | None) -> 
             else:
                 value = effect.fn(*effect.args)
         except BaseException as exc:  # into the protocol, which cleans up and re-raises
-            error = exc
+            error = _past_deadline(exc, deadline)
 
 
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -524,7 +531,7 @@ async def _run_async(steps: _Steps, peer: _AsyncPeer, timeout: float | None) -> 
             else:
                 value = await _in_thread(effect.fn, effect.args)
         except BaseException as exc:
-            error = exc
+            error = _past_deadline(exc, deadline)
 
 
 # --------------------------------------------------------------------------------------------
@@ -838,7 +845,8 @@ class _DirSink:
             key = secrets.token_hex(16)
         part = self._dest / _partial_name(name, key)
         with _quota_lock:
-            if not os.path.lexists(part):
+            created = not os.path.lexists(part)
+            if created:
                 _make_room(self._dest, self._limits)
             fd = _open_locked(part, self._limits.mode)
         if fd is None:
@@ -852,7 +860,7 @@ class _DirSink:
             self._check_space(fd, name)
         except BaseException:
             os.close(fd)
-            if not resumable:
+            if not resumable or created:  # an empty partial refused at the offer: no use
                 os.unlink(part)
             raise
         self._fd, self._part, self._final, self._name = fd, part, final, name
