@@ -7,6 +7,7 @@ import base64
 import contextlib
 import hashlib
 import importlib.metadata
+import json
 import os
 import select
 import signal
@@ -171,6 +172,7 @@ def test_serve_dir_and_send_files_arrive_byte_identical(tmp_path: Path, key: Pat
     assert server.stdout.splitlines() == expected
     for name, data in files.items():
         assert (incoming / name).read_bytes() == data
+        assert (incoming / name).stat().st_mode & 0o777 == 0o600  # private, by default
     assert sorted(os.listdir(incoming)) == sorted(files)
 
 
@@ -312,6 +314,163 @@ def test_a_print_server_refuses_files(tmp_path: Path, key: Path) -> None:
         server.finish()
     assert sent.returncode == cli.EXIT_TRANSFER
     assert "takes no files" in one_error_line(sent.stderr)
+
+
+def test_serve_file_limits_mode_and_hidden_names(tmp_path: Path, key: Path) -> None:
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    (tmp_path / ".env").write_bytes(b"A=1\n")
+    (tmp_path / "eleven.bin").write_bytes(b"x" * 11)
+    args = ("--max-size", "10", "--mode", "640", "--allow-hidden", "--min-free-space", "0")
+    with serving("--password-file", str(key), "--dir", str(incoming), "--once", *args) as server:
+        sent = run(
+            "send",
+            "--password-file",
+            str(key),
+            server.address,
+            str(tmp_path / ".env"),
+            str(tmp_path / "eleven.bin"),
+        )
+        server.finish()
+    assert sent.returncode == cli.EXIT_TRANSFER, sent.stderr
+    assert "at most 10" in one_error_line(sent.stderr)
+    assert (incoming / ".env").read_bytes() == b"A=1\n"
+    assert (incoming / ".env").stat().st_mode & 0o777 == 0o640
+    assert os.listdir(incoming) == [".env"]
+
+
+def test_serve_refuses_hidden_names_by_default(tmp_path: Path, key: Path) -> None:
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    (tmp_path / ".bashrc").write_bytes(b"alias ls='rm -rf'\n")
+    with serving("--password-file", str(key), "--dir", str(incoming), "--once") as server:
+        sent = run("send", "--password-file", str(key), server.address, str(tmp_path / ".bashrc"))
+        server.finish()
+    assert sent.returncode == cli.EXIT_TRANSFER
+    assert "starts with '.'" in one_error_line(sent.stderr)
+    assert os.listdir(incoming) == []
+
+
+def test_serve_file_settings_from_the_config_file(tmp_path: Path, key: Path) -> None:
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    settings = tmp_path / "node.toml"
+    settings.write_text("[server]\nmax_file_size = 3\nfile_mode = 0o660\n")
+    (tmp_path / "ok").write_bytes(b"abc")
+    (tmp_path / "big").write_bytes(b"abcd")
+    with serving(
+        "--password-file", str(key), "-c", str(settings), "--dir", str(incoming), "--once"
+    ) as server:
+        sent = run(
+            "send",
+            "--password-file",
+            str(key),
+            server.address,
+            *(str(tmp_path / n) for n in ["ok", "big"]),
+        )
+        server.finish()
+    assert sent.returncode == cli.EXIT_TRANSFER
+    assert "at most 3" in one_error_line(sent.stderr)
+    assert (incoming / "ok").stat().st_mode & 0o777 == 0o660
+    assert os.listdir(incoming) == ["ok"]
+
+
+def test_serve_timeout_ends_a_stalled_transfer(tmp_path: Path, key: Path) -> None:
+    incoming = tmp_path / "in"
+    incoming.mkdir()
+    data = b"never sent"
+    body = {"name": "stalled.bin", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    raw_offer = b"ALNKFILE\x01\x01" + json.dumps(body).encode()
+    with serving(
+        "--password-file", str(key), "--dir", str(incoming), "--once", "--timeout", "1"
+    ) as server:
+        with argonlink.sync.Client("127.0.0.1", server.port, password=PASSWORD) as client:
+            client.send(raw_offer)
+            assert client.recv(timeout=30)[:10] == b"ALNKFILE\x01\x02"  # ACCEPT
+            # ... and no data: the server gives up and ends the connection.
+            with pytest.raises(argonlink.ConnectionClosed):
+                client.recv(timeout=30)
+        server.finish()
+    assert server.returncode == cli.EXIT_NETWORK, server.stderr
+    assert "total_timeout" in server.stderr
+    assert not (incoming / "stalled.bin").exists()
+
+
+def test_file_options_need_dir(key: Path) -> None:
+    done = run("serve", "--password-file", str(key), "--print", "--mode", "600")
+    assert done.returncode == cli.EXIT_USAGE
+    assert "--mode only applies with --dir" in one_error_line(done.stderr)
+
+
+HOSTILE_MESSAGES = [
+    b"\x1b]0;owned\x07title",
+    b"\x1b[2J\x1b[31mred",
+    "bidi \u202eexe.txt".encode(),
+    b"8-bit csi \x9b2J and \xc2\x9b",
+    b"cr\rover",
+    "tab\tand caf\u00e9 stay\nas they are".encode(),
+]
+
+
+def serve_print_once(stdout: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        argonlink_cmd("serve", "--port", "0", "--print", "--once"),
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        env=base_env(ARGONLINK_PASSWORD=PASSWORD),
+        start_new_session=True,
+    )
+    assert proc.stderr is not None
+    ready, _, _ = select.select([proc.stderr], [], [], 20)
+    assert ready, "the server did not start"
+    line = proc.stderr.readline().decode()
+    assert "listening on" in line, line
+    port = int(line.rsplit(":", 1)[1])
+    with argonlink.sync.Client("127.0.0.1", port, password=PASSWORD) as client:
+        for msg in HOSTILE_MESSAGES:
+            client.send(msg)
+        client.flush(timeout=10)
+    return proc
+
+
+def test_serve_print_escapes_what_could_drive_a_terminal() -> None:
+    master, slave = os.openpty()
+    try:
+        proc = serve_print_once(slave)
+        os.close(slave)
+        slave = -1
+        screen = b""
+        while True:
+            ready, _, _ = select.select([master], [], [], 30)
+            assert ready, screen
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the server exited and closed the terminal
+                break
+            if not chunk:
+                break
+            screen += chunk
+        assert proc.wait(timeout=30) == 0
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    screen = screen.replace(b"\r\n", b"\n")  # the terminal's own line ends
+    assert b"\x1b" not in screen and b"\x07" not in screen and b"\x9b" not in screen
+    assert b"\r" not in screen and "\u202e".encode() not in screen
+    assert b"\\x1b]0;owned\\x07title\n" in screen
+    assert b"\\x1b[2J\\x1b[31mred\n" in screen
+    assert b"bidi \\u202eexe.txt\n" in screen
+    assert b"8-bit csi \\x9b2J and \\x9b\n" in screen
+    assert b"cr\\x0dover\n" in screen
+    assert "tab\tand caf\u00e9 stay\nas they are\n".encode() in screen
+
+
+def test_serve_print_into_a_pipe_writes_the_bytes_unchanged() -> None:
+    proc = serve_print_once(subprocess.PIPE)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert out == b"".join(msg + b"\n" for msg in HOSTILE_MESSAGES)
 
 
 def test_serve_with_a_phc_string(tmp_path: Path, key: Path) -> None:

@@ -40,10 +40,22 @@ def settings_of(cls: type) -> set[str]:
     return {f for f in cls.__dataclass_fields__ if f != "sources"}
 
 
+#: A server's settings for receiving files: recv_file's, not the Server's.
+FILE_SETTINGS = {
+    "max_file_size",
+    "transfer_timeout",
+    "file_mode",
+    "allow_hidden_names",
+    "max_partial_files",
+    "max_partial_bytes",
+    "min_free_space",
+}
+
+
 @pytest.mark.parametrize(
     ("base", "cfg", "extra"),
     [
-        (ServerBase, ServerConfig, {"password_hash_env", "password_hash_file"}),
+        (ServerBase, ServerConfig, {"password_hash_env", "password_hash_file", *FILE_SETTINGS}),
         (ClientBase, ClientConfig, set()),
     ],
 )
@@ -693,3 +705,75 @@ def test_kwargs_work_with_the_classes_directly(tmp_path: Path) -> None:
         with argonlink.sync.Client(**kw) as client:
             client.send(b"x")
             assert server.accept(timeout=5).recv(timeout=5) == b"x"
+
+
+# --- receiving files (argonlink serve --dir) ------------------------------------------------
+
+
+def test_file_settings_become_recv_file_keywords_not_server_ones(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "c.toml",
+        """\
+        [server]
+        max_file_size = 1000
+        transfer_timeout = 30
+        file_mode = 0o640
+        allow_hidden_names = true
+        max_partial_files = 4
+        max_partial_bytes = 0
+        min_free_space = 1048576
+        """,
+    )
+    cfg = load(path, env={}).server
+    assert cfg.recv_file_kwargs() == {
+        "max_size": 1000,
+        "total_timeout": 30.0,
+        "mode": 0o640,
+        "allow_hidden": True,
+        "max_partials": 4,
+        "max_partial_bytes": 0,
+        "min_free_space": 1 << 20,
+    }
+    kwargs = cfg.replace(password_file=secret_file(tmp_path / "pw")).kwargs()
+    assert not FILE_SETTINGS & set(kwargs)  # the Server takes none of them
+    argonlink.sync.Server(**kwargs).close()
+    assert ServerConfig().recv_file_kwargs() == {"allow_hidden": False}  # library defaults
+
+
+def test_file_settings_from_the_environment() -> None:
+    env = {
+        "ARGONLINK_FILE_MODE": "0640",
+        "ARGONLINK_SERVER_TRANSFER_TIMEOUT": "2.5",
+        "ARGONLINK_ALLOW_HIDDEN_NAMES": "yes",
+        "ARGONLINK_MAX_FILE_SIZE": "10",
+    }
+    cfg = load(env=env).server
+    assert (cfg.file_mode, cfg.transfer_timeout, cfg.allow_hidden_names) == (0o640, 2.5, True)
+    assert cfg.max_file_size == 10
+    assert load(env={"ARGONLINK_FILE_MODE": "0o600"}).server.file_mode == 0o600
+
+
+@pytest.mark.parametrize(
+    ("toml", "fragment"),
+    [
+        ("file_mode = 0o4755", "between 0o000 and 0o777"),
+        ("file_mode = 'rw-r--r--'", "octal"),
+        ("file_mode = 0o444", "owner read and write"),
+        ("file_mode = true", "permission mode"),
+        ("max_file_size = -1", "at least 0"),
+        ("transfer_timeout = 0", "more than zero"),
+        ("max_partial_files = 0", "at least 1"),
+        ("min_free_space = 1.5", "expected an integer"),
+    ],
+)
+def test_bad_file_settings_are_named(tmp_path: Path, toml: str, fragment: str) -> None:
+    path = write(tmp_path / "c.toml", f"[server]\n{toml}\n")
+    with pytest.raises(ConfigError, match=re.escape(fragment)) as info:
+        load(path, env={})
+    assert f"[server] {toml.split(' ')[0]}" in str(info.value)
+
+
+def test_file_settings_are_server_settings(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.toml", "[client]\nfile_mode = 0o600\n")
+    with pytest.raises(ConfigError, match="file_mode is a server setting"):
+        load(path, env={})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import io
 import json
@@ -390,6 +391,94 @@ def test_a_second_receiver_of_the_same_file_waits_then_reports_busy(
     assert (dest / "d.bin").read_bytes() == data
 
 
+async def test_contended_offers_never_hold_up_other_work(
+    server: argonlink.Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offers for a partial file that another transfer holds wait for its lock; however many
+    there are, they must not take the threads that other work needs: the loop's default
+    executor, and the file operations of an unrelated transfer."""
+    waiters = 16  # more than the default executor has threads on a small machine
+    monkeypatch.setattr(_files, "_LOCK_WAIT", 20.0)  # the waiters outlast the unrelated work
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    data = b"held by another transfer"
+    digest = hashlib.sha256(data).digest()
+    part = dest / _files._partial_name("held.bin", _files._partial_key("held.bin", 24, digest))
+    holder = os.open(part, os.O_RDWR | os.O_CREAT, 0o600)
+    real_try_lock, refused = _files._try_lock, [0]
+
+    def counting_try_lock(fd: int) -> bool:
+        locked = real_try_lock(fd)
+        refused[0] += not locked
+        return locked
+
+    monkeypatch.setattr(_files, "_try_lock", counting_try_lock)
+    src = write(tmp_path / "other.bin", content(3 * MIB, seed=22))
+    async with contextlib.AsyncExitStack() as stack:
+        assert real_try_lock(holder)
+        stack.callback(os.close, holder)
+        tasks: list[asyncio.Task[FileReceipt]] = []
+        for _ in range(waiters):
+            client = await stack.enter_async_context(
+                argonlink.Client(*server.address, password=PASSWORD)
+            )
+            conn = await server.accept(timeout=10)
+            tasks.append(asyncio.create_task(conn.recv_file(dest)))
+            await client.send(offer({"name": "held.bin", "size": 24, "sha256": digest.hex()}))
+        stack.push_async_callback(cancel_all, tasks)
+        while refused[0] < 2 * waiters:  # they are all waiting (or, before the fix, many are)
+            assert not any(t.done() for t in tasks), [t.exception() for t in tasks if t.done()]
+            await asyncio.sleep(0.01)
+
+        loop = asyncio.get_running_loop()
+        other = await stack.enter_async_context(
+            argonlink.Client(*server.address, password=PASSWORD)
+        )
+        other_conn = await server.accept(timeout=10)
+        unrelated = asyncio.gather(
+            loop.run_in_executor(None, lambda: "default executor ran"),
+            other.send_file(src),
+            other_conn.recv_file(dest),
+        )
+        await asyncio.wait([unrelated, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        assert unrelated.done(), "the unrelated work waited for the contended offers"
+        ran, sent, got = unrelated.result()
+        assert ran == "default executor ran" and sent.sha256 == got.sha256
+        assert not any(t.done() for t in tasks)  # still waiting for the lock
+    assert (dest / "other.bin").read_bytes() == src.read_bytes()
+
+
+async def cancel_all(tasks: list[asyncio.Task[FileReceipt]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_contended_offer_is_refused_as_busy_after_the_wait(
+    server: argonlink.Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_files, "_LOCK_WAIT", 0.3)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    data = content(100, seed=23)
+    src = write(tmp_path / "b.bin", data)
+    key = _files._partial_key("b.bin", len(data), hashlib.sha256(data).digest())
+    holder = os.open(dest / _files._partial_name("b.bin", key), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        assert _files._try_lock(holder)
+        async with argonlink.Client(*server.address, password=PASSWORD) as client:
+            conn = await server.accept(timeout=5)
+            sent, got = await asyncio.gather(
+                client.send_file(src, timeout=10),
+                conn.recv_file(dest, timeout=10),
+                return_exceptions=True,
+            )
+    finally:
+        os.close(holder)
+    assert isinstance(sent, TransferError) and sent.code == TransferCode.BUSY and sent.by_peer
+    assert isinstance(got, TransferError) and got.code == TransferCode.BUSY
+
+
 # --------------------------------------------------------------------------------------------
 # Verification
 
@@ -448,6 +537,16 @@ BAD_NAMES = [
     "c1\x85",
     "bidi\u202etxt.exe",
     "para\u2029sep",
+    # Unicode format characters (category Cf): invisible, so two names would look the same.
+    "zero\u200bwidth",
+    "word\u2060joiner",
+    "\ufeffbom.txt",
+    "arabic\u061cmark",
+    "soft\u00adhyphen",
+    "zwj\u200d.txt",
+    "lrm\u200e.txt",
+    "isolate\u2066x\u2069",
+    "tag\U000e0041",
     "CON",
     "con",
     "PRN.txt",
@@ -466,7 +565,10 @@ BAD_NAMES = [
     "\ud800",  # a lone surrogate: not UTF-8
     "name.argonlink-part",
 ]
-GOOD_NAMES = ["x" * 255, "é" * 127, "COM10", "CONSOLE.txt", ".hidden", "a..b", "名前.txt", "-"]
+GOOD_NAMES = ["x" * 255, "é" * 127, "COM10", "CONSOLE.txt", "a..b", "名前.txt", "-", "x."]
+#: Refused by a receiver unless it opts in (allow_hidden=True); the sender leaves it to the
+#: receiver.
+HIDDEN_NAMES = [".bashrc", ".ssh", ".hidden", ".x.tar.gz"]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
@@ -508,6 +610,81 @@ def test_unusual_but_safe_names_are_accepted(
     client.send_file(src, name=name, timeout=10)
     assert fut.result(10).path == dest / name
     assert (dest / name).read_bytes() == b"data"
+
+
+@pytest.mark.parametrize("name", HIDDEN_NAMES, ids=repr)
+def test_hidden_names_are_refused_unless_the_receiver_opts_in(
+    name: str, link: Any, dest: Path, tmp_path: Path, pool: Any
+) -> None:
+    client, conn = link
+    src = write(tmp_path / "src.bin", b"dot")
+    fut = pool.submit(conn.recv_file, dest, timeout=10)
+    with pytest.raises(UnsafeName, match="starts with") as err:
+        client.send_file(src, name=name, timeout=10)  # the sender leaves it to the receiver
+    assert err.value.by_peer
+    with pytest.raises(UnsafeName):
+        fut.result(10)
+    assert os.listdir(dest) == []
+
+    fut = pool.submit(conn.recv_file, dest, allow_hidden=True, timeout=10)
+    client.send_file(src, name=name, timeout=10)
+    assert fut.result(10).path == dest / name
+    assert (dest / name).read_bytes() == b"dot"
+    with pytest.raises(UnsafeName):
+        argonlink.check_name(name)
+    assert argonlink.check_name(name, allow_hidden=True) == name
+
+
+def mode_of(path: Path) -> int:
+    return path.stat().st_mode & 0o7777
+
+
+def test_received_files_are_private_whatever_the_senders_mode(
+    link: Any, dest: Path, tmp_path: Path, pool: Any
+) -> None:
+    client, conn = link
+    data = content(2 * MIB + 1, seed=20)
+    src = write(tmp_path / "public.bin", data)
+    src.chmod(0o644)
+    partial_modes: list[int] = []
+
+    def look(done: int, total: int) -> None:
+        partial_modes.extend(mode_of(p) for p in partials(dest))
+
+    fut = pool.submit(conn.recv_file, dest, progress=look, timeout=10)
+    client.send_file(src, timeout=10)
+    assert fut.result(10).path == dest / "public.bin"
+    assert partial_modes and set(partial_modes) == {0o600}  # never readable by others
+    assert mode_of(dest / "public.bin") == 0o600
+
+    # A receiver may ask for another mode; it gets exactly that, whatever the umask.
+    old_umask = os.umask(0o077)
+    try:
+        fut = pool.submit(conn.recv_file, dest, mode=0o640, timeout=10)
+        client.send_file(src, name="shared.bin", timeout=10)
+        fut.result(10)
+    finally:
+        os.umask(old_umask)
+    assert mode_of(dest / "shared.bin") == 0o640
+    with pytest.raises(argonlink.ConfigError):
+        conn.recv_file(dest, mode=0o4755)  # no setuid: refused before anything is taken
+    with pytest.raises(argonlink.ConfigError):
+        conn.recv_file(dest, mode=0o444)  # the owner must be able to write (to resume)
+
+
+def test_a_resumed_partial_gets_the_receivers_mode(
+    link: Any, dest: Path, tmp_path: Path, pool: Any
+) -> None:
+    client, conn = link
+    data = content(3000, seed=21)
+    src = write(tmp_path / "r.bin", data)
+    key = _files._partial_key("r.bin", len(data), hashlib.sha256(data).digest())
+    part = write(dest / _files._partial_name("r.bin", key), data[:1000])
+    part.chmod(0o644)  # left by an older receiver
+    fut = pool.submit(conn.recv_file, dest, timeout=10)
+    assert client.send_file(src, timeout=10).resumed_from == 1000
+    fut.result(10)
+    assert mode_of(dest / "r.bin") == 0o600
 
 
 def test_a_symlink_in_place_of_the_partial_file_is_not_followed(
@@ -660,6 +837,151 @@ def test_max_size_refuses_a_known_size_at_the_offer(
     with pytest.raises(TransferError):
         fut.result(10)
     assert os.listdir(dest) == []
+
+
+# --------------------------------------------------------------------------------------------
+# Limits against filling the disk
+
+
+def stale_partial(dest: Path, name: str, size: int, age_days: float) -> Path:
+    part = write(dest / _files._partial_name(name, hashlib.md5(name.encode()).hexdigest()), b"")
+    with open(part, "r+b") as f:
+        f.truncate(size)  # sparse: the quota counts the length
+    os.utime(part, (time.time() - age_days * 86400,) * 2)
+    return part
+
+
+def test_the_partial_quota_removes_the_oldest_unused_partials_first(
+    link: Any, dest: Path, tmp_path: Path, pool: Any
+) -> None:
+    client, conn = link
+    oldest = stale_partial(dest, "oldest", 10, age_days=3)  # in use by a live transfer
+    older = stale_partial(dest, "older", 10, age_days=2)
+    newer = stale_partial(dest, "newer", 10, age_days=1)
+    holder = os.open(oldest, os.O_RDWR)
+    try:
+        assert _files._try_lock(holder)
+        fut = pool.submit(conn.recv_file, dest, max_partials=3, timeout=10)
+        client.send_file(write(tmp_path / "new.bin", b"new data"), timeout=10)
+        fut.result(10)
+    finally:
+        os.close(holder)
+    assert oldest.exists() and newer.exists()  # a live transfer's partial is never removed
+    assert not older.exists()  # the oldest unused one made room
+    assert (dest / "new.bin").read_bytes() == b"new data"
+
+
+def test_the_byte_quota_counts_what_partials_hold(
+    link: Any, dest: Path, tmp_path: Path, pool: Any
+) -> None:
+    client, conn = link
+    first = stale_partial(dest, "first", 600, age_days=2)
+    second = stale_partial(dest, "second", 600, age_days=1)
+    fut = pool.submit(conn.recv_file, dest, max_partial_bytes=1000, timeout=10)
+    client.send_file(write(tmp_path / "n.bin", b"x" * 5000), timeout=10)  # itself not counted
+    fut.result(10)
+    assert not first.exists() and second.exists()
+    # Resuming a partial that is already there needs no room: nothing else is removed.
+    data = content(3000, seed=24)
+    key = _files._partial_key("r.bin", len(data), hashlib.sha256(data).digest())
+    write(dest / _files._partial_name("r.bin", key), data[:1000])
+    fut = pool.submit(conn.recv_file, dest, max_partials=1, max_partial_bytes=0, timeout=10)
+    assert client.send_file(write(tmp_path / "r.bin", data), timeout=10).resumed_from == 1000
+    fut.result(10)
+    assert second.exists()
+
+
+def test_live_transfers_filling_the_quota_make_a_new_offer_busy(
+    link: Any, dest: Path, tmp_path: Path, pool: Any
+) -> None:
+    client, conn = link
+    live = [stale_partial(dest, f"live{i}", 10, age_days=1) for i in range(2)]
+    holders = [os.open(p, os.O_RDWR) for p in live]
+    try:
+        assert all(_files._try_lock(fd) for fd in holders)
+        fut = pool.submit(conn.recv_file, dest, max_partials=2, timeout=10)
+        with pytest.raises(TransferError, match="unfinished transfers") as err:
+            client.send_file(write(tmp_path / "late.bin", b"late"), timeout=10)
+        assert err.value.code == TransferCode.BUSY and err.value.by_peer
+        with pytest.raises(TransferError):
+            fut.result(10)
+        assert partials(dest) == sorted(live)  # nothing created, nothing removed
+    finally:
+        for fd in holders:
+            os.close(fd)
+    fut = pool.submit(conn.recv_file, dest, max_partials=2, timeout=10)  # still in step
+    client.send_file(tmp_path / "late.bin", timeout=10)
+    assert fut.result(10).size == 4
+
+
+def test_running_out_of_disk_space_mid_stream_refuses_and_removes_the_partial(
+    link: Any, dest: Path, tmp_path: Path, pool: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, conn = link
+    reserve = 100 * MIB
+    monkeypatch.setattr(_files, "_SPACE_STEP", MIB)
+
+    def free_bytes(directory: Path, fd: int | None = None) -> int:
+        # A disk with 4 MiB above the reserve, shrinking as the partial files grow.
+        return reserve + 4 * MIB - sum(p.stat().st_size for p in partials(dest))
+
+    monkeypatch.setattr(_files, "_free_bytes", free_bytes)
+    fut = pool.submit(conn.recv_file, dest, min_free_space=reserve, timeout=10)
+    sent = Recorder()
+    with pytest.raises(TransferError, match="free disk space") as err:
+        client.send_stream(PipeLike(content(64 * MIB, seed=25)), "s.bin", progress=sent)
+    assert err.value.code == TransferCode.TOO_LARGE and err.value.by_peer
+    assert sent.calls[-1][0] < 32 * MIB  # stopped early
+    with pytest.raises(TransferError):
+        fut.result(10)
+    assert os.listdir(dest) == []  # the stream's partial is gone
+
+    # A stream offer is refused at once when the reserve is not there at all.
+    monkeypatch.setattr(_files, "_free_bytes", lambda directory, fd=None: reserve - 1)
+    fut = pool.submit(conn.recv_file, dest, min_free_space=reserve, timeout=10)
+    with pytest.raises(TransferError) as err:
+        client.send_stream(io.BytesIO(b"tiny"), "t.bin", timeout=10)
+    assert err.value.code == TransferCode.TOO_LARGE
+    with pytest.raises(TransferError):
+        fut.result(10)
+    assert os.listdir(dest) == []
+
+
+def test_a_known_size_needs_room_above_the_reserve(
+    link: Any, dest: Path, tmp_path: Path, pool: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, conn = link
+    monkeypatch.setattr(_files, "_free_bytes", lambda directory, fd=None: 1000 + 99)
+    fut = pool.submit(conn.recv_file, dest, min_free_space=1000, timeout=10)
+    with pytest.raises(TransferError, match="free disk space") as err:
+        client.send_file(write(tmp_path / "k.bin", b"x" * 100), timeout=10)
+    assert err.value.code == TransferCode.TOO_LARGE
+    with pytest.raises(TransferError):
+        fut.result(10)
+    assert os.listdir(dest) == []
+
+
+def test_total_timeout_bounds_a_transfer_from_its_offer_on(
+    link: Any, dest: Path, tmp_path: Path, pool: Any
+) -> None:
+    client, conn = link
+    # The wait for the offer does not count: the clock starts when it arrives.
+    fut = pool.submit(conn.recv_file, dest, total_timeout=0.5)
+    time.sleep(1.0)
+    client.send_file(write(tmp_path / "a.bin", b"in time"), timeout=10)
+    assert fut.result(10).size == 7
+
+    # A sender that offers and then stalls is given up on, however slowly it trickles.
+    data = b"y" * 100
+    fut = pool.submit(conn.recv_file, dest, total_timeout=0.5, timeout=10)
+    client.send(offer({"name": "slow.bin", "size": 100, "sha256": sha(data)}))
+    assert client.recv(timeout=10)[:10] == HEAD + b"\x02"  # ACCEPT
+    with pytest.raises(Timeout, match="total_timeout"):
+        fut.result(10)
+    assert not (dest / "slow.bin").exists()
+    assert len(partials(dest)) == 1  # resumable: kept for the next attempt
+    with pytest.raises(argonlink.ConfigError):
+        conn.recv_file(dest, total_timeout=0)
 
 
 def test_send_to_a_peer_that_answers_with_a_plain_message(

@@ -3,8 +3,9 @@
 A small protocol on top of ordinary messages (``send``/``recv``), so it works over any
 connection or client. It is written once, as generators that *describe* their I/O (send this,
 receive one message, run this blocking file operation) without doing any of it; two thin
-drivers carry the descriptions out, one with ``await`` (file operations in a worker thread, so
-the event loop never waits for the disk) and one blocking. See docs/PROTOCOL.md, "File
+drivers carry the descriptions out, one with ``await`` (file operations on a small thread pool of
+this module's own, so the event loop never waits for the disk and a transfer never takes a
+thread of the loop's default executor) and one blocking. See docs/PROTOCOL.md, "File
 transfer", for the wire format.
 
 ::
@@ -24,6 +25,7 @@ the link's send buffer is full; the receiver writes each chunk as it comes.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import functools
@@ -36,6 +38,7 @@ import shutil
 import stat
 import struct
 import sys
+import threading
 import time
 import unicodedata
 from collections.abc import Callable, Generator
@@ -61,11 +64,16 @@ if sys.platform != "win32":
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_FILE_MODE",
+    "DEFAULT_MAX_PARTIALS",
+    "DEFAULT_MAX_PARTIAL_BYTES",
+    "DEFAULT_MIN_FREE_SPACE",
     "PARTIAL_SUFFIX",
     "AsyncTransfers",
     "BlockingTransfers",
     "FileReceipt",
     "Progress",
+    "check_mode",
     "check_name",
     "remove_stale_partials",
 ]
@@ -77,6 +85,14 @@ Progress: TypeAlias = Callable[[int, int], None]
 DEFAULT_CHUNK_SIZE: Final = 1 << 20
 #: Hidden partial files in the destination directory end with this; peers may not use it.
 PARTIAL_SUFFIX: Final = ".argonlink-part"
+#: Received files are readable and writable by their owner only, unless ``mode=`` says otherwise.
+DEFAULT_FILE_MODE: Final = 0o600
+#: At most this many partial files in a directory before a new one is created (docs: §9.5).
+DEFAULT_MAX_PARTIALS: Final = 32
+#: At most this many bytes in the partial files already in a directory before a new one is made.
+DEFAULT_MAX_PARTIAL_BYTES: Final = 64 << 30
+#: A receiver refuses (code 4) rather than leave less than this free on the file system.
+DEFAULT_MIN_FREE_SPACE: Final = 256 << 20
 
 # --------------------------------------------------------------------------------------------
 # Wire format: every message starts with MAGIC, a version byte and a type byte.
@@ -96,6 +112,9 @@ _SHA_HEX = re.compile(r"[0-9a-f]{64}")
 #: any framing a wrapping client might add).
 _CHUNK_MARGIN: Final = 64
 _LOCK_WAIT: Final = 5.0  # seconds a receiver waits for another transfer of the same file
+_LOCK_POLL: Final = (0.01, 0.25)  # first and longest pause between two tries of the lock
+_SPACE_STEP: Final = 16 << 20  # bytes written between two checks of the free space
+_FILE_WORKERS: Final = 8  # threads for the file operations of all asyncio transfers
 _HASH_STEP: Final = 64 << 20  # bytes hashed per worker-thread call (keeps cancellation prompt)
 
 OFFER, ACCEPT, REFUSE, DATA, END, DONE, CANCEL = 1, 2, 3, 4, 5, 6, 7
@@ -271,7 +290,9 @@ def _decode_offer(body: bytes) -> Offer:
 # Names
 
 _DEVICE = re.compile(r"(CON|PRN|AUX|NUL|CONIN\$|CONOUT\$|COM[0-9¹²³]|LPT[0-9¹²³])", re.IGNORECASE)
-_BIDI: Final = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
+# Cf holds the invisible characters (zero-width spaces and joiners, BOM, bidi marks and
+# overrides): two names that look the same must not be two files.
+_REFUSED_CATEGORIES: Final = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 def _shown(name: str) -> str:
@@ -279,15 +300,18 @@ def _shown(name: str) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def check_name(name: str) -> str:
+def check_name(name: str, *, allow_hidden: bool = False) -> str:
     """Return ``name`` if it is safe as a single file name in any directory on any common
     system; raise :class:`~argonlink.UnsafeName` otherwise.
 
     Refused: empty, ``.``, ``..`` and other all-dot names; ``/``, ``\\`` and ``:`` (paths,
-    drive letters, NTFS streams); control characters, line separators and bidirectional
-    overrides; Windows device names (``CON``, ``PRN``, ``AUX``, ``NUL``, ``COM0``-``COM9``,
-    ``LPT0``-``LPT9``, ``CONIN$``, ``CONOUT$``, with any extension); more than 255 bytes of
-    UTF-8; invalid UTF-8 (lone surrogates); and the partial-file suffix ``.argonlink-part``.
+    drive letters, NTFS streams); control characters (Unicode category Cc), format characters
+    (Cf: zero-width spaces and joiners, byte order marks, bidirectional marks and overrides),
+    line and paragraph separators; Windows device names (``CON``, ``PRN``, ``AUX``, ``NUL``,
+    ``COM0``-``COM9``, ``LPT0``-``LPT9``, ``CONIN$``, ``CONOUT$``, with any extension); more
+    than 255 bytes of UTF-8; invalid UTF-8 (lone surrogates); the partial-file suffix
+    ``.argonlink-part``; and, unless ``allow_hidden``, a name starting with ``.`` (a hidden
+    file such as ``.bashrc`` is often a configuration that other programs read).
     """
     if not isinstance(name, str):
         raise UnsafeName("the file name is not a string")
@@ -302,8 +326,14 @@ def check_name(name: str) -> str:
     for ch in name:
         if ch in "/\\:":
             raise UnsafeName(f"the file name {_shown(name)} contains {ch!r}: it must not be a path")
-        if unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in _BIDI:
-            raise UnsafeName(f"the file name {_shown(name)} contains a control character")
+        if unicodedata.category(ch) in _REFUSED_CATEGORIES:
+            raise UnsafeName(
+                f"the file name {_shown(name)} contains a control or invisible character"
+            )
+    if name.startswith(".") and not allow_hidden:
+        raise UnsafeName(
+            f"the file name {_shown(name)} starts with '.': the receiver takes no hidden files"
+        )
     if _DEVICE.fullmatch(name.split(".", 1)[0].rstrip(" ")):
         raise UnsafeName(f"the file name {_shown(name)} is a reserved device name on Windows")
     if name.endswith(PARTIAL_SUFFIX):
@@ -358,9 +388,23 @@ class _Run:
     args: tuple[Any, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class _Sleep:
+    """Pause (without holding a thread in the asyncio driver), e.g. between tries of a lock."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Deadline:
+    """From now on every wait ends by ``seconds`` from now: a whole transfer's time limit."""
+
+    seconds: float
+
+
 _RECV: Final = _Recv()
 _POLL: Final = _Poll()
-_Effect: TypeAlias = _Send | _Recv | _Poll | _Run
+_Effect: TypeAlias = _Send | _Recv | _Poll | _Run | _Sleep | _Deadline
 _Steps: TypeAlias = Generator[_Effect, Any, FileReceipt]
 
 
@@ -376,9 +420,27 @@ class _AsyncPeer(Protocol):
     def _peer_message_limit(self) -> int: ...
 
 
+def _wait(timeout: float | None, deadline: float | None) -> float | None:
+    """How long the next wait may take: ``timeout``, cut short by the transfer's deadline."""
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise Timeout("the transfer took longer than its total_timeout")
+    return left if timeout is None else min(timeout, left)
+
+
+def _past_deadline(exc: BaseException, deadline: float | None) -> BaseException:
+    """A wait cut short by the transfer's deadline says so (not just "recv timed out")."""
+    if isinstance(exc, Timeout) and deadline is not None and time.monotonic() >= deadline:
+        return Timeout("the transfer took longer than its total_timeout")
+    return exc
+
+
 def _run_blocking(steps: _Steps, peer: _BlockingPeer, timeout: float | None) -> FileReceipt:
     value: Any = None
     error: BaseException | None = None
+    deadline: float | None = None
     while True:
         try:
             effect = steps.send(value) if error is None else steps.throw(error)
@@ -388,20 +450,50 @@ def _run_blocking(steps: _Steps, peer: _BlockingPeer, timeout: float | None) -> 
         value, error = None, None
         try:
             if isinstance(effect, _Send):
-                peer.send(effect.data, timeout=timeout)
+                peer.send(effect.data, timeout=_wait(timeout, deadline))
             elif isinstance(effect, _Recv):
-                value = peer.recv(timeout)
+                value = peer.recv(_wait(timeout, deadline))
             elif isinstance(effect, _Poll):
                 with contextlib.suppress(Timeout):
                     value = peer.recv(0)
+            elif isinstance(effect, _Sleep):
+                time.sleep(min(effect.seconds, _wait(effect.seconds, deadline) or 0.0))
+            elif isinstance(effect, _Deadline):
+                deadline = time.monotonic() + effect.seconds
             else:
                 value = effect.fn(*effect.args)
         except BaseException as exc:  # into the protocol, which cleans up and re-raises
-            error = exc
+            error = _past_deadline(exc, deadline)
+
+
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _file_executor() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads that run the file operations of asyncio transfers: bounded, and not the
+    loop's default executor, so that no number of transfers can hold up other work."""
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = concurrent.futures.ThreadPoolExecutor(
+                _FILE_WORKERS, thread_name_prefix="argonlink-files"
+            )
+        return _executor
+
+
+def _forget_executor() -> None:
+    # A forked child has none of the parent's threads (and maybe a lock held by one of them).
+    global _executor, _executor_lock
+    _executor, _executor_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_executor)
 
 
 async def _in_thread(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    fut = asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
+    fut = asyncio.get_running_loop().run_in_executor(_file_executor(), functools.partial(fn, *args))
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
@@ -416,6 +508,7 @@ async def _in_thread(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
 async def _run_async(steps: _Steps, peer: _AsyncPeer, timeout: float | None) -> FileReceipt:
     value: Any = None
     error: BaseException | None = None
+    deadline: float | None = None
     while True:
         try:
             effect = steps.send(value) if error is None else steps.throw(error)
@@ -425,16 +518,20 @@ async def _run_async(steps: _Steps, peer: _AsyncPeer, timeout: float | None) -> 
         value, error = None, None
         try:
             if isinstance(effect, _Send):
-                await peer.send(effect.data, timeout=timeout)
+                await peer.send(effect.data, timeout=_wait(timeout, deadline))
             elif isinstance(effect, _Recv):
-                value = await peer.recv(timeout)
+                value = await peer.recv(_wait(timeout, deadline))
             elif isinstance(effect, _Poll):
                 with contextlib.suppress(Timeout):
                     value = await peer.recv(0)
+            elif isinstance(effect, _Sleep):
+                await asyncio.sleep(min(effect.seconds, _wait(effect.seconds, deadline) or 0.0))
+            elif isinstance(effect, _Deadline):
+                deadline = time.monotonic() + effect.seconds
             else:
                 value = await _in_thread(effect.fn, effect.args)
         except BaseException as exc:
-            error = exc
+            error = _past_deadline(exc, deadline)
 
 
 # --------------------------------------------------------------------------------------------
@@ -583,35 +680,101 @@ _OPEN_FLAGS: Final = (
 )
 
 
-def _open_locked(path: Path, name: str) -> int:
-    """Open (create) ``path`` and lock it, waiting a little for another transfer of the same
-    file (a resume that raced the end of the interrupted attempt)."""
-    deadline = time.monotonic() + _LOCK_WAIT
-    while True:
-        fd = os.open(path, _OPEN_FLAGS, 0o666)
+def _open_locked(path: Path, mode: int) -> int | None:
+    """Open (create) ``path`` with ``mode`` and lock it; None if another transfer holds the
+    lock. Never waits: the protocol pauses between tries without holding a thread."""
+    for _ in range(8):  # the holder may finish and move the file away between open and lock
+        fd = os.open(path, _OPEN_FLAGS, mode)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise OSError(errno.EINVAL, "the partial file is not a regular file", str(path))
-            if _try_lock(fd):
-                # While we waited, the holder may have finished and moved the file away.
-                try:
-                    now = os.lstat(path)
-                    same = (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev)
-                except FileNotFoundError:
-                    same = False
-                if same:
-                    return fd
-            elif time.monotonic() >= deadline:
-                raise TransferError(
-                    TransferCode.BUSY,
-                    f"{_shown(name)} is being received by another transfer; try again later",
-                )
-            else:
-                time.sleep(0.05)
+            if not _try_lock(fd):
+                os.close(fd)
+                return None
+            try:
+                now = os.lstat(path)
+                same = (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev)
+            except FileNotFoundError:
+                same = False
+            if same:
+                if os.name == "posix" and stat.S_IMODE(st.st_mode) != mode:
+                    os.fchmod(fd, mode)  # a partial left by an older receiver, or the umask
+                return fd
         except BaseException:
             os.close(fd)
             raise
+        os.close(fd)
+    return None
+
+
+def _free_bytes(dest: Path, fd: int | None = None) -> int:
+    """Bytes an unprivileged writer may still use on the file system of ``dest``."""
+    if fd is not None and hasattr(os, "fstatvfs"):
+        st = os.fstatvfs(fd)
+        return st.f_bavail * st.f_frsize
+    return shutil.disk_usage(dest).free
+
+
+@dataclass(frozen=True, slots=True)
+class _DirLimits:
+    """What a receiver into a directory allows (see ``recv_file``)."""
+
+    mode: int = DEFAULT_FILE_MODE
+    max_partials: int = DEFAULT_MAX_PARTIALS
+    max_partial_bytes: int = DEFAULT_MAX_PARTIAL_BYTES
+    min_free_space: int = DEFAULT_MIN_FREE_SPACE
+
+
+# Checking the quota and creating the partial file are one step for the threads of this
+# process (other processes may overshoot by one file each).
+_quota_lock = threading.Lock()
+
+
+def _make_room(dest: Path, limits: _DirLimits) -> None:
+    """Before a new partial file is created in ``dest``: the partial files already there must
+    be fewer than ``max_partials`` and hold at most ``max_partial_bytes``. The oldest ones no
+    transfer is using are removed until they are; if live transfers alone exceed the quota,
+    the offer is refused as BUSY."""
+    found: list[tuple[float, str, int]] = []
+    with os.scandir(dest) as entries:
+        for entry in entries:
+            if not _PARTIAL.fullmatch(entry.name):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found.append((st.st_mtime, entry.name, st.st_size))
+    count, total = len(found), sum(size for _, _, size in found)
+    found.sort()
+    for _, name, size in found:
+        if count < limits.max_partials and total <= limits.max_partial_bytes:
+            return
+        if _remove_unused(dest / name):
+            count, total = count - 1, total - size
+    if count >= limits.max_partials or total > limits.max_partial_bytes:
+        raise TransferError(
+            TransferCode.BUSY,
+            "too many unfinished transfers into this directory; try again later",
+        )
+
+
+def _remove_unused(path: Path) -> bool:
+    """Delete the partial file at ``path`` unless a transfer holds its lock."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        if not _try_lock(fd):
+            return False
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
+    finally:
         os.close(fd)
 
 
@@ -632,7 +795,7 @@ def _write_all(fd: int, data: memoryview) -> None:
 
 
 class _Sink(Protocol):
-    def open(self, name: str, offer: Offer) -> int: ...
+    def open(self, name: str, offer: Offer) -> int | None: ...
     def hash_prefix(self, limit: int) -> bool: ...
     def write(self, data: memoryview) -> None: ...
     def digest(self) -> bytes: ...
@@ -645,9 +808,10 @@ class _DirSink:
     """Receives into ``dest/.NAME.<key>.argonlink-part``; after verification, fsync and an
     atomic no-clobber move to ``dest/NAME``."""
 
-    def __init__(self, dest: Path, overwrite: bool) -> None:
+    def __init__(self, dest: Path, overwrite: bool, limits: _DirLimits) -> None:
         self._dest = dest
         self._overwrite = overwrite
+        self._limits = limits
         self._fd: int | None = None
         self._part: Path | None = None
         self._final: Path | None = None
@@ -656,6 +820,8 @@ class _DirSink:
         self._hash = hashlib.sha256()
         self._hashed = 0
         self._offset = 0
+        self._remaining: int | None = None  # bytes still to come, if the size is known
+        self._unchecked = 0  # bytes written since the free space was last checked
 
     def _check_destination(self, final: Path, name: str) -> None:
         try:
@@ -667,7 +833,9 @@ class _DirSink:
         if not self._overwrite:
             raise DestinationExists(f"{_shown(name)} already exists at the receiver")
 
-    def open(self, name: str, offer: Offer) -> int:
+    def open(self, name: str, offer: Offer) -> int | None:
+        """Open and lock the partial file; its length (where the sender continues), or None
+        while another transfer of the same file holds it (the caller tries again)."""
         final = self._dest / name
         self._check_destination(final, name)
         resumable = offer.sha256 is not None and offer.size is not None
@@ -676,27 +844,39 @@ class _DirSink:
         else:
             key = secrets.token_hex(16)
         part = self._dest / _partial_name(name, key)
-        fd = _open_locked(part, name)
+        with _quota_lock:
+            created = not os.path.lexists(part)
+            if created:
+                _make_room(self._dest, self._limits)
+            fd = _open_locked(part, self._limits.mode)
+        if fd is None:
+            return None
         try:
             have = os.fstat(fd).st_size if resumable else 0
             if offer.size is not None and have > offer.size:
                 have = 0  # not a prefix of this file after all
             os.ftruncate(fd, have)
-            if offer.size is not None:
-                need, free = offer.size - have, shutil.disk_usage(self._dest).free
-                if need > free:
-                    raise TransferError(
-                        TransferCode.TOO_LARGE,
-                        f"{_shown(name)} needs {need} more bytes; the receiver has {free} free",
-                    )
+            self._remaining = None if offer.size is None else offer.size - have
+            self._check_space(fd, name)
         except BaseException:
             os.close(fd)
-            if not resumable:
+            if not resumable or created:  # an empty partial refused at the offer: no use
                 os.unlink(part)
             raise
         self._fd, self._part, self._final, self._name = fd, part, final, name
         self._keep, self._offset = resumable, have
         return have
+
+    def _check_space(self, fd: int, name: str) -> None:
+        """Refuse (TOO_LARGE) once what is still to come would leave less than the reserve
+        free; a stream of unknown size only needs the reserve to be there."""
+        need = (self._remaining or 0) + self._limits.min_free_space
+        free = _free_bytes(self._dest, fd)
+        if need > free:
+            raise TransferError(
+                TransferCode.TOO_LARGE,
+                f"{_shown(name)}: the receiver does not have enough free disk space",
+            )
 
     def hash_prefix(self, limit: int) -> bool:
         """Hash up to ``limit`` more bytes of what the partial file already holds; True when
@@ -716,6 +896,12 @@ class _DirSink:
 
     def write(self, data: memoryview) -> None:
         assert self._fd is not None
+        self._unchecked += len(data)
+        if self._remaining is not None:
+            self._remaining -= len(data)
+        if self._unchecked >= _SPACE_STEP:  # other writers share the disk: look again
+            self._unchecked = 0
+            self._check_space(self._fd, self._name)
         _write_all(self._fd, data)
         self._hash.update(data)
 
@@ -751,7 +937,7 @@ class _DirSink:
         # No hard links on this file system: reserve the name with an exclusive create, then
         # replace the empty placeholder with the verified file in one rename.
         try:
-            os.close(os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            os.close(os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self._limits.mode))
         except FileExistsError:
             self.discard()
             raise DestinationExists(
@@ -780,7 +966,7 @@ class _StreamSink:
         self._f = fileobj
         self._hash = hashlib.sha256()
 
-    def open(self, name: str, offer: Offer) -> int:
+    def open(self, name: str, offer: Offer) -> int | None:
         return 0
 
     def hash_prefix(self, limit: int) -> bool:
@@ -964,13 +1150,45 @@ def _drain() -> Generator[_Effect, Any, None]:
             return
 
 
+@dataclass(frozen=True, slots=True)
+class _Receiving:
+    """A receiver's choices that do not concern its directory."""
+
+    max_size: int | None = None
+    allow_hidden: bool = False
+    total_timeout: float | None = None
+
+
+def _open_sink(sink: _Sink, name: str, offer: Offer) -> Generator[_Effect, Any, int]:
+    """Open the sink; while another transfer of the same file holds its partial file (a resume
+    that raced the end of the interrupted attempt), try again for a while, pausing between
+    tries without holding a thread."""
+    deadline = time.monotonic() + _LOCK_WAIT
+    pause, longest = _LOCK_POLL
+    while True:
+        offset: int | None = yield _Run(sink.open, (name, offer))
+        if offset is not None:
+            return offset
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TransferError(
+                TransferCode.BUSY,
+                f"{_shown(name)} is being received by another transfer; try again later",
+            )
+        yield _Sleep(min(pause, left))
+        pause = min(pause * 2, longest)
+
+
 def _receive_steps(
     make_sink: Callable[[], _Sink],
     progress: Progress | None,
-    max_size: int | None,
+    choices: _Receiving,
 ) -> _Steps:
-    start = time.monotonic()
+    max_size = choices.max_size
     msg: bytes = yield _RECV
+    start = time.monotonic()  # the transfer starts with its offer, not with the idle wait
+    if choices.total_timeout is not None:
+        yield _Deadline(choices.total_timeout)
     if not is_file_message(msg):
         raise UnexpectedMessage(msg)
     try:
@@ -984,13 +1202,13 @@ def _receive_steps(
     sink = make_sink()
     try:
         try:
-            name = check_name(offer.name)
+            name = check_name(offer.name, allow_hidden=choices.allow_hidden)
             if max_size is not None and offer.size is not None and offer.size > max_size:
                 raise TransferError(
                     TransferCode.TOO_LARGE,
                     f"{_shown(name)} has {offer.size} bytes; the receiver takes at most {max_size}",
                 )
-            offset: int = yield _Run(sink.open, (name, offer))
+            offset = yield from _open_sink(sink, name, offer)
             while not (yield _Run(sink.hash_prefix, (_HASH_STEP,))):
                 pass
         except Exception as exc:
@@ -1088,6 +1306,34 @@ def _max_size(max_size: int | None) -> int | None:
     return max_size
 
 
+def _count(value: int, what: str, low: int = 0) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"{what} must be an integer of at least {low}, got {value!r}")
+    return value
+
+
+def check_mode(mode: int) -> int:
+    """``mode`` if it is a valid permission mode for received files: 0o000-0o777 (no setuid,
+    setgid or sticky bit) and readable and writable by the owner (a resume reopens the file)."""
+    if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o777:
+        raise ConfigError(f"mode must be a permission mode between 0o000 and 0o777, got {mode!r}")
+    if mode & 0o600 != 0o600:
+        raise ConfigError(f"mode must let the owner read and write (0o600), got {mode:#o}")
+    return mode
+
+
+def _receiving(max_size: int | None, allow_hidden: bool, total_timeout: float | None) -> _Receiving:
+    if total_timeout is not None and (
+        not isinstance(total_timeout, int | float)
+        or isinstance(total_timeout, bool)
+        or not 0 < total_timeout < float("inf")
+    ):
+        raise ConfigError(
+            f"total_timeout must be a positive number of seconds or None, got {total_timeout!r}"
+        )
+    return _Receiving(_max_size(max_size), bool(allow_hidden), total_timeout)
+
+
 def _file_steps(
     path: str | os.PathLike[str],
     name: str | None,
@@ -1095,7 +1341,10 @@ def _file_steps(
     chunk: int,
     resume: bool,
 ) -> _Steps:
-    name = check_name(os.path.basename(os.fspath(path)) if name is None else name)
+    # A hidden name is the receiver's to refuse (it may have opted in): not checked here.
+    name = check_name(
+        os.path.basename(os.fspath(path)) if name is None else name, allow_hidden=True
+    )
     return _send_steps(functools.partial(_open_file, path, resume), name, resume, progress, chunk)
 
 
@@ -1110,19 +1359,31 @@ def _stream_steps(
         source.size = size
         return source
 
-    return _send_steps(open_source, check_name(name), False, progress, chunk)
+    return _send_steps(open_source, check_name(name, allow_hidden=True), False, progress, chunk)
 
 
 def _dest_steps(
     dest_dir: str | os.PathLike[str],
     overwrite: bool,
     progress: Progress | None,
-    max_size: int | None,
+    choices: _Receiving,
+    limits: _DirLimits,
 ) -> _Steps:
     dest = Path(dest_dir)
     if not dest.is_dir():  # before a message is taken: nothing is lost
         raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(dest))
-    return _receive_steps(lambda: _DirSink(dest, overwrite), progress, _max_size(max_size))
+    return _receive_steps(lambda: _DirSink(dest, overwrite, limits), progress, choices)
+
+
+def _dir_limits(
+    mode: int, max_partials: int, max_partial_bytes: int, min_free_space: int
+) -> _DirLimits:
+    return _DirLimits(
+        check_mode(mode),
+        _count(max_partials, "max_partials", 1),
+        _count(max_partial_bytes, "max_partial_bytes"),
+        _count(min_free_space, "min_free_space"),
+    )
 
 
 class AsyncTransfers:
@@ -1169,22 +1430,41 @@ class AsyncTransfers:
         progress: Progress | None = None,
         max_size: int | None = None,
         timeout: float | None = None,
+        total_timeout: float | None = None,
+        mode: int = DEFAULT_FILE_MODE,
+        allow_hidden: bool = False,
+        max_partials: int = DEFAULT_MAX_PARTIALS,
+        max_partial_bytes: int = DEFAULT_MAX_PARTIAL_BYTES,
+        min_free_space: int = DEFAULT_MIN_FREE_SPACE,
     ) -> FileReceipt:
         """Receive one file (from ``send_file`` or ``send_stream``) into ``dest_dir``.
 
         The data goes to a hidden partial file in ``dest_dir``; only after the whole file's SHA-256
         is verified is it fsynced and moved to its name, atomically and, unless ``overwrite``, never
         over an existing file. An unsafe name (a path, a device name, control characters, ...) is
-        refused and nothing is written. ``max_size`` refuses larger files. Every refusal is also
-        reported to the sender, and the connection stays usable.
+        refused and nothing is written; so is a name starting with ``.`` unless ``allow_hidden``.
+        ``max_size`` refuses larger files. Every refusal is also reported to the sender, and the
+        connection stays usable.
+
+        The file is created with permissions ``mode`` (default 0o600: only its owner may read
+        it), exactly, whatever the umask and the sender's copy. Limits against filling the disk
+        (docs/PROTOCOL.md, "Receiver" and "Limits"): before a new partial file is made, the
+        partial files already in ``dest_dir`` must be fewer than ``max_partials`` and hold at
+        most ``max_partial_bytes`` (the oldest that no transfer is using are removed to make
+        room; if live transfers fill the quota the offer is refused as BUSY); and the transfer
+        is refused as TOO_LARGE, at the offer or while writing, when what is still to come would
+        leave less than ``min_free_space`` bytes free.
 
         If the first message is not a file offer, raises :class:`~argonlink.UnexpectedMessage`,
         which carries it as ``.message``. Raises :class:`~argonlink.TransferError` subclasses for
         refusals, :class:`~argonlink.ConnectionClosed` / :class:`~argonlink.Timeout` when the link
-        fails (``timeout`` bounds each single wait). A partial file of a resumable transfer stays
-        for the sender's next attempt; :func:`~argonlink.remove_stale_partials` removes old
-        ones."""
-        steps = _dest_steps(dest_dir, overwrite, progress, max_size)
+        fails (``timeout`` bounds each single wait; ``total_timeout`` the whole transfer, from
+        its offer on: after that Timeout, close the connection). A partial file of a resumable
+        transfer stays for the sender's next attempt; :func:`~argonlink.remove_stale_partials`
+        removes old ones."""
+        limits = _dir_limits(mode, max_partials, max_partial_bytes, min_free_space)
+        choices = _receiving(max_size, allow_hidden, total_timeout)
+        steps = _dest_steps(dest_dir, overwrite, progress, choices, limits)
         return await _run_async(steps, self, timeout)
 
     async def send_stream(
@@ -1212,12 +1492,16 @@ class AsyncTransfers:
         progress: Progress | None = None,
         max_size: int | None = None,
         timeout: float | None = None,
+        total_timeout: float | None = None,
+        allow_hidden: bool = False,
     ) -> FileReceipt:
         """Receive one file (from ``send_file`` or ``send_stream``) into a binary file-like object,
         written as it arrives. Verification happens at the end: if this raises, discard what was
-        written. Resuming is not offered (the receiver asks for everything). Otherwise as
+        written. Resuming is not offered (the receiver asks for everything), and no partial file
+        is made (so the directory limits of :meth:`recv_file` do not apply). Otherwise as
         :meth:`recv_file`; the receipt's ``path`` is None."""
-        steps = _receive_steps(lambda: _StreamSink(fileobj), progress, _max_size(max_size))
+        choices = _receiving(max_size, allow_hidden, total_timeout)
+        steps = _receive_steps(lambda: _StreamSink(fileobj), progress, choices)
         return await _run_async(steps, self, timeout)
 
 
@@ -1248,9 +1532,17 @@ class BlockingTransfers:
         progress: Progress | None = None,
         max_size: int | None = None,
         timeout: float | None = None,
+        total_timeout: float | None = None,
+        mode: int = DEFAULT_FILE_MODE,
+        allow_hidden: bool = False,
+        max_partials: int = DEFAULT_MAX_PARTIALS,
+        max_partial_bytes: int = DEFAULT_MAX_PARTIAL_BYTES,
+        min_free_space: int = DEFAULT_MIN_FREE_SPACE,
     ) -> FileReceipt:
         """See :meth:`argonlink.Connection.recv_file`."""
-        steps = _dest_steps(dest_dir, overwrite, progress, max_size)
+        limits = _dir_limits(mode, max_partials, max_partial_bytes, min_free_space)
+        choices = _receiving(max_size, allow_hidden, total_timeout)
+        steps = _dest_steps(dest_dir, overwrite, progress, choices, limits)
         return _run_blocking(steps, self, timeout)
 
     def send_stream(
@@ -1274,7 +1566,10 @@ class BlockingTransfers:
         progress: Progress | None = None,
         max_size: int | None = None,
         timeout: float | None = None,
+        total_timeout: float | None = None,
+        allow_hidden: bool = False,
     ) -> FileReceipt:
         """See :meth:`argonlink.Connection.recv_stream`."""
-        steps = _receive_steps(lambda: _StreamSink(fileobj), progress, _max_size(max_size))
+        choices = _receiving(max_size, allow_hidden, total_timeout)
+        steps = _receive_steps(lambda: _StreamSink(fileobj), progress, choices)
         return _run_blocking(steps, self, timeout)

@@ -13,6 +13,7 @@ import getpass
 import importlib
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -38,6 +39,7 @@ from .exceptions import (
     ConnectionClosedOK,
     Error,
     ProtocolError,
+    Timeout,
     TransferCode,
     TransferError,
     UnexpectedMessage,
@@ -113,10 +115,18 @@ Run 'argonlink COMMAND --help' for each command's options.
 
 SERVE_HELP = f"""\
 Every file lands under its own name in DIR, only after its SHA-256 was verified, never over an
-existing file unless --overwrite. One line per file on stdout: "SHA256  NAME" (as sha256sum
-prints). A plain message that arrives instead of a file is written to stdout as it is. With
---print, every message is written to stdout followed by a newline, and file offers are
-refused.
+existing file unless --overwrite, readable by its owner only unless --mode. Names starting
+with "." are refused unless --allow-hidden. One line per file on stdout: "SHA256  NAME" (as
+sha256sum prints). A plain message that arrives instead of a file is written to stdout as it
+is. With --print, every message is written to stdout followed by a newline, and file offers
+are refused. On a terminal, control characters in messages are shown escaped (\\x1b); into a
+pipe or file they are written unchanged.
+
+limits (also [server] settings in --config): --max-size refuses larger files; --timeout ends
+a transfer (and its connection) that takes longer; a new transfer needs fewer than
+--max-partials unfinished partial files in DIR holding at most --max-partial-bytes (the
+oldest unused ones are removed to make room); a transfer is refused rather than leave less
+than --min-free-space bytes free.
 
 examples:
   argonlink serve --password-file link.key --dir incoming/
@@ -196,6 +206,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _octal(text: str) -> int:
+    try:
+        return int(text.lower().removeprefix("0o"), 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an octal mode: {text!r}") from None
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -271,6 +288,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--once", action="store_true", help="serve one connection, then exit with its status"
+    )
+    files = serve.add_argument_group("receiving files (with --dir)")
+    files.add_argument(
+        "--max-size", type=_count, metavar="BYTES", help="refuse files larger than BYTES"
+    )
+    files.add_argument(
+        "--timeout",
+        type=_positive,
+        metavar="SECONDS",
+        help="give up a transfer that takes longer, from its offer to its end",
+    )
+    files.add_argument(
+        "--mode", type=_octal, metavar="OCTAL", help="permissions of received files (default 600)"
+    )
+    files.add_argument(
+        "--allow-hidden",
+        action="store_true",
+        default=None,
+        help='accept names starting with "." (refused by default)',
+    )
+    files.add_argument(
+        "--max-partials",
+        type=_count,
+        metavar="N",
+        help="unfinished partial files allowed in DIR (default 32)",
+    )
+    files.add_argument(
+        "--max-partial-bytes",
+        type=_count,
+        metavar="BYTES",
+        help="bytes those partial files may hold (default 64 GiB)",
+    )
+    files.add_argument(
+        "--min-free-space",
+        type=_count,
+        metavar="BYTES",
+        help="free space to keep on DIR's file system (default 256 MiB)",
     )
 
     send = commands.add_parser(
@@ -537,7 +591,11 @@ class _Tally:
 
 
 def _serve_connection(
-    conn: sync.Connection, args: argparse.Namespace, out: Output, tally: _Tally
+    conn: sync.Connection,
+    args: argparse.Namespace,
+    out: Output,
+    tally: _Tally,
+    receiving: dict[str, Any],
 ) -> None:
     peer = _show_target(*conn.remote_address)
     if args.verbose:
@@ -545,7 +603,7 @@ def _serve_connection(
     while True:
         try:
             if args.dir is not None:
-                receipt = conn.recv_file(args.dir, overwrite=args.overwrite)
+                receipt = conn.recv_file(args.dir, overwrite=args.overwrite, **receiving)
                 with tally.lock:
                     tally.files += 1
                 out.result(f"{receipt.sha256}  {receipt.name}")
@@ -571,7 +629,7 @@ def _serve_connection(
                 _print_message(exc.message, out)
         except ConnectionClosedOK:
             break
-        except ConnectionClosed as exc:
+        except (ConnectionClosed, Timeout) as exc:  # after a Timeout it is out of step
             out.error(f"{peer}: {describe(exc)}")
             tally.failed(exc)
             break
@@ -584,11 +642,36 @@ def _serve_connection(
         out.note(f"{peer}: disconnected")
 
 
+# What a peer's message must not send to a terminal: C0 controls but tab and newline (ESC
+# starts sequences that move the cursor, retitle the window, even answer back), DEL, C1
+# controls (U+0080-U+009F; 8-bit CSI), bidirectional marks, embeddings, overrides and
+# isolates (they reorder what follows), and bytes that are not UTF-8 (as surrogate escapes).
+_TERMINAL_UNSAFE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\udc80-\udcff]"
+)
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code - 0xDC00:02x}"  # a byte that is not UTF-8
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def terminal_safe(msg: bytes) -> bytes:
+    """``msg`` with everything that could drive a terminal written as an escape (``\\x1b``,
+    ``\\u202e``); tabs, newlines and other text unchanged."""
+    text = msg.decode("utf-8", "surrogateescape")
+    return _TERMINAL_UNSAFE.sub(_escape_char, text).encode("utf-8")
+
+
 def _print_message(msg: bytes, out: Output) -> None:
     if out.quiet:
         return
     with out.lock:
-        sys.stdout.buffer.write(msg + b"\n")
+        # A person reads a terminal: escape. A pipe or file gets the peer's bytes unchanged.
+        data = terminal_safe(msg) if sys.stdout.isatty() else msg
+        sys.stdout.buffer.write(data + b"\n")
         sys.stdout.buffer.flush()
 
 
@@ -600,19 +683,37 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise _Stop
 
 
+#: serve's options for receiving files -> their [server] settings.
+_FILE_OPTIONS = {
+    "max_size": "max_file_size",
+    "timeout": "transfer_timeout",
+    "mode": "file_mode",
+    "allow_hidden": "allow_hidden_names",
+    "max_partials": "max_partial_files",
+    "max_partial_bytes": "max_partial_bytes",
+    "min_free_space": "min_free_space",
+}
+
+
 def cmd_serve(args: argparse.Namespace, out: Output) -> int:
-    if args.overwrite and args.dir is None:
-        raise CliError("--overwrite only applies with --dir", EXIT_USAGE)
+    if args.dir is None:
+        given = [o for o in ("overwrite", *_FILE_OPTIONS) if getattr(args, o) not in (None, False)]
+        if given:
+            option = "--" + given[0].replace("_", "-")
+            raise CliError(f"{option} only applies with --dir", EXIT_USAGE)
     if args.dir is not None and not args.dir.is_dir():
         raise CliError(f"{args.dir}: not a directory")
-    cfg = _load(args, "server", {"host": args.host, "port": args.port}).server
+    settings = {"host": args.host, "port": args.port}
+    settings.update({key: getattr(args, option) for option, key in _FILE_OPTIONS.items()})
+    cfg = _load(args, "server", settings).server
     if "port" not in cfg.sources:
         cfg = cfg.replace(port=DEFAULT_PORT)
     tally = _Tally()
+    receiving = cfg.recv_file_kwargs()
     kwargs = _kwargs(cfg)
 
     def handle(conn: sync.Connection) -> None:
-        _serve_connection(conn, args, out, tally)
+        _serve_connection(conn, args, out, tally, receiving)
 
     server = sync.Server(handler=None if args.once else handle, **kwargs)
     del kwargs

@@ -55,6 +55,8 @@ Rules
   cost, as clients do) are refused unless ``allow_weak_kdf = true``: a server's ``kdf``, the
   costs inside its PHC string (checked when it is read), and a client's ``kdf_floor``.
 * ``kdf`` cannot be combined with a PHC string source: the string carries its own costs.
+* ``file_mode`` is an integer (``0o640`` in TOML) or a string of octal digits (``"640"``, as
+  in ``ARGONLINK_FILE_MODE=640``); 0o600 at least (the owner reads and writes), 0o777 at most.
 * A password file must be a regular file that neither group nor others can access (like ssh's
   private keys: ``chmod 600``); one trailing newline is stripped; an empty password is refused.
 
@@ -81,6 +83,14 @@ Example (every setting; all are optional except a password source, and a client'
     ping_timeout = 45.0
     idle_timeout = 600.0
     rekey = { bytes = 68719476736, frames = 16777216, interval = 3600.0 }
+    # Receiving files (argonlink serve --dir, recv_file_kwargs()); not passed to the Server.
+    max_file_size = 1099511627776    # bytes; leave out: no limit (serve --max-size)
+    transfer_timeout = 3600.0        # seconds for one whole transfer (serve --timeout)
+    file_mode = 0o600                # received files' permissions (serve --mode)
+    allow_hidden_names = false       # names starting with "." (serve --allow-hidden)
+    max_partial_files = 32           # partial files of unfinished transfers in the directory
+    max_partial_bytes = 68719476736  # ... and the bytes they may hold (64 GiB)
+    min_free_space = 268435456       # refuse rather than leave less free (256 MiB)
 
     [client]
     host = "db-2.internal"
@@ -114,6 +124,7 @@ Use::
     async with cfg.client.build() as client: ...
     with cfg.client.build(sync=True) as client: ...      # argonlink.sync.Client
     argonlink.Server(**cfg.server.kwargs())              # the same, by hand
+    conn.recv_file("incoming/", **cfg.server.recv_file_kwargs())  # the file settings
 """
 
 from __future__ import annotations
@@ -137,6 +148,7 @@ from . import sync as _sync
 from ._asyncio import Client as _AsyncClient
 from ._asyncio import Handler as _AsyncHandler
 from ._asyncio import Server as _AsyncServer
+from ._files import check_mode
 from ._options import KdfParams, ReconnectPolicy, RekeyPolicy, link_options
 from .exceptions import ConfigError
 
@@ -180,8 +192,20 @@ _LINK_KEYS: Final = (
     "session_linger",
     "exactly_once",
 )
+#: A server's settings for receiving files -> the keyword of recv_file they become.
+_FILE_KEYS: Final = {
+    "max_file_size": "max_size",
+    "transfer_timeout": "total_timeout",
+    "file_mode": "mode",
+    "allow_hidden_names": "allow_hidden",
+    "max_partial_files": "max_partials",
+    "max_partial_bytes": "max_partial_bytes",
+    "min_free_space": "min_free_space",
+}
 #: Settings that are not passed to Server/Client as they are.
-_NOT_PASSED: Final = frozenset({"host", "port", "allow_weak_kdf", *_SERVER_PASSWORD_KEYS})
+_NOT_PASSED: Final = frozenset(
+    {"host", "port", "allow_weak_kdf", *_SERVER_PASSWORD_KEYS, *_FILE_KEYS}
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,6 +311,24 @@ def _k_timeout(value: object) -> float:
 
 def _k_interval(value: object) -> float:
     return _seconds(value, zero_ok=True)
+
+
+def _k_bytes(value: object) -> int:
+    return _int(value, 0)
+
+
+def _k_mode(value: object) -> int:
+    if isinstance(value, str):  # "640", "0640", "0o640": octal, as chmod takes it
+        digits = value.strip().lower().removeprefix("0o")
+        if not digits or any(c not in "01234567" for c in digits):
+            raise _Bad(f"expected a permission mode in octal (such as 0o600), got {value!r}")
+        value = int(digits, 8)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _Bad(f"expected a permission mode (such as 0o600), got {_show(value)}")
+    try:
+        return check_mode(value)
+    except ConfigError as exc:
+        raise _Bad(str(exc).removeprefix("mode ")) from None
 
 
 _KDF_FIELDS: Final = ("m_cost", "t_cost", "p_cost")
@@ -452,6 +494,13 @@ _SPECS: Final[dict[str, dict[str, _Spec]]] = {
         "accept_backlog": _Spec(_k_size, "int"),
         "max_connections": _Spec(_k_size, "int"),
         "session_linger": _Spec(_k_timeout, "float"),
+        "max_file_size": _Spec(_k_bytes, "int"),
+        "transfer_timeout": _Spec(_k_timeout, "float"),
+        "file_mode": _Spec(_k_mode, "str"),
+        "allow_hidden_names": _Spec(_k_bool, "bool", required=True),
+        "max_partial_files": _Spec(_k_size, "int"),
+        "max_partial_bytes": _Spec(_k_bytes, "int"),
+        "min_free_space": _Spec(_k_bytes, "int"),
     },
     "client": {
         "host": _Spec(_text, "str"),
@@ -645,6 +694,14 @@ class ServerConfig:
     max_connections: int | None = None
     max_unacked: int | None = None
     session_linger: float | None = None
+    #: Receiving files: see :meth:`recv_file_kwargs` (None: the library default).
+    max_file_size: int | None = None
+    transfer_timeout: float | None = None
+    file_mode: int | None = None  # None: 0o600
+    allow_hidden_names: bool = False
+    max_partial_files: int | None = None
+    max_partial_bytes: int | None = None
+    min_free_space: int | None = None
     #: Where each setting came from (``"port"``, ``"rekey.interval"`` -> a label), for messages.
     sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -666,6 +723,17 @@ class ServerConfig:
         kwargs.update(_read_secret(self, os.environ if env is None else env))
         kwargs.update(_settings(self))
         return kwargs
+
+    def recv_file_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``recv_file`` from the file settings (``max_file_size`` ->
+        ``max_size``, ``transfer_timeout`` -> ``total_timeout``, ``file_mode`` -> ``mode``,
+        ``allow_hidden_names`` -> ``allow_hidden``, ``max_partial_files`` -> ``max_partials``,
+        ``max_partial_bytes``, ``min_free_space``); unset ones are left out."""
+        return {
+            keyword: value
+            for key, keyword in _FILE_KEYS.items()
+            if (value := getattr(self, key)) is not None
+        }
 
     @overload
     def build(
