@@ -48,6 +48,11 @@ def sync_dir(client: argonlink.sync.Client, source: Path) -> tuple[int, int]:
             kept += 1
             print(f"  kept    {path.name} (already there)")
             continue
+        except argonlink.UnsafeName as e:
+            # The receiver refuses names it cannot store safely; hidden names (".env") too,
+            # unless it was started with allow_hidden=True.
+            print(f"  skipped {path.name} ({e})")
+            continue
         sent += 1
         print(f"  sent    {receipt.name} ({receipt.size} bytes, sha256 {receipt.sha256[:16]}...)")
     return sent, kept
