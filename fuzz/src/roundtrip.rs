@@ -15,6 +15,7 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::decoder::Seen;
 use crate::{test_key, Reader};
+use argonlink::CloseCode;
 
 /// The longest message generated, and the most message bytes per input.
 pub const MAX_MESSAGE: usize = 200_000;
@@ -144,6 +145,12 @@ pub fn run(data: &[u8]) -> u64 {
             Item::Ping => (Outgoing::Ping(i as u64), Seen::Ping(i as u64)),
             Item::Pong => (Outgoing::Pong(!(i as u64)), Seen::Pong(!(i as u64))),
             Item::Close(code) => {
+                // An honest sender sends only codes that travel (PROTOCOL.md M20).
+                let code = if CloseCode(code).travels() {
+                    code
+                } else {
+                    4100 + code % 900
+                };
                 let reason = format!("item {i}");
                 (
                     Outgoing::Close {
