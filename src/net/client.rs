@@ -21,7 +21,7 @@ use crate::core::handshake::{
 };
 use crate::core::kdf::{derive_psk, KdfBounds, KdfParams, Psk, Salt};
 use crate::core::session::{Event, Opener, Sealer};
-use crate::error::{Error, Result};
+use crate::error::{CloseCode, CloseInfo, Error, Result};
 
 /// Keys derived for at most this many (salt, params) pairs; a server rarely has more than two.
 const CACHE_ENTRIES: usize = 8;
@@ -282,6 +282,10 @@ async fn handshake(
                 writer.send(Outgoing::Confirm(Some(request))).await?;
                 match reader.next().await {
                     Some(Ok(Event::Resume(reply))) => Some(reply),
+                    // Refused with a reason (busy, a protocol error): report the server's code.
+                    Some(Ok(Event::Close { code, reason })) => {
+                        return Err(Error::Closed(CloseInfo::error(CloseCode(code), reason)))
+                    }
                     Some(Err(e)) => return Err(e),
                     Some(Ok(_)) => return Err(Error::protocol("expected RESUME")),
                     None => return Err(Error::protocol(

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
+use crate::core::frame::{ResumeStatus, SessionRequest};
 use crate::core::kdf::{KdfBounds, KdfParams};
 use crate::error::{CloseCode, Error};
 use crate::net::link::{Link, ReconnectPolicy};
@@ -819,6 +820,38 @@ async fn a_session_the_server_lost_is_an_error_not_a_silent_restart() {
         other => panic!("{other:?}"),
     }
     assert_eq!(srv.sessions(), 0);
+    srv.close().await;
+}
+
+/// Sessions alive on a server are bounded (each may hold buffers while it lingers): a new one
+/// beyond `max_sessions` is refused with CLOSE 1013, which the client reports as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_beyond_max_sessions_are_refused_as_busy() {
+    let source = ServerKeySource::Password(b"pw".to_vec().into(), FAST);
+    let config = ServerConfig {
+        max_sessions: 1,
+        ..ServerConfig::default()
+    };
+    let srv = Server::bind("127.0.0.1", 0, source, config).await.unwrap();
+    let port = srv.local_addr().port();
+    let creds = Arc::new(Credentials::new(b"pw"));
+    let request = |id| SessionRequest {
+        session_id: [id; 16],
+        resume: false,
+        next_expected: 0,
+        window: 1 << 20,
+    };
+    let config = client_config();
+    let dial = |id| client::dial("127.0.0.1", port, &creds, &config, 0, Some(request(id)));
+    let (first, reply) = dial(1).await.unwrap();
+    assert_eq!(reply.unwrap().status, ResumeStatus::Created);
+    let _server_end = srv.accept().await.unwrap();
+    match dial(2).await.map(|_| ()).unwrap_err() {
+        Error::Closed(info) => assert_eq!(info.code, CloseCode::BUSY, "{info}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(srv.sessions(), 1);
+    assert!(!first.is_finished());
     srv.close().await;
 }
 
