@@ -266,10 +266,11 @@ class ClientBase(Generic[C]):
     ) -> None:
         self._host, self._port = host, port
         self._credentials = credentials(password)
+        if reconnect is None:
+            # A session that cannot reconnect keeps its promise for one connection only, so
+            # exactly-once reconnects unless told not to (reconnect=False: one dial, no redial).
+            reconnect = exactly_once
         self._reconnect = ReconnectPolicy() if reconnect is True else (reconnect or None)
-        if exactly_once and self._reconnect is None:
-            # A session that cannot reconnect could not keep its promise.
-            self._reconnect = ReconnectPolicy()
         self._options = link_options(
             node_id=node_id,
             open_timeout=open_timeout,
