@@ -1021,3 +1021,27 @@ async def test_exactly_once_without_reconnect_dials_once_async() -> None:
         assert closer.accepted == 1
     finally:
         closer.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Interpreter exit while a blocking open is still retrying is quiet
+
+
+def test_exit_during_a_retrying_blocking_open_is_quiet() -> None:
+    dead = free_port()
+    code = f"""
+import threading, time
+from argonlink import ReconnectPolicy, sync
+
+def run():
+    policy = ReconnectPolicy(initial_delay=0.01, max_delay=0.05)
+    sync.Client("127.0.0.1", {dead}, password="pw", reconnect=policy).connect()
+
+threading.Thread(target=run, daemon=True).start()
+time.sleep(0.5)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "panicked" not in done.stderr and "Tokio" not in done.stderr, done.stderr
