@@ -178,7 +178,8 @@ class ServerBase(Generic[H]):
         """Set up what the concrete server needs to run a handler."""
 
     def _bind_args(self) -> dict[str, Any]:
-        """Arguments for the native bind; the plaintext password is dropped from this object."""
+        """Arguments for the native bind; the password (or its password-equivalent hash) is
+        dropped from this object."""
         args = {
             "host": self._host,
             "port": self._port,
@@ -187,7 +188,7 @@ class ServerBase(Generic[H]):
             "password": self._password,
             "password_hash": self._password_hash,
         }
-        self._password = None
+        self._password = self._password_hash = None
         return args
 
     @property

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use argon2::{Algorithm, Argon2, Params, Version};
+use base64ct::{Base64Unpadded, Encoding};
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -192,7 +193,15 @@ impl ServerKey {
     /// No derivation runs: the hash is the key.
     pub fn from_phc(phc: &str) -> Result<Self> {
         let bad = |why: &str| Error::config(format!("invalid Argon2 PHC string: {why}"));
-        let hash = argon2::PasswordHash::new(phc).map_err(|_| bad("not a PHC string"))?;
+        // The hash field is the key itself: decode it straight into memory that is wiped, and
+        // let the PHC parser (whose copy of a hash is never wiped) see only the rest.
+        let (head, encoded) = phc
+            .rsplit_once('$')
+            .ok_or_else(|| bad("not a PHC string"))?;
+        let hash = argon2::PasswordHash::new(head).map_err(|_| bad("not a PHC string"))?;
+        if hash.hash.is_some() {
+            return Err(bad("not a PHC string"));
+        }
         if hash.algorithm != argon2::ARGON2ID_IDENT {
             return Err(bad("the algorithm must be argon2id"));
         }
@@ -210,16 +219,16 @@ impl ServerKey {
             .as_ref()
             .try_into()
             .map_err(|_| bad("the salt must be 16 bytes"))?;
-        let output = hash.hash.as_ref().ok_or_else(|| bad("missing hash"))?;
-        let psk: [u8; PSK_LEN] = output
-            .as_ref()
-            .try_into()
+        // One spare byte: a longer hash fails to fit instead of being cut to size.
+        let mut buf = Zeroizing::new([0u8; PSK_LEN + 1]);
+        let decoded = Base64Unpadded::decode(encoded, &mut buf[..])
             .map_err(|_| bad("the hash must be 32 bytes"))?;
-        Ok(ServerKey {
-            salt,
-            params,
-            psk: Psk(psk),
-        })
+        if decoded.len() != PSK_LEN {
+            return Err(bad("the hash must be 32 bytes"));
+        }
+        let mut psk = Psk([0u8; PSK_LEN]);
+        psk.0.copy_from_slice(&buf[..PSK_LEN]);
+        Ok(ServerKey { salt, params, psk })
     }
 
     /// The PHC string for this key (password-equivalent: store it like a password).
@@ -305,6 +314,16 @@ mod tests {
         // A 16-byte hash is not a 32-byte key.
         let short = "$argon2id$v=19$m=256,t=1,p=1$AQEBAQEBAQEBAQEBAQEBAQ$AAAAAAAAAAAAAAAAAAAAAA";
         assert!(ServerKey::from_phc(short).is_err());
+    }
+
+    #[test]
+    fn phc_hash_field_must_be_exactly_the_key() {
+        let phc = hash_password(b"x", FAST).unwrap();
+        let (head, _) = phc.rsplit_once('$').unwrap();
+        assert!(ServerKey::from_phc(head).is_err(), "no hash field");
+        let long = format!("{head}${}", "A".repeat(45)); // 33 bytes
+        assert!(ServerKey::from_phc(&long).is_err());
+        assert!(ServerKey::from_phc(&format!("{phc}$AAAA")).is_err());
     }
 
     #[test]

@@ -1121,3 +1121,19 @@ async fn flushed_waits_until_the_bytes_are_written() {
     conn.abort("done");
     srv.close().await;
 }
+
+#[test]
+fn a_phc_key_source_holds_the_parsed_key_not_the_string() {
+    let phc = crate::core::kdf::hash_password(b"pw", FAST).unwrap();
+    let expected = crate::core::kdf::ServerKey::from_phc(&phc).unwrap();
+    let source = ServerKeySource::from_phc(zeroize::Zeroizing::new(phc)).unwrap();
+    // Nothing but the key: the string was wiped when the source was made.
+    let ServerKeySource::Key(key) = &source else {
+        panic!("a PHC string becomes a key at once");
+    };
+    assert_eq!(key.psk, expected.psk);
+    let (key, derived) = source.into_key().unwrap();
+    assert!(!derived);
+    assert_eq!((key.salt, key.params), (expected.salt, expected.params));
+    assert!(ServerKeySource::from_phc(zeroize::Zeroizing::new("not a hash".into())).is_err());
+}
