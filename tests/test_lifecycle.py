@@ -902,6 +902,16 @@ async def test_many_connections_one_server_key_derivation() -> None:
         assert shared.key_derivations == 1
 
 
+async def test_separate_clients_with_one_password_share_one_key_derivation() -> None:
+    """Each client has its own credentials (password given as a string): the process-wide key
+    cache still runs Argon2 once for the 20 of them."""
+    async with argonlink.Server(password=PASSWORD, kdf=KDF) as server:
+        clients = [argonlink.Client(*server.address, password=PASSWORD) for _ in range(20)]
+        await asyncio.gather(*(c.connect() for c in clients))
+        assert sum(c.key_derivations for c in clients) == 1
+        await asyncio.gather(*(c.close() for c in clients))
+
+
 async def test_reconnects_reuse_the_client_key() -> None:
     async with argonlink.Server(password=PASSWORD, kdf=KDF) as server:
         client = argonlink.Client(*server.address, password=PASSWORD, reconnect=FAST_RECONNECT)

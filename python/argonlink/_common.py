@@ -340,7 +340,8 @@ class ClientBase(Generic[C]):
 
     @property
     def key_derivations(self) -> int:
-        """Argon2 runs so far (one per server key, however many connections)."""
+        """Argon2 runs this client performed (one per password and server key in the whole
+        process: clients with the same password share the run, counted by the one that ran it)."""
         return self._credentials.key_derivations
 
     def _peer_message_limit(self) -> int:

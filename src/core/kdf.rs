@@ -126,6 +126,30 @@ pub fn random_salt() -> Salt {
     salt
 }
 
+/// HMAC-SHA256 (RFC 2104) of `msg` under `key` (at most one 64-byte block long).
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    assert!(
+        key.len() <= 64,
+        "HMAC keys longer than a block are not needed here"
+    );
+    let mut ipad = Zeroizing::new([0x36u8; 64]);
+    let mut opad = Zeroizing::new([0x5cu8; 64]);
+    for (i, b) in key.iter().enumerate() {
+        ipad[i] ^= b;
+        opad[i] ^= b;
+    }
+    let inner = Sha256::new()
+        .chain_update(&ipad[..])
+        .chain_update(msg)
+        .finalize();
+    Sha256::new()
+        .chain_update(&opad[..])
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
 /// A 32-byte pre-shared key. Zeroized on drop, compared in constant time, never printed.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct Psk([u8; PSK_LEN]);
@@ -314,6 +338,20 @@ mod tests {
         // A 16-byte hash is not a 32-byte key.
         let short = "$argon2id$v=19$m=256,t=1,p=1$AQEBAQEBAQEBAQEBAQEBAQ$AAAAAAAAAAAAAAAAAAAAAA";
         assert!(ServerKey::from_phc(short).is_err());
+    }
+
+    #[test]
+    fn hmac_sha256_matches_rfc4231() {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        // Test cases 1 and 2.
+        assert_eq!(
+            hex(&hmac_sha256(&[0x0b; 20], b"Hi There")),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+        );
+        assert_eq!(
+            hex(&hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 
     #[test]
