@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 const VERIFIED_ENTRIES: usize = 8;
 
 /// Process-wide bound on cached keys: one per (password, server salt, costs); past it, the
-/// oldest entry is evicted. Many clients of one server then share one Argon2 run.
+/// least recently used entry is evicted. Many clients of one server then share one Argon2 run.
 const KEY_CACHE_ENTRIES: usize = 64;
 
 /// (server salt, costs, password tag). The tag is HMAC-SHA256 of the password under a random
@@ -360,7 +360,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_key_cache_evicts_its_oldest_entry_at_the_bound() {
+    fn the_key_cache_evicts_its_least_recently_used_entry_at_the_bound() {
         let mut cache = KeyCache::default();
         let params = KdfParams::new(256, 1, 1).unwrap();
         let key = |i: usize| ([i as u8; 16], params, [0u8; 32]);
