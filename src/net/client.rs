@@ -1,8 +1,8 @@
 //! Dialing a server: TCP connect, the client side of the handshake, then a [`Connection`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -19,20 +19,72 @@ use crate::core::frame::{ResumeReply, SessionRequest};
 use crate::core::handshake::{
     ClientAwaitingReply, ClientHello, ServerParams, MSG2_LEN, PARAMS_LEN,
 };
-use crate::core::kdf::{derive_psk, KdfBounds, KdfParams, Psk, Salt};
+use rand::RngCore;
+
+use crate::core::kdf::{derive_psk, hmac_sha256, KdfBounds, KdfParams, Psk, Salt};
 use crate::core::session::{Event, Opener, Sealer};
 use crate::error::{CloseCode, CloseInfo, Error, Result};
 
-/// Keys derived for at most this many (salt, params) pairs; a server rarely has more than two.
-const CACHE_ENTRIES: usize = 8;
+/// Server configurations remembered per password as verified (bounded: a server rarely has
+/// more than two; past this, the set starts over).
+const VERIFIED_ENTRIES: usize = 8;
 
-/// One derived key per server configuration; concurrent dials share one derivation.
-type KeyCache = HashMap<(Salt, KdfParams), Arc<OnceCell<Psk>>>;
+/// Process-wide bound on cached keys: one per (password, server salt, costs); past it, the
+/// least recently used entry is evicted. Many clients of one server then share one Argon2 run.
+const KEY_CACHE_ENTRIES: usize = 64;
 
-/// The client's password and the keys derived from it, one Argon2 run per server configuration.
+/// (server salt, costs, password tag). The tag is HMAC-SHA256 of the password under a random
+/// per-process secret: it tells passwords apart without being a fast unkeyed hash of one (an
+/// offline guess needs the secret, which never leaves this process).
+type CacheKey = (Salt, KdfParams, [u8; 32]);
+
+/// Derived keys shared by every client in the process; each cell is filled once (single
+/// flight: concurrent dials for one entry wait for the same derivation).
+#[derive(Default)]
+struct KeyCache {
+    cells: HashMap<CacheKey, Arc<OnceCell<Psk>>>,
+    /// Use order, least recent first: what to evict.
+    order: VecDeque<CacheKey>,
+}
+
+static KEY_CACHE: LazyLock<Mutex<KeyCache>> = LazyLock::new(Mutex::default);
+
+/// The key of password tags; random per process and wiped at exit.
+static TAG_SECRET: LazyLock<Zeroizing<[u8; 32]>> = LazyLock::new(|| {
+    let mut secret = Zeroizing::new([0u8; 32]);
+    rand::rng().fill_bytes(&mut secret[..]);
+    secret
+});
+
+impl KeyCache {
+    fn cell(&mut self, key: CacheKey) -> Arc<OnceCell<Psk>> {
+        if let Some(cell) = self.cells.get(&key).cloned() {
+            // Least recently used goes first: a hit moves to the back.
+            self.order.retain(|k| k != &key);
+            self.order.push_back(key);
+            return cell;
+        }
+        while self.cells.len() >= KEY_CACHE_ENTRIES {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            // A derivation in flight keeps its cell for those already waiting on it.
+            self.cells.remove(&oldest);
+        }
+        let cell = Arc::new(OnceCell::new());
+        self.cells.insert(key, cell.clone());
+        self.order.push_back(key);
+        cell
+    }
+}
+
+/// The client's password; the keys derived from it live in the process-wide cache.
 pub struct Credentials {
     password: Zeroizing<Vec<u8>>,
-    cache: Mutex<KeyCache>,
+    /// This password's name in the key cache (see [`CacheKey`]).
+    tag: Zeroizing<[u8; 32]>,
+    /// Argon2 runs this password's dials performed (a run shared with other clients counts
+    /// once, for the client that ran it).
     derivations: AtomicU64,
     /// Server configurations this password has completed a handshake with: for those, a
     /// handshake cut before the server's reply is a network fault, not a wrong password.
@@ -49,7 +101,7 @@ impl Credentials {
     pub fn new(password: &[u8]) -> Self {
         Credentials {
             password: Zeroizing::new(password.to_vec()),
-            cache: Mutex::new(HashMap::new()),
+            tag: Zeroizing::new(hmac_sha256(&TAG_SECRET[..], password)),
             derivations: AtomicU64::new(0),
             verified: Mutex::new(HashSet::new()),
         }
@@ -64,16 +116,13 @@ impl Credentials {
         self.derivations.load(Relaxed)
     }
 
-    /// The PSK for a server's salt and costs: cached, or derived once on a blocking thread even
-    /// when many connections ask at the same time.
+    /// The PSK for a server's salt and costs: cached process-wide, or derived once on a
+    /// blocking thread even when many connections (of any client) ask at the same time.
     pub async fn psk_for(self: &Arc<Self>, salt: Salt, params: KdfParams) -> Result<Psk> {
-        let cell = {
-            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.len() >= CACHE_ENTRIES && !cache.contains_key(&(salt, params)) {
-                cache.clear();
-            }
-            cache.entry((salt, params)).or_default().clone()
-        };
+        let cell = KEY_CACHE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cell((salt, params, *self.tag));
         let me = self.clone();
         // In a task of its own: if the caller gives up (open_timeout), the derivation still
         // lands in the cache for the next attempt instead of being thrown away and restarted.
@@ -255,7 +304,7 @@ async fn handshake(
     let est = state.finish(&msg2)?;
     {
         let mut verified = credentials.verified();
-        if verified.len() >= CACHE_ENTRIES {
+        if verified.len() >= VERIFIED_ENTRIES {
             verified.clear();
         }
         verified.insert(server_config);
@@ -308,4 +357,39 @@ async fn handshake(
         },
     )?;
     Ok((conn, reply))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_cache_evicts_its_least_recently_used_entry_at_the_bound() {
+        let mut cache = KeyCache::default();
+        let params = KdfParams::new(256, 1, 1).unwrap();
+        let key = |i: usize| ([i as u8; 16], params, [0u8; 32]);
+        for i in 0..KEY_CACHE_ENTRIES {
+            cache.cell(key(i));
+        }
+        let kept = cache.cell(key(0)); // used again: now the most recent
+        cache.cell(key(KEY_CACHE_ENTRIES));
+        assert_eq!(cache.cells.len(), KEY_CACHE_ENTRIES);
+        assert!(
+            !cache.cells.contains_key(&key(1)),
+            "the least recently used goes first"
+        );
+        assert!(
+            Arc::ptr_eq(&kept, &cache.cell(key(0))),
+            "a hit is the same cell"
+        );
+    }
+
+    #[test]
+    fn the_password_tag_is_keyed() {
+        let a = Credentials::new(b"pw");
+        assert_eq!(*a.tag, *Credentials::new(b"pw").tag);
+        assert_ne!(*a.tag, *Credentials::new(b"pw2").tag);
+        use sha2::{Digest, Sha256};
+        assert_ne!(a.tag[..], Sha256::digest(b"pw")[..], "not an unkeyed hash");
+    }
 }

@@ -1154,3 +1154,35 @@ async fn flushed_waits_until_the_bytes_are_written() {
     conn.abort("done");
     srv.close().await;
 }
+
+#[test]
+fn a_phc_key_source_holds_the_parsed_key_not_the_string() {
+    let phc = crate::core::kdf::hash_password(b"pw", FAST).unwrap();
+    let expected = crate::core::kdf::ServerKey::from_phc(&phc).unwrap();
+    let source = ServerKeySource::from_phc(zeroize::Zeroizing::new(phc)).unwrap();
+    // Nothing but the key: the string was wiped when the source was made.
+    let ServerKeySource::Key(key) = &source else {
+        panic!("a PHC string becomes a key at once");
+    };
+    assert_eq!(key.psk, expected.psk);
+    let (key, derived) = source.into_key().unwrap();
+    assert!(!derived);
+    assert_eq!((key.salt, key.params), (expected.salt, expected.params));
+    assert!(ServerKeySource::from_phc(zeroize::Zeroizing::new("not a hash".into())).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_credentials_with_one_password_share_one_derivation() {
+    let salt = crate::core::kdf::random_salt();
+    let all: Vec<Arc<Credentials>> = (0..20)
+        .map(|_| Arc::new(Credentials::new(b"shared password")))
+        .collect();
+    let keys = futures_util::future::join_all(all.iter().map(|c| c.psk_for(salt, FAST))).await;
+    let first = keys[0].as_ref().unwrap().clone();
+    assert!(keys.iter().all(|k| k.as_ref().unwrap() == &first));
+    assert_eq!(all.iter().map(|c| c.derivations()).sum::<u64>(), 1);
+    // Another password under the same salt and costs is another entry.
+    let other = Arc::new(Credentials::new(b"another password"));
+    assert!(other.psk_for(salt, FAST).await.unwrap() != first);
+    assert_eq!(other.derivations(), 1);
+}
