@@ -119,10 +119,19 @@ impl Credentials {
     /// The PSK for a server's salt and costs: cached process-wide, or derived once on a
     /// blocking thread even when many connections (of any client) ask at the same time.
     pub async fn psk_for(self: &Arc<Self>, salt: Salt, params: KdfParams) -> Result<Psk> {
+        self.psk_and_wait(salt, params).await.map(|(psk, _)| psk)
+    }
+
+    /// [`Self::psk_for`], and whether the key had to be derived first (this call waited for an
+    /// Argon2 run, its own or another client's).
+    async fn psk_and_wait(self: &Arc<Self>, salt: Salt, params: KdfParams) -> Result<(Psk, bool)> {
         let cell = KEY_CACHE
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .cell((salt, params, *self.tag));
+        if let Some(psk) = cell.get() {
+            return Ok((psk.clone(), false));
+        }
         let me = self.clone();
         // In a task of its own: if the caller gives up (open_timeout), the derivation still
         // lands in the cache for the next attempt instead of being thrown away and restarted.
@@ -138,9 +147,10 @@ impl Credentials {
             .await
             .cloned()
         });
-        filling
+        let psk = filling
             .await
-            .map_err(|_| Error::config("key derivation was cancelled"))?
+            .map_err(|_| Error::config("key derivation was cancelled"))??;
+        Ok((psk, true))
     }
 }
 
@@ -200,28 +210,63 @@ pub(crate) async fn dial(
     config.link.validate()?;
     let attempts = async {
         let mut hint = epoch_hint;
-        // At most two handshakes: the key the server offered first, then the other one.
-        for retry in [false, true] {
+        let mut cut_retried = false;
+        // At most two handshakes under distinct keys: the key the server offered first, then
+        // the other one; and one more if the first was cut while this client derived its key.
+        let mut retry = false;
+        loop {
             let mut offered = (0, 0);
-            match handshake(host, port, credentials, config, hint, session, &mut offered).await {
+            let mut derived = false;
+            let attempt = handshake(
+                host,
+                port,
+                credentials,
+                config,
+                hint,
+                session,
+                &mut offered,
+                &mut derived,
+            )
+            .await;
+            match attempt {
+                // A first-time client spends its Argon2 run between the parameters and
+                // message 1, where a server under a connection flood may drop it as idle
+                // (PROTOCOL.md M25): the connection is found closed before message 1 is sent.
+                // Once more with the key now cached, and only once.
+                Err(Error::Io(e))
+                    if derived
+                        && !cut_retried
+                        && e.kind() == std::io::ErrorKind::ConnectionAborted =>
+                {
+                    cut_retried = true;
+                }
                 Err(Error::Authentication(why)) => {
                     let (epoch, other) = offered;
                     if retry || other == 0 || other == epoch {
                         return Err(Error::Authentication(why));
                     }
                     hint = other;
+                    retry = true;
                 }
                 result => return result,
             }
         }
-        unreachable!("the second attempt always returns")
     };
     tokio::time::timeout(config.open_timeout, attempts)
         .await
         .map_err(|_| Error::Timeout("opening the connection (open_timeout)"))?
 }
 
-/// One handshake; `offered` receives the (epoch, other epoch) of the parameters the server sent.
+fn closed_before_message1() -> Error {
+    Error::Io(std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "the server closed the connection before message 1 (busy or restarting)",
+    ))
+}
+
+/// One handshake; `offered` receives the (epoch, other epoch) of the parameters the server sent,
+/// `derived` whether its key had to be derived first.
+#[allow(clippy::too_many_arguments)]
 async fn handshake(
     host: &str,
     port: u16,
@@ -230,6 +275,7 @@ async fn handshake(
     epoch_hint: u32,
     session: Option<SessionRequest>,
     offered: &mut (u32, u32),
+    derived: &mut bool,
 ) -> Result<(Connection, Option<ResumeReply>)> {
     let stream = TcpStream::connect((host, port)).await?;
     stream.set_nodelay(true)?;
@@ -251,17 +297,16 @@ async fn handshake(
     let params = ServerParams::parse(&params_bytes)?;
     *offered = (params.epoch, params.other_epoch);
     config.kdf_bounds.check(&params.kdf)?;
-    let psk = credentials.psk_for(params.salt, params.kdf).await?;
+    let (psk, waited) = credentials.psk_and_wait(params.salt, params.kdf).await?;
+    *derived = waited;
     // The server can judge the password only once it has message 1. If it closed the
     // connection before that (evicted at its pending-handshake cap, restarted), that is a
     // network fault to retry, not a wrong password: say so now, while it is still certain.
     let mut probe = [0u8; 1];
     if let Some(early) = rd.peek(&mut probe).now_or_never() {
         return Err(match early {
-            Ok(0) => Error::Io(std::io::Error::new(
-                std::io::ErrorKind::ConnectionAborted,
-                "the server closed the connection before message 1 (busy or restarting)",
-            )),
+            Ok(0) => closed_before_message1(),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed_before_message1(),
             Ok(_) => Error::protocol("the server sent data before message 1"),
             Err(e) => Error::Io(e),
         });

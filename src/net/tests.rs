@@ -1186,3 +1186,47 @@ async fn separate_credentials_with_one_password_share_one_derivation() {
     assert!(other.psk_for(salt, FAST).await.unwrap() != first);
     assert_eq!(other.derivations(), 1);
 }
+
+/// A first-time client whose handshake is cut while it derives its key (a server under a
+/// connection flood drops it as idle) tries once more with the key it now has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_handshake_cut_during_derivation_is_tried_once_more() {
+    use crate::core::handshake::{HELLO_LEN, PARAMS_LEN};
+    let srv = server(b"pw").await;
+    let target = srv.local_addr();
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = front.local_addr().unwrap().port();
+    let relay = tokio::spawn(async move {
+        for attempt in 0.. {
+            let (mut c, _) = front.accept().await.unwrap();
+            let mut s = tokio::net::TcpStream::connect(target).await.unwrap();
+            if attempt == 0 {
+                // Pass the hello and the parameters, then hang up before message 1.
+                let mut hello = [0u8; HELLO_LEN];
+                c.read_exact(&mut hello).await.unwrap();
+                s.write_all(&hello).await.unwrap();
+                let mut params = [0u8; PARAMS_LEN];
+                s.read_exact(&mut params).await.unwrap();
+                c.write_all(&params).await.unwrap();
+                drop(c);
+                continue;
+            }
+            tokio::spawn(async move {
+                let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;
+            });
+        }
+    });
+    let creds = Arc::new(Credentials::new(b"pw"));
+    let conn = connect("127.0.0.1", port, &creds, &client_config(), 0)
+        .await
+        .expect("the second attempt, with the key derived, gets through");
+    let accepted = match srv.accept().await.unwrap() {
+        server::Accepted::Connection(c) => c,
+        server::Accepted::Session(_) => panic!("no session asked for"),
+    };
+    conn.send(Bytes::from_static(b"in")).await.unwrap();
+    assert_eq!(&accepted.recv().await.unwrap().into_bytes()[..], b"in");
+    assert_eq!(creds.derivations(), 1);
+    relay.abort();
+    srv.close().await;
+}
