@@ -89,6 +89,39 @@ pub struct Credentials {
     /// Server configurations this password has completed a handshake with: for those, a
     /// handshake cut before the server's reply is a network fault, not a wrong password.
     verified: Mutex<HashSet<(Salt, KdfParams)>>,
+    /// Pacing of derivations for parameters that never completed a handshake (see
+    /// [`Unverified`]).
+    unverified: Mutex<Unverified>,
+}
+
+/// A server that offers new parameters on every dial (an impostor on its address, a man in
+/// the middle) would cost a reconnecting client an Argon2 run per redial, at whatever costs
+/// up to its cap. So only the first derivation for unverified parameters is free; each
+/// further one waits twice as long as the last (1 s, 2 s, ... 64 s), until a handshake
+/// completes (a password change then costs one derivation, as it should).
+/// Dials that wait for the same parameters share one derivation and count once.
+#[derive(Default)]
+struct Unverified {
+    strikes: u32,
+    not_before: Option<tokio::time::Instant>,
+    last: Option<(Salt, KdfParams)>,
+}
+
+impl Unverified {
+    /// When a derivation for `params` may start (None: now), counting it if they are new.
+    fn next_slot(&mut self, params: (Salt, KdfParams)) -> Option<tokio::time::Instant> {
+        if self.last == Some(params) {
+            return None; // the same derivation (in flight or cached), not a new one
+        }
+        self.last = Some(params);
+        let now = tokio::time::Instant::now();
+        let at = self.not_before.filter(|t| *t > now);
+        let start = at.unwrap_or(now);
+        let pause = Duration::from_secs(1 << self.strikes.min(6));
+        self.strikes = self.strikes.saturating_add(1);
+        self.not_before = Some(start + pause);
+        at
+    }
 }
 
 impl std::fmt::Debug for Credentials {
@@ -104,6 +137,7 @@ impl Credentials {
             tag: Zeroizing::new(hmac_sha256(&TAG_SECRET[..], password)),
             derivations: AtomicU64::new(0),
             verified: Mutex::new(HashSet::new()),
+            unverified: Mutex::new(Unverified::default()),
         }
     }
 
@@ -131,6 +165,17 @@ impl Credentials {
             .cell((salt, params, *self.tag));
         if let Some(psk) = cell.get() {
             return Ok((psk.clone(), false));
+        }
+        if !self.verified().contains(&(salt, params)) {
+            let slot = self
+                .unverified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .next_slot((salt, params));
+            if let Some(at) = slot {
+                // In the dialing caller: bounded by its open_timeout, dropped with it.
+                tokio::time::sleep_until(at).await;
+            }
         }
         let me = self.clone();
         // In a task of its own: if the caller gives up (open_timeout), the derivation still
@@ -353,6 +398,10 @@ async fn handshake(
             verified.clear();
         }
         verified.insert(server_config);
+        *credentials
+            .unverified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Unverified::default();
     }
 
     let reader = FramedRead::new(

@@ -1230,3 +1230,49 @@ async fn a_first_handshake_cut_during_derivation_is_tried_once_more() {
     relay.abort();
     srv.close().await;
 }
+
+/// A server that offers new parameters on every dial (an impostor on the address) gets a
+/// redialling client to run Argon2 once, then ever more rarely: not once per redial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_parameters_on_every_dial_are_derived_ever_more_rarely() {
+    use crate::core::handshake::{ServerParams, HELLO_LEN};
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = fake.local_addr().unwrap().port();
+    let impostor = tokio::spawn(async move {
+        loop {
+            let (mut c, _) = fake.accept().await.unwrap();
+            let mut hello = [0u8; HELLO_LEN];
+            if c.read_exact(&mut hello).await.is_err() {
+                continue;
+            }
+            let params = ServerParams::new(
+                crate::core::kdf::random_salt(),
+                FAST,
+                1,
+                NodeId::random(),
+                0,
+            );
+            let _ = c.write_all(&params.encode()).await;
+            // Never answers message 1.
+        }
+    });
+    let creds = Arc::new(Credentials::new(b"pw"));
+    let config = ClientConfig {
+        open_timeout: Duration::from_millis(300),
+        ..client_config()
+    };
+    let start = std::time::Instant::now();
+    let mut dials = 0;
+    while start.elapsed() < Duration::from_millis(2500) {
+        let _ = connect("127.0.0.1", port, &creds, &config, 0).await;
+        dials += 1;
+    }
+    impostor.abort();
+    // 0 s, then 1 s later, then 2 s after that: at most 3 in 2.5 s.
+    assert!(
+        creds.derivations() <= 3,
+        "{} derivations",
+        creds.derivations()
+    );
+    assert!(dials > 5, "{dials} dials");
+}
