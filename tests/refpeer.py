@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from noise_model import HELLO, MSG2_LEN, ModelClient, noise_nonce
+from noise_model import HELLO, MSG2_LEN, FrameCipher, ModelClient, noise_nonce
 from proxy import PARAMS_LEN, recv_exact
 
 # Frame types and DATA flags (PROTOCOL.md §4.1).
@@ -30,27 +30,22 @@ MAX_CHUNK = 65517
 REKEY_NONCE = (1 << 64) - 1
 
 
-class Cipher:
-    """One direction of the transport, with its key so that it can follow REKEY (§4.4)."""
+class Cipher(FrameCipher):
+    """The model's transport direction, keeping its key so that it can follow REKEY (§4.4)."""
 
     def __init__(self, key: bytes) -> None:
+        super().__init__(key)
         self.key = key
-        self.aead = AESGCM(key)
-        self.n = 0
 
-    def seal(self, plaintext: bytes) -> bytes:
-        ct = self.aead.encrypt(noise_nonce(self.n), plaintext, b"")
-        self.n += 1
-        return struct.pack(">H", len(ct)) + ct
-
-    def open(self, body: bytes) -> bytes:
-        plaintext = self.aead.decrypt(noise_nonce(self.n), body, b"")
+    def open_body(self, body: bytes) -> bytes:
+        """Open a frame given without its length prefix."""
+        plaintext = self._aead.decrypt(noise_nonce(self.n), body, b"")
         self.n += 1
         return plaintext
 
     def rekey(self) -> None:
-        self.key = self.aead.encrypt(noise_nonce(REKEY_NONCE), bytes(32), b"")[:32]
-        self.aead = AESGCM(self.key)
+        self.key = self._aead.encrypt(noise_nonce(REKEY_NONCE), bytes(32), b"")[:32]
+        self._aead = AESGCM(self.key)
 
 
 # Plaintext builders: each returns one frame's plaintext, honest or not.
@@ -178,7 +173,7 @@ class HostilePeer:
                 if len(self._buf) < 2 + length:
                     break
                 body, self._buf = self._buf[2 : 2 + length], self._buf[2 + length :]
-                plain = self.recv_cipher.open(body)
+                plain = self.recv_cipher.open_body(body)
                 if plain[0] == REKEY:
                     self.recv_cipher.rekey()
                     continue
