@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -336,43 +335,49 @@ def test_message1_without_confirm_holds_no_slot(phc: str, psk: bytes) -> None:
 # M25: an idle-connection flood from one source does not evict a client from another
 
 
-def test_idle_flood_from_one_source_does_not_evict_a_fresh_client(phc: str) -> None:
-    """A flood of idle connections from 127.0.0.2, at and beyond the pending cap, while a
-    first-time client (cold key: it runs Argon2 between the parameters and message 1) connects
-    from 127.0.0.1: it gets in every time."""
-    stop = threading.Event()
+FLOOD = """
+import socket, sys, time
+host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+socks, end = [], time.monotonic() + seconds
+while time.monotonic() < end:
+    s = socket.socket()
+    s.setblocking(False)
+    s.bind(("127.0.0.2", 0))
+    try:
+        s.connect((host, port))
+    except BlockingIOError:
+        pass
+    except OSError:
+        s.close()
+        continue
+    socks.append(s)
+    if len(socks) > 2000:
+        socks.pop(0).close()
+"""
+
+
+def test_idle_flood_from_one_source_does_not_evict_a_fresh_client() -> None:
+    """A flood of idle connections from 127.0.0.2 (another process, as fast as it can open
+    them) at and beyond the pending cap, while a first-time client (its own server key, so a
+    cold cache: it runs Argon2 between the parameters and message 1) connects from 127.0.0.1,
+    then more clients: every one gets in."""
+    password = "a password only this test uses"
+    phc = argonlink.hash_password(password, KDF)
     with sync.Server(password_hash=phc, max_pending_handshakes=32, handshake_timeout=10) as srv:
-
-        def flood() -> None:
-            socks: list[socket.socket] = []
-            while not stop.is_set():
-                s = socket.socket()
-                try:
-                    s.bind(("127.0.0.2", 0))
-                    s.connect(srv.address)
-                except OSError:
-                    s.close()
-                    continue
-                socks.append(s)
-                if len(socks) > 400:
-                    socks.pop(0).close()
-            for s in socks:
-                s.close()
-
-        flooder = threading.Thread(target=flood)
-        flooder.start()
+        flood = subprocess.Popen([sys.executable, "-c", FLOOD, *map(str, srv.address), "20"])
         try:
-            time.sleep(0.3)
-            assert srv.stats()["handshakes_evicted"] > 0
-            for _ in range(3):
-                # A new Client each time: nothing cached, a full Argon2 run.
-                with sync.Client(*srv.address, password=PASSWORD, open_timeout=10) as c:
+            deadline = time.monotonic() + 5
+            while srv.stats()["handshakes_evicted"] < 100 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert srv.stats()["handshakes_evicted"] >= 100
+            for _ in range(5):
+                with sync.Client(*srv.address, password=password, open_timeout=10) as c:
                     conn = accepted(srv)
                     c.send(b"in")
                     assert conn.recv(timeout=5) == b"in"
         finally:
-            stop.set()
-            flooder.join()
+            flood.kill()
+            flood.wait()
 
 
 # ============================================================================================
