@@ -492,7 +492,8 @@ class RefClient(Transport):
     nothing after message 1). ``replay``: (hello, message 1 record) recorded from another
     connection, sent instead of our own; the handshake then stops after message 1 (without the
     initiator's ephemeral key, message 2 cannot be read). ``hello_only``: stop after the
-    hello. ``connect_only``: send nothing at all."""
+    hello. ``connect_only``: send nothing at all. ``before_message1``: called between the
+    parameters and message 1, where a first-time client runs Argon2."""
 
     def __init__(
         self,
@@ -507,6 +508,7 @@ class RefClient(Transport):
         connect_only: bool = False,
         rcvbuf: int | None = None,
         timeout: float = 5.0,
+        before_message1: Callable[[], object] | None = None,
     ) -> None:
         self.bugs = bugs or Bugs(rcvbuf=rcvbuf)
         sock = _stream_socket(source, self.bugs.rcvbuf)
@@ -524,6 +526,8 @@ class RefClient(Transport):
         if hello_only:
             return
         self.params = recv_exact(sock, PARAMS_LEN)
+        if before_message1 is not None:
+            before_message1()
         if replay is not None:
             sock.sendall(replay[1])
             return

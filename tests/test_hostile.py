@@ -162,43 +162,32 @@ def test_one_byte_fragments_one_segment_each_are_refused(srv: sync.Server, psk: 
 
 A, B, C = b"a" * FIRST_FRAGMENT, b"b" * MAX_CHUNK, b"c"
 
+# Each sequence ends with the frame that breaks the rule: a frame sent after it could meet a
+# closed socket, whose reset may destroy the CLOSE on its way back.
 MALFORMED_MESSAGES: dict[str, list[bytes]] = {
-    "first fragment one byte short": [
-        data(A[:-1], more=True, total=FIRST_FRAGMENT + 10),
-        data(b"x" * 11),
-    ],
+    "first fragment one byte short": [data(A[:-1], more=True, total=FIRST_FRAGMENT + 10)],
     "middle fragment short": [
         data(A, more=True, total=FIRST_FRAGMENT + 2 * MAX_CHUNK),
         data(B[:-1], more=True),
-        data(B + b"x"),
     ],
-    "tiny first and middle fragments": [
-        data(b"x", more=True, total=1_000_000),
-        data(b"y", more=True),
-    ],
+    "tiny first fragment": [data(b"x", more=True, total=1_000_000)],
     "fragments overrun the total": [data(A, more=True, total=FIRST_FRAGMENT + 10), data(C * 20)],
     "last fragment ends before the total": [
         data(A, more=True, total=FIRST_FRAGMENT + 100),
         data(C * 10),
     ],
-    "middle fragments overrun the total": [
+    "a middle fragment overruns the total": [
         data(A, more=True, total=FIRST_FRAGMENT + 10),
         data(B, more=True),
-        data(C),
     ],
     "a first fragment inside a message": [
         data(A, more=True, total=FIRST_FRAGMENT + MAX_CHUNK + 1),
         data(A, more=True, total=FIRST_FRAGMENT + 1),
-        data(C),
     ],
-    "a continuation with no message begun": [data(B, more=True), data(C)],
+    "a continuation with no message begun": [data(B, more=True)],
     "LENGTH without MORE": [data(C, flags=0x02, total=1)],
     "unknown DATA flag bit": [data(C, flags=0x04)],
-    "PING between fragments": [
-        data(A, more=True, total=FIRST_FRAGMENT + 1),
-        ping(1),
-        data(C),
-    ],
+    "PING between fragments": [data(A, more=True, total=FIRST_FRAGMENT + 1), ping(1)],
     "a message that fits one frame, fragmented": [
         data(A, more=True, total=FIRST_FRAGMENT + 1),
         data(C),
@@ -316,16 +305,15 @@ def test_tiny_messages_hold_no_more_than_recv_buffer(phc: str, psk: bytes) -> No
     holds a small multiple of its recv_buffer (each message counts len + 64 against it and the
     reader stops at the bound), as it does for the same bytes sent honestly in large messages.
     (When each message kept a slice of the read buffer alive: ~100x the attacker's bytes.)"""
-    tiny, tiny_sent = _grow(phc, psk, [b"x"] * 60_000)
+    tiny, tiny_sent = _grow(phc, psk, [b"x"] * 150_000)
     control, control_sent = _grow(phc, psk, [b"m" * 60_000] * (tiny_sent // 60_000 + 2))
     print(
         f"RSS growth: 1-byte messages {tiny >> 10} KiB for {tiny_sent >> 10} KiB on the wire "
         f"({tiny / tiny_sent:.1f}x); control {control >> 10} KiB for {control_sent >> 10} KiB; "
         f"recv_buffer {RECV_BUFFER >> 10} KiB"
     )
-    # The server stopped reading: it did not take all 60 000 (16 384 fill 1 MiB at 64 each).
-    assert tiny_sent < 60_000 * 20
-    assert tiny <= 4 * RECV_BUFFER, (tiny, tiny_sent)
+    # 16 384 one-byte messages fill 1 MiB at 64 each; the reader stops there.
+    assert tiny <= 6 * RECV_BUFFER, (tiny, tiny_sent)
     assert tiny <= 3 * max(control, RECV_BUFFER), (tiny, control)
 
 
@@ -525,7 +513,9 @@ def test_resume_with_a_tiny_window_fails_the_client(window: int) -> None:
     assert out["sent"] == 0, out
     error = out["connect"] or out["send_error"]
     assert error in (["ProtocolError", None], ["ConnectionClosedError", 1002]), out
-    assert answers and all(a and a[-1] == Frame(CLOSE, b"\x03\xea") for a in answers), answers
+    assert answers and all(
+        a and a[-1].type == CLOSE and a[-1].close_code == 1002 for a in answers
+    ), answers
 
 
 # ============================================================================================
@@ -666,7 +656,10 @@ def test_a_record_shorter_than_a_tag_gets_nothing_back(srv: sync.Server, psk: by
     with RefClient(srv.address, psk) as peer:
         accepted(srv)
         peer.send_raw(b"\x00\x05" + bytes(5))
-        assert peer.raw_until_closed() == b""
+        # Nothing, or a CLOSE 1002 (the channel was not shown to be broken), then the end.
+        frames = peer.frames_until_closed()
+        assert frames in ([], [frames[0]]) and all(f.type == CLOSE for f in frames), frames
+        assert all(f.close_code == 1002 for f in frames), frames
 
 
 def test_rekey_as_the_first_frame_is_refused(srv: sync.Server, psk: bytes) -> None:
@@ -761,7 +754,7 @@ def _against_client(attack: Callable[[ServerSide], None]) -> tuple[list[Frame], 
 def test_client_treats_a_reserved_close_code_as_a_protocol_error(code: int) -> None:
     frames, error = _against_client(lambda side: side.send(close(code)))
     assert isinstance(error, argonlink.ConnectionClosedError) and error.code == 1002, error
-    assert frames and frames[-1] == Frame(CLOSE, b"\x03\xea"), frames
+    assert frames and frames[-1].type == CLOSE and frames[-1].close_code == 1002, frames
 
 
 def test_client_refuses_tiny_fragments() -> None:
@@ -770,19 +763,19 @@ def test_client_refuses_tiny_fragments() -> None:
 
     frames, error = _against_client(attack)
     assert isinstance(error, argonlink.ConnectionClosedError) and error.code == 1002, error
-    assert frames and frames[-1] == Frame(CLOSE, b"\x03\xea"), frames
+    assert frames and frames[-1].type == CLOSE and frames[-1].close_code == 1002, frames
 
 
 def test_client_answers_an_unknown_frame_with_1002() -> None:
     frames, error = _against_client(lambda side: side.send(bytes([0x7F])))
     assert isinstance(error, argonlink.ConnectionClosedError) and error.code == 1002, error
-    assert frames and frames[-1] == Frame(CLOSE, b"\x03\xea"), frames
+    assert frames and frames[-1].type == CLOSE and frames[-1].close_code == 1002, frames
 
 
 def test_client_refuses_resume_on_a_connection_without_a_session() -> None:
     frames, error = _against_client(lambda side: side.send(resume(0)))
     assert isinstance(error, argonlink.ConnectionClosedError) and error.code == 1002, error
-    assert frames and frames[-1] == Frame(CLOSE, b"\x03\xea"), frames
+    assert frames and frames[-1].type == CLOSE and frames[-1].close_code == 1002, frames
 
 
 # ============================================================================================
@@ -857,14 +850,31 @@ def test_confirmed_connections_do_hold_slots(phc: str, psk: bytes) -> None:
 # M25: an idle-connection flood from one source does not evict a client from another
 
 
-def test_idle_flood_from_one_source_does_not_evict_a_fresh_client() -> None:
+def test_idle_flood_from_one_source_does_not_evict_clients_from_another(
+    phc: str, psk: bytes
+) -> None:
     """Idle connections (half of them only the hello) from 127.0.0.2, dialled without pause from
-    another process, keep the server at max_pending_handshakes=32, while first-time clients
-    from 127.0.0.1 (a new Credentials each: a cold key, a full Argon2 run between the
-    parameters and message 1, with the server's default RFC 9106 costs) connect: each gets
-    in. (With oldest-first eviction, the flood pushed the client out during its Argon2 run.)"""
-    phc = argonlink.hash_password(PASSWORD, argonlink.KdfParams.RFC9106)
+    another process, keep the server at max_pending_handshakes=32, while clients from
+    127.0.0.1 sit between the parameters and message 1 (where a first-time client runs
+    Argon2): each of those completes its handshake afterwards, and first-time real clients
+    (a cold key each) get in. The flooding source holds at most its per-source share (half the
+    cap). (With oldest-first eviction the flood pushed out every waiting client.)"""
     with sync.Server(password_hash=phc, max_pending_handshakes=32, handshake_timeout=10) as srv:
+        gate = threading.Event()
+        waiting: list[RefClient | BaseException] = []
+
+        def slow_client() -> None:
+            try:
+                waiting.append(
+                    RefClient(srv.address, psk, source="127.0.0.1", before_message1=gate.wait)
+                )
+            except Exception as exc:  # the server cut it: recorded for the assertion
+                waiting.append(exc)
+
+        slow = [threading.Thread(target=slow_client) for _ in range(8)]
+        for thread in slow:
+            thread.start()
+        time.sleep(0.3)
         flood = subprocess.Popen(
             [
                 sys.executable,
@@ -880,9 +890,20 @@ def test_idle_flood_from_one_source_does_not_evict_a_fresh_client() -> None:
         )
         assert flood.stdin is not None and flood.stdout is not None
         failures: list[str] = []
+        pending: list[int] = []
         try:
             assert flood.stdout.readline().strip() == "ready"
-            for _ in range(3):
+            for _ in range(10):
+                pending.append(srv.stats()["pending_handshakes"])
+                time.sleep(0.05)
+            gate.set()
+            for thread in slow:
+                thread.join(10)
+            for w in waiting:
+                if isinstance(w, RefClient) and w.admission == 0:
+                    accepted(srv)
+            for _ in range(2):
+                # A new Client each time: nothing cached, a full Argon2 run.
                 try:
                     with sync.Client(*srv.address, password=PASSWORD, open_timeout=8) as c:
                         conn = accepted(srv)
@@ -892,10 +913,21 @@ def test_idle_flood_from_one_source_does_not_evict_a_fresh_client() -> None:
                 except argonlink.Error as exc:
                     failures.append(repr(exc))
         finally:
+            gate.set()
             flood.stdin.close()
             made = flood.stdout.readline().strip()
             flood.wait(10)
+            for w in waiting:
+                if isinstance(w, RefClient):
+                    w.close()
         evicted = srv.stats()["handshakes_evicted"]
-        print(f"flood: {made} connections, {evicted} evicted; client failures: {failures}")
+        completed = [w for w in waiting if isinstance(w, RefClient) and w.admission == 0]
+        print(
+            f"flood: {made} connections, {evicted} evicted, pending {pending}; "
+            f"waiting clients completed {len(completed)}/8; real client failures {failures}"
+        )
         assert evicted > 0
+        assert len(completed) == 8, waiting
         assert failures == []
+        # 8 from 127.0.0.1 (or fewer) and at most half the cap from the flooder.
+        assert max(pending) <= 8 + 16, pending
