@@ -510,7 +510,9 @@ class RefClient(Transport):
         timeout: float = 5.0,
         before_message1: Callable[[], object] | None = None,
     ) -> None:
-        self.bugs = bugs or Bugs(rcvbuf=rcvbuf)
+        self.bugs = bugs or Bugs()
+        if rcvbuf is not None:
+            self.bugs.rcvbuf = rcvbuf
         sock = _stream_socket(source, self.bugs.rcvbuf)
         sock.settimeout(timeout)
         sock.connect(address)

@@ -509,7 +509,7 @@ def test_resume_with_a_tiny_window_fails_the_client(window: int) -> None:
                 [sys.executable, "-c", _CLIENT_SCRIPT, *map(str, ref.address), PASSWORD],
                 capture_output=True,
                 text=True,
-                timeout=20,
+                timeout=10,
                 env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
                 check=False,
             )
@@ -624,6 +624,18 @@ def test_valid_close_codes_reach_the_application(srv: sync.Server, psk: bytes, c
         with pytest.raises(argonlink.ConnectionClosed) as exc:
             conn.recv(timeout=5)
         assert exc.value.code == code
+
+
+def test_close_flood_is_answered_once(srv: sync.Server, psk: bytes) -> None:
+    """A thousand CLOSEs in one write: the server answers one CLOSE (the same code) and ends;
+    the application sees one clean close."""
+    with RefClient(srv.address, psk) as peer:
+        conn = accepted(srv)
+        peer.send(*[close(1000, b"again")] * 1000)
+        frames = peer.frames_until_closed()
+        assert [f.close_code for f in frames] == [1000], frames
+        with pytest.raises(argonlink.ConnectionClosedOK):
+            conn.recv(timeout=5)
 
 
 PROTOCOL_ERRORS: dict[str, bytes] = {
