@@ -954,3 +954,39 @@ def test_idle_flood_from_one_source_does_not_evict_clients_from_another(
         assert failures == []
         # 8 from 127.0.0.1 (or fewer) and at most half the cap from the flooder.
         assert max(pending) <= 8 + 16, pending
+
+
+# ============================================================================================
+# Sessions alive on a server are bounded (PROTOCOL.md §4.6); pending handshakes per source
+
+
+def test_sessions_beyond_max_sessions_are_refused_as_busy(phc: str, psk: bytes) -> None:
+    with sync.Server(password_hash=phc, max_sessions=2) as server:
+        kept = []
+        for _ in range(2):
+            peer = RefClient(server.address, psk, first=confirm(os.urandom(16)))
+            frame = peer.recv_frame()
+            assert frame is not None and frame.type == RESUME and frame.body[0] == 0
+            kept.append(peer)
+        try:
+            with RefClient(server.address, psk, first=confirm(os.urandom(16))) as third:
+                expect_close(third, 1013)
+        finally:
+            for p in kept:
+                p.close()
+
+
+def test_pending_per_source_is_configurable(phc: str) -> None:
+    with sync.Server(password_hash=phc, max_pending_per_source=3, handshake_timeout=10) as srv:
+        idle = [socket.create_connection(srv.address) for _ in range(10)]
+        try:
+            deadline = time.monotonic() + 5
+            while srv.stats()["handshakes_evicted"] < 7 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert srv.stats()["handshakes_evicted"] == 7
+            assert srv.stats()["pending_handshakes"] == 3
+        finally:
+            for s in idle:
+                s.close()
+    with pytest.raises(argonlink.ConfigError):
+        sync.Server(password_hash=phc, max_pending_per_source=0)

@@ -902,6 +902,16 @@ async def test_many_connections_one_server_key_derivation() -> None:
         assert shared.key_derivations == 1
 
 
+async def test_separate_clients_with_one_password_share_one_key_derivation() -> None:
+    """Each client has its own credentials (password given as a string): the process-wide key
+    cache still runs Argon2 once for the 20 of them."""
+    async with argonlink.Server(password=PASSWORD, kdf=KDF) as server:
+        clients = [argonlink.Client(*server.address, password=PASSWORD) for _ in range(20)]
+        await asyncio.gather(*(c.connect() for c in clients))
+        assert sum(c.key_derivations for c in clients) == 1
+        await asyncio.gather(*(c.close() for c in clients))
+
+
 async def test_reconnects_reuse_the_client_key() -> None:
     async with argonlink.Server(password=PASSWORD, kdf=KDF) as server:
         client = argonlink.Client(*server.address, password=PASSWORD, reconnect=FAST_RECONNECT)
@@ -930,3 +940,118 @@ async def test_password_changes_are_counted() -> None:
         async with argonlink.Client(*server.address, password="third password") as client:
             assert client.connection.key_epoch == 3
             assert client.key_derivations == 1
+
+
+# --------------------------------------------------------------------------------------------
+# reconnect=False is obeyed even by an exactly-once client (one dial, then the dial's error)
+
+
+class _CountingCloser:
+    """A listener that counts the connections it accepts and hangs up on each at once."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.1)
+        self.port = self._sock.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+
+def test_exactly_once_without_reconnect_dials_once_sync() -> None:
+    dead = free_port()
+    client = sync.Client("127.0.0.1", dead, password=PASSWORD, exactly_once=True, reconnect=False)
+    raised: list[BaseException] = []
+
+    def enter() -> None:
+        try:
+            client.__enter__()
+        except BaseException as e:  # checked below
+            raised.append(e)
+
+    thread = threading.Thread(target=enter, daemon=True)
+    thread.start()
+    thread.join(30)  # only guards against hanging: a client that redials never returns
+    assert not thread.is_alive(), "reconnect=False kept redialing"
+    assert len(raised) == 1 and isinstance(raised[0], (OSError, argonlink.Error)), raised
+    assert not client.connected
+    closer = _CountingCloser()
+    try:
+        client = sync.Client(
+            "127.0.0.1", closer.port, password=PASSWORD, exactly_once=True, reconnect=False
+        )
+        with pytest.raises((OSError, argonlink.Error)):
+            client.connect()
+        time.sleep(0.5)  # a redial would show up here
+        assert closer.accepted == 1
+    finally:
+        closer.close()
+
+
+async def _fails_without_hanging(aw: Any) -> None:
+    task = asyncio.ensure_future(aw)
+    # Only guards against hanging: a client that redials never returns.
+    done, _ = await asyncio.wait({task}, timeout=30)
+    if not done:
+        task.cancel()
+        pytest.fail("reconnect=False kept redialing")
+    assert isinstance(task.exception(), (OSError, argonlink.Error)), task.exception()
+
+
+async def test_exactly_once_without_reconnect_dials_once_async() -> None:
+    dead = free_port()
+    client = argonlink.Client(
+        "127.0.0.1", dead, password=PASSWORD, exactly_once=True, reconnect=False
+    )
+    await _fails_without_hanging(client.__aenter__())
+    closer = _CountingCloser()
+    try:
+        client = argonlink.Client(
+            "127.0.0.1", closer.port, password=PASSWORD, exactly_once=True, reconnect=False
+        )
+        await _fails_without_hanging(client.connect())
+        await asyncio.sleep(0.5)
+        assert closer.accepted == 1
+    finally:
+        closer.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Interpreter exit while a blocking open is still retrying is quiet
+
+
+def test_exit_during_a_retrying_blocking_open_is_quiet() -> None:
+    dead = free_port()
+    code = f"""
+import threading, time
+from argonlink import ReconnectPolicy, sync
+
+def run():
+    policy = ReconnectPolicy(initial_delay=0.01, max_delay=0.05)
+    sync.Client("127.0.0.1", {dead}, password="pw", reconnect=policy).connect()
+
+threading.Thread(target=run, daemon=True).start()
+time.sleep(0.5)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "panicked" not in done.stderr and "Tokio" not in done.stderr, done.stderr

@@ -38,6 +38,8 @@ class LinkOptions:
         open_timeout: float | None = None,
         handshake_timeout: float | None = None,
         max_pending_handshakes: int | None = None,
+        max_pending_per_source: int | None = None,
+        max_sessions: int | None = None,
         accept_backlog: int | None = None,
         rekey_bytes: int | None = None,
         rekey_frames: int | None = None,

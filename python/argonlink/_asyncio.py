@@ -313,7 +313,8 @@ class Client(ClientBase[Connection], AsyncTransfers):
     ``recv`` carries on with the next connection. A wrong password is never retried.
 
     With ``exactly_once=True`` the client and the server keep one session across connections
-    (reconnecting by default): every message whose ``send`` returned is delivered exactly
+    (reconnecting by default; with ``reconnect=False`` it dials once and the session ends with
+    that connection): every message whose ``send`` returned is delivered exactly
     once and in order, whatever happens to the connections, while both processes live.
     ``flush()`` waits until the server's application received everything.
     """

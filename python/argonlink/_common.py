@@ -131,6 +131,8 @@ class ServerBase(Generic[H]):
         node_id: bytes | str | None = None,
         handshake_timeout: float | None = None,
         max_pending_handshakes: int | None = None,
+        max_pending_per_source: int | None = None,
+        max_sessions: int | None = None,
         accept_backlog: int | None = None,
         max_message_size: int | None = None,
         send_buffer: int | None = None,
@@ -158,6 +160,8 @@ class ServerBase(Generic[H]):
             node_id=node_id,
             handshake_timeout=handshake_timeout,
             max_pending_handshakes=max_pending_handshakes,
+            max_pending_per_source=max_pending_per_source,
+            max_sessions=max_sessions,
             accept_backlog=accept_backlog,
             max_message_size=max_message_size,
             send_buffer=send_buffer,
@@ -178,7 +182,8 @@ class ServerBase(Generic[H]):
         """Set up what the concrete server needs to run a handler."""
 
     def _bind_args(self) -> dict[str, Any]:
-        """Arguments for the native bind; the plaintext password is dropped from this object."""
+        """Arguments for the native bind; the password (or its password-equivalent hash) is
+        dropped from this object."""
         args = {
             "host": self._host,
             "port": self._port,
@@ -187,7 +192,7 @@ class ServerBase(Generic[H]):
             "password": self._password,
             "password_hash": self._password_hash,
         }
-        self._password = None
+        self._password = self._password_hash = None
         return args
 
     @property
@@ -266,10 +271,11 @@ class ClientBase(Generic[C]):
     ) -> None:
         self._host, self._port = host, port
         self._credentials = credentials(password)
+        if reconnect is None:
+            # A session that cannot reconnect keeps its promise for one connection only, so
+            # exactly-once reconnects unless told not to (reconnect=False: one dial, no redial).
+            reconnect = exactly_once
         self._reconnect = ReconnectPolicy() if reconnect is True else (reconnect or None)
-        if exactly_once and self._reconnect is None:
-            # A session that cannot reconnect could not keep its promise.
-            self._reconnect = ReconnectPolicy()
         self._options = link_options(
             node_id=node_id,
             open_timeout=open_timeout,
@@ -338,7 +344,8 @@ class ClientBase(Generic[C]):
 
     @property
     def key_derivations(self) -> int:
-        """Argon2 runs so far (one per server key, however many connections)."""
+        """Argon2 runs this client performed (one per password and server key in the whole
+        process: clients with the same password share the run, counted by the one that ran it)."""
         return self._credentials.key_derivations
 
     def _peer_message_limit(self) -> int:

@@ -77,6 +77,8 @@ Example (every setting; all are optional except a password source, and a client'
     close_timeout = 5.0
     handshake_timeout = 10.0
     max_pending_handshakes = 256
+    max_pending_per_source = 128     # per IPv4 address / IPv6 /64; leave out: half the above
+    max_sessions = 1024              # exactly-once sessions alive at once
     accept_backlog = 128
     max_connections = 1000
     ping_interval = 15.0             # 0: no keepalive
@@ -180,6 +182,8 @@ _LINK_KEYS: Final = (
     "open_timeout",
     "handshake_timeout",
     "max_pending_handshakes",
+    "max_pending_per_source",
+    "max_sessions",
     "accept_backlog",
     "rekey",
     "kdf_floor",
@@ -491,6 +495,8 @@ _SPECS: Final[dict[str, dict[str, _Spec]]] = {
         "kdf": _Spec(_k_kdf, "str"),
         "handshake_timeout": _Spec(_k_timeout, "float"),
         "max_pending_handshakes": _Spec(_k_size, "int"),
+        "max_pending_per_source": _Spec(_k_size, "int"),
+        "max_sessions": _Spec(_k_size, "int"),
         "accept_backlog": _Spec(_k_size, "int"),
         "max_connections": _Spec(_k_size, "int"),
         "session_linger": _Spec(_k_timeout, "float"),
@@ -690,6 +696,8 @@ class ServerConfig:
     idle_timeout: float | None = None
     handshake_timeout: float | None = None
     max_pending_handshakes: int | None = None
+    max_pending_per_source: int | None = None
+    max_sessions: int | None = None
     accept_backlog: int | None = None
     max_connections: int | None = None
     max_unacked: int | None = None

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use argon2::{Algorithm, Argon2, Params, Version};
+use base64ct::{Base64Unpadded, Encoding};
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -125,6 +126,30 @@ pub fn random_salt() -> Salt {
     salt
 }
 
+/// HMAC-SHA256 (RFC 2104) of `msg` under `key` (at most one 64-byte block long).
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    assert!(
+        key.len() <= 64,
+        "HMAC keys longer than a block are not needed here"
+    );
+    let mut ipad = Zeroizing::new([0x36u8; 64]);
+    let mut opad = Zeroizing::new([0x5cu8; 64]);
+    for (i, b) in key.iter().enumerate() {
+        ipad[i] ^= b;
+        opad[i] ^= b;
+    }
+    let inner = Sha256::new()
+        .chain_update(&ipad[..])
+        .chain_update(msg)
+        .finalize();
+    Sha256::new()
+        .chain_update(&opad[..])
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
 /// A 32-byte pre-shared key. Zeroized on drop, compared in constant time, never printed.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct Psk([u8; PSK_LEN]);
@@ -192,7 +217,15 @@ impl ServerKey {
     /// No derivation runs: the hash is the key.
     pub fn from_phc(phc: &str) -> Result<Self> {
         let bad = |why: &str| Error::config(format!("invalid Argon2 PHC string: {why}"));
-        let hash = argon2::PasswordHash::new(phc).map_err(|_| bad("not a PHC string"))?;
+        // The hash field is the key itself: decode it straight into memory that is wiped, and
+        // let the PHC parser (whose copy of a hash is never wiped) see only the rest.
+        let (head, encoded) = phc
+            .rsplit_once('$')
+            .ok_or_else(|| bad("not a PHC string"))?;
+        let hash = argon2::PasswordHash::new(head).map_err(|_| bad("not a PHC string"))?;
+        if hash.hash.is_some() {
+            return Err(bad("not a PHC string"));
+        }
         if hash.algorithm != argon2::ARGON2ID_IDENT {
             return Err(bad("the algorithm must be argon2id"));
         }
@@ -210,16 +243,16 @@ impl ServerKey {
             .as_ref()
             .try_into()
             .map_err(|_| bad("the salt must be 16 bytes"))?;
-        let output = hash.hash.as_ref().ok_or_else(|| bad("missing hash"))?;
-        let psk: [u8; PSK_LEN] = output
-            .as_ref()
-            .try_into()
+        // One spare byte: a longer hash fails to fit instead of being cut to size.
+        let mut buf = Zeroizing::new([0u8; PSK_LEN + 1]);
+        let decoded = Base64Unpadded::decode(encoded, &mut buf[..])
             .map_err(|_| bad("the hash must be 32 bytes"))?;
-        Ok(ServerKey {
-            salt,
-            params,
-            psk: Psk(psk),
-        })
+        if decoded.len() != PSK_LEN {
+            return Err(bad("the hash must be 32 bytes"));
+        }
+        let mut psk = Psk([0u8; PSK_LEN]);
+        psk.0.copy_from_slice(&buf[..PSK_LEN]);
+        Ok(ServerKey { salt, params, psk })
     }
 
     /// The PHC string for this key (password-equivalent: store it like a password).
@@ -305,6 +338,30 @@ mod tests {
         // A 16-byte hash is not a 32-byte key.
         let short = "$argon2id$v=19$m=256,t=1,p=1$AQEBAQEBAQEBAQEBAQEBAQ$AAAAAAAAAAAAAAAAAAAAAA";
         assert!(ServerKey::from_phc(short).is_err());
+    }
+
+    #[test]
+    fn hmac_sha256_matches_rfc4231() {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        // Test cases 1 and 2.
+        assert_eq!(
+            hex(&hmac_sha256(&[0x0b; 20], b"Hi There")),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+        );
+        assert_eq!(
+            hex(&hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn phc_hash_field_must_be_exactly_the_key() {
+        let phc = hash_password(b"x", FAST).unwrap();
+        let (head, _) = phc.rsplit_once('$').unwrap();
+        assert!(ServerKey::from_phc(head).is_err(), "no hash field");
+        let long = format!("{head}${}", "A".repeat(45)); // 33 bytes
+        assert!(ServerKey::from_phc(&long).is_err());
+        assert!(ServerKey::from_phc(&format!("{phc}$AAAA")).is_err());
     }
 
     #[test]

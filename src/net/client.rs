@@ -1,8 +1,8 @@
 //! Dialing a server: TCP connect, the client side of the handshake, then a [`Connection`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -19,20 +19,72 @@ use crate::core::frame::{ResumeReply, SessionRequest};
 use crate::core::handshake::{
     ClientAwaitingReply, ClientHello, ServerParams, MSG2_LEN, PARAMS_LEN,
 };
-use crate::core::kdf::{derive_psk, KdfBounds, KdfParams, Psk, Salt};
+use rand::RngCore;
+
+use crate::core::kdf::{derive_psk, hmac_sha256, KdfBounds, KdfParams, Psk, Salt};
 use crate::core::session::{Event, Opener, Sealer};
-use crate::error::{Error, Result};
+use crate::error::{CloseCode, CloseInfo, Error, Result};
 
-/// Keys derived for at most this many (salt, params) pairs; a server rarely has more than two.
-const CACHE_ENTRIES: usize = 8;
+/// Server configurations remembered per password as verified (bounded: a server rarely has
+/// more than two; past this, the set starts over).
+const VERIFIED_ENTRIES: usize = 8;
 
-/// One derived key per server configuration; concurrent dials share one derivation.
-type KeyCache = HashMap<(Salt, KdfParams), Arc<OnceCell<Psk>>>;
+/// Process-wide bound on cached keys: one per (password, server salt, costs); past it, the
+/// least recently used entry is evicted. Many clients of one server then share one Argon2 run.
+const KEY_CACHE_ENTRIES: usize = 64;
 
-/// The client's password and the keys derived from it, one Argon2 run per server configuration.
+/// (server salt, costs, password tag). The tag is HMAC-SHA256 of the password under a random
+/// per-process secret: it tells passwords apart without being a fast unkeyed hash of one (an
+/// offline guess needs the secret, which never leaves this process).
+type CacheKey = (Salt, KdfParams, [u8; 32]);
+
+/// Derived keys shared by every client in the process; each cell is filled once (single
+/// flight: concurrent dials for one entry wait for the same derivation).
+#[derive(Default)]
+struct KeyCache {
+    cells: HashMap<CacheKey, Arc<OnceCell<Psk>>>,
+    /// Use order, least recent first: what to evict.
+    order: VecDeque<CacheKey>,
+}
+
+static KEY_CACHE: LazyLock<Mutex<KeyCache>> = LazyLock::new(Mutex::default);
+
+/// The key of password tags; random per process and wiped at exit.
+static TAG_SECRET: LazyLock<Zeroizing<[u8; 32]>> = LazyLock::new(|| {
+    let mut secret = Zeroizing::new([0u8; 32]);
+    rand::rng().fill_bytes(&mut secret[..]);
+    secret
+});
+
+impl KeyCache {
+    fn cell(&mut self, key: CacheKey) -> Arc<OnceCell<Psk>> {
+        if let Some(cell) = self.cells.get(&key).cloned() {
+            // Least recently used goes first: a hit moves to the back.
+            self.order.retain(|k| k != &key);
+            self.order.push_back(key);
+            return cell;
+        }
+        while self.cells.len() >= KEY_CACHE_ENTRIES {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            // A derivation in flight keeps its cell for those already waiting on it.
+            self.cells.remove(&oldest);
+        }
+        let cell = Arc::new(OnceCell::new());
+        self.cells.insert(key, cell.clone());
+        self.order.push_back(key);
+        cell
+    }
+}
+
+/// The client's password; the keys derived from it live in the process-wide cache.
 pub struct Credentials {
     password: Zeroizing<Vec<u8>>,
-    cache: Mutex<KeyCache>,
+    /// This password's name in the key cache (see [`CacheKey`]).
+    tag: Zeroizing<[u8; 32]>,
+    /// Argon2 runs this password's dials performed (a run shared with other clients counts
+    /// once, for the client that ran it).
     derivations: AtomicU64,
     /// Server configurations this password has completed a handshake with: for those, a
     /// handshake cut before the server's reply is a network fault, not a wrong password.
@@ -49,7 +101,7 @@ impl Credentials {
     pub fn new(password: &[u8]) -> Self {
         Credentials {
             password: Zeroizing::new(password.to_vec()),
-            cache: Mutex::new(HashMap::new()),
+            tag: Zeroizing::new(hmac_sha256(&TAG_SECRET[..], password)),
             derivations: AtomicU64::new(0),
             verified: Mutex::new(HashSet::new()),
         }
@@ -64,16 +116,22 @@ impl Credentials {
         self.derivations.load(Relaxed)
     }
 
-    /// The PSK for a server's salt and costs: cached, or derived once on a blocking thread even
-    /// when many connections ask at the same time.
+    /// The PSK for a server's salt and costs: cached process-wide, or derived once on a
+    /// blocking thread even when many connections (of any client) ask at the same time.
     pub async fn psk_for(self: &Arc<Self>, salt: Salt, params: KdfParams) -> Result<Psk> {
-        let cell = {
-            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.len() >= CACHE_ENTRIES && !cache.contains_key(&(salt, params)) {
-                cache.clear();
-            }
-            cache.entry((salt, params)).or_default().clone()
-        };
+        self.psk_and_wait(salt, params).await.map(|(psk, _)| psk)
+    }
+
+    /// [`Self::psk_for`], and whether the key had to be derived first (this call waited for an
+    /// Argon2 run, its own or another client's).
+    async fn psk_and_wait(self: &Arc<Self>, salt: Salt, params: KdfParams) -> Result<(Psk, bool)> {
+        let cell = KEY_CACHE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cell((salt, params, *self.tag));
+        if let Some(psk) = cell.get() {
+            return Ok((psk.clone(), false));
+        }
         let me = self.clone();
         // In a task of its own: if the caller gives up (open_timeout), the derivation still
         // lands in the cache for the next attempt instead of being thrown away and restarted.
@@ -89,9 +147,10 @@ impl Credentials {
             .await
             .cloned()
         });
-        filling
+        let psk = filling
             .await
-            .map_err(|_| Error::config("key derivation was cancelled"))?
+            .map_err(|_| Error::config("key derivation was cancelled"))??;
+        Ok((psk, true))
     }
 }
 
@@ -151,28 +210,63 @@ pub(crate) async fn dial(
     config.link.validate()?;
     let attempts = async {
         let mut hint = epoch_hint;
-        // At most two handshakes: the key the server offered first, then the other one.
-        for retry in [false, true] {
+        let mut cut_retried = false;
+        // At most two handshakes under distinct keys: the key the server offered first, then
+        // the other one; and one more if the first was cut while this client derived its key.
+        let mut retry = false;
+        loop {
             let mut offered = (0, 0);
-            match handshake(host, port, credentials, config, hint, session, &mut offered).await {
+            let mut derived = false;
+            let attempt = handshake(
+                host,
+                port,
+                credentials,
+                config,
+                hint,
+                session,
+                &mut offered,
+                &mut derived,
+            )
+            .await;
+            match attempt {
+                // A first-time client spends its Argon2 run between the parameters and
+                // message 1, where a server under a connection flood may drop it as idle
+                // (PROTOCOL.md M25): the connection is found closed before message 1 is sent.
+                // Once more with the key now cached, and only once.
+                Err(Error::Io(e))
+                    if derived
+                        && !cut_retried
+                        && e.kind() == std::io::ErrorKind::ConnectionAborted =>
+                {
+                    cut_retried = true;
+                }
                 Err(Error::Authentication(why)) => {
                     let (epoch, other) = offered;
                     if retry || other == 0 || other == epoch {
                         return Err(Error::Authentication(why));
                     }
                     hint = other;
+                    retry = true;
                 }
                 result => return result,
             }
         }
-        unreachable!("the second attempt always returns")
     };
     tokio::time::timeout(config.open_timeout, attempts)
         .await
         .map_err(|_| Error::Timeout("opening the connection (open_timeout)"))?
 }
 
-/// One handshake; `offered` receives the (epoch, other epoch) of the parameters the server sent.
+fn closed_before_message1() -> Error {
+    Error::Io(std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "the server closed the connection before message 1 (busy or restarting)",
+    ))
+}
+
+/// One handshake; `offered` receives the (epoch, other epoch) of the parameters the server sent,
+/// `derived` whether its key had to be derived first.
+#[allow(clippy::too_many_arguments)]
 async fn handshake(
     host: &str,
     port: u16,
@@ -181,6 +275,7 @@ async fn handshake(
     epoch_hint: u32,
     session: Option<SessionRequest>,
     offered: &mut (u32, u32),
+    derived: &mut bool,
 ) -> Result<(Connection, Option<ResumeReply>)> {
     let stream = TcpStream::connect((host, port)).await?;
     stream.set_nodelay(true)?;
@@ -202,17 +297,16 @@ async fn handshake(
     let params = ServerParams::parse(&params_bytes)?;
     *offered = (params.epoch, params.other_epoch);
     config.kdf_bounds.check(&params.kdf)?;
-    let psk = credentials.psk_for(params.salt, params.kdf).await?;
+    let (psk, waited) = credentials.psk_and_wait(params.salt, params.kdf).await?;
+    *derived = waited;
     // The server can judge the password only once it has message 1. If it closed the
     // connection before that (evicted at its pending-handshake cap, restarted), that is a
     // network fault to retry, not a wrong password: say so now, while it is still certain.
     let mut probe = [0u8; 1];
     if let Some(early) = rd.peek(&mut probe).now_or_never() {
         return Err(match early {
-            Ok(0) => Error::Io(std::io::Error::new(
-                std::io::ErrorKind::ConnectionAborted,
-                "the server closed the connection before message 1 (busy or restarting)",
-            )),
+            Ok(0) => closed_before_message1(),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed_before_message1(),
             Ok(_) => Error::protocol("the server sent data before message 1"),
             Err(e) => Error::Io(e),
         });
@@ -255,7 +349,7 @@ async fn handshake(
     let est = state.finish(&msg2)?;
     {
         let mut verified = credentials.verified();
-        if verified.len() >= CACHE_ENTRIES {
+        if verified.len() >= VERIFIED_ENTRIES {
             verified.clear();
         }
         verified.insert(server_config);
@@ -282,6 +376,10 @@ async fn handshake(
                 writer.send(Outgoing::Confirm(Some(request))).await?;
                 match reader.next().await {
                     Some(Ok(Event::Resume(reply))) => Some(reply),
+                    // Refused with a reason (busy, a protocol error): report the server's code.
+                    Some(Ok(Event::Close { code, reason })) => {
+                        return Err(Error::Closed(CloseInfo::error(CloseCode(code), reason)))
+                    }
                     Some(Err(e)) => return Err(e),
                     Some(Ok(_)) => return Err(Error::protocol("expected RESUME")),
                     None => return Err(Error::protocol(
@@ -304,4 +402,39 @@ async fn handshake(
         },
     )?;
     Ok((conn, reply))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_cache_evicts_its_least_recently_used_entry_at_the_bound() {
+        let mut cache = KeyCache::default();
+        let params = KdfParams::new(256, 1, 1).unwrap();
+        let key = |i: usize| ([i as u8; 16], params, [0u8; 32]);
+        for i in 0..KEY_CACHE_ENTRIES {
+            cache.cell(key(i));
+        }
+        let kept = cache.cell(key(0)); // used again: now the most recent
+        cache.cell(key(KEY_CACHE_ENTRIES));
+        assert_eq!(cache.cells.len(), KEY_CACHE_ENTRIES);
+        assert!(
+            !cache.cells.contains_key(&key(1)),
+            "the least recently used goes first"
+        );
+        assert!(
+            Arc::ptr_eq(&kept, &cache.cell(key(0))),
+            "a hit is the same cell"
+        );
+    }
+
+    #[test]
+    fn the_password_tag_is_keyed() {
+        let a = Credentials::new(b"pw");
+        assert_eq!(*a.tag, *Credentials::new(b"pw").tag);
+        assert_ne!(*a.tag, *Credentials::new(b"pw2").tag);
+        use sha2::{Digest, Sha256};
+        assert_ne!(a.tag[..], Sha256::digest(b"pw")[..], "not an unkeyed hash");
+    }
 }

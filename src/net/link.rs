@@ -195,8 +195,8 @@ pub struct Link {
 
 impl Link {
     /// Start dialing; resolves once the first connection is up (or the link failed for good).
-    /// With `session`, the link asks the server for an acknowledged session (and keeps
-    /// reconnecting: a session without a policy gets the default one).
+    /// With `session`, the link asks the server for an acknowledged session. Without a
+    /// `policy` it dials once and never redials, session or not: the caller picks the policy.
     pub async fn open(
         host: &str,
         port: u16,
@@ -209,10 +209,6 @@ impl Link {
         if let Some(p) = &policy {
             p.validate()?;
         }
-        let policy = match (&session, policy) {
-            (Some(_), None) => Some(ReconnectPolicy::default()),
-            (_, p) => p,
-        };
         let session = session.map(|s| {
             let mut id = [0u8; SESSION_ID_LEN];
             rand::rng().fill(&mut id);

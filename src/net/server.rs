@@ -73,18 +73,25 @@ impl Default for ServerConfig {
 pub enum ServerKeySource {
     /// A plaintext password: derived once, with a fresh random salt, when the server starts.
     Password(Zeroizing<Vec<u8>>, KdfParams),
-    /// A PHC string from `hash_password`: no derivation at all.
-    Phc(Zeroizing<String>),
+    /// A key given ready-made (from a PHC string): no derivation at all.
+    Key(ServerKey),
 }
 
 impl ServerKeySource {
+    /// From a PHC string of `hash_password`, parsed at once: the string is password-equivalent,
+    /// so it is wiped here rather than kept until the server starts (the key holds only the
+    /// PSK, salt and costs).
+    pub fn from_phc(phc: Zeroizing<String>) -> Result<Self> {
+        Ok(ServerKeySource::Key(ServerKey::from_phc(&phc)?))
+    }
+
     /// Turn into a key; may run Argon2, so call on a blocking thread.
     pub fn into_key(self) -> Result<(ServerKey, bool)> {
         match self {
             ServerKeySource::Password(pw, params) => {
                 Ok((ServerKey::from_password(&pw, params)?, true))
             }
-            ServerKeySource::Phc(phc) => Ok((ServerKey::from_phc(&phc)?, false)),
+            ServerKeySource::Key(key) => Ok((key, false)),
         }
     }
 }

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
+use crate::core::frame::{ResumeStatus, SessionRequest};
 use crate::core::kdf::{KdfBounds, KdfParams};
 use crate::error::{CloseCode, Error};
 use crate::net::link::{Link, ReconnectPolicy};
@@ -822,6 +823,38 @@ async fn a_session_the_server_lost_is_an_error_not_a_silent_restart() {
     srv.close().await;
 }
 
+/// Sessions alive on a server are bounded (each may hold buffers while it lingers): a new one
+/// beyond `max_sessions` is refused with CLOSE 1013, which the client reports as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_beyond_max_sessions_are_refused_as_busy() {
+    let source = ServerKeySource::Password(b"pw".to_vec().into(), FAST);
+    let config = ServerConfig {
+        max_sessions: 1,
+        ..ServerConfig::default()
+    };
+    let srv = Server::bind("127.0.0.1", 0, source, config).await.unwrap();
+    let port = srv.local_addr().port();
+    let creds = Arc::new(Credentials::new(b"pw"));
+    let request = |id| SessionRequest {
+        session_id: [id; 16],
+        resume: false,
+        next_expected: 0,
+        window: 1 << 20,
+    };
+    let config = client_config();
+    let dial = |id| client::dial("127.0.0.1", port, &creds, &config, 0, Some(request(id)));
+    let (first, reply) = dial(1).await.unwrap();
+    assert_eq!(reply.unwrap().status, ResumeStatus::Created);
+    let _server_end = srv.accept().await.unwrap();
+    match dial(2).await.map(|_| ()).unwrap_err() {
+        Error::Closed(info) => assert_eq!(info.code, CloseCode::BUSY, "{info}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(srv.sessions(), 1);
+    assert!(!first.is_finished());
+    srv.close().await;
+}
+
 /// An ACK that reaches a session's connection before its link attached it waits, and is applied
 /// on attaching: applied earlier it could move the sender past where the connection starts
 /// (see `core::reliable_model`), refused it would cut a healthy connection.
@@ -1119,5 +1152,81 @@ async fn flushed_waits_until_the_bytes_are_written() {
         "flushed returned with bytes still unwritten"
     );
     conn.abort("done");
+    srv.close().await;
+}
+
+#[test]
+fn a_phc_key_source_holds_the_parsed_key_not_the_string() {
+    let phc = crate::core::kdf::hash_password(b"pw", FAST).unwrap();
+    let expected = crate::core::kdf::ServerKey::from_phc(&phc).unwrap();
+    let source = ServerKeySource::from_phc(zeroize::Zeroizing::new(phc)).unwrap();
+    // Nothing but the key: the string was wiped when the source was made.
+    let ServerKeySource::Key(key) = &source else {
+        panic!("a PHC string becomes a key at once");
+    };
+    assert_eq!(key.psk, expected.psk);
+    let (key, derived) = source.into_key().unwrap();
+    assert!(!derived);
+    assert_eq!((key.salt, key.params), (expected.salt, expected.params));
+    assert!(ServerKeySource::from_phc(zeroize::Zeroizing::new("not a hash".into())).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_credentials_with_one_password_share_one_derivation() {
+    let salt = crate::core::kdf::random_salt();
+    let all: Vec<Arc<Credentials>> = (0..20)
+        .map(|_| Arc::new(Credentials::new(b"shared password")))
+        .collect();
+    let keys = futures_util::future::join_all(all.iter().map(|c| c.psk_for(salt, FAST))).await;
+    let first = keys[0].as_ref().unwrap().clone();
+    assert!(keys.iter().all(|k| k.as_ref().unwrap() == &first));
+    assert_eq!(all.iter().map(|c| c.derivations()).sum::<u64>(), 1);
+    // Another password under the same salt and costs is another entry.
+    let other = Arc::new(Credentials::new(b"another password"));
+    assert!(other.psk_for(salt, FAST).await.unwrap() != first);
+    assert_eq!(other.derivations(), 1);
+}
+
+/// A first-time client whose handshake is cut while it derives its key (a server under a
+/// connection flood drops it as idle) tries once more with the key it now has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_handshake_cut_during_derivation_is_tried_once_more() {
+    use crate::core::handshake::{HELLO_LEN, PARAMS_LEN};
+    let srv = server(b"pw").await;
+    let target = srv.local_addr();
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = front.local_addr().unwrap().port();
+    let relay = tokio::spawn(async move {
+        for attempt in 0.. {
+            let (mut c, _) = front.accept().await.unwrap();
+            let mut s = tokio::net::TcpStream::connect(target).await.unwrap();
+            if attempt == 0 {
+                // Pass the hello and the parameters, then hang up before message 1.
+                let mut hello = [0u8; HELLO_LEN];
+                c.read_exact(&mut hello).await.unwrap();
+                s.write_all(&hello).await.unwrap();
+                let mut params = [0u8; PARAMS_LEN];
+                s.read_exact(&mut params).await.unwrap();
+                c.write_all(&params).await.unwrap();
+                drop(c);
+                continue;
+            }
+            tokio::spawn(async move {
+                let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;
+            });
+        }
+    });
+    let creds = Arc::new(Credentials::new(b"pw"));
+    let conn = connect("127.0.0.1", port, &creds, &client_config(), 0)
+        .await
+        .expect("the second attempt, with the key derived, gets through");
+    let accepted = match srv.accept().await.unwrap() {
+        server::Accepted::Connection(c) => c,
+        server::Accepted::Session(_) => panic!("no session asked for"),
+    };
+    conn.send(Bytes::from_static(b"in")).await.unwrap();
+    assert_eq!(&accepted.recv().await.unwrap().into_bytes()[..], b"in");
+    assert_eq!(creds.derivations(), 1);
+    relay.abort();
     srv.close().await;
 }

@@ -174,7 +174,8 @@ impl NativeConnection {
     }
 }
 
-/// The client's password and its cache of derived keys (one Argon2 run per server key).
+/// The client's password; derived keys are cached process-wide (one Argon2 run per password
+/// and server key, however many clients).
 #[pyclass(frozen, module = "argonlink._argonlink")]
 pub struct NativeCredentials {
     pub(crate) inner: Arc<Credentials>,

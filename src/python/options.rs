@@ -21,6 +21,8 @@ pub struct LinkOptions {
     pub open_timeout: Duration,
     pub handshake_timeout: Duration,
     pub max_pending_handshakes: usize,
+    pub max_pending_per_source: Option<usize>,
+    pub max_sessions: usize,
     pub accept_backlog: usize,
     pub max_connections: Option<usize>,
     pub kdf_bounds: KdfBounds,
@@ -48,7 +50,8 @@ impl LinkOptions {
     #[new]
     #[pyo3(signature = (*, node_id=None, max_message_size=None, send_buffer=None,
         recv_buffer=None, close_timeout=None, open_timeout=None, handshake_timeout=None,
-        max_pending_handshakes=None, accept_backlog=None, rekey_bytes=None, rekey_frames=None,
+        max_pending_handshakes=None, max_pending_per_source=None, max_sessions=None,
+        accept_backlog=None, rekey_bytes=None, rekey_frames=None,
         rekey_interval=None, kdf_floor=None, kdf_cap=None, ping_interval=None, ping_timeout=None,
         idle_timeout=None, max_connections=None, exactly_once=false, max_unacked=None,
         session_linger=None))]
@@ -62,6 +65,8 @@ impl LinkOptions {
         open_timeout: Option<f64>,
         handshake_timeout: Option<f64>,
         max_pending_handshakes: Option<usize>,
+        max_pending_per_source: Option<usize>,
+        max_sessions: Option<usize>,
         accept_backlog: Option<usize>,
         rekey_bytes: Option<u64>,
         rekey_frames: Option<u64>,
@@ -127,6 +132,8 @@ impl LinkOptions {
                 "handshake_timeout",
             )?,
             max_pending_handshakes: max_pending_handshakes.unwrap_or(sd.max_pending_handshakes),
+            max_pending_per_source,
+            max_sessions: max_sessions.unwrap_or(sd.max_sessions),
             accept_backlog: accept_backlog.unwrap_or(sd.accept_backlog),
             max_connections,
             kdf_bounds: KdfBounds {
@@ -145,11 +152,14 @@ impl LinkOptions {
             )));
         }
         if opts.max_pending_handshakes == 0
+            || opts.max_pending_per_source == Some(0)
+            || opts.max_sessions == 0
             || opts.accept_backlog == 0
             || opts.max_connections == Some(0)
         {
             return Err(errors::to_py(Error::config(
-                "max_pending_handshakes, accept_backlog and max_connections must be positive",
+                "max_pending_handshakes, max_pending_per_source, max_sessions, accept_backlog and \
+                 max_connections must be positive",
             )));
         }
         Ok(opts)
@@ -193,12 +203,12 @@ impl LinkOptions {
             link: self.link.clone(),
             handshake_timeout: self.handshake_timeout,
             max_pending_handshakes: self.max_pending_handshakes,
-            max_pending_per_source: None,
+            max_pending_per_source: self.max_pending_per_source,
             accept_backlog: self.accept_backlog,
             max_connections: self.max_connections,
             session: self.session.clone(),
             session_linger: self.session_linger,
-            max_sessions: ServerConfig::default().max_sessions,
+            max_sessions: self.max_sessions,
         }
     }
 

@@ -8,7 +8,7 @@
 use std::cell::OnceCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -18,6 +18,17 @@ use tokio::runtime::{Builder, Handle, Runtime};
 
 static RUNTIME: Mutex<Option<Runtime>> = Mutex::new(None);
 static HANDLE: OnceLock<Handle> = OnceLock::new();
+
+/// True once `shutdown` began. Threads that poll a future themselves (blocking calls) hold the
+/// read side for one poll: a timer polled after the runtime stopped panics, so `shutdown` waits
+/// for the polls in progress and no new one starts.
+static STOPPED: RwLock<bool> = RwLock::new(false);
+
+/// Hold while polling on a thread of our own; `None` once the runtime is shutting down.
+pub fn poll_guard() -> Option<RwLockReadGuard<'static, bool>> {
+    let guard = STOPPED.read().unwrap_or_else(|e| e.into_inner());
+    (!*guard).then_some(guard)
+}
 
 /// The process-wide runtime (started on first use).
 pub fn handle() -> &'static Handle {
@@ -36,6 +47,7 @@ pub fn handle() -> &'static Handle {
 /// Stop every task and worker thread (bounded); later calls into the runtime fail cleanly.
 #[pyfunction]
 pub fn shutdown(py: Python<'_>) {
+    py.detach(|| *STOPPED.write().unwrap_or_else(|e| e.into_inner()) = true);
     let rt = RUNTIME.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(rt) = rt {
         py.detach(move || rt.shutdown_timeout(Duration::from_secs(2)));

@@ -39,7 +39,7 @@ fn key_source(
             let params = KdfParams::new(kdf.0, kdf.1, kdf.2).map_err(errors::to_py)?;
             Ok(ServerKeySource::Password(pw, params))
         }
-        (None, Some(phc)) => Ok(ServerKeySource::Phc(Zeroizing::new(phc))),
+        (None, Some(phc)) => ServerKeySource::from_phc(Zeroizing::new(phc)).map_err(errors::to_py),
         _ => Err(errors::to_py(Error::config(
             "give exactly one of password or password_hash",
         ))),

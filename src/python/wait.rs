@@ -4,12 +4,14 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
 use super::errors::{self, Timeout};
-use crate::error::Result;
+use crate::error::CloseInfo;
+use crate::error::{Error, Result};
 use crate::net::mailbox::Wakeup;
 
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
@@ -30,7 +32,28 @@ pub fn parse_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
     }
 }
 
-/// Run `fut` to completion on the runtime while this thread waits with the GIL released.
+/// Wakes a thread that polls a future itself.
+struct ThreadWaker {
+    thread: std::thread::Thread,
+    woken: AtomicBool,
+}
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, SeqCst);
+        self.thread.unpark();
+    }
+}
+
+/// Run `fut` to completion while this thread waits with the GIL released.
+///
+/// The thread polls `fut` itself (within the runtime's context) and parks between polls,
+/// rather than calling the runtime's `block_on`: no tokio timer of its own, and no poll once
+/// the runtime is shutting down (a daemon thread still waiting at interpreter exit then gets an
+/// error instead of panicking inside tokio).
 pub fn block_on<T: Send>(
     py: Python<'_>,
     timeout: Option<f64>,
@@ -39,19 +62,39 @@ pub fn block_on<T: Send>(
 ) -> PyResult<T> {
     let deadline = parse_timeout(timeout)?.map(|t| Instant::now() + t);
     let mut fut = Box::pin(fut);
+    let waker = Arc::new(ThreadWaker {
+        thread: std::thread::current(),
+        woken: AtomicBool::new(true),
+    });
+    let task_waker = Waker::from(waker.clone());
     loop {
-        let slice = match deadline {
-            Some(d) => d
-                .saturating_duration_since(Instant::now())
-                .min(SIGNAL_CHECK),
-            None => SIGNAL_CHECK,
-        };
-        let step = py.detach(|| {
-            super::runtime::handle().block_on(async { tokio::time::timeout(slice, &mut fut).await })
+        let slice_end = Instant::now() + SIGNAL_CHECK;
+        let until = deadline.map_or(slice_end, |d| d.min(slice_end));
+        let step = py.detach(|| loop {
+            if waker.woken.swap(false, SeqCst) {
+                let Some(_running) = super::runtime::poll_guard() else {
+                    return Some(Err(Error::Closed(CloseInfo::abnormal(
+                        "the interpreter is exiting",
+                    ))));
+                };
+                let _context = super::runtime::handle().enter();
+                if let Poll::Ready(result) =
+                    fut.as_mut().poll(&mut Context::from_waker(&task_waker))
+                {
+                    return Some(result);
+                }
+            }
+            let now = Instant::now();
+            if now >= until {
+                return None;
+            }
+            if !waker.woken.load(SeqCst) {
+                std::thread::park_timeout(until - now);
+            }
         });
         match step {
-            Ok(result) => return result.map_err(errors::to_py),
-            Err(_elapsed) => {
+            Some(result) => return result.map_err(errors::to_py),
+            None => {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Err(Timeout::new_err(format!("{what} timed out")));
                 }
