@@ -873,6 +873,20 @@ def test_confirmed_connections_do_hold_slots(phc: str, psk: bytes) -> None:
 # M25: an idle-connection flood from one source does not evict a client from another
 
 
+_FRESH_CLIENT = """
+import sys
+from argonlink import sync
+try:
+    with sync.Client(sys.argv[1], int(sys.argv[2]), password=sys.argv[3], open_timeout=8) as c:
+        c.send(b"in")
+        c.flush(timeout=5)
+except Exception as exc:
+    print(repr(exc), flush=True)
+else:
+    print("ok", flush=True)
+"""
+
+
 def test_idle_flood_from_one_source_does_not_evict_clients_from_another(
     phc: str, psk: bytes
 ) -> None:
@@ -880,8 +894,9 @@ def test_idle_flood_from_one_source_does_not_evict_clients_from_another(
     another process, keep the server at max_pending_handshakes=32, while clients from
     127.0.0.1 sit between the parameters and message 1 (where a first-time client runs
     Argon2): each of those completes its handshake afterwards, and first-time real clients
-    (a cold key each) get in. The flooding source holds at most its per-source share (half the
-    cap). (With oldest-first eviction the flood pushed out every waiting client.)"""
+    (each in a new process: a cold key cache) get in. The flooding source holds at most its
+    per-source share (half the cap). (With oldest-first eviction the flood pushed out every
+    waiting client.)"""
     with sync.Server(password_hash=phc, max_pending_handshakes=32, handshake_timeout=10) as srv:
         gate = threading.Event()
         waiting: list[RefClient | BaseException] = []
@@ -926,15 +941,22 @@ def test_idle_flood_from_one_source_does_not_evict_clients_from_another(
                 if isinstance(w, RefClient) and w.admission == 0:
                     accepted(srv)
             for _ in range(2):
-                # A new Client each time: nothing cached, a full Argon2 run.
+                # A new process each time: nothing in its key cache, a full Argon2 run.
+                client = subprocess.Popen(
+                    [sys.executable, "-c", _FRESH_CLIENT, *map(str, srv.address), PASSWORD],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                )
                 try:
-                    with sync.Client(*srv.address, password=PASSWORD, open_timeout=8) as c:
-                        conn = accepted(srv)
-                        c.send(b"in")
-                        assert conn.recv(timeout=5) == b"in"
-                        conn.abort()
+                    conn = srv.accept(timeout=10)
+                    assert conn.recv(timeout=5) == b"in"
+                    conn.abort()
                 except argonlink.Error as exc:
-                    failures.append(repr(exc))
+                    failures.append(f"server: {exc!r}")
+                out, _ = client.communicate(timeout=15)
+                if out.strip() != "ok":
+                    failures.append(f"client: {out.strip()}")
         finally:
             gate.set()
             flood.stdin.close()
