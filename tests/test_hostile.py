@@ -481,12 +481,22 @@ os._exit(0)
 """
 
 
-@pytest.mark.parametrize("window", [0, 1023])
-def test_resume_with_a_tiny_window_fails_the_client(window: int) -> None:
-    """A hostile server answers every session request with RESUME(created, window): a real
-    Client(exactly_once=True) must fail with a protocol error, not keep every message it is
+HOSTILE_RESUMES = {
+    "window 0": resume(0, 0, 0),
+    "window 1023": resume(0, 0, 1023),
+    "resumed, for a new session": resume(1, 0),
+    "unknown status 3": resume(3, 0),
+    "next_expected above what the client sent": resume(0, 5),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_RESUMES))
+def test_a_hostile_resume_fails_the_client(case: str) -> None:
+    """A hostile server answers every session request with this RESUME: a real
+    Client(exactly_once=True) must fail with a protocol error, neither keep every message it is
     given (a window of 0 made each message cost nothing against max_unacked) nor redial for
     ever. Each connection it made ends with its CLOSE 1002."""
+    answer = HOSTILE_RESUMES[case]
     with RefServer(PASSWORD) as ref:
         answers: list[list[Frame]] = []
         stop = threading.Event()
@@ -499,7 +509,7 @@ def test_resume_with_a_tiny_window_fails_the_client(window: int) -> None:
                     continue
                 with side:
                     assert side.confirm is not None and side.confirm.session_request
-                    side.send(resume(0, 0, window))
+                    side.send(answer)
                     answers.append(side.frames_for(2))
 
         thread = threading.Thread(target=serve)
@@ -509,7 +519,7 @@ def test_resume_with_a_tiny_window_fails_the_client(window: int) -> None:
                 [sys.executable, "-c", _CLIENT_SCRIPT, *map(str, ref.address), PASSWORD],
                 capture_output=True,
                 text=True,
-                timeout=10,
+                timeout=8,
                 env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
                 check=False,
             )
