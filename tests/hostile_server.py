@@ -1,20 +1,32 @@
-"""A server in its own process for the memory tests of ``test_hostile.py``: its RSS is then the
-server's alone. Usage: ``python hostile_server.py PHC OPTIONS_JSON``; prints the port, accepts
-every connection and holds it without reading a message, and exits when stdin closes."""
+"""Processes of their own for the memory and capacity tests of ``test_hostile.py``.
+
+``python hostile_server.py serve PHC OPTIONS_JSON``: a server whose RSS is then its own. It
+prints its port, accepts every connection and holds it without reading a message, and exits
+when stdin closes.
+
+``python hostile_server.py idle-flood HOST PORT SOURCE KEEP``: a flood of idle connections from
+the address SOURCE (bound before connecting): every other connection sends only the hello, the
+rest send nothing. It keeps at most KEEP open (closing the oldest) and dials without pause until
+stdin closes; it prints "ready" once KEEP connections were made, and at the end the number it
+made. In a process of its own, so that it dials as fast as the machine allows while the test
+runs its client."""
 
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import threading
+from collections import deque
 
-from argonlink import sync
+HELLO = b"ALNK\x00\x01\x00\x01\x00\x00\x00\x00"
 
 
-def main() -> None:
-    phc, options = sys.argv[1], json.loads(sys.argv[2])
+def serve(phc: str, options: dict[str, object]) -> None:
+    from argonlink import sync
+
     held: list[sync.Connection] = []
-    with sync.Server(password_hash=phc, **options) as srv:
+    with sync.Server(password_hash=phc, **options) as srv:  # type: ignore[arg-type]
         print(srv.address[1], flush=True)
 
         def accept() -> None:
@@ -26,6 +38,42 @@ def main() -> None:
 
         threading.Thread(target=accept, daemon=True).start()
         sys.stdin.read()
+
+
+def idle_flood(address: tuple[str, int], source: str, keep: int) -> None:
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    open_socks: deque[socket.socket] = deque()
+    made = 0
+    while not stop.is_set():
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind((source, 0))
+            sock.connect(address)
+            if made % 2:
+                sock.sendall(HELLO)
+        except OSError:
+            sock.close()
+            continue
+        made += 1
+        open_socks.append(sock)
+        if len(open_socks) > keep:
+            open_socks.popleft().close()
+        if made == keep:
+            print("ready", flush=True)
+    for sock in open_socks:
+        sock.close()
+    print(made, flush=True)
+
+
+def main() -> None:
+    mode = sys.argv[1]
+    if mode == "serve":
+        serve(sys.argv[2], json.loads(sys.argv[3]))
+    elif mode == "idle-flood":
+        idle_flood((sys.argv[2], int(sys.argv[3])), sys.argv[4], int(sys.argv[5]))
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
 
 
 if __name__ == "__main__":

@@ -1,68 +1,189 @@
 """A reference peer that completes real handshakes and then sends what an honest peer never would.
 
 Written from docs/PROTOCOL.md on top of the independent protocol model in ``noise_model.py``
-(Noise ``NNpsk0`` from pyca ``cryptography`` primitives), not from the library's code, so
-that it can play the authenticated hostile peer: one that knows the password and breaks the
-rules on purpose (tiny fragments, floods of control frames, impossible session numbers,
-reserved close codes, never reading). Like a protocol-bugs test runner, each misbehaviour is
-a method or a plaintext builder; the tests in ``test_hostile.py`` assert the exact outcome.
+(Noise ``NNpsk0`` from pyca ``cryptography`` primitives, Argon2id from ``cryptography`` too),
+not from the library's code, so that it can play the authenticated hostile peer: one that knows
+the password and breaks the rules on purpose. Like the "protocol bugs" switches of a TLS test
+runner, every misbehaviour is a plaintext builder, a :class:`Bugs` switch or a method; the
+tests in ``test_hostile.py`` assert the exact outcome.
+
+Two roles:
+
+* :class:`RefClient` dials a real argonlink server, runs the initiator side of the handshake
+  (optionally replaying a recorded hello and message 1, or stopping after the hello), sends
+  CONFIRM (bare, with a session request, or anything else as the first frame) and then sends
+  raw frames of any type, flags and body and reads the server's frames.
+* :class:`RefServer` listens for a real argonlink ``Client``, answers its hello with parameters
+  it chooses (salt, costs, epoch, node id), derives the PSK from the password and those, runs
+  the responder side of ``NNpsk0``, reads the client's CONFIRM and then sends raw frames: so the
+  same attacks also run against clients.
+
+Both sides follow REKEY (§4.4) on the frames they read, and can rekey their own direction.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from noise_model import HELLO, MSG2_LEN, FrameCipher, ModelClient, noise_nonce
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+from noise_model import (
+    HELLO,
+    MSG1_LEN,
+    MSG2_LEN,
+    NoiseInitiator,
+    SymmetricState,
+    noise_nonce,
+    x25519,
+    x25519_public,
+)
 from proxy import PARAMS_LEN, recv_exact
+
+__all__ = [
+    "ACK",
+    "CLOSE",
+    "CONFIRM",
+    "CONFIRM_BARE",
+    "DATA",
+    "FIRST_FRAGMENT",
+    "LENGTH",
+    "MAX_CHUNK",
+    "MAX_PLAINTEXT",
+    "MORE",
+    "PING",
+    "PONG",
+    "REKEY",
+    "REKEY_FRAME",
+    "RESUME",
+    "VALID_CLOSE_CODES",
+    "Bugs",
+    "Cipher",
+    "Frame",
+    "HostilePeer",
+    "Params",
+    "RefClient",
+    "RefServer",
+    "ServerSide",
+    "Transport",
+    "ack",
+    "close",
+    "confirm",
+    "data",
+    "derive_psk",
+    "expect_close",
+    "fragments",
+    "is_valid_close_code",
+    "ping",
+    "pong",
+    "resume",
+]
 
 # Frame types and DATA flags (PROTOCOL.md §4.1).
 DATA, PING, PONG, CLOSE, REKEY, CONFIRM, ACK, RESUME = range(1, 9)
 MORE, LENGTH = 0x01, 0x02
-#: The most of a message one frame carries: first fragment, middle fragments (M14).
-FIRST_FRAGMENT = 65509
-MAX_CHUNK = 65517
+#: The largest plaintext a frame holds: 65535 - 16 (tag).
+MAX_PLAINTEXT = 65519
+#: The most of a message one frame carries: a first fragment (type, flags, total) and a middle
+#: or single one (type, flags) (§4.2, M14).
+FIRST_FRAGMENT = MAX_PLAINTEXT - 10
+MAX_CHUNK = MAX_PLAINTEXT - 2
 #: The nonce reserved for rekeying (§4.4).
 REKEY_NONCE = (1 << 64) - 1
+#: Close codes that may travel in a CLOSE (§4.3, M20), besides the application ranges.
+VALID_CLOSE_CODES = frozenset({1000, 1001, 1002, 1009, 1013, 4001, 4002, 4003})
 
 
-class Cipher(FrameCipher):
-    """The model's transport direction, keeping its key so that it can follow REKEY (§4.4)."""
+def is_valid_close_code(code: int) -> bool:
+    return code in VALID_CLOSE_CODES or 3000 <= code <= 3999 or 4100 <= code <= 4999
+
+
+def derive_psk(password: bytes, salt: bytes, m_cost: int, t_cost: int, p_cost: int) -> bytes:
+    """PSK = Argon2id(password, salt, m, t, p, version 0x13, 32 bytes) (§1, RFC 9106)."""
+    kdf = Argon2id(salt=salt, length=32, iterations=t_cost, lanes=p_cost, memory_cost=m_cost)
+    return kdf.derive(password)
+
+
+# --------------------------------------------------------------------------------------------
+# Transport cipher and plaintext builders
+
+
+class Cipher:
+    """One direction of the transport, with its key so that it can follow REKEY (§4.4)."""
 
     def __init__(self, key: bytes) -> None:
-        super().__init__(key)
         self.key = key
+        self.aead = AESGCM(key)
+        self.n = 0
 
-    def open_body(self, body: bytes) -> bytes:
-        """Open a frame given without its length prefix."""
-        plaintext = self._aead.decrypt(noise_nonce(self.n), body, b"")
+    def seal(self, plaintext: bytes) -> bytes:
+        """The whole record: u16 length, ciphertext, tag."""
+        ct = self.aead.encrypt(noise_nonce(self.n), plaintext, b"")
+        self.n += 1
+        return struct.pack(">H", len(ct)) + ct
+
+    def open(self, body: bytes) -> bytes:
+        """A record without its length prefix; raises InvalidTag."""
+        plaintext = self.aead.decrypt(noise_nonce(self.n), body, b"")
         self.n += 1
         return plaintext
 
     def rekey(self) -> None:
-        self.key = self._aead.encrypt(noise_nonce(REKEY_NONCE), bytes(32), b"")[:32]
-        self._aead = AESGCM(self.key)
+        """k' = the first 32 bytes of ENCRYPT(k, 2^64 - 1, "", 32 zero bytes); n continues."""
+        self.key = self.aead.encrypt(noise_nonce(REKEY_NONCE), bytes(32), b"")[:32]
+        self.aead = AESGCM(self.key)
 
 
-# Plaintext builders: each returns one frame's plaintext, honest or not.
+# Each builder returns one frame's plaintext, honest or not: the arguments may break any rule.
 
 
-def data(chunk: bytes, *, more: bool = False, total: int | None = None) -> bytes:
-    flags = (MORE if more else 0) | (LENGTH if total is not None else 0)
+def data(
+    chunk: bytes, *, more: bool = False, total: int | None = None, flags: int | None = None
+) -> bytes:
+    """DATA: flags (computed from ``more`` and ``total`` unless given), the total, the chunk."""
+    if flags is None:
+        flags = (MORE if more else 0) | (LENGTH if total is not None else 0)
     head = bytes([DATA, flags]) + (struct.pack(">Q", total) if total is not None else b"")
     return head + chunk
+
+
+def fragments(
+    message: bytes, *, first: int = FIRST_FRAGMENT, middle: int = MAX_CHUNK
+) -> list[bytes]:
+    """The DATA plaintexts of one message. With the defaults, the honest cut of §4.2; with a
+    smaller ``first``/``middle`` (e.g. 1), the tiny fragments no honest sender produces."""
+    if len(message) <= MAX_CHUNK and first == FIRST_FRAGMENT and middle == MAX_CHUNK:
+        return [data(message)]
+    out = [data(message[:first], more=True, total=len(message))]
+    pos = first
+    while len(message) - pos > middle:
+        out.append(data(message[pos : pos + middle], more=True))
+        pos += middle
+    out.append(data(message[pos:]))
+    return out
 
 
 def ping(value: int) -> bytes:
     return bytes([PING]) + struct.pack(">Q", value)
 
 
+def pong(value: int) -> bytes:
+    return bytes([PONG]) + struct.pack(">Q", value)
+
+
 def close(code: int, reason: bytes = b"") -> bytes:
     return bytes([CLOSE]) + struct.pack(">H", code) + reason
+
+
+#: REKEY's plaintext (empty body). Send it with :meth:`Transport.rekey` to switch keys too.
+REKEY_FRAME = bytes([REKEY])
 
 
 def ack(next_expected: int) -> bytes:
@@ -75,22 +196,29 @@ def confirm(
     resume: bool = False,
     next_expected: int = 0,
     window: int = 1 << 20,
+    flags: int | None = None,
 ) -> bytes:
-    """CONFIRM, bare or with a 29-byte session request (§4.5)."""
+    """CONFIRM, bare or with a 29-byte session request: flags u8, session_id 16,
+    next_expected u64, window u32 (§4.5)."""
     if session_id is None:
         return bytes([CONFIRM])
-    return (
-        bytes([CONFIRM, 1 if resume else 0])
-        + session_id
-        + struct.pack(">QI", next_expected, window)
-    )
+    if flags is None:
+        flags = 1 if resume else 0
+    return bytes([CONFIRM, flags]) + session_id + struct.pack(">QI", next_expected, window)
 
 
 CONFIRM_BARE = confirm()
 
 
+def resume(status: int, next_expected: int = 0, window: int = 1 << 20) -> bytes:
+    """RESUME (13 bytes of body): status u8, next_expected u64, window u32 (§4.5)."""
+    return bytes([RESUME, status]) + struct.pack(">QI", next_expected, window)
+
+
 @dataclass
 class Frame:
+    """A decrypted frame: its type byte and the rest."""
+
     type: int
     body: bytes
 
@@ -102,70 +230,175 @@ class Frame:
     @property
     def value(self) -> int:
         """The u64 of a PING, PONG or ACK."""
+        assert self.type in (PING, PONG, ACK), self
         return int(struct.unpack(">Q", self.body)[0])
 
+    @property
+    def resume_fields(self) -> tuple[int, int, int]:
+        """RESUME's (status, next_expected, window)."""
+        assert self.type == RESUME and len(self.body) == 13, self
+        status, next_expected, window = struct.unpack(">BQI", self.body)
+        return int(status), int(next_expected), int(window)
 
-class HostilePeer:
-    """A client that completes a real handshake with a PSK, then sends whatever it is told."""
+    @property
+    def session_request(self) -> tuple[int, bytes, int, int] | None:
+        """A CONFIRM's (flags, session_id, next_expected, window), None for a bare one."""
+        assert self.type == CONFIRM, self
+        if not self.body:
+            return None
+        assert len(self.body) == 29, self
+        flags, next_expected, window = (
+            self.body[0],
+            *struct.unpack_from(">QI", self.body, 17),
+        )
+        return int(flags), self.body[1:17], int(next_expected), int(window)
 
-    def __init__(
-        self,
-        address: tuple[str, int],
-        psk: bytes,
-        *,
-        first: bytes | None = None,
-        rcvbuf: int | None = None,
-        source: str | None = None,
-    ) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:
-            # Before connecting, so the window the peer sees is small from the start.
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        if source is not None:
-            self.sock.bind((source, 0))
-        self.sock.settimeout(5)
-        self.sock.connect(address)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        model = ModelClient(psk)
-        self.sock.sendall(HELLO)
-        params = recv_exact(self.sock, PARAMS_LEN)
-        self.sock.sendall(model.message1(params))
-        msg2 = recv_exact(self.sock, 2 + MSG2_LEN)
-        noise = model._noise
-        assert noise is not None
-        payload = noise.read_message2(msg2[2:])
-        #: Message 2's admission byte: 0 accepted, 1 busy (§3.4).
-        self.admission = payload[8]
-        k_send, k_recv = noise.state.split()
+    def message(self) -> tuple[int, int | None, bytes]:
+        """DATA's (flags, total or None, chunk)."""
+        assert self.type == DATA, self
+        flags = self.body[0]
+        if flags & LENGTH:
+            return flags, int(struct.unpack_from(">Q", self.body, 1)[0]), self.body[9:]
+        return flags, None, self.body[1:]
+
+
+# --------------------------------------------------------------------------------------------
+# Server parameters
+
+
+@dataclass(frozen=True)
+class Params:
+    """The 56 server parameter bytes (§3.2), with whatever values the test wants."""
+
+    salt: bytes = field(default_factory=lambda: os.urandom(16))
+    m_cost: int = 19456
+    t_cost: int = 2
+    p_cost: int = 1
+    epoch: int = 1
+    node_id: bytes = field(default_factory=lambda: os.urandom(16))
+    other_epoch: int = 0
+    version: int = 1
+    suite: int = 1
+
+    def encode(self) -> bytes:
+        return (
+            struct.pack(">HH", self.version, self.suite)
+            + self.salt
+            + struct.pack(">IIII", self.m_cost, self.t_cost, self.p_cost, self.epoch)
+            + self.node_id
+            + struct.pack(">I", self.other_epoch)
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Params:
+        assert len(raw) == PARAMS_LEN
+        version, suite = struct.unpack_from(">HH", raw)
+        m, t, p, epoch = struct.unpack_from(">IIII", raw, 20)
+        (other,) = struct.unpack_from(">I", raw, 52)
+        return cls(raw[4:20], m, t, p, epoch, raw[36:52], other, version, suite)
+
+    def psk(self, password: bytes) -> bytes:
+        return derive_psk(password, self.salt, self.m_cost, self.t_cost, self.p_cost)
+
+
+# --------------------------------------------------------------------------------------------
+# The transport phase, either role
+
+
+@dataclass
+class Bugs:
+    """Protocol-bug switches for :meth:`Transport.send_message` and the handshake.
+
+    ``first_fragment``/``middle_fragment``: cut messages this small (None: honest, full
+    fragments); ``one_segment_per_frame``: every frame its own write, so with TCP_NODELAY its
+    own TCP segment; ``rcvbuf``: a tiny receive buffer set before connecting (a peer that does
+    not read stalls the other side's writes at once)."""
+
+    first_fragment: int | None = None
+    middle_fragment: int | None = None
+    one_segment_per_frame: bool = False
+    rcvbuf: int | None = None
+
+
+class Transport:
+    """A connected socket with the two transport ciphers: send raw frames, read frames."""
+
+    sock: socket.socket
+    send_cipher: Cipher
+    recv_cipher: Cipher
+    bugs: Bugs
+
+    def _init_transport(self, sock: socket.socket, k_send: bytes, k_recv: bytes) -> None:
+        self.sock = sock
         self.send_cipher = Cipher(k_send)
         self.recv_cipher = Cipher(k_recv)
         self._buf = b""
-        # The first frame: CONFIRM unless told otherwise (b"" sends nothing).
-        first = CONFIRM_BARE if first is None else first
-        if first:
-            self.send(first)
+        #: Wire bytes this side sent after the handshake.
+        self.sent_bytes = 0
 
     # Sending
 
     def send(self, *plaintexts: bytes) -> None:
         """Seal each plaintext as one frame; all in one write."""
-        self.sock.sendall(b"".join(self.send_cipher.seal(p) for p in plaintexts))
+        records = b"".join(self.send_cipher.seal(p) for p in plaintexts)
+        self.sock.sendall(records)
+        self.sent_bytes += len(records)
 
     def send_each(self, plaintexts: list[bytes]) -> None:
         """Seal each plaintext as one frame, each in its own write (its own TCP segment)."""
         for p in plaintexts:
-            self.sock.sendall(self.send_cipher.seal(p))
+            record = self.send_cipher.seal(p)
+            self.sock.sendall(record)
+            self.sent_bytes += len(record)
 
-    def send_sealed_tampered(self, plaintext: bytes) -> None:
-        """One frame with a bit flipped in its ciphertext: it fails authentication."""
+    def send_message(self, message: bytes) -> None:
+        """One application message, cut as the :class:`Bugs` switches say."""
+        chunks = fragments(
+            message,
+            first=self.bugs.first_fragment or FIRST_FRAGMENT,
+            middle=self.bugs.middle_fragment or MAX_CHUNK,
+        )
+        if self.bugs.one_segment_per_frame:
+            self.send_each(chunks)
+        else:
+            self.send(*chunks)
+
+    def send_raw(self, raw: bytes) -> None:
+        """Bytes as they are (a bad length prefix, a replayed record, ...)."""
+        self.sock.sendall(raw)
+        self.sent_bytes += len(raw)
+
+    def send_tampered(self, plaintext: bytes) -> None:
+        """One frame with a bit flipped in its tag: it fails authentication."""
         record = bytearray(self.send_cipher.seal(plaintext))
         record[-1] ^= 0x01
-        self.sock.sendall(bytes(record))
+        self.send_raw(bytes(record))
+
+    def rekey(self) -> None:
+        """Send REKEY under the current key and switch this direction to the next one."""
+        self.send(REKEY_FRAME)
+        self.send_cipher.rekey()
+
+    def flood(
+        self, plaintext_of: Callable[[int], bytes] | bytes, count: int, *, batch: int = 2000
+    ) -> int:
+        """Send ``count`` frames, ``plaintext_of(i)`` for i = 0, 1, ..., in writes of ``batch``
+        frames; returns the wire bytes sent. ``plaintext_of`` may also be fixed bytes."""
+        sent_before = self.sent_bytes
+        for start in range(0, count, batch):
+            stop = min(count, start + batch)
+            if isinstance(plaintext_of, bytes):
+                self.send(*[plaintext_of] * (stop - start))
+            else:
+                self.send(*[plaintext_of(i) for i in range(start, stop)])
+        return self.sent_bytes - sent_before
 
     # Receiving
 
     def recv_frame(self, timeout: float = 5.0) -> Frame | None:
-        """The next frame (REKEY followed silently), or None at end of stream."""
+        """The next frame (REKEY followed silently), or None at end of stream. Raises
+        TimeoutError if nothing whole arrives in time, InvalidTag on a frame that does not
+        authenticate."""
         deadline = time.monotonic() + timeout
         while True:
             while len(self._buf) >= 2:
@@ -173,7 +406,7 @@ class HostilePeer:
                 if len(self._buf) < 2 + length:
                     break
                 body, self._buf = self._buf[2 : 2 + length], self._buf[2 + length :]
-                plain = self.recv_cipher.open_body(body)
+                plain = self.recv_cipher.open(body)
                 if plain[0] == REKEY:
                     self.recv_cipher.rekey()
                     continue
@@ -199,8 +432,22 @@ class HostilePeer:
             frames.append(frame)
         return frames
 
+    def frames_for(self, seconds: float) -> list[Frame]:
+        """The frames that arrive within ``seconds`` (stops early at end of stream)."""
+        frames: list[Frame] = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                frame = self.recv_frame(left)
+            except TimeoutError:
+                break
+            if frame is None:
+                break
+            frames.append(frame)
+        return frames
+
     def raw_until_closed(self, timeout: float = 5.0) -> bytes:
-        """The bytes that arrive until end of stream (for streams we cannot decrypt)."""
+        """The bytes that arrive until end of stream (for streams we do not decrypt)."""
         self.sock.settimeout(timeout)
         got = self._buf
         while True:
@@ -215,20 +462,219 @@ class HostilePeer:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> HostilePeer:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
-def expect_close(peer: HostilePeer, code: int, timeout: float = 5.0) -> list[Frame]:
+def _stream_socket(source: str | None, rcvbuf: int | None) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        # Before connecting, so the window the peer sees is small from the start.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    if source is not None:
+        sock.bind((source, 0))
+    return sock
+
+
+# --------------------------------------------------------------------------------------------
+# Client role
+
+
+class RefClient(Transport):
+    """A client that completes a real handshake with a PSK, then sends whatever it is told.
+
+    ``first``: the first transport frame's plaintext (default a bare CONFIRM; ``b""`` sends
+    nothing after message 1). ``replay``: (hello, message 1 record) recorded from another
+    connection, sent instead of our own; the handshake then stops after message 1 (without the
+    initiator's ephemeral key, message 2 cannot be read). ``hello_only``: stop after the
+    hello. ``connect_only``: send nothing at all. ``before_message1``: called between the
+    parameters and message 1, where a first-time client runs Argon2."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        psk: bytes,
+        *,
+        first: bytes | None = None,
+        bugs: Bugs | None = None,
+        source: str | None = None,
+        replay: tuple[bytes, bytes] | None = None,
+        hello_only: bool = False,
+        connect_only: bool = False,
+        rcvbuf: int | None = None,
+        timeout: float = 5.0,
+        before_message1: Callable[[], object] | None = None,
+    ) -> None:
+        self.bugs = bugs or Bugs()
+        if rcvbuf is not None:
+            self.bugs.rcvbuf = rcvbuf
+        sock = _stream_socket(source, self.bugs.rcvbuf)
+        sock.settimeout(timeout)
+        sock.connect(address)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        self._buf = b""
+        self.sent_bytes = 0
+        self.admission: int | None = None
+        self.params: bytes | None = None
+        if connect_only:
+            return
+        sock.sendall(replay[0] if replay else HELLO)
+        if hello_only:
+            return
+        self.params = recv_exact(sock, PARAMS_LEN)
+        if before_message1 is not None:
+            before_message1()
+        if replay is not None:
+            sock.sendall(replay[1])
+            return
+        noise = NoiseInitiator(HELLO + self.params, psk, os.urandom(32))
+        payload = os.urandom(16) + (1 << 20).to_bytes(8, "big")
+        msg1 = noise.write_message1(payload)
+        assert len(msg1) == MSG1_LEN
+        #: Our hello and message 1 record, as a replayer would have recorded them.
+        self.recorded = (HELLO, struct.pack(">H", MSG1_LEN) + msg1)
+        sock.sendall(self.recorded[1])
+        msg2 = recv_exact(sock, 2 + MSG2_LEN)
+        payload2 = noise.read_message2(msg2[2:])
+        #: Message 2's admission byte: 0 accepted, 1 busy (§3.4).
+        self.admission = payload2[8]
+        #: The server's max message size (§3.4).
+        self.peer_max_message = int.from_bytes(payload2[:8], "big")
+        k_send, k_recv = noise.state.split()
+        self._init_transport(sock, k_send, k_recv)
+        first = CONFIRM_BARE if first is None else first
+        if first:
+            self.send(first)
+
+
+#: The name the first tests used for the client role.
+HostilePeer = RefClient
+
+
+def expect_close(peer: Transport, code: int, timeout: float = 5.0) -> list[Frame]:
     """The peer's remaining frames end with CLOSE ``code`` and then end of stream."""
     try:
         frames = peer.frames_until_closed(timeout)
     except InvalidTag as exc:  # pragma: no cover - a broken stream fails the test
-        raise AssertionError("a frame from the server failed authentication") from exc
-    assert frames, "the server closed without a CLOSE frame"
+        raise AssertionError("a frame from the other side failed authentication") from exc
+    assert frames, "closed without a CLOSE frame"
     assert frames[-1].type == CLOSE, frames
     assert frames[-1].close_code == code, frames[-1]
     return frames
+
+
+# --------------------------------------------------------------------------------------------
+# Server role
+
+
+class NoiseResponder:
+    """The responder of ``NNpsk0``: reads ``-> psk, e`` and writes ``<- e, ee`` (Noise §7.4,
+    §9.2), for any prologue and payloads."""
+
+    def __init__(self, prologue: bytes, psk: bytes, e_priv: bytes | None = None) -> None:
+        self._psk = psk
+        self.e_priv = e_priv if e_priv is not None else os.urandom(32)
+        self.e_pub = x25519_public(self.e_priv)
+        self.state = SymmetricState(prologue)
+        self._e_initiator = b""
+
+    def read_message1(self, message: bytes) -> bytes:
+        """Message 1 without its prefix: the initiator's payload. Raises InvalidTag."""
+        ss, e_i = self.state, message[:32]
+        ss.mix_key_and_hash(self._psk)  # psk
+        ss.mix_hash(e_i)  # e (and, with a psk, MixKey(e))
+        ss.mix_key(e_i)
+        self._e_initiator = e_i
+        return ss.decrypt_and_hash(message[32:])
+
+    def write_message2(self, payload: bytes) -> bytes:
+        ss = self.state
+        ss.mix_hash(self.e_pub)
+        ss.mix_key(self.e_pub)
+        ss.mix_key(x25519(self.e_priv, self._e_initiator))  # ee
+        return self.e_pub + ss.encrypt_and_hash(payload)
+
+
+class ServerSide(Transport):
+    """One connection accepted by :class:`RefServer`, after the handshake: ``confirm`` holds
+    the client's first frame (normally CONFIRM, maybe with a session request)."""
+
+    def __init__(self, sock: socket.socket, k_send: bytes, k_recv: bytes, bugs: Bugs) -> None:
+        self.bugs = bugs
+        self._init_transport(sock, k_send, k_recv)
+        self.confirm: Frame | None = None
+        #: The client's message 1 payload: node id and max message size.
+        self.client_node_id = b""
+        self.client_max_message = 0
+
+
+class RefServer:
+    """Listens; answers a real client's hello with :class:`Params` of its choosing and runs the
+    responder side of the handshake with the PSK derived from ``password`` and those params."""
+
+    def __init__(
+        self,
+        password: str | bytes,
+        *,
+        params: Params | None = None,
+        max_message: int = 1 << 24,
+        admission: int = 0,
+        bugs: Bugs | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.params = params or Params()
+        pw = password.encode() if isinstance(password, str) else password
+        self.psk = self.params.psk(pw)
+        self.max_message = max_message
+        self.admission = admission
+        self.bugs = bugs or Bugs()
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((host, 0))
+        self.listener.listen(64)
+        self.address: tuple[str, int] = self.listener.getsockname()
+
+    def accept(self, timeout: float = 10.0, *, read_confirm: bool = True) -> ServerSide:
+        """The next client, handshake done; with ``read_confirm`` its first frame read too."""
+        self.listener.settimeout(timeout)
+        sock, _ = self.listener.accept()
+        sock.settimeout(timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.bugs.rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.bugs.rcvbuf)
+        hello = recv_exact(sock, len(HELLO))
+        assert hello[:8] == HELLO[:8], hello
+        params = self.params.encode()
+        sock.sendall(params)
+        record = recv_exact(sock, 2 + MSG1_LEN)
+        assert struct.unpack_from(">H", record)[0] == MSG1_LEN
+        noise = NoiseResponder(hello + params, self.psk)
+        payload1 = noise.read_message1(record[2:])
+        payload2 = self.max_message.to_bytes(8, "big") + bytes([self.admission])
+        msg2 = noise.write_message2(payload2)
+        assert len(msg2) == MSG2_LEN
+        sock.sendall(struct.pack(">H", MSG2_LEN) + msg2)
+        k_c2s, k_s2c = noise.state.split()
+        side = ServerSide(sock, k_s2c, k_c2s, self.bugs)
+        side.client_node_id = payload1[:16]
+        side.client_max_message = int.from_bytes(payload1[16:24], "big")
+        if read_confirm:
+            side.confirm = side.recv_frame(timeout)
+        return side
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
