@@ -230,7 +230,7 @@ impl Model {
                 (None, true, Some(t)) if t > self.max => Expect::TooLarge,
                 // Every fragment but the last is full (M14).
                 (None, true, Some(_)) if chunk.len() != FIRST_FRAGMENT => Expect::Protocol,
-                (None, true, Some(t)) if t <= chunk.len() as u64 => Expect::Protocol,
+                (None, true, Some(t)) if t <= MAX_CHUNK as u64 => Expect::Protocol,
                 (None, true, Some(t)) => {
                     self.partial = Some((chunk, t));
                     Expect::Nothing

@@ -322,9 +322,9 @@ impl Opener {
                         "a first fragment must carry a full frame of the message",
                     ));
                 }
-                if total <= chunk.len() as u64 {
+                if total <= MAX_CHUNK as u64 {
                     return Err(Error::protocol(
-                        "fragmented message no longer than its first fragment",
+                        "a message that fits one frame must travel in one frame",
                     ));
                 }
                 // `total` is authenticated and within our limit: reserved once, filled as the
