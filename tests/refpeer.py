@@ -320,7 +320,22 @@ class Bugs:
     rcvbuf: int | None = None
 
 
-class Transport:
+class Closing:
+    """``with`` support for the peer's sockets: ``close()`` on the way out."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class Transport(Closing):
     """A connected socket with the two transport ciphers: send raw frames, read frames."""
 
     sock: socket.socket
@@ -461,14 +476,6 @@ class Transport:
 
     def close(self) -> None:
         self.sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def _stream_socket(source: str | None, rcvbuf: int | None) -> socket.socket:
@@ -614,7 +621,7 @@ class ServerSide(Transport):
         self.client_max_message = 0
 
 
-class RefServer:
+class RefServer(Closing):
     """Listens; answers a real client's hello with :class:`Params` of its choosing and runs the
     responder side of the handshake with the PSK derived from ``password`` and those params."""
 
@@ -670,11 +677,3 @@ class RefServer:
 
     def close(self) -> None:
         self.listener.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
