@@ -455,11 +455,6 @@ HOSTILE_RESUMES = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: a reconnecting exactly-once client treats a protocol error in the server's "
-    "first frame as a network fault and redials (or fails without its CLOSE 1002)",
-)
 @pytest.mark.parametrize("case", sorted(HOSTILE_RESUMES))
 def test_a_hostile_resume_fails_the_client(case: str) -> None:
     """A hostile server answers every session request with this RESUME: a real

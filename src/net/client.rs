@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 use super::connection::{Connection, Start};
 use super::LinkConfig;
 use crate::core::codec::{FrameDecoder, FrameEncoder, Outgoing};
-use crate::core::frame::{ResumeReply, SessionRequest};
+use crate::core::frame::{ResumeReply, ResumeStatus, SessionRequest};
 use crate::core::handshake::{
     ClientAwaitingReply, ClientHello, ServerParams, MSG2_LEN, PARAMS_LEN,
 };
@@ -238,8 +238,47 @@ pub async fn connect(
     config: &ClientConfig,
     epoch_hint: u32,
 ) -> Result<Connection> {
-    let (conn, _) = dial(host, port, credentials, config, epoch_hint, None).await?;
+    let (conn, _) = dial(host, port, credentials, config, epoch_hint, None)
+        .await
+        .map_err(|f| f.error)?;
     Ok(conn)
+}
+
+/// Why a dial failed, and whether the peer had proved it knows the password by then.
+#[derive(Debug)]
+pub(crate) struct DialFailure {
+    pub error: Error,
+    pub authenticated: bool,
+}
+
+impl DialFailure {
+    /// Dialling again cannot help: the password is wrong, or a peer that knows it broke the
+    /// protocol (or said we did), which it would do again. Anything before the peer proved
+    /// itself may be a fault or an attacker on the path, gone by the next try.
+    pub fn is_final(&self) -> bool {
+        match &self.error {
+            Error::Authentication(_) => true,
+            Error::Closed(info) => {
+                self.authenticated
+                    && matches!(
+                        info.code,
+                        CloseCode::PROTOCOL_ERROR | CloseCode::MESSAGE_TOO_LARGE
+                    )
+            }
+            e => self.authenticated && e.close_code_to_send().is_some(),
+        }
+    }
+}
+
+/// What one handshake attempt learned, for deciding on the next.
+#[derive(Default)]
+struct Attempt {
+    /// (epoch, other epoch) of the parameters the server sent.
+    offered: (u32, u32),
+    /// The key had to be derived first.
+    derived: bool,
+    /// Message 2 verified: the server knows the password.
+    authenticated: bool,
 }
 
 /// [`connect`], asking for an acknowledged session when `session` is given: the connection
@@ -251,8 +290,12 @@ pub(crate) async fn dial(
     config: &ClientConfig,
     epoch_hint: u32,
     session: Option<SessionRequest>,
-) -> Result<(Connection, Option<ResumeReply>)> {
-    config.link.validate()?;
+) -> Result<(Connection, Option<ResumeReply>), DialFailure> {
+    let unauthenticated = |error| DialFailure {
+        error,
+        authenticated: false,
+    };
+    config.link.validate().map_err(unauthenticated)?;
     let attempts = async {
         let mut hint = epoch_hint;
         let mut cut_retried = false;
@@ -260,46 +303,41 @@ pub(crate) async fn dial(
         // the other one; and one more if the first was cut while this client derived its key.
         let mut retry = false;
         loop {
-            let mut offered = (0, 0);
-            let mut derived = false;
-            let attempt = handshake(
-                host,
-                port,
-                credentials,
-                config,
-                hint,
-                session,
-                &mut offered,
-                &mut derived,
-            )
-            .await;
-            match attempt {
+            let mut attempt = Attempt::default();
+            let result =
+                handshake(host, port, credentials, config, hint, session, &mut attempt).await;
+            match result {
                 // A first-time client spends its Argon2 run between the parameters and
                 // message 1, where a server under a connection flood may drop it as idle
                 // (PROTOCOL.md M25): the connection is found closed before message 1 is sent.
                 // Once more with the key now cached, and only once.
                 Err(Error::Io(e))
-                    if derived
+                    if attempt.derived
                         && !cut_retried
                         && e.kind() == std::io::ErrorKind::ConnectionAborted =>
                 {
                     cut_retried = true;
                 }
                 Err(Error::Authentication(why)) => {
-                    let (epoch, other) = offered;
+                    let (epoch, other) = attempt.offered;
                     if retry || other == 0 || other == epoch {
-                        return Err(Error::Authentication(why));
+                        return Err(unauthenticated(Error::Authentication(why)));
                     }
                     hint = other;
                     retry = true;
                 }
-                result => return result,
+                result => {
+                    return result.map_err(|error| DialFailure {
+                        error,
+                        authenticated: attempt.authenticated,
+                    })
+                }
             }
         }
     };
     tokio::time::timeout(config.open_timeout, attempts)
         .await
-        .map_err(|_| Error::Timeout("opening the connection (open_timeout)"))?
+        .map_err(|_| unauthenticated(Error::Timeout("opening the connection (open_timeout)")))?
 }
 
 fn closed_before_message1() -> Error {
@@ -309,9 +347,7 @@ fn closed_before_message1() -> Error {
     ))
 }
 
-/// One handshake; `offered` receives the (epoch, other epoch) of the parameters the server sent,
-/// `derived` whether its key had to be derived first.
-#[allow(clippy::too_many_arguments)]
+/// One handshake, recording in `attempt` what it learned along the way.
 async fn handshake(
     host: &str,
     port: u16,
@@ -319,8 +355,7 @@ async fn handshake(
     config: &ClientConfig,
     epoch_hint: u32,
     session: Option<SessionRequest>,
-    offered: &mut (u32, u32),
-    derived: &mut bool,
+    attempt: &mut Attempt,
 ) -> Result<(Connection, Option<ResumeReply>)> {
     let stream = TcpStream::connect((host, port)).await?;
     stream.set_nodelay(true)?;
@@ -340,10 +375,10 @@ async fn handshake(
         )
     })?;
     let params = ServerParams::parse(&params_bytes)?;
-    *offered = (params.epoch, params.other_epoch);
+    attempt.offered = (params.epoch, params.other_epoch);
     config.kdf_bounds.check(&params.kdf)?;
     let (psk, waited) = credentials.psk_and_wait(params.salt, params.kdf).await?;
-    *derived = waited;
+    attempt.derived = waited;
     // The server can judge the password only once it has message 1. If it closed the
     // connection before that (evicted at its pending-handshake cap, restarted), that is a
     // network fault to retry, not a wrong password: say so now, while it is still certain.
@@ -392,6 +427,7 @@ async fn handshake(
     let mut msg2 = [0u8; MSG2_LEN];
     rd.read_exact(&mut msg2).await?;
     let est = state.finish(&msg2)?;
+    attempt.authenticated = true;
     {
         let mut verified = credentials.verified();
         if verified.len() >= VERIFIED_ENTRIES {
@@ -417,26 +453,10 @@ async fn handshake(
         },
     );
     let mut reader = reader;
-    let reply =
-        match session {
-            None => None,
-            Some(request) => {
-                // Where each side resumes must be settled before either sends a message.
-                writer.send(Outgoing::Confirm(Some(request))).await?;
-                match reader.next().await {
-                    Some(Ok(Event::Resume(reply))) => Some(reply),
-                    // Refused with a reason (busy, a protocol error): report the server's code.
-                    Some(Ok(Event::Close { code, reason })) => {
-                        return Err(Error::Closed(CloseInfo::error(CloseCode(code), reason)))
-                    }
-                    Some(Err(e)) => return Err(e),
-                    Some(Ok(_)) => return Err(Error::protocol("expected RESUME")),
-                    None => return Err(Error::protocol(
-                        "the server closed the connection instead of answering the session request",
-                    )),
-                }
-            }
-        };
+    let reply = match session {
+        None => None,
+        Some(request) => Some(session_answer(&mut reader, &mut writer, &request).await?),
+    };
     let first = reply.is_none().then_some(Outgoing::Confirm(None));
     let conn = Connection::spawn(
         reader,
@@ -451,6 +471,66 @@ async fn handshake(
         },
     )?;
     Ok((conn, reply))
+}
+
+type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, FrameDecoder>;
+type Writer = FramedWrite<tokio::net::tcp::OwnedWriteHalf, FrameEncoder>;
+
+/// Send the session request and read the server's answer. Where each side resumes must be
+/// settled before either sends a message. An answer that breaks the protocol gets our CLOSE
+/// before we hang up: the channel is intact (unless a tag failed), so the server learns why.
+async fn session_answer(
+    reader: &mut Reader,
+    writer: &mut Writer,
+    request: &SessionRequest,
+) -> Result<ResumeReply> {
+    writer.send(Outgoing::Confirm(Some(*request))).await?;
+    let failed = match reader.next().await {
+        Some(Ok(Event::Resume(reply))) => match check_resume(request, &reply) {
+            Ok(()) => return Ok(reply),
+            Err(e) => e,
+        },
+        // Refused with a reason (busy, a protocol error): report the server's code.
+        Some(Ok(Event::Close { code, reason })) => {
+            return Err(Error::Closed(CloseInfo::error(CloseCode(code), reason)))
+        }
+        Some(Err(e)) => e,
+        Some(Ok(_)) => Error::protocol("expected RESUME"),
+        // A cut, as likely as a refusal: worth another try.
+        None => {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the connection ended before the server answered the session request",
+            )))
+        }
+    };
+    if let Some(code) = failed.close_code_to_send() {
+        let reason = failed.to_string();
+        let reason =
+            crate::core::frame::truncate_utf8(&reason, crate::core::frame::MAX_CLOSE_REASON);
+        let close = Outgoing::Close {
+            code: code.0,
+            reason: reason.to_owned(),
+        };
+        if writer.send(close).await.is_ok() {
+            let _ = writer.close().await; // FIN: nothing follows our CLOSE
+        }
+    }
+    Err(failed)
+}
+
+/// The server's answer must fit the request: a new session is created, a known one resumed.
+/// (An unknown session is a valid answer, reported by the caller as the session lost.)
+fn check_resume(request: &SessionRequest, reply: &ResumeReply) -> Result<()> {
+    match reply.status {
+        ResumeStatus::Created if request.resume => Err(Error::protocol(
+            "the server created a new session instead of resuming ours",
+        )),
+        ResumeStatus::Resumed if !request.resume => Err(Error::protocol(
+            "the server resumed a session we did not have",
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -476,6 +556,28 @@ mod tests {
             Arc::ptr_eq(&kept, &cache.cell(key(0))),
             "a hit is the same cell"
         );
+    }
+
+    #[test]
+    fn only_an_authenticated_peer_breaking_the_protocol_ends_the_redialling() {
+        let failure = |error, authenticated| DialFailure {
+            error,
+            authenticated,
+        };
+        let closed = |code| Error::Closed(CloseInfo::error(code, "x"));
+        // Before message 2 verified, anything may be the network or an attacker on the path.
+        assert!(!failure(Error::protocol("bad parameters"), false).is_final());
+        assert!(!failure(closed(CloseCode::PROTOCOL_ERROR), false).is_final());
+        assert!(failure(Error::Authentication("wrong".into()), false).is_final());
+        // After: a peer that knows the password and breaks the protocol would do it again.
+        assert!(failure(Error::protocol("window 0"), true).is_final());
+        assert!(failure(closed(CloseCode::PROTOCOL_ERROR), true).is_final());
+        assert!(failure(closed(CloseCode::MESSAGE_TOO_LARGE), true).is_final());
+        // Tag failures, cuts and refusals for capacity stay worth another try.
+        assert!(!failure(Error::Integrity, true).is_final());
+        assert!(!failure(closed(CloseCode::BUSY), true).is_final());
+        let cut = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        assert!(!failure(Error::Io(cut), true).is_final());
     }
 
     #[test]

@@ -485,6 +485,19 @@ impl Connection {
         self.shared.finish(CloseInfo::abnormal(reason.to_owned()));
     }
 
+    /// End the connection because of `err`, found outside its tasks (in the peer's answer to a
+    /// session request, say): with our CLOSE first when the error has a code to send (the
+    /// channel is intact), at once otherwise. Returns without waiting for the close.
+    pub fn fail(&self, err: &Error) {
+        match err.close_code_to_send() {
+            Some(code) => {
+                let (conn, reason) = (self.clone(), err.to_string());
+                tokio::spawn(async move { conn.close(code, &reason).await });
+            }
+            None => self.abort(&err.to_string()),
+        }
+    }
+
     /// True when both handles are the same connection.
     pub fn same(&self, other: &Connection) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)

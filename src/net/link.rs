@@ -781,7 +781,7 @@ async fn supervise(shared: &Arc<Shared>) {
                 .limit_window(peer_window)
                 .and_then(|()| session.sender.attach(conn.clone(), peer_next_expected));
             if let Err(e) = attached {
-                conn.abort(&e.to_string());
+                conn.fail(&e);
                 return end(e);
             }
             session.established.store(true, Relaxed);
@@ -924,11 +924,11 @@ async fn next_dialed(shared: &Shared, failures: &mut u32) -> Result<Attached> {
                 epoch_hint.store(conn.key_epoch(), Relaxed);
                 return resumed(conn, request, reply);
             }
-            Err(e @ Error::Authentication(_)) => {
-                log::warn!("authentication to {host}:{port} failed: {e}");
-                return Err(e);
+            Err(f) if f.is_final() => {
+                log::warn!("connecting to {host}:{port} failed: {}", f.error);
+                return Err(f.error);
             }
-            Err(e) => e,
+            Err(f) => f.error,
         };
         let Some(policy) = policy else {
             return Err(e);
@@ -956,21 +956,14 @@ fn resumed(
             peer_window: u32::MAX,
         });
     };
-    let refused = match reply.status {
-        ResumeStatus::Unknown => Some(Error::Closed(CloseInfo::error(
+    // `dial` checked that the answer fits the request; an unknown session is the one answer
+    // that is valid and still ends the link.
+    if reply.status == ResumeStatus::Unknown {
+        let e = Error::Closed(CloseInfo::error(
             CloseCode::SESSION_LOST,
             "the server no longer has this session (it expired, or the server restarted): \
              messages it had not delivered may be lost",
-        ))),
-        ResumeStatus::Created if request.resume => Some(Error::protocol(
-            "the server created a new session instead of resuming ours",
-        )),
-        ResumeStatus::Resumed if !request.resume => Some(Error::protocol(
-            "the server resumed a session we did not have",
-        )),
-        _ => None,
-    };
-    if let Some(e) = refused {
+        ));
         conn.abort(&e.to_string());
         return Err(e);
     }

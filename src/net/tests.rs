@@ -646,6 +646,75 @@ impl Cutter {
     }
 }
 
+/// Poll `cond` until it holds (10 s at most): for states reached through real sockets.
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_queued_on_a_cut_connection_are_not_delivered_twice() {
+    // Messages that arrived but were not yet read when the connection was cut are neither
+    // acknowledged nor lost: the sender resends them on the next connection, and the reader,
+    // draining the old connection first, must drop the resent copies.
+    const N: u32 = 5;
+    let srv = server(b"pw").await;
+    let relay = Cutter::start(srv.local_addr().port()).await;
+    let client = Link::open(
+        "127.0.0.1",
+        relay.port,
+        Arc::new(Credentials::new(b"pw")),
+        client_config(),
+        policy(),
+        Some(SessionConfig::default()),
+    )
+    .await
+    .unwrap();
+    let server_end = match srv.accept().await.unwrap() {
+        server::Accepted::Session(link) => link,
+        server::Accepted::Connection(_) => panic!("expected a session"),
+    };
+    for i in 0..N {
+        client.send(numbered(i)).await.unwrap();
+    }
+    // (No flush: in a session it waits for ACKs, which a reader that does not read never sends.)
+    let first = server_end.latest().unwrap();
+    until("all queued on the first connection", || {
+        first
+            .stats()
+            .messages_received
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == u64::from(N)
+    })
+    .await;
+    relay.cut_all();
+    until("all resent on a second connection", || {
+        server_end.latest().is_some_and(|c| {
+            c.session_id() != first.session_id()
+                && c.stats()
+                    .messages_received
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    == u64::from(N)
+        })
+    })
+    .await;
+    for want in 0..N {
+        let m = server_end.recv().await.unwrap().into_bytes();
+        assert_eq!(number_of(&m), want);
+    }
+    assert!(server_end.try_recv().unwrap().is_none(), "a message twice");
+    assert_eq!(server_end.duplicates_dropped(), u64::from(N));
+    assert_eq!(client.reconnects(), 1);
+    client.close(CloseCode::NORMAL, "done").await;
+    srv.close().await;
+}
+
 fn numbered(i: u32) -> Bytes {
     // Sizes vary (some messages span several frames) so cuts land mid-message too.
     let len = 4 + (i as usize * 7919) % 100_000;
@@ -734,8 +803,8 @@ async fn exactly_once_both_ways_across_cut_connections() {
         "{} reconnects",
         client.reconnects()
     );
-    // The lagging readers make resent duplicates likely; they prove the dropping works.
-    assert!(client.duplicates_dropped() + server_end.duplicates_dropped() > 0);
+    // Whether resent duplicates occur here depends on timing; the dropping itself is proved
+    // deterministically by `messages_queued_on_a_cut_connection_are_not_delivered_twice`.
     eprintln!(
         "cuts {} reconnects {} duplicates dropped {} + {}",
         relay.cuts.load(std::sync::atomic::Ordering::Relaxed),
@@ -846,7 +915,7 @@ async fn sessions_beyond_max_sessions_are_refused_as_busy() {
     let (first, reply) = dial(1).await.unwrap();
     assert_eq!(reply.unwrap().status, ResumeStatus::Created);
     let _server_end = srv.accept().await.unwrap();
-    match dial(2).await.map(|_| ()).unwrap_err() {
+    match dial(2).await.map(|_| ()).unwrap_err().error {
         Error::Closed(info) => assert_eq!(info.code, CloseCode::BUSY, "{info}"),
         other => panic!("{other:?}"),
     }
