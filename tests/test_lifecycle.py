@@ -803,6 +803,10 @@ def test_max_connections_sync() -> None:
             assert exc.value.code == 1013
             client.send(b"fine")
             assert conn.recv(timeout=5) == b"fine"
+        # The refused client may hear message 2 before the server's task has counted it.
+        deadline = time.monotonic() + 5
+        while server.stats()["rejected_busy"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert server.stats()["rejected_busy"] == 1
 
 

@@ -1,23 +1,22 @@
-//! `handshake_mitm`: a real client and server run the whole handshake (hello, parameters,
-//! message 1, message 2, CONFIRM) over two in-memory byte streams, the way the I/O layer reads
-//! them (fixed sizes, u16 length prefixes, then the frame decoder), while a man in the middle
-//! edits one of the five messages: flips bits, truncates, inserts bytes, or replaces it.
+//! `handshake_mitm`: the real client and server state machines run the whole handshake (hello,
+//! parameters, message 1, message 2, CONFIRM) over two in-memory byte streams, fed exactly the
+//! bytes they ask for as the I/O layer feeds them, while a man in the middle edits one of the
+//! five messages: flips bits, truncates, inserts bytes, or replaces it.
 //!
 //! Invariants: no panic; without an edit the handshake succeeds with matching keys; whenever
 //! both sides derive keys they are the same keys; after any real edit the server never accepts
 //! the connection, and the client never completes unless the edit left every handshake message
 //! it and the server read intact (CONFIRM edited, or bytes appended after message 1 or 2).
 
-use argonlink::core::codec::{FrameDecoder, FrameEncoder, Outgoing};
-use argonlink::core::handshake::{
-    server_respond, Admission, ClientAwaitingReply, ClientHello, Established, ServerParams,
-    HELLO_LEN, MSG1_LEN, MSG2_LEN, PARAMS_LEN,
-};
+use argonlink::core::codec::FrameDecoder;
+use argonlink::core::handshake::client::{ClientHandshake, ClientSetup, ClientStep};
+use argonlink::core::handshake::server::{ServerHandshake, ServerSetup, ServerStep};
+use argonlink::core::handshake::{Admission, Established};
 use argonlink::core::kdf::KdfBounds;
 use argonlink::core::session::{Event, Opener, RekeyPolicy, Sealer};
 use argonlink::{CloseCode, Error};
 use bytes::{Bytes, BytesMut};
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
 
 use crate::handshake::{psk, server_params, CLIENT_NODE, SERVER_NODE};
 use crate::Reader;
@@ -116,15 +115,55 @@ impl Stream {
         Some(got)
     }
 
-    fn read_u16(&mut self) -> Option<usize> {
-        self.read_exact(2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
-    }
-
     fn rest(&mut self) -> &[u8] {
         let rest = &self.bytes[self.read..];
         self.read = self.bytes.len();
         rest
+    }
+}
+
+/// What `feed` needs of each side's state machine.
+trait Side {
+    type Step: PartialEq;
+    const NEED_INPUT: Self::Step;
+    fn wants(&self, buffered: &[u8]) -> usize;
+    fn handle_input(&mut self, buf: &mut BytesMut) -> Result<Self::Step, Error>;
+}
+
+impl Side for ClientHandshake {
+    type Step = ClientStep;
+    const NEED_INPUT: ClientStep = ClientStep::NeedInput;
+    fn wants(&self, buffered: &[u8]) -> usize {
+        ClientHandshake::wants(self, buffered)
+    }
+    fn handle_input(&mut self, buf: &mut BytesMut) -> Result<ClientStep, Error> {
+        ClientHandshake::handle_input(self, buf)
+    }
+}
+
+impl Side for ServerHandshake {
+    type Step = ServerStep;
+    const NEED_INPUT: ServerStep = ServerStep::NeedInput;
+    fn wants(&self, buffered: &[u8]) -> usize {
+        ServerHandshake::wants(self, buffered)
+    }
+    fn handle_input(&mut self, buf: &mut BytesMut) -> Result<ServerStep, Error> {
+        ServerHandshake::handle_input(self, buf)
+    }
+}
+
+/// Feed a side exactly the bytes it wants, the way the I/O layer does, until it asks for
+/// something other than input: `None` if it waits for bytes that never come.
+fn feed<S: Side>(stream: &mut Stream, side: &mut S) -> Option<Result<S::Step, Error>> {
+    let mut buf = BytesMut::new();
+    loop {
+        match side.handle_input(&mut buf) {
+            Ok(step) if step == S::NEED_INPUT => {
+                let want = side.wants(&buf);
+                buf.extend_from_slice(stream.read_exact(want)?);
+            }
+            other => return Some(other),
+        }
     }
 }
 
@@ -159,7 +198,7 @@ fn decode_all(opener: Opener, bytes: &[u8]) -> Option<Vec<Event>> {
     }
 }
 
-/// Run the edited handshake up to where it fails.
+/// Run the edited handshake up to where it fails, with the real state machines.
 fn handshake(input: &Input, out: &mut Outcome) -> Option<(Established, Established)> {
     let policy = RekeyPolicy::default();
     let mut c2s = Stream::default();
@@ -170,72 +209,62 @@ fn handshake(input: &Input, out: &mut Outcome) -> Option<(Established, Establish
         out.trailing |= passed.len() > msg.len() && passed.starts_with(&msg);
         stream.bytes.extend_from_slice(&passed);
     };
-
-    // Client: hello.
-    let hello = ClientHello {
+    let mut client = ClientHandshake::new(ClientSetup {
+        node_id: CLIENT_NODE,
+        max_message_size: CLIENT_MAX,
+        kdf_bounds: KdfBounds::default(),
+        rekey: policy,
         epoch_hint: input.epoch_hint as u32,
-        ..ClientHello::default()
-    }
-    .encode();
-    send(&mut c2s, 0, hello.to_vec(), out);
-
-    // Server: read and check the hello, offer its parameters.
-    let hello_seen: [u8; HELLO_LEN] = c2s.read_exact(HELLO_LEN)?.try_into().unwrap();
-    ClientHello::parse(&hello_seen).ok()?;
-    let other_epoch = if input.flags & 2 != 0 { 2 } else { 0 };
-    let params = server_params(other_epoch).encode();
-    send(&mut s2c, 1, params.to_vec(), out);
-
-    // Client: read and check the parameters, send message 1.
-    let params_seen: [u8; PARAMS_LEN] = s2c.read_exact(PARAMS_LEN)?.try_into().unwrap();
-    let offered = ServerParams::parse(&params_seen).ok()?;
-    KdfBounds::default().check(&offered.kdf).ok()?;
-    let (client, msg1) =
-        ClientAwaitingReply::start(&psk(), &hello, &params_seen, CLIENT_NODE, CLIENT_MAX).ok()?;
-    let mut framed = (msg1.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&msg1);
-    send(&mut c2s, 2, framed, out);
-
-    // Server: read message 1, answer with message 2.
-    if c2s.read_u16()? != MSG1_LEN {
-        return None;
-    }
-    let msg1_seen = c2s.read_exact(MSG1_LEN)?.to_vec();
+        session: None,
+    });
+    let mut server = ServerHandshake::new(ServerSetup {
+        node_id: SERVER_NODE,
+        max_message_size: SERVER_MAX,
+        rekey: policy,
+    });
     let admission = if input.flags & 1 != 0 {
         Admission::Busy
     } else {
         Admission::Accepted
     };
-    let (server, msg2) = match server_respond(
-        &psk(),
-        &hello_seen,
-        &params,
-        SERVER_NODE,
-        SERVER_MAX,
-        &msg1_seen,
-        admission,
-    ) {
-        Ok(ok) => ok,
-        Err(e) => {
-            assert!(
-                matches!(e, Error::Authentication(_) | Error::Protocol(_)),
-                "{e:?}"
-            );
-            return None;
-        }
+    let failed_cleanly = |e: &Error| {
+        assert!(
+            matches!(e, Error::Authentication(_) | Error::Protocol(_)),
+            "{e:?}"
+        );
     };
-    out.server_keys = true;
-    let mut framed = (msg2.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&msg2);
-    send(&mut s2c, 3, framed, out);
 
-    // Client: read message 2, finish, send CONFIRM.
-    if s2c.read_u16()? != MSG2_LEN {
-        return None;
-    }
-    let msg2_seen = s2c.read_exact(MSG2_LEN)?.to_vec();
-    let client = match client.finish(&msg2_seen) {
-        Ok(est) => est,
+    // Client: hello. Server: the key for its epoch hint, then its parameters.
+    send(&mut c2s, 0, client.poll_transmit().to_vec(), out);
+    let step = feed(&mut c2s, &mut server)?;
+    let ServerStep::NeedKey { .. } = step.map_err(|e| failed_cleanly(&e)).ok()? else {
+        panic!("a hello leads to the key");
+    };
+    let other_epoch = if input.flags & 2 != 0 { 2 } else { 0 };
+    let params = server_params(other_epoch);
+    server.offer(&psk(), params.encode(), params.epoch).unwrap();
+    send(&mut s2c, 1, server.poll_transmit().to_vec(), out);
+
+    // Client: the parameters, its key, message 1.
+    let step = feed(&mut s2c, &mut client)?;
+    let ClientStep::NeedKey(_) = step.map_err(|e| failed_cleanly(&e)).ok()? else {
+        panic!("parameters lead to the key");
+    };
+    client.set_key(&psk(), false).ok()?;
+    send(&mut c2s, 2, client.poll_transmit().to_vec(), out);
+
+    // Server: message 1, admission, message 2.
+    let step = feed(&mut c2s, &mut server)?;
+    step.map_err(|e| failed_cleanly(&e)).ok()?;
+    let admitted = server.admit(admission);
+    out.server_keys = true;
+    send(&mut s2c, 3, server.poll_transmit().to_vec(), out);
+
+    // Client: message 2, then CONFIRM.
+    let step = feed(&mut s2c, &mut client)?;
+    match step {
+        Ok(ClientStep::Done) => {}
+        Ok(other) => panic!("message 2 leads to the end: {other:?}"),
         Err(Error::Closed(info)) => {
             assert_eq!(info.code, CloseCode::BUSY);
             assert_eq!(
@@ -247,34 +276,31 @@ fn handshake(input: &Input, out: &mut Outcome) -> Option<(Established, Establish
             return None;
         }
         Err(e) => {
-            assert!(
-                matches!(e, Error::Authentication(_) | Error::Protocol(_)),
-                "{e:?}"
-            );
+            failed_cleanly(&e);
             return None;
         }
-    };
+    }
     out.client_keys = true;
+    send(&mut c2s, 4, client.poll_transmit().to_vec(), out);
+    let client = client.finish().expect("done");
     // The server's stream must end here: anything more is a frame the client must open.
-    let opener = Opener::new(&client.recv_key, policy, CLIENT_MAX, false);
-    out.client_done = decode_all(opener, s2c.rest()) == Some(vec![]);
-
-    let mut encoder = FrameEncoder {
-        sealer: Sealer::new(&client.send_key, policy, client.peer_max_message),
-    };
-    let mut confirm = BytesMut::new();
-    encoder
-        .encode(Outgoing::Confirm(None), &mut confirm)
-        .unwrap();
-    send(&mut c2s, 4, confirm.to_vec(), out);
+    out.client_done = decode_all(client.opener, s2c.rest()) == Some(vec![]);
 
     // Server: key confirmation, then the client's stream must end cleanly.
-    if admission == Admission::Accepted {
-        let opener = Opener::new(&server.recv_key, policy, SERVER_MAX, true);
-        let events = decode_all(opener, c2s.rest());
-        out.server_accepted = matches!(events.as_deref(), Some([Event::Confirmed(None)]));
+    admitted.ok()?;
+    let step = feed(&mut c2s, &mut server)?;
+    match step {
+        Ok(ServerStep::Confirmed(None)) => {}
+        Ok(other) => panic!("CONFIRM without a request: {other:?}"),
+        Err(e) => {
+            failed_cleanly(&e);
+            return None;
+        }
     }
-    Some((client, server))
+    server.accept(None).unwrap();
+    let server = server.finish().expect("done");
+    out.server_accepted = decode_all(server.opener, c2s.rest()) == Some(vec![]);
+    Some((client.established, server.established))
 }
 
 pub fn run(data: &[u8]) -> Outcome {

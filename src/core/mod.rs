@@ -1,7 +1,8 @@
 //! The protocol, with no sockets and no Python: what goes over the wire and how it is checked.
 //!
 //! - [`kdf`]: password → pre-shared key (Argon2id), PHC strings, parameter bounds;
-//! - [`handshake`]: the plaintext hello / server parameters and the Noise NNpsk0 exchange;
+//! - [`handshake`]: the plaintext hello / server parameters and the Noise NNpsk0 exchange,
+//!   and each side's whole handshake as a state machine over bytes;
 //! - [`cipher`]: one direction's AES-256-GCM state (Noise nonces, rekey);
 //! - [`frame`]: the plaintext layout of transport frames;
 //! - [`message`]: a received message, kept as the decrypted fragments until it is read;

@@ -5,25 +5,20 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use futures_util::FutureExt;
 use tokio::net::TcpStream;
 use tokio::sync::OnceCell;
-use tokio_util::codec::{FramedRead, FramedWrite};
 use zeroize::Zeroizing;
 
 use super::connection::{Connection, Start};
+use super::wire::Wire;
 use super::LinkConfig;
-use crate::core::codec::{FrameDecoder, FrameEncoder, Outgoing};
-use crate::core::frame::{ResumeReply, ResumeStatus, SessionRequest};
-use crate::core::handshake::{
-    ClientAwaitingReply, ClientHello, ServerParams, MSG2_LEN, PARAMS_LEN,
-};
+use crate::core::frame::{ResumeReply, SessionRequest};
+use crate::core::handshake::client::{ClientHandshake, ClientSetup, ClientStep};
 use rand::RngCore;
 
 use crate::core::kdf::{derive_psk, hmac_sha256, KdfBounds, KdfParams, Psk, Salt};
-use crate::core::session::{Event, Opener, Sealer};
-use crate::error::{CloseCode, CloseInfo, Error, Result};
+use crate::error::{CloseCode, Error, Result};
 
 /// Server configurations remembered per password as verified (bounded: a server rarely has
 /// more than two; past this, the set starts over).
@@ -145,6 +140,18 @@ impl Credentials {
         self.verified.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// This password completed a handshake under this server key: a cut before message 2
+    /// is from now on a fault, not a refusal, and derivations for it are no longer paced.
+    fn record_verified(&self, server_key: (Salt, KdfParams)) {
+        let mut verified = self.verified();
+        if verified.len() >= VERIFIED_ENTRIES {
+            verified.clear();
+        }
+        verified.insert(server_key);
+        drop(verified);
+        *self.unverified.lock().unwrap_or_else(|e| e.into_inner()) = Unverified::default();
+    }
+
     /// Argon2 runs performed so far.
     pub fn derivations(&self) -> u64 {
         self.derivations.load(Relaxed)
@@ -217,14 +224,6 @@ impl Default for ClientConfig {
     }
 }
 
-fn eof_means(e: std::io::Error, what: &str) -> Error {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        Error::protocol(what.to_owned())
-    } else {
-        Error::Io(e)
-    }
-}
-
 /// Connect and authenticate. Fails with `Authentication` when either side lacks the password,
 /// within `open_timeout` in every case.
 ///
@@ -279,6 +278,8 @@ struct Attempt {
     derived: bool,
     /// Message 2 verified: the server knows the password.
     authenticated: bool,
+    /// The server key's salt and costs, once its parameters arrived.
+    server_key: Option<(Salt, KdfParams)>,
 }
 
 /// [`connect`], asking for an acknowledged session when `session` is given: the connection
@@ -340,14 +341,8 @@ pub(crate) async fn dial(
         .map_err(|_| unauthenticated(Error::Timeout("opening the connection (open_timeout)")))?
 }
 
-fn closed_before_message1() -> Error {
-    Error::Io(std::io::Error::new(
-        std::io::ErrorKind::ConnectionAborted,
-        "the server closed the connection before message 1 (busy or restarting)",
-    ))
-}
-
-/// One handshake, recording in `attempt` what it learned along the way.
+/// One handshake, recording in `attempt` what it learned along the way. The protocol is
+/// [`ClientHandshake`]'s; this moves its bytes and gets its key.
 async fn handshake(
     host: &str,
     port: u16,
@@ -357,179 +352,94 @@ async fn handshake(
     session: Option<SessionRequest>,
     attempt: &mut Attempt,
 ) -> Result<(Connection, Option<ResumeReply>)> {
-    let stream = TcpStream::connect((host, port)).await?;
-    stream.set_nodelay(true)?;
-    let (mut rd, mut wr) = stream.into_split();
-    let hello = ClientHello {
-        epoch_hint,
-        ..ClientHello::default()
-    }
-    .encode();
-    wr.write_all(&hello).await?;
-
-    let mut params_bytes = [0u8; PARAMS_LEN];
-    rd.read_exact(&mut params_bytes).await.map_err(|e| {
-        eof_means(
-            e,
-            "the server closed the connection before the handshake (busy, or not argonlink)",
-        )
-    })?;
-    let params = ServerParams::parse(&params_bytes)?;
-    attempt.offered = (params.epoch, params.other_epoch);
-    config.kdf_bounds.check(&params.kdf)?;
-    let (psk, waited) = credentials.psk_and_wait(params.salt, params.kdf).await?;
-    attempt.derived = waited;
-    // The server can judge the password only once it has message 1. If it closed the
-    // connection before that (evicted at its pending-handshake cap, restarted), that is a
-    // network fault to retry, not a wrong password: say so now, while it is still certain.
-    let mut probe = [0u8; 1];
-    if let Some(early) = rd.peek(&mut probe).now_or_never() {
-        return Err(match early {
-            Ok(0) => closed_before_message1(),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed_before_message1(),
-            Ok(_) => Error::protocol("the server sent data before message 1"),
-            Err(e) => Error::Io(e),
-        });
-    }
-
+    let mut wire = Wire::new(TcpStream::connect((host, port)).await?)?;
     let link = &config.link;
-    let (state, msg1) = ClientAwaitingReply::start(
-        &psk,
-        &hello,
-        &params_bytes,
-        link.node_id,
-        link.max_message_size,
-    )?;
-    let mut out = Vec::with_capacity(2 + msg1.len());
-    out.extend_from_slice(&(msg1.len() as u16).to_be_bytes());
-    out.extend_from_slice(&msg1);
-    wr.write_all(&out).await?;
-
-    let server_config = (params.salt, params.kdf);
-    let len = rd.read_u16().await.map_err(|e| match e.kind() {
-        // The server hangs up on a handshake it cannot decrypt; it says nothing else, by design.
-        // Unless this password already completed a handshake with this very server key: then
-        // the connection was lost (a restart, a network fault), and trying again is right.
-        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
-            if !credentials.verified().contains(&server_config) =>
-        {
-            Error::Authentication(
-                "the server rejected the handshake (wrong password, or a password change)".into(),
-            )
-        }
-        _ => Error::Io(e),
-    })?;
-    if len as usize != MSG2_LEN {
-        return Err(Error::protocol(format!(
-            "handshake reply of {len} bytes, expected {MSG2_LEN}"
-        )));
+    let mut hs = ClientHandshake::new(ClientSetup {
+        node_id: link.node_id,
+        max_message_size: link.max_message_size,
+        kdf_bounds: config.kdf_bounds,
+        rekey: link.rekey,
+        epoch_hint,
+        session,
+    });
+    let driven = drive(&mut hs, &mut wire, credentials, attempt).await;
+    if hs.is_authenticated() {
+        attempt.authenticated = true;
     }
-    let mut msg2 = [0u8; MSG2_LEN];
-    rd.read_exact(&mut msg2).await?;
-    let est = state.finish(&msg2)?;
-    attempt.authenticated = true;
-    {
-        let mut verified = credentials.verified();
-        if verified.len() >= VERIFIED_ENTRIES {
-            verified.clear();
-        }
-        verified.insert(server_config);
-        *credentials
-            .unverified
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Unverified::default();
+    if let Err(e) = driven {
+        wire.last_words(&hs.poll_transmit()).await;
+        return Err(e);
     }
-
-    let reader = FramedRead::new(
-        rd,
-        FrameDecoder {
-            opener: Opener::new(&est.recv_key, link.rekey, link.max_message_size, false),
-        },
-    );
-    let mut writer = FramedWrite::new(
-        wr,
-        FrameEncoder {
-            sealer: Sealer::new(&est.send_key, link.rekey, est.peer_max_message),
-        },
-    );
-    let mut reader = reader;
-    let reply = match session {
-        None => None,
-        Some(request) => Some(session_answer(&mut reader, &mut writer, &request).await?),
-    };
-    let first = reply.is_none().then_some(Outgoing::Confirm(None));
+    let done = hs.finish()?;
+    let (reader, writer) = wire.into_framed(done.opener, done.sealer);
     let conn = Connection::spawn(
         reader,
         writer,
-        &est,
-        params.epoch,
+        &done.established,
+        done.params.epoch,
         link.clone(),
         Start {
-            acknowledged: reply.is_some(),
-            first,
+            acknowledged: done.reply.is_some(),
             on_done: None,
         },
     )?;
-    Ok((conn, reply))
+    Ok((conn, done.reply))
 }
 
-type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, FrameDecoder>;
-type Writer = FramedWrite<tokio::net::tcp::OwnedWriteHalf, FrameEncoder>;
-
-/// Send the session request and read the server's answer. Where each side resumes must be
-/// settled before either sends a message. An answer that breaks the protocol gets our CLOSE
-/// before we hang up: the channel is intact (unless a tag failed), so the server learns why.
-async fn session_answer(
-    reader: &mut Reader,
-    writer: &mut Writer,
-    request: &SessionRequest,
-) -> Result<ResumeReply> {
-    writer.send(Outgoing::Confirm(Some(*request))).await?;
-    let failed = match reader.next().await {
-        Some(Ok(Event::Resume(reply))) => match check_resume(request, &reply) {
-            Ok(()) => return Ok(reply),
-            Err(e) => e,
-        },
-        // Refused with a reason (busy, a protocol error): report the server's code.
-        Some(Ok(Event::Close { code, reason })) => {
-            return Err(Error::Closed(CloseInfo::error(CloseCode(code), reason)))
+/// Run `hs` to completion over `wire`.
+async fn drive(
+    hs: &mut ClientHandshake,
+    wire: &mut Wire,
+    credentials: &Arc<Credentials>,
+    attempt: &mut Attempt,
+) -> Result<()> {
+    let mut verified_recorded = false;
+    loop {
+        let step = hs.handle_input(&mut wire.buf);
+        if let (true, false, Some(key)) =
+            (hs.is_authenticated(), verified_recorded, attempt.server_key)
+        {
+            verified_recorded = true;
+            credentials.record_verified(key);
         }
-        Some(Err(e)) => e,
-        Some(Ok(_)) => Error::protocol("expected RESUME"),
-        // A cut, as likely as a refusal: worth another try.
-        None => {
-            return Err(Error::Io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the connection ended before the server answered the session request",
-            )))
+        match step? {
+            ClientStep::NeedInput => {
+                // What we have to say goes out before we wait for the answer.
+                wire.write(&hs.poll_transmit()).await?;
+                let want = hs.wants(&wire.buf);
+                if let Err(e) = wire.read(want).await {
+                    return Err(hs.connection_lost(e));
+                }
+            }
+            ClientStep::NeedKey(params) => {
+                attempt.offered = (params.epoch, params.other_epoch);
+                attempt.server_key = Some((params.salt, params.kdf));
+                let (psk, waited) = credentials.psk_and_wait(params.salt, params.kdf).await?;
+                attempt.derived = waited;
+                // Whatever came while we derived is judged by the handshake: a close (a
+                // fault to retry: the server could not judge the password yet) or data (not
+                // argonlink).
+                let mut probe = [0u8; 1];
+                if let Some(early) = wire.rd.peek(&mut probe).now_or_never() {
+                    match early {
+                        Ok(0) => {
+                            return Err(hs.connection_lost(std::io::ErrorKind::UnexpectedEof.into()))
+                        }
+                        Ok(_) => {
+                            wire.buf.extend_from_slice(&probe);
+                            hs.handle_input(&mut wire.buf)?;
+                        }
+                        Err(e) => return Err(hs.connection_lost(e)),
+                    }
+                }
+                let proven = credentials.verified().contains(&(params.salt, params.kdf));
+                hs.set_key(&psk, proven)?;
+            }
+            ClientStep::Done => {
+                wire.write(&hs.poll_transmit()).await?;
+                return Ok(());
+            }
         }
-    };
-    if let Some(code) = failed.close_code_to_send() {
-        let reason = failed.to_string();
-        let reason =
-            crate::core::frame::truncate_utf8(&reason, crate::core::frame::MAX_CLOSE_REASON);
-        let close = Outgoing::Close {
-            code: code.0,
-            reason: reason.to_owned(),
-        };
-        if writer.send(close).await.is_ok() {
-            let _ = writer.close().await; // FIN: nothing follows our CLOSE
-        }
-    }
-    Err(failed)
-}
-
-/// The server's answer must fit the request: a new session is created, a known one resumed.
-/// (An unknown session is a valid answer, reported by the caller as the session lost.)
-fn check_resume(request: &SessionRequest, reply: &ResumeReply) -> Result<()> {
-    match reply.status {
-        ResumeStatus::Created if request.resume => Err(Error::protocol(
-            "the server created a new session instead of resuming ours",
-        )),
-        ResumeStatus::Resumed if !request.resume => Err(Error::protocol(
-            "the server resumed a session we did not have",
-        )),
-        _ => Ok(()),
     }
 }
 
@@ -564,7 +474,7 @@ mod tests {
             error,
             authenticated,
         };
-        let closed = |code| Error::Closed(CloseInfo::error(code, "x"));
+        let closed = |code| Error::Closed(crate::error::CloseInfo::error(code, "x"));
         // Before message 2 verified, anything may be the network or an attacker on the path.
         assert!(!failure(Error::protocol("bad parameters"), false).is_final());
         assert!(!failure(closed(CloseCode::PROTOCOL_ERROR), false).is_final());

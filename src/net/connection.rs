@@ -212,8 +212,6 @@ pub type AckHandler = Box<dyn Fn(u64) -> Result<()> + Send + Sync>;
 /// How a freshly authenticated connection starts.
 #[derive(Default)]
 pub(crate) struct Start {
-    /// Sent before anything else (the client's CONFIRM, the server's RESUME).
-    pub first: Option<Outgoing>,
     /// Runs once when the connection has fully ended.
     pub on_done: Option<Box<dyn FnOnce() + Send>>,
     /// A connection of an acknowledged session: the peer's ACKs are held until
@@ -247,7 +245,6 @@ impl Connection {
         start: Start,
     ) -> Result<Connection> {
         let Start {
-            first,
             on_done,
             acknowledged,
         } = start;
@@ -255,10 +252,6 @@ impl Connection {
         let local_addr = reader.get_ref().local_addr()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = AtomicUsize::new(0);
-        if let Some(item) = first {
-            queued.store(1, Relaxed);
-            tx.send((Some(item), 0)).expect("receiver alive");
-        }
         let parts = writer.into_parts();
         let write = Mutex::new(WriteSide {
             sock: Some(parts.io),

@@ -8,6 +8,7 @@ pub mod mailbox;
 pub mod pending;
 pub mod reliable;
 pub mod server;
+mod wire;
 
 use std::time::Duration;
 

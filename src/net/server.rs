@@ -7,10 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
@@ -18,14 +15,12 @@ use super::connection::{Connection, Start};
 use super::link::{Attached, Link, SessionConfig};
 use super::mailbox::Mailbox;
 use super::pending::{PendingTable, Source};
+use super::wire::Wire;
 use super::LinkConfig;
-use crate::core::codec::{FrameDecoder, FrameEncoder, Outgoing};
-use crate::core::frame::{Frame, ResumeReply, ResumeStatus, SessionRequest, SESSION_ID_LEN};
-use crate::core::handshake::{
-    server_respond, Admission, ClientHello, NodeId, ServerParams, HELLO_LEN, MSG1_LEN, PARAMS_LEN,
-};
+use crate::core::frame::{ResumeReply, ResumeStatus, SessionRequest, SESSION_ID_LEN};
+use crate::core::handshake::server::{busy, ServerHandshake, ServerSetup, ServerStep};
+use crate::core::handshake::{Admission, NodeId, ServerParams, PARAMS_LEN};
 use crate::core::kdf::{KdfParams, ServerKey};
-use crate::core::session::{Event, Opener, Sealer};
 use crate::error::{CloseCode, CloseInfo, Error, Result};
 
 #[derive(Clone, Debug)]
@@ -591,68 +586,105 @@ fn admit(shared: &Arc<Shared>, id: u64, conn: Connection, epoch: u32, route: Rou
     }
 }
 
+/// One handshake; the protocol is [`ServerHandshake`]'s, this moves its bytes and answers its
+/// questions (which key, whether there is room, where the connection goes).
 async fn server_handshake(
     shared: &Arc<Shared>,
     stream: TcpStream,
     id: u64,
 ) -> Result<(Connection, u32, Route)> {
-    stream.set_nodelay(true)?;
-    let (mut rd, mut wr) = stream.into_split();
-    let mut hello_bytes = [0u8; HELLO_LEN];
-    rd.read_exact(&mut hello_bytes).await?;
-    let hello = ClientHello::parse(&hello_bytes)?;
+    let mut wire = Wire::new(stream)?;
     let link = &shared.config.link;
-    let (key, params_bytes) = shared.lock_keys().offer(hello.epoch_hint, link.node_id);
-    wr.write_all(&params_bytes).await?;
-
-    let len = rd.read_u16().await? as usize;
-    if len != MSG1_LEN {
-        return Err(Error::protocol(format!(
-            "handshake message of {len} bytes, expected {MSG1_LEN}"
-        )));
-    }
-    let mut msg1 = [0u8; MSG1_LEN];
-    rd.read_exact(&mut msg1).await?;
-    // Message 2 tells an authenticated client whether there is room, so room is looked at
-    // now; the slot itself is taken only after CONFIRM (`confirm_and_spawn`): until then this
-    // may be a replay of someone's message 1, which must not hold capacity.
-    let admission = if shared.slot_free() {
-        Admission::Accepted
-    } else {
-        Admission::Busy
+    let mut hs = ServerHandshake::new(ServerSetup {
+        node_id: link.node_id,
+        max_message_size: link.max_message_size,
+        rekey: link.rekey,
+    });
+    let mut slot = None;
+    let driven = drive(shared, &mut hs, &mut wire, id, &mut slot).await;
+    let route = match driven {
+        Ok(route) => route,
+        Err(e) => {
+            wire.last_words(&hs.poll_transmit()).await;
+            return Err(e);
+        }
     };
-    let (est, msg2) = server_respond(
-        &key.key.psk,
-        &hello_bytes,
-        &params_bytes,
-        link.node_id,
-        link.max_message_size,
-        &msg1,
-        admission,
+    wire.write(&hs.poll_transmit()).await?; // RESUME, for a session
+    let done = hs.finish()?;
+    let (reader, writer) = wire.into_framed(done.opener, done.sealer);
+    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let on_done = Box::new(move || {
+        if let Some(shared) = weak.upgrade() {
+            shared.lock_live().remove(&id);
+        }
+        drop(slot); // the connection's slot, held for its whole life
+    });
+    let conn = Connection::spawn(
+        reader,
+        writer,
+        &done.established,
+        done.epoch,
+        link.clone(),
+        Start {
+            acknowledged: !matches!(route, Route::Plain),
+            on_done: Some(on_done),
+        },
     )?;
-    shared.lock_pending().proved(id);
-    let mut out = Vec::with_capacity(2 + msg2.len());
-    out.extend_from_slice(&(msg2.len() as u16).to_be_bytes());
-    out.extend_from_slice(&msg2);
-    if admission == Admission::Busy {
-        let _ = wr.write_all(&out).await;
-        return Err(busy());
-    }
-    let ticket = Ticket {
-        id,
-        epoch: key.epoch,
-    };
-    confirm_and_spawn(shared, rd, wr, &out, est, ticket).await
+    Ok((conn, done.epoch, route))
 }
 
-/// What an authenticated handshake carries into the connection it becomes.
-struct Ticket {
+/// Run `hs` until it is confirmed and routed. The slot is taken only after CONFIRM: until
+/// then this may be a replay of someone's message 1, which must not hold capacity. It is held
+/// by a guard until the connection ends (however this future ends, it comes back unless the
+/// connection took it over).
+async fn drive(
+    shared: &Arc<Shared>,
+    hs: &mut ServerHandshake,
+    wire: &mut Wire,
     id: u64,
-    epoch: u32,
-}
-
-fn busy() -> Error {
-    Error::Closed(CloseInfo::error(CloseCode::BUSY, "max_connections reached"))
+    slot: &mut Option<SlotGuard>,
+) -> Result<Route> {
+    loop {
+        match hs.handle_input(&mut wire.buf)? {
+            ServerStep::NeedInput => {
+                // What we have to say goes out before we wait for the answer.
+                wire.write(&hs.poll_transmit()).await?;
+                let want = hs.wants(&wire.buf);
+                if let Err(e) = wire.read(want).await {
+                    return Err(hs.connection_lost(e));
+                }
+            }
+            ServerStep::NeedKey { epoch_hint } => {
+                let node = shared.config.link.node_id;
+                let (key, params) = shared.lock_keys().offer(epoch_hint, node);
+                hs.offer(&key.key.psk, params, key.epoch)?;
+            }
+            ServerStep::NeedAdmission => {
+                shared.lock_pending().proved(id);
+                // Message 2 tells an authenticated client whether there is room.
+                let admission = if shared.slot_free() {
+                    Admission::Accepted
+                } else {
+                    Admission::Busy
+                };
+                hs.admit(admission)?; // busy: message 2 says so, then we hang up
+            }
+            ServerStep::Confirmed(request) => {
+                // Room seen at message 1 may have gone since: say so in a CLOSE.
+                let Some(taken) = SlotGuard::take(shared) else {
+                    return Err(hs.refuse(busy("max_connections reached")));
+                };
+                *slot = Some(taken);
+                let (route, reply) = match route(shared, request) {
+                    Ok(routed) => routed,
+                    Err(e) => return Err(hs.refuse(e)),
+                };
+                hs.accept(reply)?;
+                return Ok(route);
+            }
+            ServerStep::Done => unreachable!("accepted above"),
+        }
+    }
 }
 
 /// One `max_connections` slot, given back when dropped.
@@ -674,105 +706,10 @@ impl Drop for SlotGuard {
     }
 }
 
-async fn confirm_and_spawn(
-    shared: &Arc<Shared>,
-    rd: tokio::net::tcp::OwnedReadHalf,
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
-    msg2: &[u8],
-    est: crate::core::handshake::Established,
-    ticket: Ticket,
-) -> Result<(Connection, u32, Route)> {
-    let Ticket { id, epoch } = ticket;
-    let link = &shared.config.link;
-    wr.write_all(msg2).await?;
-
-    // Key confirmation: the client's first frame must open under the new keys. Until then a
-    // replayed message 1 is all this could be.
-    let mut reader = FramedRead::new(
-        rd,
-        FrameDecoder {
-            opener: Opener::new(&est.recv_key, link.rekey, link.max_message_size, true),
-        },
-    );
-    let request = match reader.next().await {
-        Some(Ok(Event::Confirmed(request))) => request,
-        // Nothing decrypted: a replayed message 1, or a client without the keys.
-        Some(Err(Error::Integrity)) => {
-            return Err(Error::Authentication("key confirmation failed".into()))
-        }
-        None => return Err(Error::protocol("connection closed before key confirmation")),
-        // A frame decrypted, so the peer holds the keys and broke the protocol: tell it.
-        Some(Err(e)) => return Err(refuse(&mut wr, &est, link, e).await),
-        Some(Ok(_)) => {
-            let e = Error::protocol("the first frame must be CONFIRM");
-            return Err(refuse(&mut wr, &est, link, e).await);
-        }
-    };
-    // The client proved it holds the keys: now it may take a slot, held by a guard until the
-    // connection ends (however this future ends, the slot comes back unless the connection
-    // took it over). Room seen at message 1 may have gone since: say so in a CLOSE.
-    let Some(slot) = SlotGuard::take(shared) else {
-        return Err(refuse(&mut wr, &est, link, busy()).await);
-    };
-    let (route, first) = match route(shared, request) {
-        Ok(routed) => routed,
-        Err(e) => return Err(refuse(&mut wr, &est, link, e).await),
-    };
-    let writer = FramedWrite::new(
-        wr,
-        FrameEncoder {
-            sealer: Sealer::new(&est.send_key, link.rekey, est.peer_max_message),
-        },
-    );
-    let weak: Weak<Shared> = Arc::downgrade(shared);
-    let on_done = Box::new(move || {
-        if let Some(shared) = weak.upgrade() {
-            shared.lock_live().remove(&id);
-        }
-        drop(slot); // the connection's slot, held for its whole life
-    });
-    let conn = Connection::spawn(
-        reader,
-        writer,
-        &est,
-        epoch,
-        link.clone(),
-        Start {
-            acknowledged: !matches!(route, Route::Plain),
-            first,
-            on_done: Some(on_done),
-        },
-    )?;
-    Ok((conn, epoch, route))
-}
-
-/// End a handshake whose client proved it holds the keys: a CLOSE saying why (sealed under
-/// the new keys, the connection's first and last frame), then FIN. Returns the error.
-async fn refuse(
-    wr: &mut tokio::net::tcp::OwnedWriteHalf,
-    est: &crate::core::handshake::Established,
-    link: &LinkConfig,
-    err: Error,
-) -> Error {
-    let info = err.to_close_info();
-    let code = err.close_code_to_send().unwrap_or(info.code);
-    let mut sealer = Sealer::new(&est.send_key, link.rekey, est.peer_max_message);
-    let mut close = bytes::BytesMut::new();
-    let frame = Frame::Close {
-        code: code.0,
-        reason: &info.reason,
-    };
-    if sealer.seal_control(&frame, &mut close).is_ok() {
-        let _ = wr.write_all(&close).await;
-        let _ = wr.shutdown().await;
-    }
-    err
-}
-
 /// Where a confirmed connection goes, and the RESUME frame that tells the client (sessions).
 /// A resume that names numbers the session cannot continue from is a protocol error, found
 /// before RESUME would tell the client it resumed.
-fn route(shared: &Shared, request: Option<SessionRequest>) -> Result<(Route, Option<Outgoing>)> {
+fn route(shared: &Shared, request: Option<SessionRequest>) -> Result<(Route, Option<ResumeReply>)> {
     let Some(request) = request else {
         return Ok((Route::Plain, None));
     };
@@ -815,5 +752,5 @@ fn route(shared: &Shared, request: Option<SessionRequest>) -> Result<(Route, Opt
         next_expected,
         window: super::link::window(shared.config.link.recv_buffer),
     };
-    Ok((route, Some(Outgoing::Resume(reply))))
+    Ok((route, Some(reply)))
 }

@@ -1,5 +1,6 @@
-//! The handshake: a plaintext hello and server parameters, then Noise `NNpsk0` keyed by the PSK,
-//! with both plaintext messages as the Noise prologue so that any edit of them breaks it.
+//! The handshake's messages: a plaintext hello and server parameters, then Noise `NNpsk0` keyed
+//! by the PSK, with both plaintext messages as the Noise prologue so that any edit of them
+//! breaks it.
 //!
 //! ```text
 //! client → server  hello          "ALNK" version:u16 suite:u16 epoch_hint:u32          (12 bytes)
@@ -16,8 +17,8 @@ use std::fmt;
 use rand::RngCore;
 use zeroize::Zeroizing;
 
-use super::cipher::KEY_LEN;
-use super::kdf::{KdfParams, Psk, Salt, SALT_LEN};
+use crate::core::cipher::KEY_LEN;
+use crate::core::kdf::{KdfParams, Psk, Salt, SALT_LEN};
 use crate::error::{Error, Result};
 
 pub const MAGIC: [u8; 4] = *b"ALNK";
@@ -331,8 +332,84 @@ impl ClientAwaitingReply {
     }
 }
 
-/// Server: process message 1 and produce message 2. The connection is then established but
-/// unconfirmed: the server only trusts it once the client's first transport frame (CONFIRM) opens.
+/// Server, after message 1 opened under the key: the client knows the password, or replays
+/// someone's message 1 (only CONFIRM tells the two apart). Message 2 is built once the caller
+/// knows whether there is room.
+pub struct ServerAwaitingAdmission {
+    noise: snow::HandshakeState,
+    client_node: NodeId,
+    peer_max_message: u64,
+    our_max_message: u64,
+}
+
+impl ServerAwaitingAdmission {
+    /// Open message 1. `params_bytes` must be the parameters exactly as sent.
+    pub fn read(
+        psk: &Psk,
+        hello: &[u8; HELLO_LEN],
+        params_bytes: &[u8; PARAMS_LEN],
+        our_node: NodeId,
+        our_max_message: u64,
+        msg1: &[u8],
+    ) -> Result<Self> {
+        if msg1.len() != MSG1_LEN {
+            return Err(Error::protocol(format!(
+                "handshake message of {} bytes, expected {MSG1_LEN}",
+                msg1.len()
+            )));
+        }
+        let pro = prologue(hello, params_bytes);
+        let mut noise = noise_builder(psk, &pro)?
+            .build_responder()
+            .map_err(|e| Error::protocol(format!("noise: {e}")))?;
+        let mut payload = [0u8; MSG1_LEN];
+        // With psk0 the payload is encrypted under a PSK-derived key: a wrong password fails
+        // here, before the server does any Diffie-Hellman work.
+        let n = noise
+            .read_message(msg1, &mut payload)
+            .map_err(|_| Error::Authentication("the client does not know the password".into()))?;
+        if n != CLIENT_PAYLOAD_LEN {
+            return Err(Error::protocol("handshake payload of the wrong size"));
+        }
+        let client_node = NodeId(payload[..NODE_ID_LEN].try_into().expect("16 bytes"));
+        if client_node == our_node {
+            return Err(Error::protocol(
+                "refusing a connection from this node itself (reflected)",
+            ));
+        }
+        let peer_max_message =
+            u64::from_be_bytes(payload[NODE_ID_LEN..n].try_into().expect("8 bytes"));
+        Ok(ServerAwaitingAdmission {
+            noise,
+            client_node,
+            peer_max_message,
+            our_max_message,
+        })
+    }
+
+    /// Build message 2. The connection is then established but unconfirmed: the server trusts
+    /// it only once the client's first transport frame (CONFIRM) opens.
+    pub fn reply(mut self, admission: Admission) -> Result<(Established, [u8; MSG2_LEN])> {
+        let mut reply = [0u8; SERVER_PAYLOAD_LEN];
+        reply[..8].copy_from_slice(&self.our_max_message.to_be_bytes());
+        reply[8] = admission as u8;
+        let mut msg2 = [0u8; MSG2_LEN];
+        let n = self
+            .noise
+            .write_message(&reply, &mut msg2)
+            .map_err(|e| Error::protocol(format!("noise: {e}")))?;
+        debug_assert_eq!(n, MSG2_LEN);
+        let est = split(
+            &mut self.noise,
+            false,
+            self.peer_max_message,
+            self.client_node,
+        );
+        Ok((est, msg2))
+    }
+}
+
+/// Server: message 1 in, message 2 out, in one step ([`ServerAwaitingAdmission`] in two).
 pub fn server_respond(
     psk: &Psk,
     hello: &[u8; HELLO_LEN],
@@ -342,41 +419,8 @@ pub fn server_respond(
     msg1: &[u8],
     admission: Admission,
 ) -> Result<(Established, [u8; MSG2_LEN])> {
-    if msg1.len() != MSG1_LEN {
-        return Err(Error::protocol(format!(
-            "handshake message of {} bytes, expected {MSG1_LEN}",
-            msg1.len()
-        )));
-    }
-    let pro = prologue(hello, params_bytes);
-    let mut noise = noise_builder(psk, &pro)?
-        .build_responder()
-        .map_err(|e| Error::protocol(format!("noise: {e}")))?;
-    let mut payload = [0u8; MSG1_LEN];
-    // With psk0 the payload is encrypted under a PSK-derived key: a wrong password fails here,
-    // before the server does any Diffie-Hellman work.
-    let n = noise
-        .read_message(msg1, &mut payload)
-        .map_err(|_| Error::Authentication("the client does not know the password".into()))?;
-    if n != CLIENT_PAYLOAD_LEN {
-        return Err(Error::protocol("handshake payload of the wrong size"));
-    }
-    let client_node = NodeId(payload[..NODE_ID_LEN].try_into().expect("16 bytes"));
-    if client_node == our_node {
-        return Err(Error::protocol(
-            "refusing a connection from this node itself (reflected)",
-        ));
-    }
-    let peer_max = u64::from_be_bytes(payload[NODE_ID_LEN..n].try_into().expect("8 bytes"));
-    let mut reply = [0u8; SERVER_PAYLOAD_LEN];
-    reply[..8].copy_from_slice(&our_max_message.to_be_bytes());
-    reply[8] = admission as u8;
-    let mut msg2 = [0u8; MSG2_LEN];
-    let n = noise
-        .write_message(&reply, &mut msg2)
-        .map_err(|e| Error::protocol(format!("noise: {e}")))?;
-    debug_assert_eq!(n, MSG2_LEN);
-    Ok((split(&mut noise, false, peer_max, client_node), msg2))
+    ServerAwaitingAdmission::read(psk, hello, params_bytes, our_node, our_max_message, msg1)?
+        .reply(admission)
 }
 
 #[cfg(test)]

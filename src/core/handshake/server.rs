@@ -1,0 +1,294 @@
+//! The server's side of the handshake:
+//!
+//! ```text
+//! ← hello   [the driver picks the key]   → params   ← message 1   [the driver says if
+//! there is room]   → message 2   ← CONFIRM   [the driver routes it]   → RESUME (sessions)
+//! ```
+//!
+//! Nothing before CONFIRM proves more than that someone once had message 1 (it may be a
+//! replay), so the driver takes capacity only at [`ServerStep::Confirmed`].
+
+use bytes::BytesMut;
+
+use super::{exact_wants, first_frame, framed, record_wants, take_exact, take_noise_message};
+use super::{Admission, ClientHello, Established, NodeId, ServerAwaitingAdmission};
+use super::{HELLO_LEN, MSG1_LEN, PARAMS_LEN};
+use crate::core::frame::{Frame, ResumeReply, SessionRequest, MAX_CLOSE_REASON};
+use crate::core::kdf::Psk;
+use crate::core::session::{Event, Opener, RekeyPolicy, Sealer};
+use crate::error::{CloseCode, CloseInfo, Error, Result};
+
+/// What the server brings to every handshake.
+#[derive(Clone, Debug)]
+pub struct ServerSetup {
+    pub node_id: NodeId,
+    /// The largest message we accept, told to the client in message 2.
+    pub max_message_size: u64,
+    pub rekey: RekeyPolicy,
+}
+
+/// What the driver does next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ServerStep {
+    NeedInput,
+    /// The hello is valid: give [`ServerHandshake::offer`] the key for a client that last
+    /// authenticated under `epoch_hint`.
+    NeedKey {
+        epoch_hint: u32,
+    },
+    /// Message 1 opened under the key: the client knows the password, or replays someone's
+    /// message 1. Message 2 tells the client whether there is room: [`ServerHandshake::admit`].
+    NeedAdmission,
+    /// CONFIRM opened: the client holds the keys. [`ServerHandshake::accept`] the connection
+    /// (with the answer to its session request) or [`ServerHandshake::refuse`] it.
+    Confirmed(Option<SessionRequest>),
+    /// Complete: [`ServerHandshake::finish`] gives the connection's record layer.
+    Done,
+}
+
+/// A completed server handshake: what the connection starts from.
+pub struct ServerDone {
+    pub established: Established,
+    /// The key epoch the client authenticated under.
+    pub epoch: u32,
+    /// Opens the client's frames; it already opened CONFIRM.
+    pub opener: Opener,
+    /// Seals ours; it already sealed RESUME, if there was one.
+    pub sealer: Sealer,
+}
+
+struct Keyed {
+    hello: [u8; HELLO_LEN],
+    params: [u8; PARAMS_LEN],
+    psk: Psk,
+    epoch: u32,
+}
+
+enum State {
+    AwaitHello,
+    NeedKey([u8; HELLO_LEN], u32),
+    AwaitMessage1(Box<Keyed>),
+    NeedAdmission(Box<ServerAwaitingAdmission>, u32),
+    AwaitConfirm(Box<ServerDone>),
+    Confirmed(Box<ServerDone>, Option<SessionRequest>),
+    Done(Box<ServerDone>),
+    Failed,
+}
+
+pub struct ServerHandshake {
+    setup: ServerSetup,
+    state: State,
+    transmit: BytesMut,
+}
+
+impl ServerHandshake {
+    pub fn new(setup: ServerSetup) -> Self {
+        ServerHandshake {
+            setup,
+            state: State::AwaitHello,
+            transmit: BytesMut::new(),
+        }
+    }
+
+    /// Bytes to write, in order; empty when there are none.
+    pub fn poll_transmit(&mut self) -> BytesMut {
+        self.transmit.split()
+    }
+
+    /// How many more bytes the handshake needs before it can move, given the `buffered` ones
+    /// (0: it is not waiting for input). Reading exactly this much never takes the
+    /// connection's first bytes.
+    pub fn wants(&self, buffered: &[u8]) -> usize {
+        match self.state {
+            State::AwaitHello => exact_wants::<HELLO_LEN>(buffered),
+            State::AwaitMessage1(_) | State::AwaitConfirm(_) => record_wants(buffered),
+            _ => 0,
+        }
+    }
+
+    /// Take what the handshake needs from the front of `buf`; the rest is the connection's.
+    pub fn handle_input(&mut self, buf: &mut BytesMut) -> Result<ServerStep> {
+        let step = self.advance(buf);
+        if step.is_err() {
+            self.state = State::Failed;
+        }
+        step
+    }
+
+    fn advance(&mut self, buf: &mut BytesMut) -> Result<ServerStep> {
+        loop {
+            match &mut self.state {
+                State::AwaitHello => {
+                    let Some(hello) = take_exact::<HELLO_LEN>(buf) else {
+                        return Ok(ServerStep::NeedInput);
+                    };
+                    let epoch_hint = ClientHello::parse(&hello)?.epoch_hint;
+                    self.state = State::NeedKey(hello, epoch_hint);
+                }
+                State::NeedKey(_, epoch_hint) => {
+                    return Ok(ServerStep::NeedKey {
+                        epoch_hint: *epoch_hint,
+                    })
+                }
+                State::AwaitMessage1(keyed) => {
+                    let Some(msg1) = take_noise_message::<MSG1_LEN>(buf, "handshake message")?
+                    else {
+                        return Ok(ServerStep::NeedInput);
+                    };
+                    let opened = ServerAwaitingAdmission::read(
+                        &keyed.psk,
+                        &keyed.hello,
+                        &keyed.params,
+                        self.setup.node_id,
+                        self.setup.max_message_size,
+                        &msg1,
+                    )?;
+                    self.state = State::NeedAdmission(Box::new(opened), keyed.epoch);
+                }
+                State::NeedAdmission(..) => return Ok(ServerStep::NeedAdmission),
+                State::AwaitConfirm(done) => {
+                    // Key confirmation: the client's first frame must open under the new keys.
+                    let event = match first_frame(&mut done.opener, buf, "CONFIRM") {
+                        Ok(None) => return Ok(ServerStep::NeedInput),
+                        Ok(Some(event)) => event,
+                        // Nothing decrypted: a replayed message 1, or a client without the keys.
+                        Err(Error::Integrity) => {
+                            return Err(Error::Authentication("key confirmation failed".into()))
+                        }
+                        // A frame decrypted, so the peer holds the keys and broke the protocol.
+                        Err(e) => return Err(self.refuse(e)),
+                    };
+                    let Event::Confirmed(request) = event else {
+                        return Err(self.refuse(Error::protocol("the first frame must be CONFIRM")));
+                    };
+                    let State::AwaitConfirm(done) =
+                        std::mem::replace(&mut self.state, State::Failed)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    self.state = State::Confirmed(done, request);
+                }
+                State::Confirmed(_, request) => return Ok(ServerStep::Confirmed(*request)),
+                State::Done(_) => return Ok(ServerStep::Done),
+                State::Failed => return Err(Error::protocol("the handshake already failed")),
+            }
+        }
+    }
+
+    /// The key to offer for [`ServerStep::NeedKey`], with its parameters as sent (`params`)
+    /// and its epoch. The parameters are then ready to send.
+    pub fn offer(&mut self, psk: &Psk, params: [u8; PARAMS_LEN], epoch: u32) -> Result<()> {
+        let State::NeedKey(hello, _) = self.state else {
+            return Err(Error::protocol("no key was asked for"));
+        };
+        self.transmit.extend_from_slice(&params);
+        self.state = State::AwaitMessage1(Box::new(Keyed {
+            hello,
+            params,
+            psk: psk.clone(),
+            epoch,
+        }));
+        Ok(())
+    }
+
+    /// Answer [`ServerStep::NeedAdmission`]: message 2 is then ready to send. `Busy` ends the
+    /// handshake (the error says so) once message 2 is sent.
+    pub fn admit(&mut self, admission: Admission) -> Result<()> {
+        let State::NeedAdmission(opened, epoch) = std::mem::replace(&mut self.state, State::Failed)
+        else {
+            return Err(Error::protocol("no admission was asked for"));
+        };
+        let (established, msg2) = opened.reply(admission)?;
+        framed(&msg2, &mut self.transmit);
+        if admission == Admission::Busy {
+            return Err(busy("max_connections reached"));
+        }
+        let rekey = self.setup.rekey;
+        let opener = Opener::new(
+            &established.recv_key,
+            rekey,
+            self.setup.max_message_size,
+            true,
+        );
+        let sealer = Sealer::new(&established.send_key, rekey, established.peer_max_message);
+        self.state = State::AwaitConfirm(Box::new(ServerDone {
+            established,
+            epoch,
+            opener,
+            sealer,
+        }));
+        Ok(())
+    }
+
+    /// Take the confirmed connection; `reply` answers its session request (RESUME, the
+    /// connection's first frame), and must be given exactly when there was one.
+    pub fn accept(&mut self, reply: Option<ResumeReply>) -> Result<()> {
+        let State::Confirmed(mut done, request) = std::mem::replace(&mut self.state, State::Failed)
+        else {
+            return Err(Error::protocol("no confirmed connection to accept"));
+        };
+        match (request, reply) {
+            (Some(_), Some(reply)) => done
+                .sealer
+                .seal_control(&Frame::Resume(reply), &mut self.transmit)?,
+            (None, None) => {}
+            _ => {
+                return Err(Error::protocol(
+                    "RESUME answers a session request, and only one",
+                ))
+            }
+        }
+        self.state = State::Done(done);
+        Ok(())
+    }
+
+    /// Refuse a client that proved it holds the keys: a CLOSE saying why (sealed under the
+    /// new keys, the connection's first and last frame) is then ready to send. Returns `err`.
+    pub fn refuse(&mut self, err: Error) -> Error {
+        let done = match &mut self.state {
+            State::AwaitConfirm(done) | State::Confirmed(done, _) => done,
+            _ => return err,
+        };
+        let info = err.to_close_info();
+        let code = err.close_code_to_send().unwrap_or(info.code);
+        let reason = crate::core::frame::truncate_utf8(&info.reason, MAX_CLOSE_REASON);
+        let close = Frame::Close {
+            code: code.0,
+            reason,
+        };
+        if done
+            .sealer
+            .seal_control(&close, &mut self.transmit)
+            .is_err()
+        {
+            self.transmit.clear();
+        }
+        self.state = State::Failed;
+        err
+    }
+
+    /// What it means that the client's stream ended (`UnexpectedEof`) or failed now.
+    pub fn connection_lost(&mut self, e: std::io::Error) -> Error {
+        let meaning = match self.state {
+            State::AwaitConfirm(_) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Error::protocol("connection closed before key confirmation")
+            }
+            _ => Error::Io(e),
+        };
+        self.state = State::Failed;
+        meaning
+    }
+
+    /// The completed handshake.
+    pub fn finish(self) -> Result<ServerDone> {
+        match self.state {
+            State::Done(done) => Ok(*done),
+            _ => Err(Error::protocol("the handshake is not complete")),
+        }
+    }
+}
+
+/// A refusal for lack of room.
+pub fn busy(what: &str) -> Error {
+    Error::Closed(CloseInfo::error(CloseCode::BUSY, what))
+}

@@ -1,0 +1,66 @@
+//! A handshake's socket: reads exactly what the handshake state machine wants (so nothing of
+//! the connection's is read early, and a peer can make us buffer at most one record), writes
+//! what it says, and becomes the connection's framed halves when it is done.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use super::connection::{Reader, Writer};
+use crate::core::codec::{FrameDecoder, FrameEncoder};
+use crate::core::session::{Opener, Sealer};
+
+pub(crate) struct Wire {
+    pub rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    /// Read and not yet taken by the handshake: always less than one of its messages.
+    pub buf: BytesMut,
+}
+
+impl Wire {
+    pub fn new(stream: TcpStream) -> std::io::Result<Wire> {
+        stream.set_nodelay(true)?;
+        let (rd, wr) = stream.into_split();
+        Ok(Wire {
+            rd,
+            wr,
+            buf: BytesMut::new(),
+        })
+    }
+
+    /// Read exactly `n` more bytes into the buffer (`UnexpectedEof` if the stream ends first).
+    pub async fn read(&mut self, n: usize) -> std::io::Result<()> {
+        let start = self.buf.len();
+        self.buf.resize(start + n, 0);
+        let read = self.rd.read_exact(&mut self.buf[start..]).await;
+        if read.is_err() {
+            self.buf.truncate(start);
+        }
+        read.map(|_| ())
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.wr.write_all(bytes).await
+    }
+
+    /// After a failure: what the handshake still has to say (a CLOSE), then FIN.
+    pub async fn last_words(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() && self.wr.write_all(bytes).await.is_ok() {
+            let _ = self.wr.shutdown().await;
+        }
+    }
+
+    /// The connection's halves, starting where the handshake left the record layer.
+    pub fn into_framed(self, opener: Opener, sealer: Sealer) -> (Reader, Writer) {
+        debug_assert!(self.buf.is_empty(), "the handshake read only its own bytes");
+        (
+            FramedRead::new(self.rd, FrameDecoder { opener }),
+            FramedWrite::new(self.wr, FrameEncoder { sealer }),
+        )
+    }
+}
