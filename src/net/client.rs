@@ -362,11 +362,7 @@ async fn handshake(
         epoch_hint,
         session,
     });
-    let driven = drive(&mut hs, &mut wire, credentials, attempt).await;
-    if hs.is_authenticated() {
-        attempt.authenticated = true;
-    }
-    if let Err(e) = driven {
+    if let Err(e) = drive(&mut hs, &mut wire, credentials, attempt).await {
         wire.last_words(&hs.poll_transmit()).await;
         return Err(e);
     }
@@ -393,14 +389,14 @@ async fn drive(
     credentials: &Arc<Credentials>,
     attempt: &mut Attempt,
 ) -> Result<()> {
-    let mut verified_recorded = false;
     loop {
         let step = hs.handle_input(&mut wire.buf);
-        if let (true, false, Some(key)) =
-            (hs.is_authenticated(), verified_recorded, attempt.server_key)
-        {
-            verified_recorded = true;
-            credentials.record_verified(key);
+        // Message 2 verified (whatever comes next): remember it once.
+        if hs.is_authenticated() && !attempt.authenticated {
+            attempt.authenticated = true;
+            if let Some(key) = attempt.server_key {
+                credentials.record_verified(key);
+            }
         }
         match step? {
             ClientStep::NeedInput => {

@@ -646,6 +646,24 @@ impl Cutter {
     }
 }
 
+/// An exactly-once session dialled through `relay`: the client's link and the server's end.
+async fn session_through(srv: &Server, relay: &Cutter) -> (Link, Link) {
+    let client = Link::open(
+        "127.0.0.1",
+        relay.port,
+        Arc::new(Credentials::new(b"pw")),
+        client_config(),
+        policy(),
+        Some(SessionConfig::default()),
+    )
+    .await
+    .unwrap();
+    match srv.accept().await.unwrap() {
+        server::Accepted::Session(server_end) => (client, server_end),
+        server::Accepted::Connection(_) => panic!("expected a session"),
+    }
+}
+
 /// Poll `cond` until it holds (10 s at most): for states reached through real sockets.
 async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -666,20 +684,7 @@ async fn messages_queued_on_a_cut_connection_are_not_delivered_twice() {
     const N: u32 = 5;
     let srv = server(b"pw").await;
     let relay = Cutter::start(srv.local_addr().port()).await;
-    let client = Link::open(
-        "127.0.0.1",
-        relay.port,
-        Arc::new(Credentials::new(b"pw")),
-        client_config(),
-        policy(),
-        Some(SessionConfig::default()),
-    )
-    .await
-    .unwrap();
-    let server_end = match srv.accept().await.unwrap() {
-        server::Accepted::Session(link) => link,
-        server::Accepted::Connection(_) => panic!("expected a session"),
-    };
+    let (client, server_end) = session_through(&srv, &relay).await;
     for i in 0..N {
         client.send(numbered(i)).await.unwrap();
     }
@@ -734,21 +739,7 @@ async fn exactly_once_both_ways_across_cut_connections() {
     const N: u32 = 3000;
     let srv = server(b"pw").await;
     let relay = Cutter::start(srv.local_addr().port()).await;
-    let creds = Arc::new(Credentials::new(b"pw"));
-    let client = Link::open(
-        "127.0.0.1",
-        relay.port,
-        creds,
-        client_config(),
-        policy(),
-        Some(SessionConfig::default()),
-    )
-    .await
-    .unwrap();
-    let server_end = match srv.accept().await.unwrap() {
-        server::Accepted::Session(link) => link,
-        server::Accepted::Connection(_) => panic!("expected a session"),
-    };
+    let (client, server_end) = session_through(&srv, &relay).await;
     let sending = |link: Link| {
         tokio::spawn(async move {
             for i in 0..N {

@@ -15,7 +15,8 @@ use crate::core::session::{Opener, Sealer};
 pub(crate) struct Wire {
     pub rd: OwnedReadHalf,
     wr: OwnedWriteHalf,
-    /// Read and not yet taken by the handshake: always less than one of its messages.
+    /// Read and not yet taken by the handshake. Bounded by what the handshake `wants`: at
+    /// most one record (2 + 65,535 B), whatever the peer sends.
     pub buf: BytesMut,
 }
 

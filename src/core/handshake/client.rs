@@ -78,6 +78,8 @@ pub struct ClientHandshake {
     setup: ClientSetup,
     hello: [u8; HELLO_LEN],
     state: State,
+    /// Our messages not yet taken by the driver: each step adds one (a few hundred bytes at
+    /// most), and nothing the peer sends adds to it.
     transmit: BytesMut,
     /// Message 2 verified (stays true when a later step fails).
     authenticated: bool,

@@ -78,6 +78,8 @@ enum State {
 pub struct ServerHandshake {
     setup: ServerSetup,
     state: State,
+    /// Our messages not yet taken by the driver: each step adds one (a few hundred bytes at
+    /// most), and nothing the peer sends adds to it.
     transmit: BytesMut,
 }
 
