@@ -76,6 +76,13 @@ impl Encoder<Outgoing> for FrameEncoder {
     type Error = Error;
 
     fn encode(&mut self, item: Outgoing, dst: &mut BytesMut) -> Result<()> {
+        self.encode_item(item, dst)
+    }
+}
+
+impl FrameEncoder {
+    /// Seal `item` into `dst` (the `Encoder` impl, without needing the trait in scope).
+    pub fn encode_item(&mut self, item: Outgoing, dst: &mut BytesMut) -> Result<()> {
         match item {
             Outgoing::Message(m) => self.sealer.seal_message(&m, dst),
             Outgoing::Ping(v) => self.sealer.seal_control(&Frame::Ping(v), dst),

@@ -8,10 +8,13 @@
 //! - [`message`]: a received message, kept as the decrypted fragments until it is read;
 //! - [`reliable`]: sequence numbers, acknowledgements and resending for exactly-once sessions;
 //! - [`session`]: sealing messages into frames and opening frames into messages, with rekeying;
-//! - [`codec`]: the session as tokio-util `Encoder`/`Decoder` over a length-prefixed byte stream.
+//! - [`codec`]: the session as tokio-util `Encoder`/`Decoder` over a length-prefixed byte stream;
+//! - [`connection`]: one authenticated connection as a state machine over bytes and time (record
+//!   layer, closing handshake, keepalive and idle timers, ACK gating).
 
 pub mod cipher;
 pub mod codec;
+pub mod connection;
 pub mod frame;
 pub mod handshake;
 pub mod kdf;
