@@ -7,7 +7,8 @@ BIN     := $(VENV)/bin
 DEPS    := $(VENV)/.deps
 PYFILES := python tests benchmarks examples
 
-.PHONY: all dev build test test-rust test-python fuzz-smoke fuzz-long lint demo bench clean netns-tools
+.PHONY: all dev build test test-rust test-python test-fast fuzz-smoke fuzz-long lint lint-rust \
+	lint-python stubtest msrv demo bench clean netns-tools
 
 all: test
 
@@ -23,14 +24,42 @@ build: $(DEPS)
 
 dev: build
 
-lint: build
+# Lints: Rust needs no build of the extension; Python needs the dev tools (ruff, mypy); the
+# stub check imports the built extension.
+lint: lint-rust lint-python stubtest
+
+lint-rust:
 	cargo fmt --check
 	cargo fmt --check --manifest-path fuzz/Cargo.toml
 	cargo clippy --all-targets --features python,rustcrypto -- -D warnings
+
+# The dev tools alone (the `dev` and `bench` extras of pyproject.toml: mypy checks the
+# benchmarks too), without building the extension.
+DEVTOOLS := $(VENV)/.devtools
+$(DEVTOOLS): $(DEPS) pyproject.toml
+	$(PY) -c "import tomllib; x = tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']; print(*x['dev'], *x['bench'], sep='\n')" \
+		| xargs $(PY) -m pip install --quiet
+	touch $(DEVTOOLS)
+
+lint-python: $(DEVTOOLS)
 	$(BIN)/ruff check $(PYFILES)
 	$(BIN)/ruff format --check $(PYFILES)
 	$(BIN)/mypy
+
+stubtest: build
 	$(PY) -m mypy.stubtest argonlink._argonlink
+
+# The declared minimum Rust version (Cargo.toml `rust-version`) still builds the crate. Needs
+# rustup, which fetches that toolchain once; skipped, saying so, where it cannot.
+MSRV := $(shell sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+msrv:
+	@if ! command -v rustup >/dev/null 2>&1; then \
+		echo "rustup is not installed: MSRV $(MSRV) not checked"; \
+	elif ! rustup toolchain install $(MSRV) --profile minimal >/dev/null 2>&1; then \
+		echo "the $(MSRV) toolchain could not be installed: MSRV not checked"; \
+	else \
+		cargo +$(MSRV) check --lib --features python,rustcrypto --target-dir target/msrv; \
+	fi
 
 test-rust:
 	cargo test --features rustcrypto
@@ -52,6 +81,12 @@ netns-tools:
 test-python: build netns-tools
 	$(PY) -m pytest
 
+# The quick loop while developing: Rust unit tests and pytest without the slow and the
+# network-namespace tests (markers in pyproject.toml).
+test-fast: build
+	cargo test --features rustcrypto --lib
+	$(PY) -m pytest -m "not slow and not netns"
+
 CARGO_FUZZ_VERSION := 0.13.2
 
 # Ten seconds of each fuzz target from its seeds, about a minute in all (fuzz/smoke.sh);
@@ -65,8 +100,9 @@ fuzz-long:
 	cargo fuzz --version >/dev/null 2>&1 || cargo install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
 	fuzz/long.sh
 
-# The whole suite: Rust unit tests (both AES-GCM backends), lints, pytest, a fuzz smoke run.
-test: lint test-rust test-python fuzz-smoke
+# The whole suite: Rust unit tests (both AES-GCM backends), lints, the MSRV, pytest, a fuzz
+# smoke run.
+test: lint msrv test-rust test-python fuzz-smoke
 
 # The main job: a real two-process transfer on loopback, printing throughput and the hash.
 demo: build

@@ -345,6 +345,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.slow
 def test_interpreter_exit_while_messages_arrive_is_clean() -> None:
     """Waits that complete while the interpreter exits must not abort the process (before the
     runtime was shut down at exit, about 1 run in 7 died of SIGABRT here)."""

@@ -1043,6 +1043,7 @@ WORKER = Path(__file__).with_name("files_worker.py")
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 def test_one_gib_cut_and_resumed_in_bounded_memory(tmp_path: Path) -> None:
     size = 1 << 30
     block = content(MIB, seed=13)  # a repeating, pseudo-random 1 MiB block

@@ -300,6 +300,7 @@ def _grow(phc: str, psk: bytes, messages: list[bytes]) -> tuple[int, int]:
     return growth, sent
 
 
+@pytest.mark.slow
 def test_tiny_messages_hold_no_more_than_recv_buffer(phc: str, psk: bytes) -> None:
     """1-byte messages, one TCP segment each, that the application never reads: the server
     holds a small multiple of its recv_buffer (each message counts len + 64 against it and the
@@ -345,6 +346,7 @@ def _pump(
     return sent
 
 
+@pytest.mark.slow
 def test_ping_flood_from_a_peer_that_never_reads_holds_one_pong(phc: str, psk: bytes) -> None:
     """M24: PINGs from a peer that does not read: the server's memory stays flat (one PONG
     queued, not one per PING), and when the peer reads, the last PONG echoes the last PING."""
@@ -366,6 +368,7 @@ def test_ping_flood_from_a_peer_that_never_reads_holds_one_pong(phc: str, psk: b
 
 
 @pytest.mark.parametrize("kind", ["PONG", "ACK", "REKEY"])
+@pytest.mark.slow
 def test_control_frame_floods_do_not_grow_memory(phc: str, psk: bytes, kind: str) -> None:
     """Unsolicited PONGs, ACK(0) on a session, REKEY after REKEY: nothing to hold; the server's
     RSS grows by a small fraction of what the peer sent."""

@@ -105,6 +105,7 @@ def test_keepalive_detects_a_silent_peer_sync() -> None:
                 assert 0.4 <= elapsed < 2.0, elapsed
 
 
+@pytest.mark.slow
 async def test_keepalive_keeps_a_quiet_connection_up() -> None:
     """Control for the two tests above: the same path with forwarding on and no application
     traffic for three ping timeouts stays up, because PINGs and PONGs keep flowing. (A longer

@@ -66,6 +66,7 @@ def many_fds() -> None:
 
 
 @pytest.mark.usefixtures("many_fds")
+@pytest.mark.slow
 async def test_1000_clients_100_messages_each_all_delivered_once() -> None:
     report = await load.run_load(CLIENTS, MESSAGES, 64, timeout=60)
     print()
@@ -93,6 +94,7 @@ async def test_1000_clients_100_messages_each_all_delivered_once() -> None:
 
 @pytest.mark.usefixtures("many_fds")
 @pytest.mark.parametrize("mode", ["silent", "partial-hello"])
+@pytest.mark.slow
 async def test_1000_idle_connections_do_not_keep_a_real_client_out(mode: str) -> None:
     """1000 sockets that send nothing (or 6 of the 12 hello bytes) against the default cap of
     256 pending handshakes: the oldest are evicted as new ones arrive, the real client that

@@ -51,9 +51,12 @@ MIB = 1 << 20
 KEEPALIVE = "0.25,1.0"
 OUTAGE = 2.5
 
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="network namespaces are Linux only"
-)
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(
+        not sys.platform.startswith("linux"), reason="network namespaces are Linux only"
+    ),
+]
 
 
 def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -416,6 +416,7 @@ RELEASE_TESTS = """
 """
 
 
+@pytest.mark.slow
 def test_ports_are_released_when_teardown_returns(run) -> None:
     # server.close() can return a few ms before the native runtime drops the listening socket;
     # teardown waits for that, so a check right after teardown always passes. (Without the
@@ -495,6 +496,7 @@ HANDLER_PROBLEM_TESTS = """
 """
 
 
+@pytest.mark.slow
 def test_teardown_reports_handler_problems_without_hanging(run) -> None:
     started = time.monotonic()
     # 2 s, not less: on a loaded machine a handler that raises must still be seen raising

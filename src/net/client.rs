@@ -367,10 +367,9 @@ async fn handshake(
         return Err(e);
     }
     let done = hs.finish()?;
-    let (reader, writer) = wire.into_framed(done.opener, done.sealer);
+    let socket = wire.into_socket(done.opener, done.sealer);
     let conn = Connection::spawn(
-        reader,
-        writer,
+        socket,
         &done.established,
         done.params.epoch,
         link.clone(),

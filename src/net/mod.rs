@@ -10,6 +10,7 @@ pub mod reliable;
 pub mod server;
 mod wire;
 
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::core::handshake::NodeId;
@@ -20,6 +21,13 @@ pub use client::{connect, ClientConfig, Credentials};
 pub use connection::Connection;
 pub use link::{Link, ReconnectPolicy, SessionConfig};
 pub use server::{Server, ServerConfig, ServerKeySource};
+
+/// Lock `m`, going on past a poisoned lock: every lock in this layer guards state that a panic
+/// cannot leave half-changed (each critical section is a handful of field updates), and one
+/// panicking task must not take every other user of the connection or server down with it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Settings shared by both ends of a link.
 #[derive(Clone, Debug)]

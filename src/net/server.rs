@@ -611,7 +611,7 @@ async fn server_handshake(
     };
     wire.write(&hs.poll_transmit()).await?; // RESUME, for a session
     let done = hs.finish()?;
-    let (reader, writer) = wire.into_framed(done.opener, done.sealer);
+    let socket = wire.into_socket(done.opener, done.sealer);
     let weak: Weak<Shared> = Arc::downgrade(shared);
     let on_done = Box::new(move || {
         if let Some(shared) = weak.upgrade() {
@@ -620,8 +620,7 @@ async fn server_handshake(
         drop(slot); // the connection's slot, held for its whole life
     });
     let conn = Connection::spawn(
-        reader,
-        writer,
+        socket,
         &done.established,
         done.epoch,
         link.clone(),

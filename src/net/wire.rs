@@ -1,15 +1,13 @@
 //! A handshake's socket: reads exactly what the handshake state machine wants (so nothing of
 //! the connection's is read early, and a peer can make us buffer at most one record), writes
-//! what it says, and becomes the connection's framed halves when it is done.
+//! what it says, and becomes the connection's socket when it is done.
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio_util::codec::{FramedRead, FramedWrite};
 
-use super::connection::{Reader, Writer};
-use crate::core::codec::{FrameDecoder, FrameEncoder};
+use super::connection::Socket;
 use crate::core::session::{Opener, Sealer};
 
 pub(crate) struct Wire {
@@ -56,12 +54,14 @@ impl Wire {
         }
     }
 
-    /// The connection's halves, starting where the handshake left the record layer.
-    pub fn into_framed(self, opener: Opener, sealer: Sealer) -> (Reader, Writer) {
+    /// The connection's socket, with the record layer where the handshake left it.
+    pub fn into_socket(self, opener: Opener, sealer: Sealer) -> Socket {
         debug_assert!(self.buf.is_empty(), "the handshake read only its own bytes");
-        (
-            FramedRead::new(self.rd, FrameDecoder { opener }),
-            FramedWrite::new(self.wr, FrameEncoder { sealer }),
-        )
+        Socket {
+            rd: self.rd,
+            wr: self.wr,
+            opener,
+            sealer,
+        }
     }
 }

@@ -73,17 +73,25 @@ impl Liveness {
         self.paused = true;
     }
 
-    /// Reading again: the time spent waiting for the application is not the peer's silence.
+    /// Reading again: the time spent waiting for the application is not the peer's silence,
+    /// nor idleness (the application just took a message).
     pub fn resume(&mut self, now: Instant) {
         self.paused = false;
         self.last_heard = now;
+        self.last_traffic = now;
     }
 
     /// Our CLOSE is on its way: the peer has `close_timeout` to answer it.
     pub fn closing(&mut self, now: Instant) {
         self.idle_armed = false;
+        if self.close_deadline.is_none() {
+            self.close_deadline = now.checked_add(self.timers.close_timeout);
+        }
+    }
+
+    /// When our CLOSE stops waiting for the peer's, once we sent one.
+    pub fn close_deadline(&self) -> Option<Instant> {
         self.close_deadline
-            .get_or_insert(now + self.timers.close_timeout);
     }
 
     /// How often to PING while paused: often enough for a peer whose `ping_timeout` is as short
@@ -94,23 +102,33 @@ impl Liveness {
             .max(Duration::from_millis(10))
     }
 
+    // Deadlines are `checked_add`: a duration too long to reach (`Duration::MAX`, say) is no
+    // deadline at all, not a panic.
+
     fn ping_due(&self) -> Option<Instant> {
         let interval = self.timers.ping_interval?;
-        Some(if self.paused {
-            self.last_ping + self.paused_period(interval)
+        if self.paused {
+            self.last_ping.checked_add(self.paused_period(interval))
         } else {
-            self.last_heard.max(self.last_ping) + interval
-        })
+            self.last_heard.max(self.last_ping).checked_add(interval)
+        }
     }
 
     fn unresponsive_due(&self) -> Option<Instant> {
         self.timers.ping_interval?;
-        (!self.paused).then(|| self.last_heard + self.timers.ping_timeout)
+        if self.paused {
+            return None;
+        }
+        self.last_heard.checked_add(self.timers.ping_timeout)
     }
 
+    /// Not while paused: a full mailbox means the application is behind, not that nothing moves.
     fn idle_due(&self) -> Option<Instant> {
         let idle = self.timers.idle_timeout?;
-        self.idle_armed.then(|| self.last_traffic + idle)
+        if !self.idle_armed || self.paused {
+            return None;
+        }
+        self.last_traffic.checked_add(idle)
     }
 
     /// The earliest instant at which [`Liveness::expire`] has something to say.

@@ -1,17 +1,22 @@
-//! One authenticated connection as a state machine over bytes and time: the record layer
-//! (sealing and opening), the closing handshake and its echo rule, keepalive and idle timers,
-//! ACK gating and the rules on which frames may follow the handshake. It does no I/O and reads
-//! no clock: the driver feeds it what the socket read ([`Connection::handle_input`]) and the
-//! time, writes what it seals ([`Connection::poll_transmit`]), delivers its events
-//! ([`Connection::poll_event`]) and wakes it at [`Connection::poll_timeout`]
+//! One authenticated connection as a state machine over frames and time: the closing handshake
+//! and its echo rule, keepalive and idle timers, ACK gating, the rules on which frames may
+//! follow the handshake, and the sealing half of the record layer. It does no I/O and reads no
+//! clock: the driver opens what the socket read with a [`FrameDecoder`] and hands over each
+//! frame ([`Connection::handle_frame`], or [`Connection::handle_input`] for both steps), writes
+//! what it seals ([`Connection::poll_transmit`]), and wakes it at [`Connection::poll_timeout`]
 //! ([`Connection::handle_timeout`]).
 //!
 //! ```text
-//!  socket bytes ─▶ handle_input ─▶ [open, reassemble, rules] ─▶ poll_event ─▶ application
-//!                                     │ PING→PONG, CLOSE→echo
+//!  socket bytes ─▶ FrameDecoder (open) ─▶ handle_frame ─▶ [rules] ─▶ Event ─▶ application
+//!                                            │ PING→PONG, CLOSE→echo
 //!  application ─▶ send / close ─▶ Outbox ─▶ poll_transmit ─▶ [seal] ─▶ socket bytes
 //!  time ─▶ handle_timeout ─▶ [keepalive PING, idle close, unresponsive, close timeout]
 //! ```
+//! Opening and sealing can run outside whatever lock a threaded driver keeps this under: the
+//! decoder is the driver's own (it is the reading side's alone), and a [`Batch`] takes the
+//! sealer out while it seals ([`Connection::begin_transmit`]), so a large message being sealed
+//! never holds up the frames being read, and the reverse.
+//!
 //! Every failure is recorded here before it is returned: the outcome, and the CLOSE that tells
 //! the peer why when the channel is still intact (nothing at all after a tag failure).
 
@@ -28,13 +33,13 @@ use tokio_util::codec::Decoder;
 
 pub use close::CloseState;
 pub use liveness::{Expired, Timers};
-pub use outbox::Transmit;
+pub use outbox::{Batch, Transmit};
 
 use self::liveness::Liveness;
 use self::outbox::Outbox;
 use crate::core::codec::{FrameDecoder, FrameEncoder, Outgoing};
 use crate::core::message::Message;
-use crate::core::session::{Event as Frame, Opener, Sealer};
+use crate::core::session::{Event as Frame, Sealer};
 use crate::error::{CloseCode, CloseInfo, Error, Result};
 
 /// What the application is told.
@@ -59,15 +64,14 @@ enum AckGate {
 }
 
 pub struct Connection {
-    encoder: FrameEncoder,
-    decoder: FrameDecoder,
+    /// The sealer; out in a [`Batch`] while one is being sealed.
+    encoder: Option<FrameEncoder>,
+    peer_max_message: u64,
+    rekeys_sent: u64,
     outbox: Outbox,
     close: CloseState,
     liveness: Liveness,
     acks: AckGate,
-    /// The event not yet taken: input is not processed past it (so a driver that stops
-    /// taking events stops the reading, and we hold at most one).
-    event: Option<Event>,
     /// False once the peer's CLOSE arrived or the connection failed: nothing more is read.
     reading: bool,
     /// The last failure queued a CLOSE for the peer: the driver lets it out before ending.
@@ -75,18 +79,14 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A connection whose handshake just finished with these keys. `acknowledged`: it carries
-    /// an exactly-once session, whose ACKs are held until [`Connection::attach_acks`].
-    pub fn new(
-        sealer: Sealer,
-        opener: Opener,
-        timers: Timers,
-        acknowledged: bool,
-        now: Instant,
-    ) -> Self {
+    /// A connection whose handshake just finished with this sealer (the driver keeps the
+    /// matching opener in its [`FrameDecoder`]). `acknowledged`: it carries an exactly-once
+    /// session, whose ACKs are held until [`Connection::attach_acks`].
+    pub fn new(sealer: Sealer, timers: Timers, acknowledged: bool, now: Instant) -> Self {
         Connection {
-            encoder: FrameEncoder { sealer },
-            decoder: FrameDecoder { opener },
+            peer_max_message: sealer.peer_max_message(),
+            rekeys_sent: sealer.rekeys(),
+            encoder: Some(FrameEncoder { sealer }),
             outbox: Outbox::default(),
             close: CloseState::default(),
             liveness: Liveness::new(timers, now),
@@ -95,7 +95,6 @@ impl Connection {
             } else {
                 AckGate::Refused
             },
-            event: None,
             reading: true,
             failed_with_close: false,
         }
@@ -103,44 +102,60 @@ impl Connection {
 
     // ---- input ----
 
-    /// Process the frames `src` holds, stopping at the first event for the application (take
-    /// it with [`Connection::poll_event`], then call again). What a partial frame needs stays
-    /// in `src`. An error has been recorded (see [`Connection::fail`]) when it is returned.
-    pub fn handle_input(&mut self, src: &mut BytesMut, now: Instant) -> Result<()> {
-        while self.reading && self.event.is_none() {
-            let frame = match self.decoder.decode(src) {
+    /// Open the next frames of `src` with `decoder` and handle them, up to the first event
+    /// for the application. `Ok(None)`: `src` holds no complete frame more (what a partial
+    /// frame needs stays in it), or nothing more is read. An error has been recorded (see
+    /// [`Connection::fail`]) when it is returned.
+    pub fn handle_input(
+        &mut self,
+        decoder: &mut FrameDecoder,
+        src: &mut BytesMut,
+        now: Instant,
+    ) -> Result<Option<Event>> {
+        while self.reading {
+            let frame = match decoder.decode(src) {
                 Ok(Some(frame)) => frame,
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(None),
                 Err(e) => return Err(self.fail(e)),
             };
-            self.liveness.heard(now);
-            match frame {
-                Frame::Message(m) => {
-                    self.liveness.traffic(now);
-                    self.event = Some(Event::Message(m));
-                }
-                Frame::Ping(v) => self.outbox.pong(v),
-                Frame::Pong(_) => {}
-                Frame::Close { code, reason } => {
-                    self.reading = false;
-                    if let Some((code, reason)) = self.close.peer_closed(code, reason) {
-                        self.outbox.push(Outgoing::Close { code, reason }, 0);
-                    }
-                }
-                Frame::Ack(next_expected) => match &mut self.acks {
-                    AckGate::Attached => self.event = Some(Event::Acked(next_expected)),
-                    AckGate::Held(held) => *held = (*held).max(Some(next_expected)),
-                    AckGate::Refused => {
-                        return Err(
-                            self.fail(Error::protocol("ACK outside an acknowledged session"))
-                        )
-                    }
-                },
-                Frame::Confirmed(_) => return Err(self.fail(Error::protocol("unexpected CONFIRM"))),
-                Frame::Resume(_) => return Err(self.fail(Error::protocol("unexpected RESUME"))),
+            if let Some(event) = self.handle_frame(frame, now)? {
+                return Ok(Some(event));
             }
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// Handle one frame the peer sent (opened by the driver's decoder). Frames after the peer's
+    /// CLOSE or a failure are ignored: nothing more is read then.
+    pub fn handle_frame(&mut self, frame: Frame, now: Instant) -> Result<Option<Event>> {
+        if !self.reading {
+            return Ok(None);
+        }
+        self.liveness.heard(now);
+        match frame {
+            Frame::Message(m) => {
+                self.liveness.traffic(now);
+                return Ok(Some(Event::Message(m)));
+            }
+            Frame::Ping(v) => self.outbox.pong(v),
+            Frame::Pong(_) => {}
+            Frame::Close { code, reason } => {
+                self.reading = false;
+                if let Some((code, reason)) = self.close.peer_closed(code, reason) {
+                    self.outbox.push(Outgoing::Close { code, reason }, 0);
+                }
+            }
+            Frame::Ack(next_expected) => match &mut self.acks {
+                AckGate::Attached => return Ok(Some(Event::Acked(next_expected))),
+                AckGate::Held(held) => *held = (*held).max(Some(next_expected)),
+                AckGate::Refused => {
+                    return Err(self.fail(Error::protocol("ACK outside an acknowledged session")))
+                }
+            },
+            Frame::Confirmed(_) => return Err(self.fail(Error::protocol("unexpected CONFIRM"))),
+            Frame::Resume(_) => return Err(self.fail(Error::protocol("unexpected RESUME"))),
+        }
+        Ok(None)
     }
 
     /// The stream ended. Without the peer's CLOSE first that is a truncation.
@@ -149,10 +164,6 @@ impl Connection {
             return Ok(());
         }
         Err(self.fail(Error::Io(std::io::ErrorKind::UnexpectedEof.into())))
-    }
-
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.event.take()
     }
 
     /// False once nothing more will be read: the peer closed, or the connection failed.
@@ -178,7 +189,7 @@ impl Connection {
 
     /// Queue a message behind what is queued; `cost` is what the driver counted it as.
     pub fn send(&mut self, msg: Bytes, cost: usize, now: Instant) -> Result<()> {
-        Sealer::check_len(self.encoder.sealer.peer_max_message(), msg.len())?;
+        Sealer::check_len(self.peer_max_message, msg.len())?;
         if let Some(e) = self.close.closing_error() {
             return Err(e);
         }
@@ -188,22 +199,32 @@ impl Connection {
     }
 
     /// True when a message may be sealed at once by [`Connection::seal_now`]: nothing is
-    /// queued ahead of it and we are not closing.
+    /// queued ahead of it, no batch is out being sealed, and we are not closing.
     pub fn can_seal_now(&self) -> bool {
-        self.outbox.is_empty() && !self.outbox.is_done() && !self.close.is_closing()
+        self.encoder.is_some()
+            && self.outbox.is_empty()
+            && !self.outbox.is_done()
+            && !self.close.is_closing()
     }
 
     /// Seal a message straight into `out`, skipping the queue (see `can_seal_now`).
     pub fn seal_now(&mut self, msg: Bytes, out: &mut BytesMut, now: Instant) -> Result<()> {
-        Sealer::check_len(self.encoder.sealer.peer_max_message(), msg.len())?;
+        Sealer::check_len(self.peer_max_message, msg.len())?;
         if !self.can_seal_now() {
-            return Err(self
-                .close
-                .closing_error()
-                .unwrap_or_else(|| Error::config("messages are queued: seal_now would reorder")));
+            return Err(self.close.closing_error().unwrap_or_else(|| {
+                Error::config("messages are queued or being sealed: seal_now would reorder")
+            }));
         }
-        self.liveness.traffic(now);
-        self.outbox.seal_now(&mut self.encoder, msg, out)
+        let encoder = self.encoder.as_mut().expect("checked by can_seal_now");
+        let sealed = encoder.encode_item(Outgoing::Message(msg), out);
+        self.rekeys_sent = encoder.sealer.rekeys();
+        match sealed {
+            Ok(()) => {
+                self.liveness.traffic(now);
+                Ok(())
+            }
+            Err(e) => Err(self.sealing_failed(e)),
+        }
     }
 
     /// Acknowledged sessions: tell the peer every message below `next_expected` arrived. At
@@ -217,18 +238,50 @@ impl Connection {
         self.outbox.ping(opaque);
     }
 
-    /// True when [`Connection::poll_transmit`] has something to seal.
+    /// True when [`Connection::begin_transmit`] has something to seal now.
     pub fn wants_transmit(&self) -> bool {
-        self.outbox.wants_transmit()
+        self.encoder.is_some() && self.outbox.wants_transmit()
     }
 
-    /// Seal what waits into `out`, up to about `max` bytes (replies first, then messages and
-    /// our CLOSE in the order they were queued). After our CLOSE nothing more is sealed.
-    pub fn poll_transmit(&mut self, out: &mut BytesMut, max: usize) -> Result<Transmit> {
-        match self.outbox.seal(&mut self.encoder, out, max) {
-            Ok(t) => Ok(t),
-            Err(e) => Err(self.fail(e)),
+    /// Take what waits (replies first, then messages and our CLOSE in the order they were
+    /// queued, about `max` bytes of them) for sealing outside this struct. Until the batch
+    /// comes back through [`Connection::end_transmit`] nothing else is sealed.
+    pub fn begin_transmit(&mut self, max: usize) -> Option<Batch> {
+        if !self.wants_transmit() {
+            return None;
         }
+        let encoder = self.encoder.take().expect("checked by wants_transmit");
+        Some(self.outbox.take_batch(encoder, max))
+    }
+
+    /// The batch was sealed (`sealed`) into the driver's buffer: the sealer comes back. A
+    /// sealing failure ends the connection (recorded, and returned).
+    pub fn end_transmit(&mut self, batch: Batch, sealed: Result<()>) -> Result<Transmit> {
+        let (encoder, transmit) = self.outbox.return_batch(batch);
+        self.rekeys_sent = encoder.sealer.rekeys();
+        self.encoder = Some(encoder);
+        match sealed {
+            Ok(()) => Ok(transmit),
+            Err(e) => Err(self.sealing_failed(e)),
+        }
+    }
+
+    /// Seal what waits into `out`, up to about `max` bytes (a batch, begun and ended here).
+    /// After our CLOSE nothing more is sealed.
+    pub fn poll_transmit(&mut self, out: &mut BytesMut, max: usize) -> Result<Transmit> {
+        let Some(mut batch) = self.begin_transmit(max) else {
+            return Ok(Transmit::default());
+        };
+        let sealed = batch.seal(out);
+        self.end_transmit(batch, sealed)
+    }
+
+    /// Our sealer failed (its keys are spent, say): nothing more can be sent, a CLOSE included.
+    fn sealing_failed(&mut self, err: Error) -> Error {
+        self.reading = false;
+        self.close.finish(err.to_close_info());
+        self.outbox.silence();
+        err
     }
 
     // ---- closing ----
@@ -289,7 +342,25 @@ impl Connection {
         self.close.is_closing()
     }
 
+    /// True once nothing more will be sealed (our CLOSE was, or the connection ended silently).
+    pub fn is_done_sending(&self) -> bool {
+        self.outbox.is_done()
+    }
+
+    /// True once nothing more may be sent at all, not even bytes sealed already: a frame failed
+    /// authentication, our sealer failed, or the connection ended without (more of) a closing
+    /// handshake. A driver holding sealed bytes drops them.
+    pub fn is_silenced(&self) -> bool {
+        self.outbox.is_silent()
+    }
+
     // ---- time ----
+
+    /// When our CLOSE stops waiting for the peer's (None until we sent one): a driver letting
+    /// the last frames out after the peer's CLOSE waits no longer than this either.
+    pub fn close_deadline(&self) -> Option<Instant> {
+        self.liveness.close_deadline()
+    }
 
     /// When [`Connection::handle_timeout`] next has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -341,15 +412,11 @@ impl Connection {
     // ---- figures ----
 
     pub fn rekeys_sent(&self) -> u64 {
-        self.encoder.sealer.rekeys()
-    }
-
-    pub fn rekeys_received(&self) -> u64 {
-        self.decoder.opener.rekeys()
+        self.rekeys_sent
     }
 
     /// The largest message the peer accepts.
     pub fn peer_max_message(&self) -> u64 {
-        self.encoder.sealer.peer_max_message()
+        self.peer_max_message
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use crate::core::codec::{FrameEncoder, Outgoing};
 use crate::error::Result;
@@ -24,9 +24,11 @@ pub struct Outbox {
     fin: bool,
     /// Nothing more is sent at all (after a frame failed authentication, or once ended).
     silent: bool,
+    /// The vector the last batch carried, kept for the next (no allocation per batch).
+    spare: Vec<Outgoing>,
 }
 
-/// What one [`Outbox::seal`] produced.
+/// What one batch carried.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Transmit {
     /// The send budget of the items sealed: the driver gives it back once they are written.
@@ -64,11 +66,15 @@ impl Outbox {
         self.items.is_empty()
     }
 
+    pub fn is_silent(&self) -> bool {
+        self.silent
+    }
+
     pub fn is_done(&self) -> bool {
         self.fin || self.silent
     }
 
-    /// True when [`Outbox::seal`] has something to seal.
+    /// True when [`Outbox::take_batch`] has something to take.
     pub fn wants_transmit(&self) -> bool {
         !self.is_done()
             && (!self.items.is_empty()
@@ -77,51 +83,76 @@ impl Outbox {
                 || self.ping.is_some())
     }
 
-    /// Seal replies, then items in order, into `out` until it holds `max` bytes or our CLOSE
-    /// was sealed.
-    pub fn seal(
-        &mut self,
-        encoder: &mut FrameEncoder,
-        out: &mut BytesMut,
-        max: usize,
-    ) -> Result<Transmit> {
-        let mut sent = Transmit::default();
-        if self.is_done() {
-            return Ok(sent);
-        }
-        if let Some(v) = self.ack.take() {
-            encoder.encode_item(Outgoing::Ack(v), out)?;
-        }
-        if let Some(v) = self.pong.take() {
-            encoder.encode_item(Outgoing::Pong(v), out)?;
-        }
-        if let Some(v) = self.ping.take() {
-            encoder.encode_item(Outgoing::Ping(v), out)?;
-        }
-        while out.len() < max {
-            let Some((item, cost)) = self.items.pop_front() else {
-                break;
-            };
-            sent.cost += cost;
-            let closing = matches!(item, Outgoing::Close { .. });
-            encoder.encode_item(item, out)?;
-            if closing {
-                self.fin = true;
-                sent.fin = true;
-                break;
+    /// Take replies, then items in order, until about `max` bytes or our CLOSE, for `encoder`
+    /// to seal (see [`Batch::seal`]).
+    pub fn take_batch(&mut self, encoder: FrameEncoder, max: usize) -> Batch {
+        let mut items = std::mem::take(&mut self.spare);
+        let mut transmit = Transmit::default();
+        let mut size = 0;
+        if !self.is_done() {
+            items.extend(self.ack.take().map(Outgoing::Ack));
+            items.extend(self.pong.take().map(Outgoing::Pong));
+            items.extend(self.ping.take().map(Outgoing::Ping));
+            while size < max {
+                let Some((item, cost)) = self.items.pop_front() else {
+                    break;
+                };
+                transmit.cost += cost;
+                size += match &item {
+                    Outgoing::Message(m) => m.len() + ITEM_WIRE_OVERHEAD,
+                    _ => ITEM_WIRE_OVERHEAD,
+                };
+                let closing = matches!(item, Outgoing::Close { .. });
+                items.push(item);
+                if closing {
+                    self.fin = true;
+                    transmit.fin = true;
+                    break;
+                }
             }
         }
-        Ok(sent)
+        Batch {
+            encoder,
+            items,
+            transmit,
+        }
     }
 
-    /// Seal one message straight into `out` (the caller checked that no item waits).
-    pub fn seal_now(
-        &mut self,
-        encoder: &mut FrameEncoder,
-        msg: Bytes,
-        out: &mut BytesMut,
-    ) -> Result<()> {
-        debug_assert!(self.items.is_empty() && !self.is_done());
-        encoder.encode_item(Outgoing::Message(msg), out)
+    /// The batch is sealed (or failed): its sealer, and what it carried.
+    pub fn return_batch(&mut self, batch: Batch) -> (FrameEncoder, Transmit) {
+        let Batch {
+            encoder,
+            mut items,
+            transmit,
+        } = batch;
+        items.clear();
+        self.spare = items;
+        (encoder, transmit)
+    }
+}
+
+/// About what one item adds on the wire besides its payload (length prefix, header, tag): how
+/// a batch's size is reckoned before it is sealed.
+const ITEM_WIRE_OVERHEAD: usize = 32;
+
+/// Frames taken from the outbox with the sealer, to seal where the caller likes (outside the
+/// lock a threaded driver keeps the connection under).
+pub struct Batch {
+    encoder: FrameEncoder,
+    items: Vec<Outgoing>,
+    transmit: Transmit,
+}
+
+impl Batch {
+    /// Seal the frames, in order, into `out`.
+    pub fn seal(&mut self, out: &mut BytesMut) -> Result<()> {
+        for item in self.items.drain(..) {
+            self.encoder.encode_item(item, out)?;
+        }
+        Ok(())
+    }
+
+    pub fn transmit(&self) -> &Transmit {
+        &self.transmit
     }
 }

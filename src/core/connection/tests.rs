@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use zeroize::Zeroizing;
 
 use super::*;
-use crate::core::session::RekeyPolicy;
+use crate::core::session::{Opener, RekeyPolicy};
 
 const MAX: u64 = 1 << 20;
 
@@ -26,6 +26,8 @@ fn keys() -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) {
 
 struct Side {
     conn: Connection,
+    /// Opens what the peer sealed (the driver's, not the connection's).
+    decoder: FrameDecoder,
     /// Bytes on their way to this side.
     inbound: BytesMut,
     /// The peer sent FIN after its last bytes.
@@ -42,9 +44,10 @@ struct Side {
 }
 
 impl Side {
-    fn new(conn: Connection) -> Self {
+    fn new(conn: Connection, opener: Opener) -> Self {
         Side {
             conn,
+            decoder: FrameDecoder { opener },
             inbound: BytesMut::new(),
             eof: false,
             events: Vec::new(),
@@ -87,23 +90,11 @@ impl Pair {
         let (k1, k2) = keys();
         let p = RekeyPolicy::default();
         let now = Instant::now();
-        let a = Connection::new(
-            Sealer::new(&k1, p, MAX),
-            Opener::new(&k2, p, MAX, false),
-            ta,
-            acknowledged,
-            now,
-        );
-        let b = Connection::new(
-            Sealer::new(&k2, p, MAX),
-            Opener::new(&k1, p, MAX, false),
-            tb,
-            acknowledged,
-            now,
-        );
+        let a = Connection::new(Sealer::new(&k1, p, MAX), ta, acknowledged, now);
+        let b = Connection::new(Sealer::new(&k2, p, MAX), tb, acknowledged, now);
         Pair {
-            a: Side::new(a),
-            b: Side::new(b),
+            a: Side::new(a, Opener::new(&k2, p, MAX, false)),
+            b: Side::new(b, Opener::new(&k1, p, MAX, false)),
             now,
             start: now,
         }
@@ -175,16 +166,16 @@ fn step(from: &mut Side, to: &mut Side, now: Instant) -> bool {
         return moved;
     }
     loop {
-        if let Err(e) = to.conn.handle_input(&mut to.inbound, now) {
-            to.error = Some(e);
-            return true;
-        }
-        match to.conn.poll_event() {
-            Some(ev) => {
+        match to.conn.handle_input(&mut to.decoder, &mut to.inbound, now) {
+            Ok(Some(ev)) => {
                 to.events.push(ev);
                 moved = true;
             }
-            None => break,
+            Ok(None) => break,
+            Err(e) => {
+                to.error = Some(e);
+                return true;
+            }
         }
     }
     if to.eof && to.inbound.is_empty() && to.conn.is_reading() {
@@ -293,7 +284,7 @@ fn seal_now_never_overtakes_a_queued_message() {
 }
 
 #[test]
-fn input_stops_at_an_event_not_taken() {
+fn input_stops_at_each_event() {
     let mut p = Pair::new(timers(), timers());
     for s in ["1", "2", "3"] {
         p.a.conn.send(msg(s), 0, p.now).unwrap();
@@ -301,11 +292,12 @@ fn input_stops_at_an_event_not_taken() {
     let mut out = BytesMut::new();
     p.a.conn.poll_transmit(&mut out, usize::MAX).unwrap();
     let total = out.len();
-    p.b.conn.handle_input(&mut out, p.now).unwrap();
+    let first =
+        p.b.conn
+            .handle_input(&mut p.b.decoder, &mut out, p.now)
+            .unwrap();
+    assert_eq!(first, Some(Event::Message(msg("1").into())));
     assert!(out.len() > total / 2, "only the first frame was taken");
-    p.b.conn.handle_input(&mut out, p.now).unwrap();
-    assert_eq!(p.b.conn.poll_event(), Some(Event::Message(msg("1").into())));
-    assert_eq!(p.b.conn.poll_event(), None);
 }
 
 #[test]
@@ -316,7 +308,12 @@ fn a_ping_flood_gets_one_pong_carrying_the_latest_value() {
         p.b.conn.ping(v);
         p.b.conn.poll_transmit(&mut flood, usize::MAX).unwrap();
     }
-    p.a.conn.handle_input(&mut flood, p.now).unwrap();
+    assert_eq!(
+        p.a.conn
+            .handle_input(&mut p.a.decoder, &mut flood, p.now)
+            .unwrap(),
+        None
+    );
     assert!(flood.is_empty());
     let mut out = BytesMut::new();
     p.a.conn.poll_transmit(&mut out, usize::MAX).unwrap();
@@ -361,7 +358,12 @@ fn a_confirm_or_resume_after_the_handshake_is_a_protocol_error() {
     ] {
         let mut p = Pair::new(timers(), timers());
         let mut wire = BytesMut::new();
-        p.b.conn.encoder.encode_item(item, &mut wire).unwrap();
+        p.b.conn
+            .encoder
+            .as_mut()
+            .unwrap()
+            .encode_item(item, &mut wire)
+            .unwrap();
         p.a.inbound.extend_from_slice(&wire);
         p.drive();
         assert!(
@@ -383,7 +385,10 @@ fn after_a_tampered_frame_nothing_more_is_sent() {
     p.b.conn.poll_transmit(&mut wire, usize::MAX).unwrap();
     let last = wire.len() - 1;
     wire[last] ^= 1;
-    let err = p.a.conn.handle_input(&mut wire, p.now).unwrap_err();
+    let err =
+        p.a.conn
+            .handle_input(&mut p.a.decoder, &mut wire, p.now)
+            .unwrap_err();
     assert!(matches!(err, Error::Integrity), "{err:?}");
     assert!(!p.a.conn.wants_transmit());
     let mut out = BytesMut::new();
@@ -528,4 +533,77 @@ fn nothing_is_sealed_after_our_close() {
         Transmit::default()
     );
     assert_eq!(out.len(), before);
+}
+
+#[test]
+fn while_a_batch_is_out_nothing_else_is_sealed_and_order_is_kept() {
+    let mut p = Pair::new(timers(), timers());
+    p.a.conn.send(msg("one"), 7, p.now).unwrap();
+    let mut batch = p.a.conn.begin_transmit(usize::MAX).unwrap();
+    let mut out = BytesMut::new();
+    assert!(!p.a.conn.can_seal_now());
+    assert!(p.a.conn.seal_now(msg("x"), &mut out, p.now).is_err());
+    p.a.conn.send(msg("two"), 5, p.now).unwrap();
+    p.a.conn.ping(1);
+    assert!(!p.a.conn.wants_transmit());
+    assert!(p.a.conn.begin_transmit(usize::MAX).is_none());
+    let sealed = batch.seal(&mut out);
+    let t = p.a.conn.end_transmit(batch, sealed).unwrap();
+    assert_eq!(
+        t,
+        Transmit {
+            cost: 7,
+            fin: false
+        }
+    );
+    assert!(p.a.conn.wants_transmit());
+    assert_eq!(
+        p.a.conn.poll_transmit(&mut out, usize::MAX).unwrap().cost,
+        5
+    );
+    p.b.inbound.extend_from_slice(&out);
+    p.drive();
+    assert_eq!(p.b.messages(), vec![b"one".to_vec(), b"two".to_vec()]);
+}
+
+#[test]
+fn a_paused_reader_is_not_idle_and_resuming_restarts_the_idle_clock() {
+    let t = Timers {
+        idle_timeout: Some(Duration::from_secs(5)),
+        ..timers()
+    };
+    let mut p = Pair::new(t, timers());
+    p.a.paused = true;
+    p.a.conn.pause_reading();
+    p.advance(Duration::from_secs(60));
+    assert!(
+        !p.a.conn.is_closing(),
+        "the application is behind, the link is not idle"
+    );
+    p.a.paused = false;
+    p.a.conn.resume_reading(p.now);
+    p.advance(Duration::from_millis(4_999));
+    assert!(!p.a.conn.is_closing());
+    p.advance(Duration::from_millis(1));
+    assert!(
+        p.a.conn.is_closing(),
+        "idle 5 s after the application caught up"
+    );
+}
+
+#[test]
+fn durations_too_long_to_reach_are_no_deadline_not_a_panic() {
+    let t = Timers {
+        ping_interval: Some(Duration::from_secs(1)),
+        ping_timeout: Duration::MAX,
+        idle_timeout: Some(Duration::MAX),
+        close_timeout: Duration::MAX,
+    };
+    let mut p = Pair::new(t, t);
+    p.advance(Duration::from_secs(10));
+    p.a.conn.close(CloseCode::NORMAL, "bye", p.now);
+    assert_eq!(p.a.conn.close_deadline(), None);
+    p.b.dead = true;
+    p.advance(Duration::from_secs(10));
+    assert!(p.a.error.is_none() && p.a.conn.outcome().is_none());
 }
