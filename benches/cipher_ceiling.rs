@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use argonlink::core::codec::FrameDecoder;
-use argonlink::core::session::{Event, Opener, RekeyPolicy, Sealer};
+use argonlink::core::record::{Event, Opener, RekeyPolicy, Sealer};
 use bytes::BytesMut;
 use tokio_util::codec::Decoder;
 use zeroize::Zeroizing;

@@ -94,6 +94,140 @@ impl fmt::Display for CloseInfo {
     }
 }
 
+/// How a peer broke the protocol: each is a protocol error (told to the peer with CLOSE 1002
+/// where the channel is still intact, M19). The texts name what was wrong, never a secret.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PeerMisbehaved {
+    // ---- the handshake (§3) ----
+    #[error("not an argonlink client (bad magic)")]
+    BadMagic,
+    #[error("unsupported protocol version {version} / suite {suite}")]
+    UnsupportedVersion { version: u16, suite: u16 },
+    #[error("server speaks protocol version {version} / suite {suite}; this client speaks {our_version} / {our_suite}")]
+    ServerVersion {
+        version: u16,
+        suite: u16,
+        our_version: u16,
+        our_suite: u16,
+    },
+    #[error("server asks for Argon2 costs {offered}, above this client's cap {cap}")]
+    KdfAboveCap {
+        offered: crate::core::kdf::KdfParams,
+        cap: crate::core::kdf::KdfParams,
+    },
+    #[error("server offers Argon2 costs {offered}, below this client's floor {floor}")]
+    KdfBelowFloor {
+        offered: crate::core::kdf::KdfParams,
+        floor: crate::core::kdf::KdfParams,
+    },
+    #[error("{what} of {len} bytes, expected {expected}")]
+    MessageLength {
+        what: &'static str,
+        len: usize,
+        expected: usize,
+    },
+    #[error("handshake reply payload of the wrong size")]
+    ReplyPayloadSize,
+    #[error("handshake payload of the wrong size")]
+    PayloadSize,
+    #[error("unknown admission status {0}")]
+    UnknownAdmission(u8),
+    #[error("refusing to connect to this node itself (the server has our node id)")]
+    DialedItself,
+    #[error("refusing a connection from this node itself (reflected)")]
+    Reflected,
+    #[error("the server sent data before message 1")]
+    DataBeforeMessage1,
+    #[error("the server closed the connection before the handshake (busy, or not argonlink)")]
+    ClosedBeforeHandshake,
+    #[error("connection closed before key confirmation")]
+    ClosedBeforeConfirmation,
+    #[error("the first frame must be {0}")]
+    FirstFrameMustBe(&'static str),
+    #[error("CONFIRM is only valid as the client's first frame")]
+    ConfirmNotFirst,
+    #[error("RESUME answers a session request, and only one")]
+    UnaskedResume,
+    // ---- frames (§4) ----
+    #[error("frame length {0} is below the minimum")]
+    FrameTooShort(usize),
+    #[error("frame shorter than its tag")]
+    ShorterThanTag,
+    #[error("empty frame")]
+    EmptyFrame,
+    #[error("unknown frame type 0x{0:02x}")]
+    UnknownFrameType(u8),
+    #[error("{what} frame body must be {expected} bytes, got {len}")]
+    FrameBody {
+        what: &'static str,
+        expected: usize,
+        len: usize,
+    },
+    #[error("CONFIRM frame body must be 0 or {n} bytes, got {0}", n = crate::core::frame::SESSION_REQUEST_LEN)]
+    ConfirmBody(usize),
+    #[error("DATA frame without flags")]
+    DataWithoutFlags,
+    #[error("unknown DATA flags 0x{0:02x}")]
+    UnknownDataFlags(u8),
+    #[error("DATA frame too short for its length field")]
+    DataLengthFieldMissing,
+    #[error("CLOSE frame of invalid length")]
+    CloseLength,
+    #[error("CLOSE with reserved code {0}")]
+    ReservedCloseCode(u16),
+    #[error("CLOSE reason is not UTF-8")]
+    CloseReasonNotUtf8,
+    #[error("unknown session request flags 0x{0:02x}")]
+    UnknownSessionFlags(u8),
+    #[error("unknown RESUME status {0}")]
+    UnknownResumeStatus(u8),
+    #[error("session window {0} is below the minimum of {min} bytes", min = crate::core::frame::MIN_WINDOW)]
+    WindowTooSmall(u32),
+    // ---- messages and their fragments (§4.2) ----
+    #[error("control frame inside a fragmented message")]
+    ControlInsideMessage,
+    #[error("a first fragment must carry a full frame of the message")]
+    ShortFirstFragment,
+    #[error("a message that fits one frame must travel in one frame")]
+    NeedlessFragments,
+    #[error("message fragments exceed the announced length")]
+    FragmentsExceedLength,
+    #[error("a fragment before the last must carry a full frame of the message")]
+    ShortFragment,
+    #[error("message ended before its announced length")]
+    MessageEndedEarly,
+    #[error("DATA frame flags do not fit the reassembly state")]
+    FragmentOutOfPlace,
+    // ---- after the handshake (§4.4, §4.5) ----
+    #[error("ACK outside an acknowledged session")]
+    AckOutsideSession,
+    #[error("unexpected CONFIRM")]
+    UnexpectedConfirm,
+    #[error("unexpected RESUME")]
+    UnexpectedResume,
+    #[error("expected RESUME")]
+    ExpectedResume,
+    // ---- exactly-once sessions (§4.5) ----
+    #[error("acknowledgement of message {next_expected}, only {sent} were sent")]
+    AckBeyondSent { next_expected: u64, sent: u64 },
+    #[error("the peer resumes at message {next_expected}, but messages {base} to {next} are the ones not yet acknowledged")]
+    ResumeOutsideUnacked {
+        next_expected: u64,
+        base: u64,
+        next: u64,
+    },
+    #[error("message {seq} arrived before message {expected}")]
+    MessageAhead { seq: u64, expected: u64 },
+    #[error("the peer's session window changed")]
+    WindowChanged,
+    #[error("the client resumes at message {0}, which this session never sent or the client had acknowledged")]
+    ResumeUnknownPoint(u64),
+    #[error("the server created a new session instead of resuming ours")]
+    NotResumed,
+    #[error("the server resumed a session we did not have")]
+    ResumedUnknown,
+}
+
 /// Every failure the core and the I/O layer can report. Messages never contain secrets.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -103,7 +237,14 @@ pub enum Error {
     Authentication(String),
     /// The peer sent something that is not valid argonlink, or an unsupported version.
     #[error("protocol error: {0}")]
-    Protocol(String),
+    Protocol(#[from] PeerMisbehaved),
+    /// This library was driven out of order (a bug of ours or of the caller, not the peer's).
+    #[error("API misuse: {0}")]
+    Misuse(&'static str),
+    /// The Noise library refused to set up or write a handshake message of ours (its words):
+    /// never the peer's doing.
+    #[error("noise: {0}")]
+    Noise(String),
     /// A frame failed AEAD authentication: it was altered, replayed, reordered or dropped.
     #[error("integrity failure: a frame failed authentication (altered, replayed, reordered or dropped in transit)")]
     Integrity,
@@ -130,10 +271,6 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn protocol(msg: impl Into<String>) -> Self {
-        Error::Protocol(msg.into())
-    }
-
     pub fn config(msg: impl Into<String>) -> Self {
         Error::Config(msg.into())
     }
@@ -143,6 +280,8 @@ impl Error {
         match self {
             Error::Authentication(m) => Error::Authentication(m.clone()),
             Error::Protocol(m) => Error::Protocol(m.clone()),
+            Error::Misuse(m) => Error::Misuse(m),
+            Error::Noise(m) => Error::Noise(m.clone()),
             Error::Integrity => Error::Integrity,
             Error::MessageTooLarge { size, limit } => Error::MessageTooLarge {
                 size: *size,

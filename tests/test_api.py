@@ -35,7 +35,7 @@ async def test_async_round_trip(server: argonlink.Server) -> None:
         assert await conn.recv(timeout=5) == b"yz"
         assert conn.peer_node_id == client.node_id.hex()
         assert client.connection.peer_node_id == server.node_id.hex()
-        assert conn.session_id == client.connection.session_id
+        assert conn.handshake_hash == client.connection.handshake_hash
         assert conn.remote_address == client.connection.local_address
 
 

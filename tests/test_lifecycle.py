@@ -456,7 +456,7 @@ def test_reconnect_is_seen_when_no_call_is_waiting() -> None:
             time.sleep(0.1)
             client.send(b"after the reconnect", timeout=1)
             assert new.recv(timeout=1) == b"after the reconnect"
-            assert client.connection.session_id == new.session_id
+            assert client.connection.handshake_hash == new.handshake_hash
 
 
 def test_connected_is_false_once_the_connection_ended() -> None:

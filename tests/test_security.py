@@ -483,7 +483,7 @@ def test_same_password_same_plaintext_different_ciphertext(sync_server: sync.Ser
                 assert [accepted.recv(timeout=5) for _ in range(2)] == [same, same]
                 accepted.send(same)
                 assert c.recv(timeout=5) == same
-                sessions.append((c.connection.session_id, accepted.session_id))
+                sessions.append((c.connection.handshake_hash, accepted.handshake_hash))
         pcs = proxy.wait_for_connections(2)
         assert all(pc.wait_closed(5) for pc in pcs)
     c2s_1, c2s_2 = (pc.records(Direction.C2S) for pc in pcs)

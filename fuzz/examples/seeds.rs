@@ -10,7 +10,7 @@ use std::path::Path;
 use argonlink::core::frame::{Frame, FrameType, FLAG_LENGTH, FLAG_MORE};
 use argonlink::core::handshake::{ClientAwaitingReply, ClientHello, HELLO_LEN, MSG2_LEN};
 use argonlink::core::kdf::{hash_password, KdfParams, Psk};
-use argonlink::core::session::MAX_CHUNK;
+use argonlink::core::record::MAX_CHUNK;
 use argonlink_fuzz::{decoder, frame_parse, handshake, mitm, reassembly, roundtrip};
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
@@ -63,7 +63,7 @@ fn frame_parse_seeds() {
             }),
         ),
         ("rekey", control(Frame::Rekey)),
-        ("confirm", control(Frame::Confirm)),
+        ("confirm", control(Frame::Confirm(None))),
     ];
     for (name, bytes) in seeds {
         assert!(frame_parse::run(&bytes), "{name}");
@@ -78,7 +78,7 @@ fn decoder_seeds() {
         piece: 6,
         flags: FLAG_EXPECT_CONFIRM,
         records: vec![
-            Record::Sealed(control(Frame::Confirm)),
+            Record::Sealed(control(Frame::Confirm(None))),
             Record::Sealed(data(0, None, b"first message")),
             Record::Filler {
                 flags: FLAG_MORE | FLAG_LENGTH,

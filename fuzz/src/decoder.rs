@@ -9,7 +9,7 @@
 use argonlink::core::cipher::CipherState;
 use argonlink::core::codec::FrameDecoder;
 use argonlink::core::frame::{Frame, FrameType, FLAG_LENGTH, MAX_PLAINTEXT_LEN};
-use argonlink::core::session::{Event, Opener, RekeyPolicy};
+use argonlink::core::record::{Event, Opener, RekeyPolicy};
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 

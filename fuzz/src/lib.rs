@@ -84,6 +84,8 @@ pub fn error_kind(e: &Error) -> &'static str {
         Error::Timeout(_) => "timeout",
         Error::Closed(_) => "closed",
         Error::Config(_) => "config",
+        Error::Misuse(_) => "misuse",
+        Error::Noise(_) => "noise",
         Error::KeyExhausted => "key-exhausted",
         Error::Unresponsive(_) => "unresponsive",
         Error::Io(_) => "io",

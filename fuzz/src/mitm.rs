@@ -13,7 +13,7 @@ use argonlink::core::handshake::client::{ClientHandshake, ClientSetup, ClientSte
 use argonlink::core::handshake::server::{ServerHandshake, ServerSetup, ServerStep};
 use argonlink::core::handshake::{Admission, Established};
 use argonlink::core::kdf::KdfBounds;
-use argonlink::core::session::{Event, Opener, RekeyPolicy, Sealer};
+use argonlink::core::record::{Event, Opener, RekeyPolicy, Sealer};
 use argonlink::{CloseCode, Error};
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Decoder;

@@ -11,7 +11,7 @@ use argonlink::core::cipher::CipherState;
 use argonlink::core::frame::{
     Frame, FrameType, DATA_HEADER, DATA_LENGTH_FIELD, FLAG_LENGTH, FLAG_MORE, MAX_PLAINTEXT_LEN,
 };
-use argonlink::core::session::{Event, Opener, RekeyPolicy, FIRST_FRAGMENT, MAX_CHUNK};
+use argonlink::core::record::{Event, Opener, RekeyPolicy, FIRST_FRAGMENT, MAX_CHUNK};
 use argonlink::Error;
 
 use crate::{seal_into, test_key, Reader};

@@ -8,7 +8,7 @@
 
 use argonlink::core::cipher::TAG_LEN;
 use argonlink::core::codec::{FrameDecoder, FrameEncoder, Outgoing};
-use argonlink::core::session::{sealed_len, Opener, RekeyPolicy, Sealer};
+use argonlink::core::record::{sealed_len, Opener, RekeyPolicy, Sealer};
 use bytes::{Bytes, BytesMut};
 use std::time::Duration;
 use tokio_util::codec::{Decoder, Encoder};

@@ -78,9 +78,10 @@ class ConnectionInfo:
         return self._conn.key_epoch
 
     @property
-    def session_id(self) -> bytes:
-        """A unique, public name for this session (the Noise handshake hash)."""
-        return self._conn.session_id
+    def handshake_hash(self) -> bytes:
+        """The Noise handshake hash: a public name unique to this connection (channel
+        binding). A new connection of the same exactly-once session has a new one."""
+        return self._conn.handshake_hash
 
     @property
     def closed(self) -> bool:

@@ -9,7 +9,7 @@
 
 use zeroize::Zeroizing;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, PeerMisbehaved, Result};
 
 pub const KEY_LEN: usize = 32;
 pub const TAG_LEN: usize = 16;
@@ -135,7 +135,7 @@ impl<A: Aead> CipherState<A> {
         let split = buf
             .len()
             .checked_sub(TAG_LEN)
-            .ok_or_else(|| Error::protocol("frame shorter than its tag"))?;
+            .ok_or(Error::Protocol(PeerMisbehaved::ShorterThanTag))?;
         let nonce = self.next_nonce()?;
         let (data, tag_out) = buf.split_at_mut(split);
         tag_out.copy_from_slice(&self.aead.seal(nonce, data));

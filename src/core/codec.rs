@@ -6,8 +6,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::frame::{Frame, ResumeReply, SessionRequest, MIN_FRAME_LEN};
-use super::session::{Event, Opener, Sealer};
-use crate::error::{Error, Result};
+use super::record::{Event, Opener, Sealer};
+use crate::error::{Error, PeerMisbehaved, Result};
 
 /// Read at least this much per socket read when the buffer runs dry (fewer, larger reads).
 const READ_RESERVE: usize = 256 * 1024;
@@ -29,9 +29,7 @@ impl Decoder for FrameDecoder {
             }
             let len = u16::from_be_bytes([src[0], src[1]]) as usize;
             if len < MIN_FRAME_LEN {
-                return Err(Error::protocol(format!(
-                    "frame length {len} is below the minimum"
-                )));
+                return Err(Error::Protocol(PeerMisbehaved::FrameTooShort(len)));
             }
             if src.len() < 2 + len {
                 src.reserve((2 + len - src.len()).max(READ_RESERVE));
@@ -104,7 +102,7 @@ impl FrameEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::session::RekeyPolicy;
+    use crate::core::record::RekeyPolicy;
     use zeroize::Zeroizing;
 
     fn codecs() -> (FrameEncoder, FrameDecoder) {
@@ -151,7 +149,10 @@ mod tests {
     fn short_length_prefix_is_refused() {
         let (_, mut dec) = codecs();
         let mut src = BytesMut::from(&[0u8, 3, 1, 2, 3][..]);
-        assert!(matches!(dec.decode(&mut src), Err(Error::Protocol(_))));
+        assert!(matches!(
+            dec.decode(&mut src),
+            Err(Error::Protocol(PeerMisbehaved::FrameTooShort(3)))
+        ));
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! ```
 //! All integers are big-endian.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, PeerMisbehaved, Result};
 
 use super::cipher::TAG_LEN;
 
@@ -62,7 +62,7 @@ impl TryFrom<u8> for FrameType {
             0x06 => FrameType::Confirm,
             0x07 => FrameType::Ack,
             0x08 => FrameType::Resume,
-            other => return Err(Error::protocol(format!("unknown frame type 0x{other:02x}"))),
+            other => return Err(Error::Protocol(PeerMisbehaved::UnknownFrameType(other))),
         })
     }
 }
@@ -92,7 +92,7 @@ pub const SESSION_ID_LEN: usize = 16;
 /// charges each message at most the window, so a window of 0 would make messages free: a peer
 /// announcing it would have us keep everything the application sends.
 pub const MIN_WINDOW: u32 = 1024;
-const SESSION_REQUEST_LEN: usize = 1 + SESSION_ID_LEN + 8 + 4;
+pub const SESSION_REQUEST_LEN: usize = 1 + SESSION_ID_LEN + 8 + 4;
 const RESUME_LEN: usize = 1 + 8 + 4;
 const FLAG_RESUME: u8 = 0x01;
 
@@ -132,21 +132,20 @@ pub struct ResumeReply {
     pub window: u32,
 }
 
-fn exact<const N: usize>(body: &[u8], what: &str) -> Result<[u8; N]> {
+fn exact<const N: usize>(body: &[u8], what: &'static str) -> Result<[u8; N]> {
     body.try_into().map_err(|_| {
-        Error::protocol(format!(
-            "{what} frame body must be {N} bytes, got {}",
-            body.len()
-        ))
+        Error::Protocol(PeerMisbehaved::FrameBody {
+            what,
+            expected: N,
+            len: body.len(),
+        })
     })
 }
 
 fn window(field: &[u8]) -> Result<u32> {
     let window = u32::from_be_bytes(field.try_into().expect("4 bytes"));
     if window < MIN_WINDOW {
-        return Err(Error::protocol(format!(
-            "session window {window} is below the minimum of {MIN_WINDOW} bytes"
-        )));
+        return Err(Error::Protocol(PeerMisbehaved::WindowTooSmall(window)));
     }
     Ok(window)
 }
@@ -155,18 +154,18 @@ impl<'a> Frame<'a> {
     pub fn parse(plain: &'a [u8]) -> Result<Self> {
         let (&kind, body) = plain
             .split_first()
-            .ok_or_else(|| Error::protocol("empty frame"))?;
+            .ok_or(Error::Protocol(PeerMisbehaved::EmptyFrame))?;
         Ok(match FrameType::try_from(kind)? {
             FrameType::Data => {
                 let (&flags, rest) = body
                     .split_first()
-                    .ok_or_else(|| Error::protocol("DATA frame without flags"))?;
+                    .ok_or(Error::Protocol(PeerMisbehaved::DataWithoutFlags))?;
                 if flags & !(FLAG_MORE | FLAG_LENGTH) != 0 {
-                    return Err(Error::protocol(format!("unknown DATA flags 0x{flags:02x}")));
+                    return Err(Error::Protocol(PeerMisbehaved::UnknownDataFlags(flags)));
                 }
                 let (total_len, chunk) = if flags & FLAG_LENGTH != 0 {
                     if rest.len() < DATA_LENGTH_FIELD {
-                        return Err(Error::protocol("DATA frame too short for its length field"));
+                        return Err(Error::Protocol(PeerMisbehaved::DataLengthFieldMissing));
                     }
                     let (len, chunk) = rest.split_at(DATA_LENGTH_FIELD);
                     (
@@ -186,14 +185,14 @@ impl<'a> Frame<'a> {
             FrameType::Pong => Frame::Pong(u64::from_be_bytes(exact(body, "PONG")?)),
             FrameType::Close => {
                 if body.len() < 2 || body.len() > 2 + MAX_CLOSE_REASON {
-                    return Err(Error::protocol("CLOSE frame of invalid length"));
+                    return Err(Error::Protocol(PeerMisbehaved::CloseLength));
                 }
                 let code = u16::from_be_bytes([body[0], body[1]]);
                 if !crate::error::CloseCode(code).travels() {
-                    return Err(Error::protocol(format!("CLOSE with reserved code {code}")));
+                    return Err(Error::Protocol(PeerMisbehaved::ReservedCloseCode(code)));
                 }
                 let reason = std::str::from_utf8(&body[2..])
-                    .map_err(|_| Error::protocol("CLOSE reason is not UTF-8"))?;
+                    .map_err(|_| Error::Protocol(PeerMisbehaved::CloseReasonNotUtf8))?;
                 Frame::Close { code, reason }
             }
             FrameType::Rekey => {
@@ -205,9 +204,7 @@ impl<'a> Frame<'a> {
                 SESSION_REQUEST_LEN => {
                     let flags = body[0];
                     if flags & !FLAG_RESUME != 0 {
-                        return Err(Error::protocol(format!(
-                            "unknown session request flags 0x{flags:02x}"
-                        )));
+                        return Err(Error::Protocol(PeerMisbehaved::UnknownSessionFlags(flags)));
                     }
                     Frame::Confirm(Some(SessionRequest {
                         resume: flags & FLAG_RESUME != 0,
@@ -218,11 +215,7 @@ impl<'a> Frame<'a> {
                         window: window(&body[25..])?,
                     }))
                 }
-                n => {
-                    return Err(Error::protocol(format!(
-                        "CONFIRM frame body must be 0 or {SESSION_REQUEST_LEN} bytes, got {n}"
-                    )))
-                }
+                n => return Err(Error::Protocol(PeerMisbehaved::ConfirmBody(n))),
             },
             FrameType::Ack => Frame::Ack(u64::from_be_bytes(exact(body, "ACK")?)),
             FrameType::Resume => {
@@ -231,7 +224,9 @@ impl<'a> Frame<'a> {
                     0 => ResumeStatus::Created,
                     1 => ResumeStatus::Resumed,
                     2 => ResumeStatus::Unknown,
-                    other => return Err(Error::protocol(format!("unknown RESUME status {other}"))),
+                    other => {
+                        return Err(Error::Protocol(PeerMisbehaved::UnknownResumeStatus(other)))
+                    }
                 };
                 Frame::Resume(ResumeReply {
                     status,

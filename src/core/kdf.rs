@@ -9,7 +9,7 @@ use rand::RngCore;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, PeerMisbehaved, Result};
 
 pub const PSK_LEN: usize = 32;
 pub const SALT_LEN: usize = 16;
@@ -103,16 +103,16 @@ impl Default for KdfBounds {
 impl KdfBounds {
     pub fn check(&self, offered: &KdfParams) -> Result<()> {
         if !offered.at_most(&self.cap) {
-            return Err(Error::protocol(format!(
-                "server asks for Argon2 costs {offered}, above this client's cap {}",
-                self.cap
-            )));
+            return Err(Error::Protocol(PeerMisbehaved::KdfAboveCap {
+                offered: *offered,
+                cap: self.cap,
+            }));
         }
         if !offered.at_least(&self.floor) {
-            return Err(Error::protocol(format!(
-                "server offers Argon2 costs {offered}, below this client's floor {}",
-                self.floor
-            )));
+            return Err(Error::Protocol(PeerMisbehaved::KdfBelowFloor {
+                offered: *offered,
+                floor: self.floor,
+            }));
         }
         Ok(())
     }

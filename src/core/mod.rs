@@ -7,10 +7,12 @@
 //! - [`frame`]: the plaintext layout of transport frames;
 //! - [`message`]: a received message, kept as the decrypted fragments until it is read;
 //! - [`reliable`]: sequence numbers, acknowledgements and resending for exactly-once sessions;
-//! - [`session`]: sealing messages into frames and opening frames into messages, with rekeying;
-//! - [`codec`]: the session as tokio-util `Encoder`/`Decoder` over a length-prefixed byte stream;
-//! - [`connection`]: one authenticated connection as a state machine over bytes and time (record
-//!   layer, closing handshake, keepalive and idle timers, ACK gating).
+//! - [`record`]: the record layer: sealing messages into frames and opening frames into
+//!   messages, with rekeying;
+//! - [`codec`]: the record layer as tokio-util `Encoder`/`Decoder` over a length-prefixed byte
+//!   stream;
+//! - [`connection`]: one authenticated connection as a state machine over frames and time
+//!   (closing handshake, keepalive, idle and close deadlines, ACK gating, reply slots).
 
 pub mod cipher;
 pub mod codec;
@@ -19,8 +21,8 @@ pub mod frame;
 pub mod handshake;
 pub mod kdf;
 pub mod message;
+pub mod record;
 pub mod reliable;
-pub mod session;
 
 #[cfg(test)]
 mod proptests;

@@ -29,7 +29,7 @@ use super::handshake::{
     MSG1_LEN, MSG2_LEN, PARAMS_LEN,
 };
 use super::kdf::{KdfParams, Psk};
-use super::session::{Event, Opener, RekeyPolicy, Sealer, MAX_CHUNK};
+use super::record::{Event, Opener, RekeyPolicy, Sealer, MAX_CHUNK};
 
 const CLIENT_NODE: NodeId = NodeId([0xc1; 16]);
 const SERVER_NODE: NodeId = NodeId([0x5e; 16]);

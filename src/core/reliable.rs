@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, PeerMisbehaved, Result};
 
 /// The sending side: messages not yet acknowledged, oldest first.
 #[derive(Debug, Default)]
@@ -62,10 +62,10 @@ impl Outbox {
     /// never sent is a protocol violation.
     pub fn ack(&mut self, next_expected: u64) -> Result<usize> {
         if next_expected > self.next_seq() {
-            return Err(Error::protocol(format!(
-                "acknowledgement of message {next_expected}, only {} were sent",
-                self.next_seq()
-            )));
+            return Err(Error::Protocol(PeerMisbehaved::AckBeyondSent {
+                next_expected,
+                sent: self.next_seq(),
+            }));
         }
         self.acked = self.acked.max(next_expected);
         Ok(self.release())
@@ -94,12 +94,11 @@ impl Outbox {
         if !self.can_resume_at(next_expected) {
             // The peer lost messages it had acknowledged, or claims ones never sent: it is not
             // the session we had.
-            return Err(Error::protocol(format!(
-                "the peer resumes at message {next_expected}, but messages {} to {} are the \
-                 ones not yet acknowledged",
-                self.base,
-                self.next_seq()
-            )));
+            return Err(Error::Protocol(PeerMisbehaved::ResumeOutsideUnacked {
+                next_expected,
+                base: self.base,
+                next: self.next_seq(),
+            }));
         }
         self.transmitted = next_expected;
         self.acked = self.acked.max(next_expected);
@@ -170,10 +169,10 @@ impl Delivered {
                 self.next_expected += 1;
                 Ok(true)
             }
-            std::cmp::Ordering::Greater => Err(Error::protocol(format!(
-                "message {seq} arrived before message {}",
-                self.next_expected
-            ))),
+            std::cmp::Ordering::Greater => Err(Error::Protocol(PeerMisbehaved::MessageAhead {
+                seq,
+                expected: self.next_expected,
+            })),
         }
     }
 }

@@ -471,11 +471,19 @@ mod tests {
         };
         let closed = |code| Error::Closed(crate::error::CloseInfo::error(code, "x"));
         // Before message 2 verified, anything may be the network or an attacker on the path.
-        assert!(!failure(Error::protocol("bad parameters"), false).is_final());
+        assert!(!failure(
+            Error::Protocol(crate::error::PeerMisbehaved::BadMagic),
+            false
+        )
+        .is_final());
         assert!(!failure(closed(CloseCode::PROTOCOL_ERROR), false).is_final());
         assert!(failure(Error::Authentication("wrong".into()), false).is_final());
         // After: a peer that knows the password and breaks the protocol would do it again.
-        assert!(failure(Error::protocol("window 0"), true).is_final());
+        assert!(failure(
+            Error::Protocol(crate::error::PeerMisbehaved::WindowTooSmall(0)),
+            true
+        )
+        .is_final());
         assert!(failure(closed(CloseCode::PROTOCOL_ERROR), true).is_final());
         assert!(failure(closed(CloseCode::MESSAGE_TOO_LARGE), true).is_final());
         // Tag failures, cuts and refusals for capacity stay worth another try.

@@ -639,7 +639,7 @@ impl Link {
     /// registered. Not for acknowledged sessions (an error). `key` names it for `disarm_writable`.
     pub fn arm_writable(&self, key: u64, len: usize, wakeup: Wakeup) -> Result<bool> {
         if self.shared.session.is_some() {
-            return Err(Error::config(
+            return Err(Error::Misuse(
                 "arm_writable is not for acknowledged sessions",
             ));
         }

@@ -14,7 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::core::handshake::NodeId;
-use crate::core::session::RekeyPolicy;
+use crate::core::record::RekeyPolicy;
 use crate::error::{Error, Result};
 
 pub use client::{connect, ClientConfig, Credentials};

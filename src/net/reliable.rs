@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection::Connection;
 use crate::core::frame::SESSION_ID_LEN;
+use crate::core::record::Sealer;
 use crate::core::reliable::Outbox;
-use crate::core::session::Sealer;
-use crate::error::{Error, Result};
+use crate::error::{Error, PeerMisbehaved, Result};
 
 /// What one unacknowledged message costs besides its payload: the same as what it costs in the
 /// receiver's queue, so a window counted here never overfills the peer's queue.
@@ -92,7 +92,7 @@ impl ReliableSender {
     /// side waiting for the other). Set before any message is sent; it may not change later.
     pub fn limit_window(&self, window: u32) -> Result<()> {
         if *self.peer_window.get_or_init(|| window) != window {
-            return Err(Error::protocol("the peer's session window changed"));
+            return Err(Error::Protocol(PeerMisbehaved::WindowChanged));
         }
         let window = window as usize;
         let current = self.max_unacked.load(Relaxed);

@@ -21,7 +21,7 @@ use crate::core::frame::{ResumeReply, ResumeStatus, SessionRequest, SESSION_ID_L
 use crate::core::handshake::server::{busy, ServerHandshake, ServerSetup, ServerStep};
 use crate::core::handshake::{Admission, NodeId, ServerParams, PARAMS_LEN};
 use crate::core::kdf::{KdfParams, ServerKey};
-use crate::error::{CloseCode, CloseInfo, Error, Result};
+use crate::error::{CloseCode, CloseInfo, Error, PeerMisbehaved, Result};
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -454,7 +454,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         tokio::spawn(async move {
             let deadline = shared.config.handshake_timeout;
             let result = tokio::select! {
-                _ = token.cancelled() => Err(Error::protocol("handshake dropped (server closing or too many pending)")),
+                _ = token.cancelled() => Err(Error::Closed(CloseInfo::abnormal("handshake dropped (server closing or too many pending)"))),
                 r = tokio::time::timeout(deadline, server_handshake(&shared, stream, id)) => {
                     r.unwrap_or(Err(Error::Timeout("handshake")))
                 }
@@ -727,10 +727,8 @@ fn route(shared: &Shared, request: Option<SessionRequest>) -> Result<(Route, Opt
         (false, None) => (Route::NewSession(request), ResumeStatus::Created, 0),
         (true, Some(link)) => {
             if !link.can_resume_at(request.next_expected) {
-                return Err(Error::protocol(format!(
-                    "the client resumes at message {}, which this session never sent \
-                     or the client had acknowledged",
-                    request.next_expected
+                return Err(Error::Protocol(PeerMisbehaved::ResumeUnknownPoint(
+                    request.next_expected,
                 )));
             }
             let announced = link.next_expected();

@@ -8,7 +8,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use super::connection::Socket;
-use crate::core::session::{Opener, Sealer};
+use crate::core::record::{Opener, Sealer};
 
 pub(crate) struct Wire {
     pub rd: OwnedReadHalf,

@@ -127,8 +127,8 @@ impl NativeConnection {
     }
 
     #[getter]
-    fn session_id<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, &self.inner.session_id())
+    fn handshake_hash<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.handshake_hash())
     }
 
     /// True once the connection has ended (not merely closing).

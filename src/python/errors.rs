@@ -28,6 +28,9 @@ pub fn to_py(err: Error) -> PyErr {
         Error::MessageTooLarge { .. } => MessageTooLarge::new_err(err.to_string()),
         Error::Timeout(_) => Timeout::new_err(err.to_string()),
         Error::Config(_) => ConfigError::new_err(err.to_string()),
+        Error::Misuse(_) | Error::Noise(_) => {
+            pyo3::exceptions::PyRuntimeError::new_err(err.to_string())
+        }
         Error::Closed(info) => closed(&info),
         Error::Integrity | Error::KeyExhausted | Error::Unresponsive(_) => {
             closed(&err.to_close_info())

@@ -9,7 +9,7 @@ use super::errors;
 use super::wait::parse_timeout;
 use crate::core::handshake::{NodeId, NODE_ID_LEN};
 use crate::core::kdf::{KdfBounds, KdfParams};
-use crate::core::session::RekeyPolicy;
+use crate::core::record::RekeyPolicy;
 use crate::error::Error;
 use crate::net::{ClientConfig, LinkConfig, ServerConfig, SessionConfig};
 

@@ -39,8 +39,8 @@ use self::liveness::Liveness;
 use self::outbox::Outbox;
 use crate::core::codec::{FrameDecoder, FrameEncoder, Outgoing};
 use crate::core::message::Message;
-use crate::core::session::{Event as Frame, Sealer};
-use crate::error::{CloseCode, CloseInfo, Error, Result};
+use crate::core::record::{Event as Frame, Sealer};
+use crate::error::{CloseCode, CloseInfo, Error, PeerMisbehaved, Result};
 
 /// What the application is told.
 #[derive(Debug, PartialEq, Eq)]
@@ -149,11 +149,15 @@ impl Connection {
                 AckGate::Attached => return Ok(Some(Event::Acked(next_expected))),
                 AckGate::Held(held) => *held = (*held).max(Some(next_expected)),
                 AckGate::Refused => {
-                    return Err(self.fail(Error::protocol("ACK outside an acknowledged session")))
+                    return Err(self.fail(Error::Protocol(PeerMisbehaved::AckOutsideSession)))
                 }
             },
-            Frame::Confirmed(_) => return Err(self.fail(Error::protocol("unexpected CONFIRM"))),
-            Frame::Resume(_) => return Err(self.fail(Error::protocol("unexpected RESUME"))),
+            Frame::Confirmed(_) => {
+                return Err(self.fail(Error::Protocol(PeerMisbehaved::UnexpectedConfirm)))
+            }
+            Frame::Resume(_) => {
+                return Err(self.fail(Error::Protocol(PeerMisbehaved::UnexpectedResume)))
+            }
         }
         Ok(None)
     }
@@ -211,8 +215,8 @@ impl Connection {
     pub fn seal_now(&mut self, msg: Bytes, out: &mut BytesMut, now: Instant) -> Result<()> {
         Sealer::check_len(self.peer_max_message, msg.len())?;
         if !self.can_seal_now() {
-            return Err(self.close.closing_error().unwrap_or_else(|| {
-                Error::config("messages are queued or being sealed: seal_now would reorder")
+            return Err(self.close.closing_error().unwrap_or({
+                Error::Misuse("messages are queued or being sealed: seal_now would reorder")
             }));
         }
         let encoder = self.encoder.as_mut().expect("checked by can_seal_now");
@@ -403,7 +407,7 @@ impl Connection {
                 self.acks = AckGate::Attached;
                 Ok(held)
             }
-            _ => Err(Error::config(
+            _ => Err(Error::Misuse(
                 "not a connection waiting for its ACK handler",
             )),
         }

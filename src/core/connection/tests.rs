@@ -7,7 +7,8 @@ use bytes::{Bytes, BytesMut};
 use zeroize::Zeroizing;
 
 use super::*;
-use crate::core::session::{Opener, RekeyPolicy};
+use crate::core::record::{Opener, RekeyPolicy};
+use crate::error::PeerMisbehaved;
 
 const MAX: u64 = 1 << 20;
 
@@ -340,7 +341,10 @@ fn an_ack_outside_a_session_is_a_protocol_error_told_with_close_1002() {
     let mut p = Pair::new(timers(), timers());
     p.b.conn.ack(1);
     p.drive();
-    assert!(matches!(p.a.error, Some(Error::Protocol(_))));
+    assert!(matches!(
+        p.a.error,
+        Some(Error::Protocol(PeerMisbehaved::AckOutsideSession))
+    ));
     assert_eq!(closes(&frames(&p.a.sent, true))[0].0, 1002);
     let b = p.b.conn.outcome().unwrap();
     assert_eq!((b.code, b.clean), (CloseCode::PROTOCOL_ERROR, true));
@@ -348,13 +352,16 @@ fn an_ack_outside_a_session_is_a_protocol_error_told_with_close_1002() {
 
 #[test]
 fn a_confirm_or_resume_after_the_handshake_is_a_protocol_error() {
-    for item in [
-        Outgoing::Confirm(None),
-        Outgoing::Resume(crate::core::frame::ResumeReply {
-            status: crate::core::frame::ResumeStatus::Created,
-            next_expected: 0,
-            window: 1 << 16,
-        }),
+    for (item, expect) in [
+        (Outgoing::Confirm(None), PeerMisbehaved::ConfirmNotFirst),
+        (
+            Outgoing::Resume(crate::core::frame::ResumeReply {
+                status: crate::core::frame::ResumeStatus::Created,
+                next_expected: 0,
+                window: 1 << 16,
+            }),
+            PeerMisbehaved::UnexpectedResume,
+        ),
     ] {
         let mut p = Pair::new(timers(), timers());
         let mut wire = BytesMut::new();
@@ -367,7 +374,7 @@ fn a_confirm_or_resume_after_the_handshake_is_a_protocol_error() {
         p.a.inbound.extend_from_slice(&wire);
         p.drive();
         assert!(
-            matches!(p.a.error, Some(Error::Protocol(_))),
+            matches!(&p.a.error, Some(Error::Protocol(e)) if *e == expect),
             "{:?}",
             p.a.error
         );

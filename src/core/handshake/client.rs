@@ -15,8 +15,8 @@ use super::{ClientAwaitingReply, ClientHello, Established, NodeId, ServerParams}
 use super::{HELLO_LEN, MSG2_LEN, PARAMS_LEN};
 use crate::core::frame::{Frame, ResumeReply, ResumeStatus, SessionRequest, MAX_CLOSE_REASON};
 use crate::core::kdf::{KdfBounds, Psk};
-use crate::core::session::{Event, Opener, RekeyPolicy, Sealer};
-use crate::error::{CloseCode, CloseInfo, Error, Result};
+use crate::core::record::{Event, Opener, RekeyPolicy, Sealer};
+use crate::error::{CloseCode, CloseInfo, Error, PeerMisbehaved, Result};
 
 /// What the client brings to a handshake.
 #[derive(Clone, Debug)]
@@ -149,7 +149,7 @@ impl ClientHandshake {
                 State::NeedKey { params, .. } => {
                     // The server speaks only after message 1: anything now is not argonlink.
                     if !buf.is_empty() {
-                        return Err(Error::protocol("the server sent data before message 1"));
+                        return Err(Error::Protocol(PeerMisbehaved::DataBeforeMessage1));
                     }
                     return Ok(ClientStep::NeedKey(*params));
                 }
@@ -200,7 +200,9 @@ impl ClientHandshake {
                         Event::Close { code, reason } => {
                             return Err(Error::Closed(CloseInfo::error(CloseCode(code), reason)))
                         }
-                        _ => return Err(self.refuse(Error::protocol("expected RESUME"))),
+                        _ => {
+                            return Err(self.refuse(Error::Protocol(PeerMisbehaved::ExpectedResume)))
+                        }
                     };
                     if let Err(e) = check_resume(request, &reply) {
                         return Err(self.refuse(e));
@@ -214,7 +216,7 @@ impl ClientHandshake {
                     self.state = State::Done(done);
                 }
                 State::Done(_) => return Ok(ClientStep::Done),
-                State::Failed => return Err(Error::protocol("the handshake already failed")),
+                State::Failed => return Err(Error::Misuse("the handshake already failed")),
             }
         }
     }
@@ -228,7 +230,7 @@ impl ClientHandshake {
             params,
         } = std::mem::replace(&mut self.state, State::Failed)
         else {
-            return Err(Error::protocol("no key was asked for"));
+            return Err(Error::Misuse("no key was asked for"));
         };
         let (noise, msg1) = ClientAwaitingReply::start(
             psk,
@@ -251,9 +253,9 @@ impl ClientHandshake {
         use std::io::ErrorKind::{ConnectionReset, UnexpectedEof};
         let cut = matches!(e.kind(), UnexpectedEof | ConnectionReset);
         let meaning = match &self.state {
-            State::AwaitParams if e.kind() == UnexpectedEof => Error::protocol(
-                "the server closed the connection before the handshake (busy, or not argonlink)",
-            ),
+            State::AwaitParams if e.kind() == UnexpectedEof => {
+                Error::Protocol(PeerMisbehaved::ClosedBeforeHandshake)
+            }
             // The server can judge the password only once it has message 1: a close before
             // that (evicted at its pending-handshake cap, restarted) is a fault to retry.
             State::NeedKey { .. } if cut => Error::Io(std::io::Error::new(
@@ -283,7 +285,7 @@ impl ClientHandshake {
     pub fn finish(self) -> Result<ClientDone> {
         match self.state {
             State::Done(done) => Ok(*done),
-            _ => Err(Error::protocol("the handshake is not complete")),
+            _ => Err(Error::Misuse("the handshake is not complete")),
         }
     }
 
@@ -315,12 +317,10 @@ impl ClientHandshake {
 /// (An unknown session is a valid answer: the caller reports the session lost.)
 fn check_resume(request: &SessionRequest, reply: &ResumeReply) -> Result<()> {
     match reply.status {
-        ResumeStatus::Created if request.resume => Err(Error::protocol(
-            "the server created a new session instead of resuming ours",
-        )),
-        ResumeStatus::Resumed if !request.resume => Err(Error::protocol(
-            "the server resumed a session we did not have",
-        )),
+        ResumeStatus::Created if request.resume => Err(Error::Protocol(PeerMisbehaved::NotResumed)),
+        ResumeStatus::Resumed if !request.resume => {
+            Err(Error::Protocol(PeerMisbehaved::ResumedUnknown))
+        }
         _ => Ok(()),
     }
 }

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use crate::core::cipher::KEY_LEN;
 use crate::core::kdf::{KdfParams, Psk, Salt, SALT_LEN};
-use crate::error::{Error, Result};
+use crate::error::{Error, PeerMisbehaved, Result};
 
 pub const MAGIC: [u8; 4] = *b"ALNK";
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -106,7 +106,7 @@ impl ClientHello {
     /// Parse and insist on what this build speaks.
     pub fn parse(bytes: &[u8; HELLO_LEN]) -> Result<Self> {
         if bytes[..4] != MAGIC {
-            return Err(Error::protocol("not an argonlink client (bad magic)"));
+            return Err(Error::Protocol(PeerMisbehaved::BadMagic));
         }
         let hello = ClientHello {
             version: u16::from_be_bytes([bytes[4], bytes[5]]),
@@ -115,10 +115,10 @@ impl ClientHello {
         };
         let ours = ClientHello::default();
         if (hello.version, hello.suite) != (ours.version, ours.suite) {
-            return Err(Error::protocol(format!(
-                "unsupported protocol version {} / suite {}",
-                hello.version, hello.suite
-            )));
+            return Err(Error::Protocol(PeerMisbehaved::UnsupportedVersion {
+                version: hello.version,
+                suite: hello.suite,
+            }));
         }
         Ok(hello)
     }
@@ -173,10 +173,12 @@ impl ServerParams {
         let (version, suite) = (u16_at(0), u16_at(2));
         let ours = ClientHello::default();
         if version != ours.version || suite != ours.suite {
-            return Err(Error::protocol(format!(
-                "server speaks protocol version {version} / suite {suite}; this client speaks {} / {}",
-                ours.version, ours.suite
-            )));
+            return Err(Error::Protocol(PeerMisbehaved::ServerVersion {
+                version,
+                suite,
+                our_version: ours.version,
+                our_suite: ours.suite,
+            }));
         }
         let mut salt = [0u8; SALT_LEN];
         salt.copy_from_slice(&bytes[4..20]);
@@ -223,7 +225,7 @@ fn noise_builder<'a>(psk: &'a Psk, prologue: &'a [u8]) -> Result<snow::Builder<'
     snow::Builder::new(params)
         .psk(0, psk.as_bytes())
         .and_then(|b| b.prologue(prologue))
-        .map_err(|e| Error::protocol(format!("noise setup: {e}")))
+        .map_err(|e| Error::Noise(format!("setup: {e}")))
 }
 
 fn prologue(hello: &[u8; HELLO_LEN], params: &[u8; PARAMS_LEN]) -> [u8; HELLO_LEN + PARAMS_LEN] {
@@ -274,21 +276,19 @@ impl ClientAwaitingReply {
     ) -> Result<(Self, [u8; MSG1_LEN])> {
         let params = ServerParams::parse(params_bytes)?;
         if params.node_id == our_node {
-            return Err(Error::protocol(
-                "refusing to connect to this node itself (the server has our node id)",
-            ));
+            return Err(Error::Protocol(PeerMisbehaved::DialedItself));
         }
         let pro = prologue(hello, params_bytes);
         let mut noise = noise_builder(psk, &pro)?
             .build_initiator()
-            .map_err(|e| Error::protocol(format!("noise: {e}")))?;
+            .map_err(|e| Error::Noise(e.to_string()))?;
         let mut payload = [0u8; CLIENT_PAYLOAD_LEN];
         payload[..NODE_ID_LEN].copy_from_slice(&our_node.0);
         payload[NODE_ID_LEN..].copy_from_slice(&our_max_message.to_be_bytes());
         let mut msg1 = [0u8; MSG1_LEN];
         let n = noise
             .write_message(&payload, &mut msg1)
-            .map_err(|e| Error::protocol(format!("noise: {e}")))?;
+            .map_err(|e| Error::Noise(e.to_string()))?;
         debug_assert_eq!(n, MSG1_LEN);
         Ok((
             ClientAwaitingReply {
@@ -302,10 +302,11 @@ impl ClientAwaitingReply {
     /// Process message 2. Failure means the server does not hold our key.
     pub fn finish(mut self, msg2: &[u8]) -> Result<Established> {
         if msg2.len() != MSG2_LEN {
-            return Err(Error::protocol(format!(
-                "handshake reply of {} bytes, expected {MSG2_LEN}",
-                msg2.len()
-            )));
+            return Err(Error::Protocol(PeerMisbehaved::MessageLength {
+                what: "handshake reply",
+                len: msg2.len(),
+                expected: MSG2_LEN,
+            }));
         }
         let mut payload = [0u8; MSG2_LEN];
         let n = self.noise.read_message(msg2, &mut payload).map_err(|_| {
@@ -315,7 +316,7 @@ impl ClientAwaitingReply {
             )
         })?;
         if n != SERVER_PAYLOAD_LEN {
-            return Err(Error::protocol("handshake reply payload of the wrong size"));
+            return Err(Error::Protocol(PeerMisbehaved::ReplyPayloadSize));
         }
         match payload[8] {
             0 => {}
@@ -325,7 +326,7 @@ impl ClientAwaitingReply {
                     "the server is at its connection limit (max_connections)",
                 )))
             }
-            other => return Err(Error::protocol(format!("unknown admission status {other}"))),
+            other => return Err(Error::Protocol(PeerMisbehaved::UnknownAdmission(other))),
         }
         let peer_max = u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
         Ok(split(&mut self.noise, true, peer_max, self.server_node_id))
@@ -353,15 +354,16 @@ impl ServerAwaitingAdmission {
         msg1: &[u8],
     ) -> Result<Self> {
         if msg1.len() != MSG1_LEN {
-            return Err(Error::protocol(format!(
-                "handshake message of {} bytes, expected {MSG1_LEN}",
-                msg1.len()
-            )));
+            return Err(Error::Protocol(PeerMisbehaved::MessageLength {
+                what: "handshake message",
+                len: msg1.len(),
+                expected: MSG1_LEN,
+            }));
         }
         let pro = prologue(hello, params_bytes);
         let mut noise = noise_builder(psk, &pro)?
             .build_responder()
-            .map_err(|e| Error::protocol(format!("noise: {e}")))?;
+            .map_err(|e| Error::Noise(e.to_string()))?;
         let mut payload = [0u8; MSG1_LEN];
         // With psk0 the payload is encrypted under a PSK-derived key: a wrong password fails
         // here, before the server does any Diffie-Hellman work.
@@ -369,13 +371,11 @@ impl ServerAwaitingAdmission {
             .read_message(msg1, &mut payload)
             .map_err(|_| Error::Authentication("the client does not know the password".into()))?;
         if n != CLIENT_PAYLOAD_LEN {
-            return Err(Error::protocol("handshake payload of the wrong size"));
+            return Err(Error::Protocol(PeerMisbehaved::PayloadSize));
         }
         let client_node = NodeId(payload[..NODE_ID_LEN].try_into().expect("16 bytes"));
         if client_node == our_node {
-            return Err(Error::protocol(
-                "refusing a connection from this node itself (reflected)",
-            ));
+            return Err(Error::Protocol(PeerMisbehaved::Reflected));
         }
         let peer_max_message =
             u64::from_be_bytes(payload[NODE_ID_LEN..n].try_into().expect("8 bytes"));
@@ -397,7 +397,7 @@ impl ServerAwaitingAdmission {
         let n = self
             .noise
             .write_message(&reply, &mut msg2)
-            .map_err(|e| Error::protocol(format!("noise: {e}")))?;
+            .map_err(|e| Error::Noise(e.to_string()))?;
         debug_assert_eq!(n, MSG2_LEN);
         let est = split(
             &mut self.noise,
@@ -573,7 +573,10 @@ mod tests {
     fn reflection_is_refused_both_ways() {
         let s = setup(b"pw");
         let r = ClientAwaitingReply::start(&s.psk, &s.hello, &s.params, s.server_node, 1);
-        assert!(matches!(r, Err(Error::Protocol(_))));
+        assert!(matches!(
+            r,
+            Err(Error::Protocol(PeerMisbehaved::DialedItself))
+        ));
         let (_, msg1) =
             ClientAwaitingReply::start(&s.psk, &s.hello, &s.params, s.client_node, 1).unwrap();
         let r = server_respond(

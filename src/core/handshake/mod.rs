@@ -22,8 +22,8 @@ pub use messages::*;
 use bytes::{Buf, BytesMut};
 
 use super::frame::{MAX_FRAME_LEN, MIN_FRAME_LEN};
-use super::session::{Event, Opener};
-use crate::error::{Error, Result};
+use super::record::{Event, Opener};
+use crate::error::{Error, PeerMisbehaved, Result};
 
 /// Bytes still missing for a fixed-size message, given what is buffered.
 fn exact_wants<const N: usize>(buf: &[u8]) -> usize {
@@ -48,9 +48,7 @@ fn take_record(buf: &mut BytesMut) -> Result<Option<BytesMut>> {
     let len = u16::from_be_bytes([buf[0], buf[1]]) as usize;
     debug_assert!(len <= MAX_FRAME_LEN);
     if len < MIN_FRAME_LEN {
-        return Err(Error::protocol(format!(
-            "frame length {len} is below the minimum"
-        )));
+        return Err(Error::Protocol(PeerMisbehaved::FrameTooShort(len)));
     }
     if buf.len() < 2 + len {
         return Ok(None);
@@ -62,16 +60,18 @@ fn take_record(buf: &mut BytesMut) -> Result<Option<BytesMut>> {
 
 /// The first transport frame of a direction, which must be a whole control frame (CONFIRM,
 /// RESUME or CLOSE): `None` until it is all there.
-fn first_frame(opener: &mut Opener, buf: &mut BytesMut, expected: &str) -> Result<Option<Event>> {
+fn first_frame(
+    opener: &mut Opener,
+    buf: &mut BytesMut,
+    expected: &'static str,
+) -> Result<Option<Event>> {
     let Some(mut record) = take_record(buf)? else {
         return Ok(None);
     };
     match opener.open_frame(&mut record)? {
         Some(event) => Ok(Some(event)),
         // The first fragment of a message: not what the handshake allows first.
-        None => Err(Error::protocol(format!(
-            "the first frame must be {expected}"
-        ))),
+        None => Err(Error::Protocol(PeerMisbehaved::FirstFrameMustBe(expected))),
     }
 }
 
@@ -86,15 +86,20 @@ fn take_exact<const N: usize>(buf: &mut BytesMut) -> Option<[u8; N]> {
 }
 
 /// A u16-length-prefixed Noise message of exactly `N` bytes at the front of `buf`.
-fn take_noise_message<const N: usize>(buf: &mut BytesMut, what: &str) -> Result<Option<[u8; N]>> {
+fn take_noise_message<const N: usize>(
+    buf: &mut BytesMut,
+    what: &'static str,
+) -> Result<Option<[u8; N]>> {
     if buf.len() < 2 {
         return Ok(None);
     }
     let len = u16::from_be_bytes([buf[0], buf[1]]) as usize;
     if len != N {
-        return Err(Error::protocol(format!(
-            "{what} of {len} bytes, expected {N}"
-        )));
+        return Err(Error::Protocol(PeerMisbehaved::MessageLength {
+            what,
+            len,
+            expected: N,
+        }));
     }
     if buf.len() < 2 + N {
         return Ok(None);

@@ -15,8 +15,8 @@ use super::{Admission, ClientHello, Established, NodeId, ServerAwaitingAdmission
 use super::{HELLO_LEN, MSG1_LEN, PARAMS_LEN};
 use crate::core::frame::{Frame, ResumeReply, SessionRequest, MAX_CLOSE_REASON};
 use crate::core::kdf::Psk;
-use crate::core::session::{Event, Opener, RekeyPolicy, Sealer};
-use crate::error::{CloseCode, CloseInfo, Error, Result};
+use crate::core::record::{Event, Opener, RekeyPolicy, Sealer};
+use crate::error::{CloseCode, CloseInfo, Error, PeerMisbehaved, Result};
 
 /// What the server brings to every handshake.
 #[derive(Clone, Debug)]
@@ -161,7 +161,8 @@ impl ServerHandshake {
                         Err(e) => return Err(self.refuse(e)),
                     };
                     let Event::Confirmed(request) = event else {
-                        return Err(self.refuse(Error::protocol("the first frame must be CONFIRM")));
+                        return Err(self
+                            .refuse(Error::Protocol(PeerMisbehaved::FirstFrameMustBe("CONFIRM"))));
                     };
                     let State::AwaitConfirm(done) =
                         std::mem::replace(&mut self.state, State::Failed)
@@ -172,7 +173,7 @@ impl ServerHandshake {
                 }
                 State::Confirmed(_, request) => return Ok(ServerStep::Confirmed(*request)),
                 State::Done(_) => return Ok(ServerStep::Done),
-                State::Failed => return Err(Error::protocol("the handshake already failed")),
+                State::Failed => return Err(Error::Misuse("the handshake already failed")),
             }
         }
     }
@@ -181,7 +182,7 @@ impl ServerHandshake {
     /// and its epoch. The parameters are then ready to send.
     pub fn offer(&mut self, psk: &Psk, params: [u8; PARAMS_LEN], epoch: u32) -> Result<()> {
         let State::NeedKey(hello, _) = self.state else {
-            return Err(Error::protocol("no key was asked for"));
+            return Err(Error::Misuse("no key was asked for"));
         };
         self.transmit.extend_from_slice(&params);
         self.state = State::AwaitMessage1(Box::new(Keyed {
@@ -198,7 +199,7 @@ impl ServerHandshake {
     pub fn admit(&mut self, admission: Admission) -> Result<()> {
         let State::NeedAdmission(opened, epoch) = std::mem::replace(&mut self.state, State::Failed)
         else {
-            return Err(Error::protocol("no admission was asked for"));
+            return Err(Error::Misuse("no admission was asked for"));
         };
         let (established, msg2) = opened.reply(admission)?;
         framed(&msg2, &mut self.transmit);
@@ -227,18 +228,14 @@ impl ServerHandshake {
     pub fn accept(&mut self, reply: Option<ResumeReply>) -> Result<()> {
         let State::Confirmed(mut done, request) = std::mem::replace(&mut self.state, State::Failed)
         else {
-            return Err(Error::protocol("no confirmed connection to accept"));
+            return Err(Error::Misuse("no confirmed connection to accept"));
         };
         match (request, reply) {
             (Some(_), Some(reply)) => done
                 .sealer
                 .seal_control(&Frame::Resume(reply), &mut self.transmit)?,
             (None, None) => {}
-            _ => {
-                return Err(Error::protocol(
-                    "RESUME answers a session request, and only one",
-                ))
-            }
+            _ => return Err(Error::Protocol(PeerMisbehaved::UnaskedResume)),
         }
         self.state = State::Done(done);
         Ok(())
@@ -273,7 +270,7 @@ impl ServerHandshake {
     pub fn connection_lost(&mut self, e: std::io::Error) -> Error {
         let meaning = match self.state {
             State::AwaitConfirm(_) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                Error::protocol("connection closed before key confirmation")
+                Error::Protocol(PeerMisbehaved::ClosedBeforeConfirmation)
             }
             _ => Error::Io(e),
         };
@@ -285,7 +282,7 @@ impl ServerHandshake {
     pub fn finish(self) -> Result<ServerDone> {
         match self.state {
             State::Done(done) => Ok(*done),
-            _ => Err(Error::protocol("the handshake is not complete")),
+            _ => Err(Error::Misuse("the handshake is not complete")),
         }
     }
 }

@@ -7,7 +7,7 @@ use super::server::{ServerHandshake, ServerSetup, ServerStep};
 use super::*;
 use crate::core::frame::{ResumeReply, ResumeStatus, SessionRequest, MIN_WINDOW};
 use crate::core::kdf::{derive_psk, KdfBounds, KdfParams, Psk};
-use crate::core::session::{Event, RekeyPolicy};
+use crate::core::record::{Event, RekeyPolicy};
 use crate::error::CloseCode;
 
 const FAST: KdfParams = KdfParams {
@@ -263,7 +263,7 @@ fn what_a_close_means_depends_on_where_the_client_is() {
     params.extend_from_slice(b"x");
     assert!(matches!(
         hs.handle_input(&mut params),
-        Err(Error::Protocol(_))
+        Err(Error::Protocol(PeerMisbehaved::DataBeforeMessage1))
     ));
 }
 
@@ -373,7 +373,7 @@ fn a_first_frame_other_than_confirm_is_refused_with_a_close() {
     let (mut hs, mut c) = up_to_confirm();
     // A PING under the right keys at the first nonce: the peer holds the keys.
     let key = &c.established.send_key;
-    let mut sealer = crate::core::session::Sealer::new(key, RekeyPolicy::default(), 1 << 16);
+    let mut sealer = crate::core::record::Sealer::new(key, RekeyPolicy::default(), 1 << 16);
     let mut ping = BytesMut::new();
     sealer
         .seal_control(&crate::core::frame::Frame::Ping(1), &mut ping)

@@ -39,7 +39,7 @@ use crate::core::codec::FrameDecoder;
 use crate::core::connection::{self as core_conn, Timers};
 use crate::core::handshake::{Established, NodeId};
 use crate::core::message::Message;
-use crate::core::session::{Opener, Sealer};
+use crate::core::record::{Opener, Sealer};
 use crate::error::{CloseCode, CloseInfo, Error, Result};
 
 /// What one queued item costs besides its payload: keeps a flood of empty messages bounded.
@@ -264,8 +264,8 @@ impl Connection {
         self.shared.peer_max_message
     }
 
-    /// A public, unique name for this session (the Noise handshake hash).
-    pub fn session_id(&self) -> [u8; 32] {
+    /// The Noise handshake hash: a public name unique to this connection (channel binding).
+    pub fn handshake_hash(&self) -> [u8; 32] {
         self.shared.handshake_hash
     }
 

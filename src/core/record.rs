@@ -1,4 +1,4 @@
-//! An established session, one object per direction:
+//! The record layer of an established connection, one object per direction:
 //! - [`Sealer`] cuts messages into DATA frames, seals them and rekeys on schedule;
 //! - [`Opener`] opens frames, enforces the frame grammar and reassembles messages.
 //!
@@ -15,7 +15,7 @@ use super::frame::{
     FLAG_MORE, MAX_PLAINTEXT_LEN,
 };
 use super::message::Message;
-use crate::error::{Error, Result};
+use crate::error::{Error, PeerMisbehaved, Result};
 
 /// When each direction replaces its key (SECURITY-NOTES: 2^36 bytes, 2^24 frames or an hour,
 /// whichever comes first). A peer that goes past twice these limits without rekeying is cut off.
@@ -244,7 +244,7 @@ impl Opener {
     }
 
     /// Open one sealed frame (without its length prefix), decrypting it in place. Nothing of a
-    /// frame that fails reaches the caller, and after any error the session is finished.
+    /// frame that fails reaches the caller, and after any error the record layer is finished.
     ///
     /// What a message holds is copied out of `frame`: the caller's read buffer is never pinned
     /// by a message, so the memory a peer makes us hold is the message bytes themselves
@@ -254,10 +254,10 @@ impl Opener {
         let parsed = Frame::parse(plain)?;
         let confirming = std::mem::take(&mut self.awaiting_confirm);
         if confirming != matches!(parsed, Frame::Confirm(_)) {
-            return Err(Error::protocol(if confirming {
-                "the first frame after the handshake must be CONFIRM"
+            return Err(Error::Protocol(if confirming {
+                PeerMisbehaved::FirstFrameMustBe("CONFIRM")
             } else {
-                "CONFIRM is only valid as the client's first frame"
+                PeerMisbehaved::ConfirmNotFirst
             }));
         }
         if parsed != Frame::Rekey {
@@ -274,7 +274,7 @@ impl Opener {
         if self.partial.is_some() && !matches!(parsed, Frame::Data { .. } | Frame::Rekey) {
             // Control frames may not split a message: keeps reassembly state trivial. REKEY may:
             // the sender rekeys as soon as a threshold is reached, also between fragments.
-            return Err(Error::protocol("control frame inside a fragmented message"));
+            return Err(Error::Protocol(PeerMisbehaved::ControlInsideMessage));
         }
         Ok(match parsed {
             Frame::Confirm(request) => Some(Event::Confirmed(request)),
@@ -318,14 +318,10 @@ impl Opener {
                 // An honest sender fills every fragment but the last (see `Sealer`): anything
                 // else costs us a frame's work for a few bytes, so it is refused.
                 if chunk.len() != FIRST_FRAGMENT {
-                    return Err(Error::protocol(
-                        "a first fragment must carry a full frame of the message",
-                    ));
+                    return Err(Error::Protocol(PeerMisbehaved::ShortFirstFragment));
                 }
                 if total <= MAX_CHUNK as u64 {
-                    return Err(Error::protocol(
-                        "a message that fits one frame must travel in one frame",
-                    ));
+                    return Err(Error::Protocol(PeerMisbehaved::NeedlessFragments));
                 }
                 // `total` is authenticated and within our limit: reserved once, filled as the
                 // fragments arrive (untouched pages cost nothing until then).
@@ -338,17 +334,13 @@ impl Opener {
             (Some(p), more, None) => {
                 let have = p.buf.len() + chunk.len();
                 if have > p.total {
-                    return Err(Error::protocol(
-                        "message fragments exceed the announced length",
-                    ));
+                    return Err(Error::Protocol(PeerMisbehaved::FragmentsExceedLength));
                 }
                 if more && chunk.len() != MAX_CHUNK {
-                    return Err(Error::protocol(
-                        "a fragment before the last must carry a full frame of the message",
-                    ));
+                    return Err(Error::Protocol(PeerMisbehaved::ShortFragment));
                 }
                 if !more && have != p.total {
-                    return Err(Error::protocol("message ended before its announced length"));
+                    return Err(Error::Protocol(PeerMisbehaved::MessageEndedEarly));
                 }
                 p.buf.extend_from_slice(chunk);
                 if more {
@@ -357,9 +349,9 @@ impl Opener {
                 let p = self.partial.take().expect("checked above");
                 Ok(Some(Event::Message(Message::from(p.buf.freeze()))))
             }
-            (None, false, Some(_)) | (None, true, None) | (Some(_), _, Some(_)) => Err(
-                Error::protocol("DATA frame flags do not fit the reassembly state"),
-            ),
+            (None, false, Some(_)) | (None, true, None) | (Some(_), _, Some(_)) => {
+                Err(Error::Protocol(PeerMisbehaved::FragmentOutOfPlace))
+            }
         }
     }
 
@@ -604,7 +596,10 @@ mod tests {
         let mut wire = BytesMut::new();
         s.seal_message(b"data first", &mut wire).unwrap();
         let mut o = Opener::new(&key, RekeyPolicy::default(), BIG, true);
-        assert!(matches!(open_all(&mut o, wire), Err(Error::Protocol(_))));
+        assert!(matches!(
+            open_all(&mut o, wire),
+            Err(Error::Protocol(PeerMisbehaved::FirstFrameMustBe("CONFIRM")))
+        ));
 
         let mut s = Sealer::new(&key, RekeyPolicy::default(), BIG);
         let mut wire = BytesMut::new();
@@ -623,7 +618,7 @@ mod tests {
         ));
         assert!(matches!(
             o.open_frame(&mut fs[2].clone()),
-            Err(Error::Protocol(_))
+            Err(Error::Protocol(PeerMisbehaved::ConfirmNotFirst))
         ));
     }
 
