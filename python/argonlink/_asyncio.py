@@ -93,7 +93,7 @@ def _doorbell(loop: asyncio.AbstractEventLoop) -> _Doorbell | None:
     return bell
 
 
-async def _readable(native: _argonlink.NativeConnection | _argonlink.NativeLink) -> None:
+async def _readable(native: _argonlink.NativeChannel) -> None:
     """Until ``native.try_recv`` has something to say. Takes nothing (cancel-safe)."""
     bell = _doorbell(asyncio.get_running_loop())
     if bell is None:
@@ -103,7 +103,7 @@ async def _readable(native: _argonlink.NativeConnection | _argonlink.NativeLink)
     await bell.wait(lambda token: native.arm(ring, token), native.disarm)
 
 
-async def _writable(native: _argonlink.NativeConnection | _argonlink.NativeLink, size: int) -> None:
+async def _writable(native: _argonlink.NativeChannel, size: int) -> None:
     """Until ``native.try_send`` of ``size`` bytes may succeed (room, a new connection, the
     end). Cancel-safe: queues nothing."""
     bell = _doorbell(asyncio.get_running_loop())
@@ -113,9 +113,7 @@ async def _writable(native: _argonlink.NativeConnection | _argonlink.NativeLink,
     await bell.wait(lambda token: native.arm_writable(ring, token, size), native.disarm_writable)
 
 
-async def _send_waiting(
-    native: _argonlink.NativeConnection | _argonlink.NativeLink, data: BytesLike, session: bool
-) -> None:
+async def _send_waiting(native: _argonlink.NativeChannel, data: BytesLike, session: bool) -> None:
     """Queue ``data`` once the send buffer has room (``try_send`` just said it had none)."""
     if session or _doorbell(asyncio.get_running_loop()) is None:
         # Exactly-once sessions bound what is unacknowledged, not the send buffer.

@@ -21,7 +21,13 @@ pub fn closed(info: &CloseInfo) -> PyErr {
     }
 }
 
-pub fn to_py(err: Error) -> PyErr {
+impl From<Error> for PyErr {
+    fn from(err: Error) -> PyErr {
+        to_py(err)
+    }
+}
+
+fn to_py(err: Error) -> PyErr {
     match err {
         Error::Authentication(_) => AuthenticationError::new_err(err.to_string()),
         Error::Protocol(_) => ProtocolError::new_err(err.to_string()),

@@ -3,21 +3,34 @@
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::PyDict;
 
-use super::channel;
-use super::connection::{NativeConnection, NativeCredentials};
-use super::doorbell::Doorbell;
-use super::errors;
+use super::channel::{Chan, NativeChannel};
+use super::connection::{self, NativeConnection, NativeCredentials};
 use super::options::LinkOptions;
 use super::runtime::future_into_py;
 use super::wait::{block_on, parse_timeout};
 use crate::error::Error;
 use crate::net::{Link, ReconnectPolicy};
 
-#[pyclass(frozen, module = "argonlink._argonlink")]
+/// A client's link to one server (reconnecting if asked), or a server's end of an
+/// exactly-once session: the channel methods of `NativeChannel`, and the link's own.
+#[pyclass(extends = NativeChannel, frozen, module = "argonlink._argonlink")]
 pub struct NativeLink {
     pub(crate) inner: Link,
+}
+
+impl NativeLink {
+    /// The Python object for `link` (its base carries the channel).
+    pub(crate) fn create(py: Python<'_>, link: Link) -> PyResult<Py<NativeLink>> {
+        let base = NativeChannel {
+            chan: Chan::Link(link.clone()),
+        };
+        Py::new(
+            py,
+            PyClassInitializer::from(base).add_subclass(NativeLink { inner: link }),
+        )
+    }
 }
 
 /// `(initial_delay, max_delay, multiplier, jitter, max_attempts)` from Python's ReconnectPolicy.
@@ -30,7 +43,7 @@ fn policy(t: Option<PolicyTuple>) -> PyResult<Option<ReconnectPolicy>> {
     let secs = |v: f64, name: &str| {
         parse_timeout(Some(v))
             .map(|d| d.unwrap_or_default())
-            .map_err(|_| errors::to_py(Error::config(format!("reconnect {name} must be >= 0"))))
+            .map_err(|_| PyErr::from(Error::config(format!("reconnect {name} must be >= 0"))))
     };
     let p = ReconnectPolicy {
         initial_delay: secs(initial, "initial_delay")?,
@@ -39,7 +52,7 @@ fn policy(t: Option<PolicyTuple>) -> PyResult<Option<ReconnectPolicy>> {
         jitter,
         max_attempts,
     };
-    p.validate().map_err(errors::to_py)?;
+    p.validate()?;
     Ok(Some(p))
 }
 
@@ -61,10 +74,8 @@ pub fn open_link<'py>(
     );
     let session = options.session_config();
     future_into_py(py, async move {
-        let inner = Link::open(&host, port, creds, config, policy, session)
-            .await
-            .map_err(errors::to_py)?;
-        Ok(NativeLink { inner })
+        let link = Link::open(&host, port, creds, config, policy, session).await?;
+        Python::attach(|py| NativeLink::create(py, link))
     })
 }
 
@@ -77,91 +88,27 @@ pub fn open_link_blocking(
     credentials: &NativeCredentials,
     options: &LinkOptions,
     reconnect: Option<PolicyTuple>,
-) -> PyResult<NativeLink> {
+) -> PyResult<Py<NativeLink>> {
     let (creds, config, policy) = (
         credentials.inner.clone(),
         options.client_config(),
         policy(reconnect)?,
     );
     let session = options.session_config();
-    let inner = block_on(py, None, "connect", async move {
+    let link = block_on(py, None, "connect", async move {
         Link::open(&host, port, creds, config, policy, session).await
     })?;
-    Ok(NativeLink { inner })
+    NativeLink::create(py, link)
 }
 
 #[pymethods]
 impl NativeLink {
-    fn try_send(&self, data: &Bound<'_, PyAny>) -> PyResult<bool> {
-        channel::try_send(&self.inner, data)
-    }
-
-    fn send<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        channel::send(py, &self.inner, data)
-    }
-
-    #[pyo3(signature = (data, timeout=None))]
-    fn send_blocking(
-        &self,
-        py: Python<'_>,
-        data: &Bound<'_, PyAny>,
-        timeout: Option<f64>,
-    ) -> PyResult<()> {
-        channel::send_blocking(py, &self.inner, data, timeout)
-    }
-
-    fn try_recv<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        channel::try_recv(py, &self.inner)
-    }
-
-    /// See `NativeConnection.arm`.
-    fn arm(&self, bell: &Doorbell, token: u64) -> bool {
-        channel::arm(&self.inner, bell, token)
-    }
-
-    fn disarm(&self, token: u64) {
-        channel::disarm(&self.inner, token);
-    }
-
-    /// Ring `bell` with `token` once `try_send` of `size` bytes may succeed (once); True, and
-    /// nothing registered, if it may already.
-    fn arm_writable(&self, bell: &Doorbell, token: u64, size: usize) -> PyResult<bool> {
-        channel::arm_writable(&self.inner, bell, token, size)
-    }
-
-    fn disarm_writable(&self, token: u64) {
-        channel::disarm_writable(&self.inner, token);
-    }
-
-    fn readable<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        channel::readable(py, &self.inner)
-    }
-
-    #[pyo3(signature = (timeout=None))]
-    fn recv_blocking<'py>(
-        &self,
-        py: Python<'py>,
-        timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, PyBytes>> {
-        channel::recv_blocking(py, &self.inner, timeout)
-    }
-
-    #[pyo3(signature = (code=1000, reason=""))]
-    fn close<'py>(&self, py: Python<'py>, code: u16, reason: &str) -> PyResult<Bound<'py, PyAny>> {
-        channel::close(py, &self.inner, code, reason)
-    }
-
-    #[pyo3(signature = (code=1000, reason=""))]
-    fn close_blocking(&self, py: Python<'_>, code: u16, reason: &str) -> PyResult<()> {
-        channel::close_blocking(py, &self.inner, code, reason)
-    }
-
     /// Awaitable: the current connection, once (re)connected.
     fn wait_connected<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let link = self.inner.clone();
         future_into_py(py, async move {
-            let inner = link.connected().await.map_err(errors::to_py)?;
-            Ok(NativeConnection { inner })
+            let conn = link.connected().await?;
+            Python::attach(|py| NativeConnection::create(py, conn))
         })
     }
 
@@ -170,19 +117,19 @@ impl NativeLink {
         &self,
         py: Python<'_>,
         timeout: Option<f64>,
-    ) -> PyResult<NativeConnection> {
+    ) -> PyResult<Py<NativeConnection>> {
         let link = self.inner.clone();
-        let inner = block_on(py, timeout, "waiting for the connection", async move {
+        let conn = block_on(py, timeout, "waiting for the connection", async move {
             link.connected().await
         })?;
-        Ok(NativeConnection { inner })
+        NativeConnection::create(py, conn)
     }
 
     /// The current connection, or the last one once the link has ended (None before any).
     #[getter]
-    fn connection(&self) -> Option<NativeConnection> {
+    fn connection(&self, py: Python<'_>) -> PyResult<Option<Py<NativeConnection>>> {
         let conn = self.inner.current().or_else(|| self.inner.latest());
-        conn.map(|inner| NativeConnection { inner })
+        conn.map(|c| NativeConnection::create(py, c)).transpose()
     }
 
     #[getter]
@@ -200,15 +147,6 @@ impl NativeLink {
         self.inner.credentials().map_or(0, |c| c.derivations())
     }
 
-    fn flush<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        channel::flush(py, &self.inner)
-    }
-
-    #[pyo3(signature = (timeout=None))]
-    fn flush_blocking(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
-        channel::flush_blocking(py, &self.inner, timeout)
-    }
-
     /// True for an exactly-once session.
     #[getter]
     fn exactly_once(&self) -> bool {
@@ -221,27 +159,10 @@ impl NativeLink {
         self.inner.unacknowledged()
     }
 
-    /// End at once: no flush, no reconnect; the current connection is aborted.
-    fn abort(&self) {
-        self.inner.abort();
-    }
-
-    /// True once the link has ended for good.
-    #[getter]
-    fn closed(&self) -> bool {
-        self.inner.ended().is_some()
-    }
-
-    /// The exception `recv` raises after the end (None while the link lives).
-    #[getter]
-    fn close_exception(&self) -> Option<PyErr> {
-        self.inner.ended().map(errors::to_py)
-    }
-
     /// The current (or last) connection's counters, plus reconnects.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = match self.connection() {
-            Some(c) => c.stats(py)?,
+        let d = match self.inner.current().or_else(|| self.inner.latest()) {
+            Some(c) => connection::stats(py, &c)?,
             None => PyDict::new(py),
         };
         d.set_item("reconnects", self.inner.reconnects())?;

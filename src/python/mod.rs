@@ -30,9 +30,9 @@ fn hash_password(
     p_cost: u32,
 ) -> PyResult<String> {
     let password = buffers::secret_bytes(password)?;
-    let params = KdfParams::new(m_cost, t_cost, p_cost).map_err(errors::to_py)?;
+    let params = KdfParams::new(m_cost, t_cost, p_cost)?;
     py.detach(move || phc_hash(&password, params))
-        .map_err(errors::to_py)
+        .map_err(PyErr::from)
 }
 
 #[pymodule]
@@ -46,6 +46,7 @@ fn _argonlink(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hash_password, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::shutdown, m)?)?;
     m.add_class::<options::LinkOptions>()?;
+    m.add_class::<channel::NativeChannel>()?;
     m.add_class::<connection::NativeConnection>()?;
     m.add_class::<connection::NativeCredentials>()?;
     m.add_class::<server::NativeServer>()?;

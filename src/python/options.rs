@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 
-use super::errors;
 use super::wait::parse_timeout;
 use crate::core::handshake::{NodeId, NODE_ID_LEN};
 use crate::core::kdf::{KdfBounds, KdfParams};
@@ -34,7 +33,7 @@ pub struct LinkOptions {
 
 fn seconds(v: Option<f64>, default: Duration, name: &str) -> PyResult<Duration> {
     let positive = || {
-        errors::to_py(Error::config(format!(
+        PyErr::from(Error::config(format!(
             "{name} must be a positive number of seconds"
         )))
     };
@@ -88,7 +87,7 @@ impl LinkOptions {
         );
         let rd = RekeyPolicy::default();
         let kdf = |t: Option<(u32, u32, u32)>, d: KdfParams| match t {
-            Some((m, t, p)) => KdfParams::new(m, t, p).map_err(errors::to_py),
+            Some((m, t, p)) => KdfParams::new(m, t, p).map_err(PyErr::from),
             None => Ok(d),
         };
         let bounds_default = KdfBounds::default();
@@ -122,7 +121,7 @@ impl LinkOptions {
                 .map(|v| seconds(Some(v), Duration::ZERO, "idle_timeout"))
                 .transpose()?,
         };
-        link.validate().map_err(errors::to_py)?;
+        link.validate()?;
         let opts = LinkOptions {
             link,
             open_timeout: seconds(open_timeout, cd.open_timeout, "open_timeout")?,
@@ -147,7 +146,7 @@ impl LinkOptions {
             session_linger: seconds(session_linger, sd.session_linger, "session_linger")?,
         };
         if opts.session.max_unacked < 1024 || opts.session.max_unacked > u32::MAX as usize >> 3 {
-            return Err(errors::to_py(Error::config(
+            return Err(PyErr::from(Error::config(
                 "max_unacked must be between 1 KiB and 512 MiB",
             )));
         }
@@ -157,7 +156,7 @@ impl LinkOptions {
             || opts.accept_backlog == 0
             || opts.max_connections == Some(0)
         {
-            return Err(errors::to_py(Error::config(
+            return Err(PyErr::from(Error::config(
                 "max_pending_handshakes, max_pending_per_source, max_sessions, accept_backlog and \
                  max_connections must be positive",
             )));

@@ -8,7 +8,6 @@ use zeroize::Zeroizing;
 
 use super::buffers::secret_bytes;
 use super::connection::NativeConnection;
-use super::errors;
 use super::link::NativeLink;
 use super::options::LinkOptions;
 use super::runtime::future_into_py;
@@ -32,15 +31,13 @@ fn key_source(
         (Some(pw), None) => {
             let pw = secret_bytes(pw)?;
             if pw.is_empty() {
-                return Err(errors::to_py(Error::config(
-                    "the password must not be empty",
-                )));
+                return Err(PyErr::from(Error::config("the password must not be empty")));
             }
-            let params = KdfParams::new(kdf.0, kdf.1, kdf.2).map_err(errors::to_py)?;
+            let params = KdfParams::new(kdf.0, kdf.1, kdf.2)?;
             Ok(ServerKeySource::Password(pw, params))
         }
-        (None, Some(phc)) => ServerKeySource::from_phc(Zeroizing::new(phc)).map_err(errors::to_py),
-        _ => Err(errors::to_py(Error::config(
+        (None, Some(phc)) => ServerKeySource::from_phc(Zeroizing::new(phc)).map_err(PyErr::from),
+        _ => Err(PyErr::from(Error::config(
             "give exactly one of password or password_hash",
         ))),
     }
@@ -61,9 +58,7 @@ pub fn bind<'py>(
     let source = key_source(password, password_hash, kdf)?;
     let config = options.server_config();
     future_into_py(py, async move {
-        let inner = Server::bind(&host, port, source, config)
-            .await
-            .map_err(errors::to_py)?;
+        let inner = Server::bind(&host, port, source, config).await?;
         Ok(NativeServer { inner })
     })
 }
@@ -89,8 +84,8 @@ pub fn bind_blocking(
 
 fn to_py_accepted(py: Python<'_>, accepted: Accepted) -> PyResult<Py<PyAny>> {
     Ok(match accepted {
-        Accepted::Connection(inner) => Py::new(py, NativeConnection { inner })?.into_any(),
-        Accepted::Session(inner) => Py::new(py, NativeLink { inner })?.into_any(),
+        Accepted::Connection(conn) => NativeConnection::create(py, conn)?.into_any(),
+        Accepted::Session(link) => NativeLink::create(py, link)?.into_any(),
     })
 }
 
@@ -104,7 +99,7 @@ impl NativeServer {
 
     /// The next connection (NativeConnection) or exactly-once session (NativeLink), if any.
     fn try_accept(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        let accepted = self.inner.try_accept().map_err(errors::to_py)?;
+        let accepted = self.inner.try_accept()?;
         accepted.map(|a| to_py_accepted(py, a)).transpose()
     }
 
@@ -157,7 +152,7 @@ impl NativeServer {
             server
                 .set_password(source, grace)
                 .await
-                .map_err(errors::to_py)
+                .map_err(PyErr::from)
         })
     }
 

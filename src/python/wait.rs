@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
-use super::errors::{self, Timeout};
+use super::errors::Timeout;
 use crate::error::CloseInfo;
 use crate::error::{Error, Result};
 use crate::net::mailbox::Wakeup;
@@ -93,7 +93,7 @@ pub fn block_on<T: Send>(
             }
         });
         match step {
-            Some(result) => return result.map_err(errors::to_py),
+            Some(result) => return result.map_err(PyErr::from),
             None => {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Err(Timeout::new_err(format!("{what} timed out")));
@@ -141,7 +141,7 @@ pub fn take_blocking<T>(
         })
     };
     loop {
-        if let Some(item) = take().map_err(errors::to_py)? {
+        if let Some(item) = take()? {
             return Ok(item);
         }
         let now = Instant::now();
