@@ -19,6 +19,7 @@ use rand::RngCore;
 
 use crate::core::kdf::{derive_psk, hmac_sha256, KdfBounds, KdfParams, Psk, Salt};
 use crate::error::{CloseCode, Error, Result};
+use crate::net::lock;
 
 /// Server configurations remembered per password as verified (bounded: a server rarely has
 /// more than two; past this, the set starts over).
@@ -137,7 +138,7 @@ impl Credentials {
     }
 
     fn verified(&self) -> std::sync::MutexGuard<'_, HashSet<(Salt, KdfParams)>> {
-        self.verified.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.verified)
     }
 
     /// This password completed a handshake under this server key: a cut before message 2
@@ -149,7 +150,7 @@ impl Credentials {
         }
         verified.insert(server_key);
         drop(verified);
-        *self.unverified.lock().unwrap_or_else(|e| e.into_inner()) = Unverified::default();
+        *lock(&self.unverified) = Unverified::default();
     }
 
     /// Argon2 runs performed so far.
@@ -166,19 +167,12 @@ impl Credentials {
     /// [`Self::psk_for`], and whether the key had to be derived first (this call waited for an
     /// Argon2 run, its own or another client's).
     async fn psk_and_wait(self: &Arc<Self>, salt: Salt, params: KdfParams) -> Result<(Psk, bool)> {
-        let cell = KEY_CACHE
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .cell((salt, params, *self.tag));
+        let cell = lock(&KEY_CACHE).cell((salt, params, *self.tag));
         if let Some(psk) = cell.get() {
             return Ok((psk.clone(), false));
         }
         if !self.verified().contains(&(salt, params)) {
-            let slot = self
-                .unverified
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .next_slot((salt, params));
+            let slot = lock(&self.unverified).next_slot((salt, params));
             if let Some(at) = slot {
                 // In the dialing caller: bounded by its open_timeout, dropped with it.
                 tokio::time::sleep_until(at).await;

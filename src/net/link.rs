@@ -25,10 +25,12 @@ use super::client::{dial, ClientConfig, Credentials};
 use super::connection::Connection;
 use super::mailbox::Wakeup;
 use super::reliable::ReliableSender;
+use super::wake::WakeList;
 use crate::core::frame::{ResumeReply, ResumeStatus, SessionRequest, SESSION_ID_LEN};
 use crate::core::message::Message;
 use crate::core::reliable::{Delivered, Numbering};
 use crate::error::{CloseCode, CloseInfo, Error, Result};
+use crate::net::{lock, read_lock, write_lock};
 
 /// How to redial. Delays grow from `initial_delay` by `multiplier` up to `max_delay`, each
 /// multiplied by a random factor in [1 - jitter, 1 + jitter].
@@ -172,7 +174,7 @@ struct Shared {
     /// closed with it until one closing handshake completes.
     close_request: watch::Sender<Option<(CloseCode, String)>>,
     /// One-shot wake-ups for a change of state (see [`Link::arm`]).
-    armed: Mutex<Vec<(u64, Wakeup)>>,
+    armed: WakeList,
 }
 
 impl Shared {
@@ -180,10 +182,7 @@ impl Shared {
     fn set_state(&self, state: State) {
         // `send_replace`, not `send`: the value must be stored even when nobody is waiting.
         self.state.send_replace(state);
-        let armed = std::mem::take(&mut *self.armed.lock().unwrap_or_else(|e| e.into_inner()));
-        for (_, wakeup) in armed {
-            wakeup();
-        }
+        self.armed.wake_all();
     }
 }
 
@@ -277,7 +276,7 @@ impl Link {
                 cancel: CancellationToken::new(),
                 close_timeout,
                 close_request: watch::channel(None).0,
-                armed: Mutex::new(Vec::new()),
+                armed: WakeList::default(),
             }),
         };
         let shared = link.shared.clone();
@@ -387,10 +386,7 @@ impl Link {
     }
 
     fn lock_reading(&self) -> std::sync::MutexGuard<'_, Reading> {
-        self.shared
-            .reading
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.shared.reading)
     }
 
     /// The current connection, waiting while (re)connecting.
@@ -418,11 +414,7 @@ impl Link {
 
     /// The most recent connection, even if it has ended since.
     pub fn latest(&self) -> Option<Connection> {
-        self.shared
-            .latest
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.shared.latest).clone()
     }
 
     pub fn is_connected(&self) -> bool {
@@ -437,19 +429,14 @@ impl Link {
     /// Use this password for every later handshake (the current connection is unaffected).
     pub fn set_credentials(&self, credentials: Arc<Credentials>) {
         if let Source::Dial { credentials: c, .. } = &self.shared.source {
-            *c.write().unwrap_or_else(|e| e.into_inner()) = credentials;
+            *write_lock(c) = credentials;
         }
     }
 
     /// The client's credentials (None for the server's end of a session).
     pub fn credentials(&self) -> Option<Arc<Credentials>> {
         match &self.shared.source {
-            Source::Dial { credentials, .. } => Some(
-                credentials
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone(),
-            ),
+            Source::Dial { credentials, .. } => Some(read_lock(credentials).clone()),
             Source::Accept { .. } => None,
         }
     }
@@ -617,11 +604,7 @@ impl Link {
     /// connection being read, a successor connection, the end), unless it has already: then
     /// true, and nothing stays registered. `key` names it for `disarm`.
     pub fn arm(&self, key: u64, wakeup: Wakeup) -> bool {
-        self.shared
-            .armed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((key, wakeup.clone()));
+        self.shared.armed.arm(key, wakeup.clone());
         // The connection being read: its messages. (Its answer alone says nothing: drained and
         // ended, it is news only under the conditions `is_readable` checks.)
         if let Some((c, _)) = self.lock_reading().conns.front() {
@@ -644,11 +627,7 @@ impl Link {
             ));
         }
         // A change of state is news in any case.
-        self.shared
-            .armed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((key, wakeup.clone()));
+        self.shared.armed.arm(key, wakeup.clone());
         let ready = match &*self.shared.state.borrow() {
             // A closing connection is news only once its successor is up (a state change):
             // meanwhile `try_send` says false, and answering true would make a busy loop.
@@ -671,11 +650,7 @@ impl Link {
         Arc::new(move || {
             if let Some(shared) = shared.upgrade() {
                 // A leaf lock: nothing else is taken while it is held.
-                shared
-                    .armed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .retain(|(k, _)| *k != key);
+                shared.armed.disarm(key);
             }
             wakeup();
         })
@@ -683,11 +658,7 @@ impl Link {
 
     /// Forget the wake-up registered under `key` by `arm_writable`.
     pub fn disarm_writable(&self, key: u64) {
-        self.shared
-            .armed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(k, _)| *k != key);
+        self.shared.armed.disarm(key);
         if let Some(c) = self.current() {
             c.disarm_writable(key);
         }
@@ -695,11 +666,7 @@ impl Link {
 
     /// Forget the wake-up registered under `key`.
     pub fn disarm(&self, key: u64) {
-        self.shared
-            .armed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(k, _)| *k != key);
+        self.shared.armed.disarm(key);
         for (conn, _) in self.lock_reading().conns.iter() {
             conn.disarm(key);
         }
@@ -749,9 +716,7 @@ async fn supervise(shared: &Arc<Shared>) {
     let end = |e: Error| shared.set_state(State::Ended(Arc::new(e)));
     let closed = || Error::Closed(CloseInfo::clean(CloseCode::NORMAL, "closed"));
     let mut incoming = match &shared.source {
-        Source::Accept { incoming, .. } => {
-            incoming.lock().unwrap_or_else(|e| e.into_inner()).take()
-        }
+        Source::Accept { incoming, .. } => lock(incoming).take(),
         Source::Dial { .. } => None,
     };
     let mut failures = 0u32;
@@ -797,23 +762,15 @@ async fn supervise(shared: &Arc<Shared>) {
             }
         }
         // `recv` reaches it once every earlier connection is drained.
-        shared
-            .reading
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&shared.reading)
             .conns
             .push_back((conn.clone(), Numbering::starting_at(announced)));
-        *shared.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+        *lock(&shared.latest) = Some(conn.clone());
         shared.set_state(State::Connected(conn.clone()));
         if shared.session.is_some() {
             // A message delivered while this connection was being set up was acknowledged on
             // the previous one (maybe lost with it) and is not in what we announced: say it.
-            let delivered = shared
-                .reading
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .delivered
-                .next_expected();
+            let delivered = lock(&shared.reading).delivered.next_expected();
             if delivered > announced {
                 conn.ack(delivered);
             }
@@ -902,20 +859,12 @@ async fn next_dialed(shared: &Shared, failures: &mut u32) -> Result<Attached> {
                 .unwrap_or_default();
             tokio::time::sleep(delay).await;
         }
-        let creds = credentials
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let creds = read_lock(credentials).clone();
         let request = shared.session.as_ref().map(|s| SessionRequest {
             window: window(config.link.recv_buffer),
             session_id: s.sender.session_id(),
             resume: s.established.load(Relaxed),
-            next_expected: shared
-                .reading
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .delivered
-                .next_expected(),
+            next_expected: lock(&shared.reading).delivered.next_expected(),
         });
         let hint = epoch_hint.load(Relaxed);
         let e = match dial(host, *port, &creds, config, hint, request).await {

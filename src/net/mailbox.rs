@@ -5,7 +5,7 @@
 //! matters when the waiter is a Python coroutine that can be cancelled at any await.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
@@ -13,18 +13,15 @@ struct State<T, E> {
     items: VecDeque<(T, usize)>,
     used: usize,
     end: Option<E>,
-    armed: Vec<(u64, Wakeup)>,
 }
 
-/// A one-shot wake-up for a waiter that is not a tokio future (e.g. an event loop woken through
-/// a file descriptor): called once, from any thread, when the waited-for state may have come
-/// (readable here; room to send for `Connection::arm_writable`). A mailbox calls it with no
-/// lock held, but a connection may call it under its own locks: it must be cheap, must not
-/// block, and must not call back into the connection (ring a bell, unpark a thread).
-pub type Wakeup = Arc<dyn Fn() + Send + Sync>;
+use super::wake::WakeList;
+pub use super::wake::Wakeup;
 
 pub struct Mailbox<T, E> {
     state: Mutex<State<T, E>>,
+    /// Armed under the state lock (checked and registered at once), rung outside it.
+    armed: WakeList,
     readable: Notify,
     writable: Notify,
     /// Total cost the queue holds before `push` waits. One item is always accepted into an empty
@@ -39,8 +36,8 @@ impl<T, E: Clone> Mailbox<T, E> {
                 items: VecDeque::new(),
                 used: 0,
                 end: None,
-                armed: Vec::new(),
             }),
+            armed: WakeList::default(),
             readable: Notify::new(),
             writable: Notify::new(),
             capacity,
@@ -48,8 +45,7 @@ impl<T, E: Clone> Mailbox<T, E> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State<T, E>> {
-        // A panic while holding this lock cannot leave the queue inconsistent (single pushes/pops).
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        super::lock(&self.state)
     }
 
     /// Take the next item; `Ok(None)` when empty, `Err(end)` when empty and ended.
@@ -72,22 +68,22 @@ impl<T, E: Clone> Mailbox<T, E> {
     /// Register `wakeup` (under `key`) for the next time the mailbox may become readable,
     /// unless it is readable already: then nothing is registered and the answer is true.
     pub fn arm(&self, key: u64, wakeup: Wakeup) -> bool {
-        let mut st = self.lock();
+        let st = self.lock();
         if !st.items.is_empty() || st.end.is_some() {
             return true;
         }
-        st.armed.push((key, wakeup));
+        self.armed.arm(key, wakeup);
         false
     }
 
     /// Forget the wake-up registered under `key` (a waiter that gave up).
     pub fn disarm(&self, key: u64) {
-        self.lock().armed.retain(|(k, _)| *k != key);
+        self.armed.disarm(key);
     }
 
     /// Wake the waiters; `st` is the locked state, released before any wake-up runs.
-    fn wake(&self, mut st: std::sync::MutexGuard<'_, State<T, E>>) {
-        let armed = std::mem::take(&mut st.armed);
+    fn wake(&self, st: std::sync::MutexGuard<'_, State<T, E>>) {
+        let armed = self.armed.take();
         drop(st);
         self.readable.notify_waiters();
         for (_, wakeup) in armed {

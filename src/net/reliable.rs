@@ -23,6 +23,7 @@ use crate::error::{Error, PeerMisbehaved, Result};
 /// What one unacknowledged message costs besides its payload: the same as what it costs in the
 /// receiver's queue, so a window counted here never overfills the peer's queue.
 use super::connection::ITEM_OVERHEAD as ENTRY_OVERHEAD;
+use crate::net::lock;
 
 struct SendState {
     outbox: Outbox,
@@ -77,7 +78,7 @@ impl ReliableSender {
     }
 
     fn lock(&self) -> MutexGuard<'_, SendState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     fn cost(&self, len: usize) -> Result<usize> {

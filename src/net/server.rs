@@ -22,6 +22,7 @@ use crate::core::handshake::server::{busy, ServerHandshake, ServerSetup, ServerS
 use crate::core::handshake::{Admission, NodeId, ServerParams, PARAMS_LEN};
 use crate::core::kdf::{KdfParams, ServerKey};
 use crate::error::{CloseCode, CloseInfo, Error, PeerMisbehaved, Result};
+use crate::net::{lock, read_lock, write_lock};
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -243,7 +244,7 @@ impl Server {
         });
         shared.stats.key_derivations.store(derived as u64, Relaxed);
         let accepting = tokio::spawn(accept_loop(shared.clone(), listener));
-        *shared.accepting.lock().unwrap_or_else(|e| e.into_inner()) = Some(accepting);
+        *lock(&shared.accepting) = Some(accepting);
         Ok(Server { shared, local_addr })
     }
 
@@ -279,7 +280,7 @@ impl Server {
             .fetch_add(derived as u64, Relaxed);
         shared.stats.password_changes.fetch_add(1, Relaxed);
         let (new_epoch, old) = {
-            let mut keys = shared.keys.write().unwrap_or_else(|e| e.into_inner());
+            let mut keys = write_lock(&shared.keys);
             let old = keys.current.clone();
             let new_epoch = old.epoch + 1;
             keys.current = Arc::new(KeyEpoch {
@@ -300,7 +301,7 @@ impl Server {
                     _ = tokio::time::sleep(grace) => {}
                 }
                 {
-                    let mut keys = shared.keys.write().unwrap_or_else(|e| e.into_inner());
+                    let mut keys = write_lock(&shared.keys);
                     if keys.grace.as_ref().is_some_and(|g| g.epoch == old.epoch) {
                         keys.grace = None;
                     }
@@ -337,12 +338,7 @@ impl Server {
     /// each flushing what it had accepted. Idempotent.
     pub async fn close(&self) {
         self.shared.cancel.cancel();
-        let accepting = self
-            .shared
-            .accepting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let accepting = lock(&self.shared.accepting).take();
         if let Some(task) = accepting {
             let _ = task.await; // the listener is dropped when the loop ends
         }
@@ -376,19 +372,19 @@ impl Server {
 
 impl Shared {
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; SESSION_ID_LEN], Link>> {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.sessions)
     }
 
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, PendingTable<CancellationToken>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.pending)
     }
 
     fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Live>> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.live)
     }
 
     fn lock_keys(&self) -> std::sync::RwLockReadGuard<'_, Keys> {
-        self.keys.read().unwrap_or_else(|e| e.into_inner())
+        read_lock(&self.keys)
     }
 
     /// Close every live connection authenticated under an epoch older than `epoch`.

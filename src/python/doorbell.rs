@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 
+use crate::net::lock;
 use crate::net::mailbox::Wakeup;
 
 /// The wake-up that rings `bell` with `token`.
@@ -50,10 +51,7 @@ struct Bell {
 
 impl Bell {
     fn ring(&self, token: u64) {
-        self.ready
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(token);
+        lock(&self.ready).push(token);
         if !self.pending.swap(true, SeqCst) {
             // Non-blocking: a full socket already holds a wake-up.
             let _ = (&self.tx).write(&[1]);
@@ -99,6 +97,6 @@ impl Doorbell {
         while matches!((&self.bell.rx).read(&mut buf), Ok(n) if n > 0) {}
         // Cleared before the list is taken: a ring after this point writes a new byte.
         self.bell.pending.store(false, SeqCst);
-        std::mem::take(&mut *self.bell.ready.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut *lock(&self.bell.ready))
     }
 }

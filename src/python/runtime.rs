@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
+use crate::net::{lock, read_lock, write_lock};
 use pyo3::prelude::*;
 use pyo3_async_runtimes::generic::{self, ContextExt, JoinError, Runtime as GenericRuntime};
 use pyo3_async_runtimes::TaskLocals;
@@ -26,7 +27,7 @@ static STOPPED: RwLock<bool> = RwLock::new(false);
 
 /// Hold while polling on a thread of our own; `None` once the runtime is shutting down.
 pub fn poll_guard() -> Option<RwLockReadGuard<'static, bool>> {
-    let guard = STOPPED.read().unwrap_or_else(|e| e.into_inner());
+    let guard = read_lock(&STOPPED);
     (!*guard).then_some(guard)
 }
 
@@ -39,7 +40,7 @@ pub fn handle() -> &'static Handle {
             .build()
             .expect("cannot start the tokio runtime");
         let handle = rt.handle().clone();
-        *RUNTIME.lock().unwrap_or_else(|e| e.into_inner()) = Some(rt);
+        *lock(&RUNTIME) = Some(rt);
         handle
     })
 }
@@ -47,8 +48,8 @@ pub fn handle() -> &'static Handle {
 /// Stop every task and worker thread (bounded); later calls into the runtime fail cleanly.
 #[pyfunction]
 pub fn shutdown(py: Python<'_>) {
-    py.detach(|| *STOPPED.write().unwrap_or_else(|e| e.into_inner()) = true);
-    let rt = RUNTIME.lock().unwrap_or_else(|e| e.into_inner()).take();
+    py.detach(|| *write_lock(&STOPPED) = true);
+    let rt = lock(&RUNTIME).take();
     if let Some(rt) = rt {
         py.detach(move || rt.shutdown_timeout(Duration::from_secs(2)));
     }

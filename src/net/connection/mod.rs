@@ -24,7 +24,7 @@ mod read;
 mod write;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -34,6 +34,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::mailbox::{Mailbox, Wakeup};
+use super::wake::WakeList;
 use super::{lock, LinkConfig};
 use crate::core::codec::FrameDecoder;
 use crate::core::connection::{self as core_conn, Timers};
@@ -134,10 +135,8 @@ struct Shared {
     /// Bytes queued or written and not yet on the socket; senders wait here, which is what
     /// bounds memory.
     send_budget: Semaphore,
-    /// One-shot wake-ups for senders waiting for room (see `Connection::arm_writable`), and how
-    /// many there are (so that returning budget skips the lock when nobody waits).
-    writers: Mutex<Vec<(u64, Wakeup)>>,
-    writers_armed: AtomicUsize,
+    /// One-shot wake-ups for senders waiting for room (see `Connection::arm_writable`).
+    writers: WakeList,
     /// When the last message was sent (nanoseconds since `started`), to tell bursts.
     last_send: AtomicU64,
     started: Instant,
@@ -218,8 +217,7 @@ impl Connection {
             doorbell: Notify::new(),
             timers: Notify::new(),
             send_budget: Semaphore::new(config.send_buffer),
-            writers: Mutex::new(Vec::new()),
-            writers_armed: AtomicUsize::new(0),
+            writers: WakeList::default(),
             last_send: AtomicU64::new(0),
             started: now,
             ack_handler: Mutex::new(None),
@@ -436,12 +434,7 @@ impl Connection {
     /// registered. `key` names it for `disarm_writable`.
     pub fn arm_writable(&self, key: u64, len: usize, wakeup: Wakeup) -> bool {
         let cost = self.shared.cost(len);
-        {
-            let mut w = lock(&self.shared.writers);
-            w.push((key, wakeup));
-            self.shared.writers_armed.store(w.len(), Relaxed);
-        }
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        self.shared.writers.arm(key, wakeup);
         let ready = self.shared.send_budget.available_permits() >= cost
             || self.shared.send_budget.is_closed()
             || self.is_closing();
@@ -453,9 +446,7 @@ impl Connection {
 
     /// Forget the wake-up registered under `key` by `arm_writable`.
     pub fn disarm_writable(&self, key: u64) {
-        let mut w = lock(&self.shared.writers);
-        w.retain(|(k, _)| *k != key);
-        self.shared.writers_armed.store(w.len(), Relaxed);
+        self.shared.writers.disarm(key);
     }
 
     /// Wait until everything queued was written to the socket.
@@ -554,20 +545,7 @@ impl Shared {
 
     /// Wake every armed sender: each tries again and arms again if there is still no room.
     fn wake_writers(&self) {
-        // Pairs with the fence in `arm_writable`: either the sender sees the budget we returned
-        // or we see its registration.
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        if self.writers_armed.load(Relaxed) == 0 {
-            return;
-        }
-        let woken = {
-            let mut w = lock(&self.writers);
-            self.writers_armed.store(0, Relaxed);
-            std::mem::take(&mut *w)
-        };
-        for (_, wakeup) in woken {
-            wakeup();
-        }
+        self.writers.wake_all();
     }
 
     fn closed_error(&self) -> Error {
