@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-10000000}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frame_parse handshake reassembly roundtrip frame_decoder handshake_mitm)
+[ ${#targets[@]} -gt 0 ] || targets=(frame_parse handshake reassembly roundtrip frame_decoder handshake_mitm connection)
 export RUSTC_BOOTSTRAP=1 # cargo-fuzz passes -Z flags; this lets a stable toolchain take them
 for t in "${targets[@]}"; do
     build=(-O -a -s none --target-dir fuzz/target-long)

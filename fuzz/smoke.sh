@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-10}
-targets=(frame_parse frame_decoder reassembly roundtrip handshake handshake_mitm)
+targets=(frame_parse frame_decoder reassembly roundtrip connection handshake handshake_mitm)
 # cargo-fuzz passes unstable (-Z) flags to rustc; this lets a stable toolchain accept them.
 export RUSTC_BOOTSTRAP=1
 build=(-O -a)

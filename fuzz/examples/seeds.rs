@@ -10,8 +10,8 @@ use std::path::Path;
 use argonlink::core::frame::{Frame, FrameType, FLAG_LENGTH, FLAG_MORE};
 use argonlink::core::handshake::{ClientAwaitingReply, ClientHello, HELLO_LEN, MSG2_LEN};
 use argonlink::core::kdf::{hash_password, KdfParams, Psk};
-use argonlink::core::record::MAX_CHUNK;
-use argonlink_fuzz::{decoder, frame_parse, handshake, mitm, reassembly, roundtrip};
+use argonlink::core::record::{FIRST_FRAGMENT, MAX_CHUNK};
+use argonlink_fuzz::{connection, decoder, frame_parse, handshake, mitm, reassembly, roundtrip};
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -80,14 +80,15 @@ fn decoder_seeds() {
         records: vec![
             Record::Sealed(control(Frame::Confirm(None))),
             Record::Sealed(data(0, None, b"first message")),
+            // A message of three fragments: full first and middle frames, a short last one.
             Record::Filler {
                 flags: FLAG_MORE | FLAG_LENGTH,
-                chunk_len: chunk,
-                total: Some(MAX_CHUNK as u64),
+                chunk_len: FIRST_FRAGMENT as u16,
+                total: Some((FIRST_FRAGMENT + MAX_CHUNK + 4) as u64),
             },
             Record::Filler {
                 flags: FLAG_MORE,
-                chunk_len: 4,
+                chunk_len: chunk,
                 total: None,
             },
             Record::Filler {
@@ -400,7 +401,190 @@ fn roundtrip_seeds() {
     }
 }
 
+/// Schedules for the two connection state machines: a conversation and a clean close, a close
+/// the peer never answers, keepalive across a paused reader, an idle close, a flipped bit, an
+/// ACK where none is allowed, and a truncation.
+fn connection_seeds() {
+    use connection::{Input, Op};
+    let talk = vec![
+        Op::Send {
+            side: 0,
+            len: 100,
+            now: true,
+        },
+        Op::Send {
+            side: 0,
+            len: 5000,
+            now: false,
+        },
+        Op::Deliver {
+            side: 0,
+            bytes: u16::MAX,
+        },
+        Op::Send {
+            side: 1,
+            len: 17_000,
+            now: false,
+        },
+        Op::Deliver {
+            side: 1,
+            bytes: 300,
+        },
+        Op::Deliver {
+            side: 1,
+            bytes: u16::MAX,
+        },
+    ];
+    let with =
+        |extra: &[Op]| -> Vec<Op> { talk.iter().cloned().chain(extra.iter().cloned()).collect() };
+    let seeds = [
+        (
+            "close",
+            None,
+            None,
+            with(&[
+                Op::Close {
+                    side: 0,
+                    code: 1000,
+                },
+                Op::Deliver {
+                    side: 0,
+                    bytes: u16::MAX,
+                },
+                Op::Deliver {
+                    side: 1,
+                    bytes: u16::MAX,
+                },
+            ]),
+        ),
+        (
+            "close-unanswered",
+            None,
+            None,
+            with(&[
+                Op::Close {
+                    side: 1,
+                    code: 4100,
+                },
+                Op::Advance { millis: 1000 },
+                Op::Advance { millis: 1500 },
+            ]),
+        ),
+        (
+            "keepalive-paused",
+            Some(100),
+            None,
+            with(&[
+                Op::Pause { side: 1 },
+                Op::Advance { millis: 150 },
+                Op::Deliver {
+                    side: 0,
+                    bytes: u16::MAX,
+                },
+                Op::Deliver {
+                    side: 1,
+                    bytes: u16::MAX,
+                },
+                Op::Advance { millis: 150 },
+                Op::Deliver {
+                    side: 1,
+                    bytes: u16::MAX,
+                },
+                Op::Pause { side: 1 },
+                Op::Deliver {
+                    side: 0,
+                    bytes: u16::MAX,
+                },
+            ]),
+        ),
+        (
+            "idle",
+            None,
+            Some(500),
+            with(&[
+                Op::Advance { millis: 499 },
+                Op::Advance { millis: 1 },
+                Op::Deliver {
+                    side: 0,
+                    bytes: u16::MAX,
+                },
+                Op::Deliver {
+                    side: 1,
+                    bytes: u16::MAX,
+                },
+            ]),
+        ),
+        (
+            "flip",
+            None,
+            None,
+            with(&[
+                Op::Ping { side: 1, value: 7 },
+                Op::Send {
+                    side: 1,
+                    len: 10,
+                    now: false,
+                },
+                Op::Deliver { side: 1, bytes: 0 },
+                Op::Flip { side: 1, at: 40 },
+                Op::Deliver {
+                    side: 1,
+                    bytes: u16::MAX,
+                },
+                Op::Send {
+                    side: 0,
+                    len: 10,
+                    now: false,
+                },
+                Op::Deliver {
+                    side: 0,
+                    bytes: u16::MAX,
+                },
+            ]),
+        ),
+        (
+            "ack-refused",
+            None,
+            None,
+            with(&[
+                Op::Ack { side: 0, value: 1 },
+                Op::Deliver {
+                    side: 0,
+                    bytes: u16::MAX,
+                },
+                Op::Deliver {
+                    side: 1,
+                    bytes: u16::MAX,
+                },
+            ]),
+        ),
+        (
+            "truncated",
+            None,
+            None,
+            with(&[
+                Op::Eof { side: 0 },
+                Op::Deliver {
+                    side: 0,
+                    bytes: u16::MAX,
+                },
+            ]),
+        ),
+    ];
+    for (name, ping, idle, ops) in seeds {
+        let input = Input {
+            ping_interval_ms: ping,
+            idle_ms: idle,
+            close_ms: 2000,
+            ops,
+        };
+        connection::run(&input.encode());
+        write("connection", name, &input.encode());
+    }
+}
+
 fn main() {
+    connection_seeds();
     roundtrip_seeds();
     frame_parse_seeds();
     decoder_seeds();

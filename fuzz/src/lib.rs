@@ -5,6 +5,7 @@
 //! something; a truncated record just ends the input), runs the code under test and asserts
 //! invariants. The structured formats have encoders, so seeds are real encodings.
 
+pub mod connection;
 pub mod decoder;
 pub mod frame_parse;
 pub mod handshake;
