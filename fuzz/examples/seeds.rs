@@ -406,7 +406,7 @@ fn roundtrip_seeds() {
 /// ACK where none is allowed, and a truncation.
 fn connection_seeds() {
     use connection::{Input, Op};
-    let talk = vec![
+    let talk = [
         Op::Send {
             side: 0,
             len: 100,

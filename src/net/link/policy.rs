@@ -1,0 +1,71 @@
+//! How a link redials, and how long a session waits for its peer.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::error::{Error, Result};
+
+/// How to redial. Delays grow from `initial_delay` by `multiplier` up to `max_delay`, each
+/// multiplied by a random factor in [1 - jitter, 1 + jitter].
+#[derive(Clone, Debug)]
+pub struct ReconnectPolicy {
+    pub initial_delay: Duration,
+    pub max_delay: Duration,
+    pub multiplier: f64,
+    pub jitter: f64,
+    /// Failed dials in a row before giving up (None: never give up).
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        ReconnectPolicy {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(30),
+            multiplier: 2.0,
+            jitter: 0.2,
+            max_attempts: None,
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    pub fn validate(&self) -> Result<()> {
+        if self.initial_delay > self.max_delay
+            || self.multiplier < 1.0
+            || !(0.0..=1.0).contains(&self.jitter)
+        {
+            return Err(Error::config(
+                "reconnect: need initial_delay <= max_delay, multiplier >= 1, 0 <= jitter <= 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The delay before redial number `attempt` (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let base = self.initial_delay.as_secs_f64()
+            * self
+                .multiplier
+                .powi(attempt.saturating_sub(1).min(64) as i32);
+        let capped = base.min(self.max_delay.as_secs_f64());
+        let factor = 1.0 + self.jitter * (rand::rng().random::<f64>() * 2.0 - 1.0);
+        Duration::from_secs_f64((capped * factor).max(0.0))
+    }
+}
+
+/// Acknowledged delivery across connections.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Bytes of sent messages kept until the peer acknowledges them; `send` waits beyond.
+    pub max_unacked: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            max_unacked: 16 << 20,
+        }
+    }
+}
