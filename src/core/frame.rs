@@ -151,6 +151,7 @@ fn window(field: &[u8]) -> Result<u32> {
 }
 
 impl<'a> Frame<'a> {
+    // Long: one arm per frame type, each the layout of its body (§4.1), side by side.
     pub fn parse(plain: &'a [u8]) -> Result<Self> {
         let (&kind, body) = plain
             .split_first()

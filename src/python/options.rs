@@ -54,6 +54,8 @@ impl LinkOptions {
         rekey_interval=None, kdf_floor=None, kdf_cap=None, ping_interval=None, ping_timeout=None,
         idle_timeout=None, max_connections=None, exactly_once=false, max_unacked=None,
         session_linger=None))]
+    // Long: one line per setting (its default, its check), the one place Python's keyword
+    // arguments meet the Rust config structs.
     #[allow(clippy::too_many_arguments)]
     fn new(
         node_id: Option<[u8; NODE_ID_LEN]>,

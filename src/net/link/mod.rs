@@ -35,6 +35,9 @@ use crate::net::{lock, read_lock, write_lock};
 mod policy;
 mod supervise;
 
+/// The logger the link's records go to (`argonlink.net.link` in Python), whichever file.
+const LOG: &str = "argonlink::net::link";
+
 pub use policy::{ReconnectPolicy, SessionConfig};
 pub(crate) use supervise::window;
 

@@ -27,80 +27,17 @@ pub(super) async fn supervise(shared: &Arc<Shared>) {
             _ = shared.cancel.cancelled() => return end(closed()),
             r = next => r,
         };
-        let Attached {
-            conn,
-            peer_next_expected,
-            announced,
-            peer_window,
-        } = match attached {
-            Ok(a) => a,
+        let conn = match attached.and_then(|a| take_over(shared, a)) {
+            Ok(conn) => conn,
             Err(e) => return end(e),
         };
-        if let Some(session) = &shared.session {
-            let attached = session
-                .sender
-                .limit_window(peer_window)
-                .and_then(|()| session.sender.attach(conn.clone(), peer_next_expected));
-            if let Err(e) = attached {
-                conn.fail(&e);
-                return end(e);
-            }
-            session.established.store(true, Relaxed);
-            // Only now: an ACK applied before `attach` could move the sender past where this
-            // connection starts (the connection held the ACKs that came early).
-            let sender = Arc::downgrade(&session.sender);
-            let acks = conn.attach_acks(Box::new(move |n| match sender.upgrade() {
-                Some(s) => s.acknowledged(n),
-                None => Ok(()),
-            }));
-            if let Err(e) = acks {
-                conn.abort(&e.to_string()); // the next connection resumes
-            }
-        }
-        // `recv` reaches it once every earlier connection is drained.
-        lock(&shared.reading)
-            .conns
-            .push_back((conn.clone(), Numbering::starting_at(announced)));
-        *lock(&shared.latest) = Some(conn.clone());
-        shared.set_state(State::Connected(conn.clone()));
-        if shared.session.is_some() {
-            // A message delivered while this connection was being set up was acknowledged on
-            // the previous one (maybe lost with it) and is not in what we announced: say it.
-            let delivered = lock(&shared.reading).delivered.next_expected();
-            if delivered > announced {
-                conn.ack(delivered);
-            }
-        }
-        let mut close_request = shared.close_request.subscribe();
-        tokio::select! {
-            _ = conn.wait_finished() => {}
-            // `close` may have looked before this connection was published: close it here too
-            // (idempotent), or it would outlive the link.
-            _ = shared.cancel.cancelled() => {
-                conn.close(CloseCode::NORMAL, "closed").await;
-            }
-            Some((code, reason)) = async {
-                close_request.wait_for(|r| r.is_some()).await.ok().and_then(|r| r.clone())
-            } => {
-                conn.close(code, &reason).await;
-            }
-        }
-        conn.wait_finished().await;
-        let outcome = conn
-            .outcome()
-            .expect("finished connections have an outcome");
-        let dial_once = matches!(&shared.source, Source::Dial { policy: None, .. });
-        // A session ends when either side closes it; a password change only asks for a new
-        // handshake.
-        let session_closed = shared.session.is_some()
-            && outcome.clean
-            && (outcome.code != CloseCode::REAUTHENTICATE
-                || shared.close_request.borrow().is_some());
-        if shared.closing.load(Relaxed) || dial_once || session_closed {
+        let outcome = carry(shared, &conn).await;
+        if is_last(shared, &outcome) {
             return end(Error::Closed(outcome));
         }
         shared.reconnects.fetch_add(1, Relaxed);
         log::info!(
+            target: super::LOG,
             "connection to {} ended ({outcome}); waiting for the next",
             conn.peer_addr()
         );
@@ -110,6 +47,85 @@ pub(super) async fn supervise(shared: &Arc<Shared>) {
             failures += 1;
         }
     }
+}
+
+/// Make `attached` the link's connection: the session (if any) resumes on it, its ACKs go to
+/// the sender, `recv` reads it once the earlier ones are drained, `send` uses it.
+fn take_over(shared: &Shared, attached: Attached) -> Result<Connection> {
+    let Attached {
+        conn,
+        peer_next_expected,
+        announced,
+        peer_window,
+    } = attached;
+    if let Some(session) = &shared.session {
+        let attached = session
+            .sender
+            .limit_window(peer_window)
+            .and_then(|()| session.sender.attach(conn.clone(), peer_next_expected));
+        if let Err(e) = attached {
+            conn.fail(&e);
+            return Err(e);
+        }
+        session.established.store(true, Relaxed);
+        // Only now: an ACK applied before `attach` could move the sender past where this
+        // connection starts (the connection held the ACKs that came early).
+        let sender = Arc::downgrade(&session.sender);
+        let acks = conn.attach_acks(Box::new(move |n| match sender.upgrade() {
+            Some(s) => s.acknowledged(n),
+            None => Ok(()),
+        }));
+        if let Err(e) = acks {
+            conn.abort(&e.to_string()); // the next connection resumes
+        }
+    }
+    // `recv` reaches it once every earlier connection is drained.
+    lock(&shared.reading)
+        .conns
+        .push_back((conn.clone(), Numbering::starting_at(announced)));
+    *lock(&shared.latest) = Some(conn.clone());
+    shared.set_state(State::Connected(conn.clone()));
+    if shared.session.is_some() {
+        // A message delivered while this connection was being set up was acknowledged on
+        // the previous one (maybe lost with it) and is not in what we announced: say it.
+        let delivered = lock(&shared.reading).delivered.next_expected();
+        if delivered > announced {
+            conn.ack(delivered);
+        }
+    }
+    Ok(conn)
+}
+
+/// Until `conn` ends (closed when the link is, with the code it was asked to); how it ended.
+async fn carry(shared: &Shared, conn: &Connection) -> CloseInfo {
+    let mut close_request = shared.close_request.subscribe();
+    tokio::select! {
+        _ = conn.wait_finished() => {}
+        // `close` may have looked before this connection was published: close it here too
+        // (idempotent), or it would outlive the link.
+        _ = shared.cancel.cancelled() => {
+            conn.close(CloseCode::NORMAL, "closed").await;
+        }
+        Some((code, reason)) = async {
+            close_request.wait_for(|r| r.is_some()).await.ok().and_then(|r| r.clone())
+        } => {
+            conn.close(code, &reason).await;
+        }
+    }
+    conn.wait_finished().await;
+    conn.outcome()
+        .expect("finished connections have an outcome")
+}
+
+/// True when a connection that ended so ends the link too.
+fn is_last(shared: &Shared, outcome: &CloseInfo) -> bool {
+    let dial_once = matches!(&shared.source, Source::Dial { policy: None, .. });
+    // A session ends when either side closes it; a password change only asks for a new
+    // handshake.
+    let session_closed = shared.session.is_some()
+        && outcome.clean
+        && (outcome.code != CloseCode::REAUTHENTICATE || shared.close_request.borrow().is_some());
+    shared.closing.load(Relaxed) || dial_once || session_closed
 }
 
 /// The server's end of a session: the next connection that resumes it, within `linger`.
@@ -170,7 +186,7 @@ async fn next_dialed(shared: &Shared, failures: &mut u32) -> Result<Attached> {
                 return resumed(conn, request, reply);
             }
             Err(f) if f.is_final() => {
-                log::warn!("connecting to {host}:{port} failed: {}", f.error);
+                log::warn!(target: super::LOG, "connecting to {host}:{port} failed: {}", f.error);
                 return Err(f.error);
             }
             Err(f) => f.error,
@@ -180,10 +196,10 @@ async fn next_dialed(shared: &Shared, failures: &mut u32) -> Result<Attached> {
         };
         *failures += 1;
         if policy.max_attempts.is_some_and(|max| *failures >= max) {
-            log::warn!("giving up on {host}:{port} after {failures} attempts: {e}");
+            log::warn!(target: super::LOG, "giving up on {host}:{port} after {failures} attempts: {e}");
             return Err(e);
         }
-        log::info!("dial {host}:{port} failed ({e}); retrying");
+        log::info!(target: super::LOG, "dial {host}:{port} failed ({e}); retrying");
     }
 }
 

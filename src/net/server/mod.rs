@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
@@ -23,6 +23,15 @@ use crate::core::handshake::{Admission, NodeId, ServerParams, PARAMS_LEN};
 use crate::core::kdf::{KdfParams, ServerKey};
 use crate::error::{CloseCode, CloseInfo, Error, PeerMisbehaved, Result};
 use crate::net::{lock, read_lock, write_lock};
+
+mod accept;
+mod handshake;
+
+/// The logger the server's records go to, whichever file they come from (a stable name for
+/// applications to filter on: `argonlink.net.server` in Python).
+const LOG: &str = "argonlink::net::server";
+
+use accept::accept_loop;
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -290,7 +299,7 @@ impl Server {
             keys.grace = (!grace.is_zero()).then(|| old.clone());
             (new_epoch, old)
         };
-        log::info!("password changed: key epoch {new_epoch} (grace {grace:?})");
+        log::info!(target: LOG, "password changed: key epoch {new_epoch} (grace {grace:?})");
         if grace.is_zero() {
             shared.expire_before(new_epoch);
         } else {
@@ -420,330 +429,4 @@ impl Shared {
     fn release_slot(&self) {
         self.slots.fetch_sub(1, Relaxed);
     }
-}
-
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
-    loop {
-        let accepted = tokio::select! {
-            _ = shared.cancel.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                log::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let id = shared.next_id.fetch_add(1, Relaxed);
-        let token = shared.cancel.child_token();
-        let evicted = shared
-            .lock_pending()
-            .insert(id, Source::of(peer.ip()), token.clone());
-        for victim in evicted {
-            victim.cancel();
-            shared.stats.handshakes_evicted.fetch_add(1, Relaxed);
-        }
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let deadline = shared.config.handshake_timeout;
-            let result = tokio::select! {
-                _ = token.cancelled() => Err(Error::Closed(CloseInfo::abnormal("handshake dropped (server closing or too many pending)"))),
-                r = tokio::time::timeout(deadline, server_handshake(&shared, stream, id)) => {
-                    r.unwrap_or(Err(Error::Timeout("handshake")))
-                }
-            };
-            shared.lock_pending().remove(id);
-            match result {
-                Ok((conn, epoch, route)) => admit(&shared, id, conn, epoch, route),
-                Err(Error::Closed(info)) if info.code == CloseCode::BUSY => {
-                    shared.stats.rejected_busy.fetch_add(1, Relaxed);
-                    log::info!("refused {peer}: {}", info.reason);
-                }
-                Err(e) => {
-                    shared.stats.handshakes_failed.fetch_add(1, Relaxed);
-                    if matches!(e, Error::Authentication(_)) {
-                        shared.stats.auth_failures.fetch_add(1, Relaxed);
-                    }
-                    log::info!("handshake from {peer} failed: {e}");
-                }
-            }
-        });
-    }
-}
-
-/// Register a confirmed connection and queue it (or its new session) for `accept()`, or hand
-/// it to the session it resumes.
-fn admit(shared: &Arc<Shared>, id: u64, conn: Connection, epoch: u32, route: Route) {
-    shared.stats.handshakes_ok.fetch_add(1, Relaxed);
-    {
-        let mut live = shared.lock_live();
-        live.insert(
-            id,
-            Live {
-                conn: conn.clone(),
-                epoch,
-            },
-        );
-        // A connection that already ended ran its removal before this insert: undo it.
-        if conn.is_finished() {
-            live.remove(&id);
-        }
-        // A password change (or the end of its grace window) may have come while this
-        // handshake ran on the old key: `expire_before` only saw the connections already here.
-        // Keys are read under the live lock, which `expire_before` also takes after changing
-        // them, so one of the two always catches the connection.
-        let oldest_accepted = {
-            let keys = shared.lock_keys();
-            keys.grace.as_ref().map_or(keys.current.epoch, |g| g.epoch)
-        };
-        if epoch < oldest_accepted {
-            let stale = conn.clone();
-            tokio::spawn(async move {
-                stale
-                    .close(CloseCode::REAUTHENTICATE, "the server's password changed")
-                    .await
-            });
-        }
-    }
-    if shared.cancel.is_cancelled() {
-        // The server closed while this handshake finished: close like the others.
-        tokio::spawn(async move {
-            conn.close(CloseCode::GOING_AWAY, "server shutting down")
-                .await
-        });
-        return;
-    }
-    let accepted = match route {
-        Route::Plain => Accepted::Connection(conn),
-        Route::NewSession(request) => {
-            let weak = Arc::downgrade(shared);
-            let session_id = request.session_id;
-            let link = Link::accepted(
-                Attached {
-                    conn: conn.clone(),
-                    peer_next_expected: request.next_expected,
-                    announced: 0,
-                    peer_window: request.window,
-                },
-                session_id,
-                &shared.config.session,
-                shared.config.session_linger,
-                shared.config.link.close_timeout,
-                Box::new(move || {
-                    if let Some(shared) = weak.upgrade() {
-                        shared.lock_sessions().remove(&session_id);
-                    }
-                }),
-            );
-            shared.lock_sessions().insert(session_id, link.clone());
-            Accepted::Session(link)
-        }
-        Route::Resume {
-            link,
-            announced,
-            peer_next_expected,
-            peer_window,
-        } => {
-            // The client gave up on its previous connection; so do we.
-            if let Some(old) = link.current() {
-                old.abort("the client resumed the session on a new connection");
-            }
-            let attached = Attached {
-                conn: conn.clone(),
-                peer_next_expected,
-                announced,
-                peer_window,
-            };
-            if !link.attach(attached) {
-                tokio::spawn(async move {
-                    conn.close(CloseCode::SESSION_LOST, "the session ended")
-                        .await
-                });
-            }
-            return;
-        }
-        Route::Refuse => {
-            tokio::spawn(
-                async move { conn.close(CloseCode::SESSION_LOST, "no such session").await },
-            );
-            return;
-        }
-    };
-    if let Err((accepted, _)) = shared.accepted.try_push(accepted, 1) {
-        shared.stats.rejected_busy.fetch_add(1, Relaxed);
-        let conn = accepted.connection();
-        if let Accepted::Session(link) = accepted {
-            link.end_now();
-        }
-        tokio::spawn(async move { conn.close(CloseCode::BUSY, "server busy").await });
-    }
-}
-
-/// One handshake; the protocol is [`ServerHandshake`]'s, this moves its bytes and answers its
-/// questions (which key, whether there is room, where the connection goes).
-async fn server_handshake(
-    shared: &Arc<Shared>,
-    stream: TcpStream,
-    id: u64,
-) -> Result<(Connection, u32, Route)> {
-    let mut wire = Wire::new(stream)?;
-    let link = &shared.config.link;
-    let mut hs = ServerHandshake::new(ServerSetup {
-        node_id: link.node_id,
-        max_message_size: link.max_message_size,
-        rekey: link.rekey,
-    });
-    let mut slot = None;
-    let driven = drive(shared, &mut hs, &mut wire, id, &mut slot).await;
-    let route = match driven {
-        Ok(route) => route,
-        Err(e) => {
-            wire.last_words(&hs.poll_transmit()).await;
-            return Err(e);
-        }
-    };
-    wire.write(&hs.poll_transmit()).await?; // RESUME, for a session
-    let done = hs.finish()?;
-    let socket = wire.into_socket(done.opener, done.sealer);
-    let weak: Weak<Shared> = Arc::downgrade(shared);
-    let on_done = Box::new(move || {
-        if let Some(shared) = weak.upgrade() {
-            shared.lock_live().remove(&id);
-        }
-        drop(slot); // the connection's slot, held for its whole life
-    });
-    let conn = Connection::spawn(
-        socket,
-        &done.established,
-        done.epoch,
-        link.clone(),
-        Start {
-            acknowledged: !matches!(route, Route::Plain),
-            on_done: Some(on_done),
-        },
-    )?;
-    Ok((conn, done.epoch, route))
-}
-
-/// Run `hs` until it is confirmed and routed. The slot is taken only after CONFIRM: until
-/// then this may be a replay of someone's message 1, which must not hold capacity. It is held
-/// by a guard until the connection ends (however this future ends, it comes back unless the
-/// connection took it over).
-async fn drive(
-    shared: &Arc<Shared>,
-    hs: &mut ServerHandshake,
-    wire: &mut Wire,
-    id: u64,
-    slot: &mut Option<SlotGuard>,
-) -> Result<Route> {
-    loop {
-        match hs.handle_input(&mut wire.buf)? {
-            ServerStep::NeedInput => {
-                // What we have to say goes out before we wait for the answer.
-                wire.write(&hs.poll_transmit()).await?;
-                let want = hs.wants(&wire.buf);
-                if let Err(e) = wire.read(want).await {
-                    return Err(hs.connection_lost(e));
-                }
-            }
-            ServerStep::NeedKey { epoch_hint } => {
-                let node = shared.config.link.node_id;
-                let (key, params) = shared.lock_keys().offer(epoch_hint, node);
-                hs.offer(&key.key.psk, params, key.epoch)?;
-            }
-            ServerStep::NeedAdmission => {
-                shared.lock_pending().proved(id);
-                // Message 2 tells an authenticated client whether there is room.
-                let admission = if shared.slot_free() {
-                    Admission::Accepted
-                } else {
-                    Admission::Busy
-                };
-                hs.admit(admission)?; // busy: message 2 says so, then we hang up
-            }
-            ServerStep::Confirmed(request) => {
-                // Room seen at message 1 may have gone since: say so in a CLOSE.
-                let Some(taken) = SlotGuard::take(shared) else {
-                    return Err(hs.refuse(busy("max_connections reached")));
-                };
-                *slot = Some(taken);
-                let (route, reply) = match route(shared, request) {
-                    Ok(routed) => routed,
-                    Err(e) => return Err(hs.refuse(e)),
-                };
-                hs.accept(reply)?;
-                return Ok(route);
-            }
-            ServerStep::Done => unreachable!("accepted above"),
-        }
-    }
-}
-
-/// One `max_connections` slot, given back when dropped.
-struct SlotGuard(Weak<Shared>);
-
-impl SlotGuard {
-    fn take(shared: &Arc<Shared>) -> Option<SlotGuard> {
-        shared
-            .take_slot()
-            .then(|| SlotGuard(Arc::downgrade(shared)))
-    }
-}
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        if let Some(shared) = self.0.upgrade() {
-            shared.release_slot();
-        }
-    }
-}
-
-/// Where a confirmed connection goes, and the RESUME frame that tells the client (sessions).
-/// A resume that names numbers the session cannot continue from is a protocol error, found
-/// before RESUME would tell the client it resumed.
-fn route(shared: &Shared, request: Option<SessionRequest>) -> Result<(Route, Option<ResumeReply>)> {
-    let Some(request) = request else {
-        return Ok((Route::Plain, None));
-    };
-    let existing = shared
-        .lock_sessions()
-        .get(&request.session_id)
-        .filter(|link| link.ended().is_none())
-        .cloned();
-    let (route, status, next_expected) = match (request.resume, existing) {
-        (false, None) if shared.lock_sessions().len() >= shared.config.max_sessions => {
-            return Err(Error::Closed(CloseInfo::error(
-                CloseCode::BUSY,
-                "max_sessions reached",
-            )));
-        }
-        (false, None) => (Route::NewSession(request), ResumeStatus::Created, 0),
-        (true, Some(link)) => {
-            if !link.can_resume_at(request.next_expected) {
-                return Err(Error::Protocol(PeerMisbehaved::ResumeUnknownPoint(
-                    request.next_expected,
-                )));
-            }
-            let announced = link.next_expected();
-            let route = Route::Resume {
-                link,
-                announced,
-                peer_next_expected: request.next_expected,
-                peer_window: request.window,
-            };
-            (route, ResumeStatus::Resumed, announced)
-        }
-        // Resuming what is gone (expired, or this is a restarted server), or a "new" session
-        // under an id in use: either way, not a session this server can continue.
-        _ => (Route::Refuse, ResumeStatus::Unknown, 0),
-    };
-    let reply = ResumeReply {
-        status,
-        next_expected,
-        window: super::link::window(shared.config.link.recv_buffer),
-    };
-    Ok((route, Some(reply)))
 }

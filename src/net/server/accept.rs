@@ -1,0 +1,175 @@
+//! The accept loop: each TCP connection gets a handshake task under the deadline and the cap on
+//! pending handshakes; a confirmed connection is admitted (to `accept`, to a new session, or to
+//! the session it resumes).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use super::handshake::server_handshake;
+use super::*;
+
+pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                log::warn!(target: super::LOG, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let id = shared.next_id.fetch_add(1, Relaxed);
+        let token = shared.cancel.child_token();
+        let evicted = shared
+            .lock_pending()
+            .insert(id, Source::of(peer.ip()), token.clone());
+        for victim in evicted {
+            victim.cancel();
+            shared.stats.handshakes_evicted.fetch_add(1, Relaxed);
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let deadline = shared.config.handshake_timeout;
+            let result = tokio::select! {
+                _ = token.cancelled() => Err(Error::Closed(CloseInfo::abnormal("handshake dropped (server closing or too many pending)"))),
+                r = tokio::time::timeout(deadline, server_handshake(&shared, stream, id)) => {
+                    r.unwrap_or(Err(Error::Timeout("handshake")))
+                }
+            };
+            shared.lock_pending().remove(id);
+            match result {
+                Ok((conn, epoch, route)) => admit(&shared, id, conn, epoch, route),
+                Err(Error::Closed(info)) if info.code == CloseCode::BUSY => {
+                    shared.stats.rejected_busy.fetch_add(1, Relaxed);
+                    log::info!(target: super::LOG, "refused {peer}: {}", info.reason);
+                }
+                Err(e) => {
+                    shared.stats.handshakes_failed.fetch_add(1, Relaxed);
+                    if matches!(e, Error::Authentication(_)) {
+                        shared.stats.auth_failures.fetch_add(1, Relaxed);
+                    }
+                    log::info!(target: super::LOG, "handshake from {peer} failed: {e}");
+                }
+            }
+        });
+    }
+}
+
+/// Register a confirmed connection and queue it (or its new session) for `accept()`, or hand
+/// it to the session it resumes.
+fn admit(shared: &Arc<Shared>, id: u64, conn: Connection, epoch: u32, route: Route) {
+    shared.stats.handshakes_ok.fetch_add(1, Relaxed);
+    register(shared, id, &conn, epoch);
+    if shared.cancel.is_cancelled() {
+        // The server closed while this handshake finished: close like the others.
+        close_later(conn, CloseCode::GOING_AWAY, "server shutting down");
+        return;
+    }
+    let accepted = match route {
+        Route::Plain => Accepted::Connection(conn),
+        Route::NewSession(request) => Accepted::Session(new_session(shared, conn, request)),
+        Route::Resume {
+            link,
+            announced,
+            peer_next_expected,
+            peer_window,
+        } => {
+            // The client gave up on its previous connection; so do we.
+            if let Some(old) = link.current() {
+                old.abort("the client resumed the session on a new connection");
+            }
+            let attached = Attached {
+                conn: conn.clone(),
+                peer_next_expected,
+                announced,
+                peer_window,
+            };
+            if !link.attach(attached) {
+                close_later(conn, CloseCode::SESSION_LOST, "the session ended");
+            }
+            return;
+        }
+        Route::Refuse => {
+            close_later(conn, CloseCode::SESSION_LOST, "no such session");
+            return;
+        }
+    };
+    if let Err((accepted, _)) = shared.accepted.try_push(accepted, 1) {
+        shared.stats.rejected_busy.fetch_add(1, Relaxed);
+        let conn = accepted.connection();
+        if let Accepted::Session(link) = accepted {
+            link.end_now();
+        }
+        close_later(conn, CloseCode::BUSY, "server busy");
+    }
+}
+
+/// Count the connection as live, and close it at once if the key it authenticated under was
+/// retired while its handshake ran.
+fn register(shared: &Shared, id: u64, conn: &Connection, epoch: u32) {
+    let mut live = lock(&shared.live);
+    live.insert(
+        id,
+        Live {
+            conn: conn.clone(),
+            epoch,
+        },
+    );
+    // A connection that already ended ran its removal before this insert: undo it.
+    if conn.is_finished() {
+        live.remove(&id);
+    }
+    // A password change (or the end of its grace window) may have come while this handshake
+    // ran on the old key: `expire_before` only saw the connections already here. Keys are
+    // read under the live lock, which `expire_before` also takes after changing them, so one
+    // of the two always catches the connection.
+    let oldest_accepted = {
+        let keys = shared.lock_keys();
+        keys.grace.as_ref().map_or(keys.current.epoch, |g| g.epoch)
+    };
+    if epoch < oldest_accepted {
+        close_later(
+            conn.clone(),
+            CloseCode::REAUTHENTICATE,
+            "the server's password changed",
+        );
+    }
+}
+
+/// The server's end of a new exactly-once session, registered under its id until it ends.
+fn new_session(shared: &Arc<Shared>, conn: Connection, request: SessionRequest) -> Link {
+    let weak = Arc::downgrade(shared);
+    let session_id = request.session_id;
+    let link = Link::accepted(
+        Attached {
+            conn,
+            peer_next_expected: request.next_expected,
+            announced: 0,
+            peer_window: request.window,
+        },
+        session_id,
+        &shared.config.session,
+        shared.config.session_linger,
+        shared.config.link.close_timeout,
+        Box::new(move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.lock_sessions().remove(&session_id);
+            }
+        }),
+    );
+    shared.lock_sessions().insert(session_id, link.clone());
+    link
+}
+
+/// Close `conn` with a closing handshake, without waiting for it.
+fn close_later(conn: Connection, code: CloseCode, reason: &'static str) {
+    tokio::spawn(async move { conn.close(code, reason).await });
+}

@@ -1,0 +1,175 @@
+//! The server's side of one handshake over a socket: the protocol is [`ServerHandshake`]'s;
+//! this moves its bytes and answers its questions (which key, whether there is room, where the
+//! connection goes).
+
+use std::sync::{Arc, Weak};
+
+use tokio::net::TcpStream;
+
+use super::*;
+
+/// One handshake; the protocol is [`ServerHandshake`]'s, this moves its bytes and answers its
+/// questions (which key, whether there is room, where the connection goes).
+pub(super) async fn server_handshake(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    id: u64,
+) -> Result<(Connection, u32, Route)> {
+    let mut wire = Wire::new(stream)?;
+    let link = &shared.config.link;
+    let mut hs = ServerHandshake::new(ServerSetup {
+        node_id: link.node_id,
+        max_message_size: link.max_message_size,
+        rekey: link.rekey,
+    });
+    let mut slot = None;
+    let driven = drive(shared, &mut hs, &mut wire, id, &mut slot).await;
+    let route = match driven {
+        Ok(route) => route,
+        Err(e) => {
+            wire.last_words(&hs.poll_transmit()).await;
+            return Err(e);
+        }
+    };
+    wire.write(&hs.poll_transmit()).await?; // RESUME, for a session
+    let done = hs.finish()?;
+    let socket = wire.into_socket(done.opener, done.sealer);
+    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let on_done = Box::new(move || {
+        if let Some(shared) = weak.upgrade() {
+            shared.lock_live().remove(&id);
+        }
+        drop(slot); // the connection's slot, held for its whole life
+    });
+    let conn = Connection::spawn(
+        socket,
+        &done.established,
+        done.epoch,
+        link.clone(),
+        Start {
+            acknowledged: !matches!(route, Route::Plain),
+            on_done: Some(on_done),
+        },
+    )?;
+    Ok((conn, done.epoch, route))
+}
+
+/// Run `hs` until it is confirmed and routed. The slot is taken only after CONFIRM: until
+/// then this may be a replay of someone's message 1, which must not hold capacity. It is held
+/// by a guard until the connection ends (however this future ends, it comes back unless the
+/// connection took it over).
+async fn drive(
+    shared: &Arc<Shared>,
+    hs: &mut ServerHandshake,
+    wire: &mut Wire,
+    id: u64,
+    slot: &mut Option<SlotGuard>,
+) -> Result<Route> {
+    loop {
+        match hs.handle_input(&mut wire.buf)? {
+            ServerStep::NeedInput => {
+                // What we have to say goes out before we wait for the answer.
+                wire.write(&hs.poll_transmit()).await?;
+                let want = hs.wants(&wire.buf);
+                if let Err(e) = wire.read(want).await {
+                    return Err(hs.connection_lost(e));
+                }
+            }
+            ServerStep::NeedKey { epoch_hint } => {
+                let node = shared.config.link.node_id;
+                let (key, params) = shared.lock_keys().offer(epoch_hint, node);
+                hs.offer(&key.key.psk, params, key.epoch)?;
+            }
+            ServerStep::NeedAdmission => {
+                shared.lock_pending().proved(id);
+                // Message 2 tells an authenticated client whether there is room.
+                let admission = if shared.slot_free() {
+                    Admission::Accepted
+                } else {
+                    Admission::Busy
+                };
+                hs.admit(admission)?; // busy: message 2 says so, then we hang up
+            }
+            ServerStep::Confirmed(request) => {
+                // Room seen at message 1 may have gone since: say so in a CLOSE.
+                let Some(taken) = SlotGuard::take(shared) else {
+                    return Err(hs.refuse(busy("max_connections reached")));
+                };
+                *slot = Some(taken);
+                let (route, reply) = match route(shared, request) {
+                    Ok(routed) => routed,
+                    Err(e) => return Err(hs.refuse(e)),
+                };
+                hs.accept(reply)?;
+                return Ok(route);
+            }
+            ServerStep::Done => unreachable!("accepted above"),
+        }
+    }
+}
+
+/// One `max_connections` slot, given back when dropped.
+struct SlotGuard(Weak<Shared>);
+
+impl SlotGuard {
+    fn take(shared: &Arc<Shared>) -> Option<SlotGuard> {
+        shared
+            .take_slot()
+            .then(|| SlotGuard(Arc::downgrade(shared)))
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.release_slot();
+        }
+    }
+}
+
+/// Where a confirmed connection goes, and the RESUME frame that tells the client (sessions).
+/// A resume that names numbers the session cannot continue from is a protocol error, found
+/// before RESUME would tell the client it resumed.
+fn route(shared: &Shared, request: Option<SessionRequest>) -> Result<(Route, Option<ResumeReply>)> {
+    let Some(request) = request else {
+        return Ok((Route::Plain, None));
+    };
+    let existing = shared
+        .lock_sessions()
+        .get(&request.session_id)
+        .filter(|link| link.ended().is_none())
+        .cloned();
+    let (route, status, next_expected) = match (request.resume, existing) {
+        (false, None) if shared.lock_sessions().len() >= shared.config.max_sessions => {
+            return Err(Error::Closed(CloseInfo::error(
+                CloseCode::BUSY,
+                "max_sessions reached",
+            )));
+        }
+        (false, None) => (Route::NewSession(request), ResumeStatus::Created, 0),
+        (true, Some(link)) => {
+            if !link.can_resume_at(request.next_expected) {
+                return Err(Error::Protocol(PeerMisbehaved::ResumeUnknownPoint(
+                    request.next_expected,
+                )));
+            }
+            let announced = link.next_expected();
+            let route = Route::Resume {
+                link,
+                announced,
+                peer_next_expected: request.next_expected,
+                peer_window: request.window,
+            };
+            (route, ResumeStatus::Resumed, announced)
+        }
+        // Resuming what is gone (expired, or this is a restarted server), or a "new" session
+        // under an id in use: either way, not a session this server can continue.
+        _ => (Route::Refuse, ResumeStatus::Unknown, 0),
+    };
+    let reply = ResumeReply {
+        status,
+        next_expected,
+        window: crate::net::link::window(shared.config.link.recv_buffer),
+    };
+    Ok((route, Some(reply)))
+}
