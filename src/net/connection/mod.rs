@@ -80,7 +80,8 @@ struct Locked {
     /// The writer task has bytes in hand (a batch being sealed or written): nobody else writes.
     writing: bool,
     /// Bytes the direct path sealed and the socket did not take at once, and their budget:
-    /// the writer task writes them before anything else.
+    /// the writer task writes them before anything else. Bound: one sealed message of at most
+    /// `DIRECT_MAX` (16 KiB), ours (the direct path runs only while this is empty).
     unwritten: BytesMut,
     unwritten_cost: usize,
     /// What the handles were told already (see [`Effects`]).

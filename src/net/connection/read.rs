@@ -70,6 +70,10 @@ struct Reader<'a> {
     shared: &'a Shared,
     rd: OwnedReadHalf,
     decoder: FrameDecoder,
+    /// Read from the socket, not yet opened. Bound: about one frame (2 + 65,535 B) beyond the read
+    /// reserve (256 KiB), whatever the peer sends: nothing is read while a message waits for
+    /// room in the mailbox. A message being reassembled is the decoder's, within the limit we
+    /// announced (M16).
     buf: BytesMut,
     deadline: Deadline,
 }

@@ -139,6 +139,8 @@ async fn write_all(sock: &OwnedWriteHalf, buf: &mut BytesMut) -> std::io::Result
 pub(super) async fn run(shared: Arc<Shared>, sock: Arc<OwnedWriteHalf>) {
     let cancel = shared.cancel.clone();
     let work = async {
+        // One batch sealed: about WRITE_BATCH, or one message of ours (at most the peer's
+        // announced limit) when a single message is larger; counted against the send budget.
         let mut out = BytesMut::new();
         loop {
             let job = {
