@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import threading
+from typing import Any
 
 import argonlink
 import argonlink.sync
@@ -16,6 +17,7 @@ from argonlink import (
     ConnectionClosedError,
     ConnectionClosedOK,
     MessageTooLarge,
+    RekeyPolicy,
     Timeout,
 )
 from support import KDF, PASSWORD
@@ -360,3 +362,39 @@ def test_interpreter_exit_while_messages_arrive_is_clean() -> None:
             timeout=60,
         )
         assert done.returncode == 0, (delay_ms, done.returncode, done.stderr[-2000:])
+
+
+def test_defaults_come_from_the_native_layer() -> None:
+    from argonlink import _argonlink
+    from argonlink._options import DEFAULTS
+
+    native = _argonlink.defaults()
+    assert dict(DEFAULTS) == native
+    assert RekeyPolicy() == RekeyPolicy(
+        native["rekey_bytes"], native["rekey_frames"], native["rekey_interval"]
+    )
+    assert argonlink.ReconnectPolicy().as_tuple() == tuple(
+        native[f"reconnect_{k}"]
+        for k in ("initial_delay", "max_delay", "multiplier", "jitter", "max_attempts")
+    )
+    assert argonlink.KdfParams.OWASP.as_tuple() == native["kdf_floor"]
+    assert argonlink.KdfParams.CLIENT_CAP.as_tuple() == native["kdf_cap"]
+    assert native["max_message_size"] == argonlink.DEFAULT_MAX_MESSAGE_SIZE
+    assert _argonlink.LinkOptions().max_message_size == native["max_message_size"]
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        # Each is refused by the check a client runs when it dials with the policy.
+        (lambda: argonlink.ReconnectPolicy(multiplier=2e6), "multiplier must be between 1"),
+        (lambda: argonlink.ReconnectPolicy(jitter=float("nan")), "jitter must be between"),
+        (lambda: argonlink.ReconnectPolicy(max_attempts=0), "max_attempts must be between 1"),
+        (lambda: RekeyPolicy(interval=float("nan")), "interval must be a positive number"),
+        (lambda: argonlink.KdfParams(64, 1, 16), "at least 8 KiB per lane"),
+        (lambda: argonlink.KdfParams(2**31, 2, 2**24), "invalid Argon2 parameters"),
+    ],
+)
+def test_policies_are_checked_by_the_native_rules(make: Any, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        make()

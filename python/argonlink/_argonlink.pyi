@@ -15,6 +15,10 @@ __all__ = [
     "__version__",
     "bind",
     "bind_blocking",
+    "check_kdf",
+    "check_reconnect",
+    "check_rekey",
+    "defaults",
     "hash_password",
     "open_link",
     "open_link_blocking",
@@ -24,6 +28,10 @@ __all__ = [
 __version__: str
 
 def shutdown() -> None: ...
+def defaults() -> dict[str, Any]: ...
+def check_kdf(m_cost: int, t_cost: int, p_cost: int) -> None: ...
+def check_rekey(bytes: int, frames: int, interval: float) -> None: ...
+def check_reconnect(policy: tuple[float, float, float, float, int | None]) -> None: ...
 def hash_password(
     password: str | bytes | bytearray | memoryview, m_cost: int, t_cost: int, p_cost: int
 ) -> str: ...

@@ -6,6 +6,7 @@ from typing import Any, Generic, TypeVar
 
 from . import _argonlink
 from ._options import (
+    SERVER_KDF,
     BytesLike,
     KdfParams,
     Password,
@@ -155,7 +156,7 @@ class ServerBase(Generic[H]):
             raise ConfigError(f"port must be between 0 and 65535, got {port}")
         self._host, self._port = host, port
         self._password, self._password_hash = password, password_hash
-        self._kdf = kdf or KdfParams.RFC9106
+        self._kdf = kdf or SERVER_KDF
         self._handler = handler
         self._options = link_options(
             node_id=node_id,

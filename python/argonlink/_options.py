@@ -1,16 +1,23 @@
 """Settings shared by the asyncio and blocking APIs: key-derivation costs, rekey policy,
-node ids, and the translation into the native ``LinkOptions``."""
+node ids, and the translation into the native ``LinkOptions``.
+
+The defaults and the range checks are the native layer's (``_argonlink.defaults()`` and the
+``check_*`` functions, the same code a server or client runs): this module only checks that
+values have the right Python type before they cross, and gives them a Python shape."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, TypeAlias
+from types import MappingProxyType
+from typing import Any, ClassVar, Final, TypeAlias
 
 from . import _argonlink
 from .exceptions import ConfigError
 
 __all__ = [
+    "DEFAULTS",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "BytesLike",
     "Credentials",
@@ -23,22 +30,44 @@ __all__ = [
 #: What ``send`` and passwords accept.
 BytesLike: TypeAlias = bytes | bytearray | memoryview
 
+#: Every library default, from the native layer (where they are defined once).
+DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(_argonlink.defaults())
+
 #: The largest message a side accepts unless configured otherwise (16 MiB).
-DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_SIZE: Final[int] = DEFAULTS["max_message_size"]
+
+_U32: Final = 2**32 - 1
+_U64: Final = 2**64 - 1
 
 
-def _positive_int(value: object, name: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+def _integer(value: object, name: str, top: int = _U64) -> None:
+    """A Python int the native layer can hold (bool is not a number here)."""
+    if not isinstance(value, int) or isinstance(value, bool):
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if not 0 <= value <= top:
+        bound = "below 2**32" if top == _U32 else "a positive integer"
+        raise ConfigError(f"{name} must be {bound}, got {value!r}")
 
 
-def _positive_number(value: object, name: str, *, allow_zero: bool = False) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not (value >= 0 if allow_zero else value > 0):  # type: ignore[operator]
-        raise ConfigError(
-            f"{name} must be a {'non-negative' if allow_zero else 'positive'} "
-            f"number of seconds, got {value!r}"
-        )
+def _seconds(value: object, name: str) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
+
+
+def _native_check(policy: type[Any], check: Callable[..., None], *args: object) -> None:
+    """Run the native check. Its message starts with the field it is about, if one: that
+    becomes ``Policy.field ...``, the rest ``Policy: ...``."""
+    try:
+        check(*args)
+    except ConfigError as exc:
+        message = native_message(exc)
+        joint = "." if message.split(" ", 1)[0] in policy.__slots__ else ": "
+        raise ConfigError(f"{policy.__name__}{joint}{message}") from None
+
+
+def native_message(exc: ConfigError) -> str:
+    """A native ConfigError's text without the generic prefix."""
+    return str(exc).removeprefix("invalid configuration: ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +87,8 @@ class KdfParams:
 
     def __post_init__(self) -> None:
         for name in ("m_cost", "t_cost", "p_cost"):
-            value = getattr(self, name)
-            _positive_int(value, f"KdfParams.{name}")
-            if value >= 1 << 32:
-                raise ConfigError(f"KdfParams.{name} must be below 2**32, got {value!r}")
-        if self.m_cost < 8 * self.p_cost:
-            raise ConfigError("KdfParams.m_cost must be at least 8 KiB per lane")
+            _integer(getattr(self, name), f"KdfParams.{name}", _U32)
+        _native_check(KdfParams, _argonlink.check_kdf, *self.as_tuple())
 
     @classmethod
     def preset(cls, name: str) -> KdfParams:
@@ -80,9 +105,11 @@ class KdfParams:
         return (self.m_cost, self.t_cost, self.p_cost)
 
 
-KdfParams.RFC9106 = KdfParams(64 * 1024, 3, 4)
-KdfParams.OWASP = KdfParams(19 * 1024, 2, 1)
-KdfParams.CLIENT_CAP = KdfParams(256 * 1024, 10, 16)
+KdfParams.RFC9106 = KdfParams(*DEFAULTS["kdf_rfc9106"])
+KdfParams.OWASP = KdfParams(*DEFAULTS["kdf_owasp"])
+KdfParams.CLIENT_CAP = KdfParams(*DEFAULTS["kdf_cap"])
+#: What a server derives its key with unless told otherwise.
+SERVER_KDF: Final = KdfParams(*DEFAULTS["kdf"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,14 +117,15 @@ class RekeyPolicy:
     """When each direction replaces its key: after ``bytes``, ``frames`` or ``interval`` seconds,
     whichever comes first. A peer past twice these limits is disconnected."""
 
-    bytes: int = 1 << 36
-    frames: int = 1 << 24
-    interval: float = 3600.0
+    bytes: int = DEFAULTS["rekey_bytes"]
+    frames: int = DEFAULTS["rekey_frames"]
+    interval: float = DEFAULTS["rekey_interval"]
 
     def __post_init__(self) -> None:
-        _positive_int(self.bytes, "RekeyPolicy.bytes")
-        _positive_int(self.frames, "RekeyPolicy.frames")
-        _positive_number(self.interval, "RekeyPolicy.interval")
+        _integer(self.bytes, "RekeyPolicy.bytes")
+        _integer(self.frames, "RekeyPolicy.frames")
+        _seconds(self.interval, "RekeyPolicy.interval")
+        _native_check(RekeyPolicy, _argonlink.check_rekey, self.bytes, self.frames, self.interval)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,23 +135,18 @@ class ReconnectPolicy:
     ``[1 - jitter, 1 + jitter]``; ``max_attempts`` failed dials in a row end the client (None:
     keep trying). Every reconnect runs the full handshake; a wrong password is never retried."""
 
-    initial_delay: float = 0.1
-    max_delay: float = 30.0
-    multiplier: float = 2.0
-    jitter: float = 0.2
-    max_attempts: int | None = None
+    initial_delay: float = DEFAULTS["reconnect_initial_delay"]
+    max_delay: float = DEFAULTS["reconnect_max_delay"]
+    multiplier: float = DEFAULTS["reconnect_multiplier"]
+    jitter: float = DEFAULTS["reconnect_jitter"]
+    max_attempts: int | None = DEFAULTS["reconnect_max_attempts"]
 
     def __post_init__(self) -> None:
-        _positive_number(self.initial_delay, "ReconnectPolicy.initial_delay", allow_zero=True)
-        _positive_number(self.max_delay, "ReconnectPolicy.max_delay", allow_zero=True)
-        if self.initial_delay > self.max_delay:
-            raise ConfigError("ReconnectPolicy.initial_delay must not exceed max_delay")
-        if not self.multiplier >= 1:
-            raise ConfigError("ReconnectPolicy.multiplier must be at least 1")
-        if not 0 <= self.jitter <= 1:
-            raise ConfigError("ReconnectPolicy.jitter must be between 0 and 1")
+        for name in ("initial_delay", "max_delay", "multiplier", "jitter"):
+            _seconds(getattr(self, name), f"ReconnectPolicy.{name}")
         if self.max_attempts is not None:
-            _positive_int(self.max_attempts, "ReconnectPolicy.max_attempts")
+            _integer(self.max_attempts, "ReconnectPolicy.max_attempts", _U32)
+        _native_check(ReconnectPolicy, _argonlink.check_reconnect, self.as_tuple())
 
     def as_tuple(self) -> tuple[float, float, float, float, int | None]:
         return (self.initial_delay, self.max_delay, self.multiplier, self.jitter, self.max_attempts)

@@ -151,7 +151,7 @@ from ._asyncio import Client as _AsyncClient
 from ._asyncio import Handler as _AsyncHandler
 from ._asyncio import Server as _AsyncServer
 from ._files import check_mode
-from ._options import KdfParams, ReconnectPolicy, RekeyPolicy, link_options
+from ._options import KdfParams, ReconnectPolicy, RekeyPolicy, link_options, native_message
 from .exceptions import ConfigError
 
 __all__ = ["ENV_PREFIX", "ClientConfig", "Config", "ServerConfig", "load"]
@@ -340,10 +340,6 @@ _REKEY_FIELDS: Final = tuple(f.name for f in dataclasses.fields(RekeyPolicy))
 _RECONNECT_FIELDS: Final = tuple(f.name for f in dataclasses.fields(ReconnectPolicy))
 
 
-def _native_message(exc: ConfigError) -> str:
-    return str(exc).removeprefix("invalid configuration: ")
-
-
 def _k_kdf(value: object) -> KdfParams:
     if isinstance(value, str):
         try:
@@ -364,10 +360,11 @@ def _k_kdf(value: object) -> KdfParams:
                 costs[name] = _int(value[name], 1, _U32)
             except _Bad as bad:
                 raise _Bad(bad.message, sub=name) from None
-        try:
-            params = KdfParams(**costs)
+        try:  # Argon2's own limits (lanes, memory per lane), as the key derivation checks them
+            _argonlink.check_kdf(*costs.values())
         except ConfigError as exc:
-            raise _Bad(str(exc)) from None
+            raise _Bad(native_message(exc)) from None
+        params = KdfParams(**costs)
     elif isinstance(value, KdfParams):
         params = value
         for name in _KDF_FIELDS:
@@ -380,10 +377,6 @@ def _k_kdf(value: object) -> KdfParams:
             "expected a preset name ('rfc9106' or 'owasp') or a table "
             f"{{m_cost, t_cost, p_cost}}, got {_show(value)}"
         )
-    try:  # Argon2's own limits (lanes, memory per lane), as the native layer checks them
-        _argonlink.LinkOptions(kdf_cap=params.as_tuple())
-    except ConfigError as exc:
-        raise _Bad(_native_message(exc)) from None
     return params
 
 
@@ -413,25 +406,22 @@ def _k_rekey(value: object) -> RekeyPolicy:
     try:
         return RekeyPolicy(**values)
     except ConfigError as exc:
-        raise _Bad(str(exc)) from None
+        raise _policy_error(exc, RekeyPolicy) from None
 
 
 def _max_attempts(value: object) -> int | None:
     return None if value is None else _int(value, 1, _U32)
 
 
-def _multiplier(value: object) -> float:
-    number = _number(value)
-    if not 1 <= number <= 1e6:
-        raise _Bad(f"must be between 1 and 1e6, got {value}")
-    return number
-
-
-def _jitter(value: object) -> float:
-    number = _number(value)
-    if not 0 <= number <= 1:
-        raise _Bad(f"must be between 0 and 1, got {value}")
-    return number
+def _policy_error(exc: ConfigError, policy: type[Any]) -> _Bad:
+    """A policy's own check (the native one) failed: point at the field it names, unless the
+    message is about several fields."""
+    message = str(exc).removeprefix(policy.__name__)
+    field, _, rest = message.removeprefix(".").partition(" ")
+    fields = policy.__slots__
+    if message.startswith(".") and not any(f in rest for f in fields):
+        return _Bad(rest, sub=field)
+    return _Bad(str(exc))
 
 
 def _k_reconnect(value: object) -> ReconnectPolicy | None:
@@ -450,15 +440,15 @@ def _k_reconnect(value: object) -> ReconnectPolicy | None:
         {
             "initial_delay": _k_interval,
             "max_delay": _k_interval,
-            "multiplier": _multiplier,
-            "jitter": _jitter,
+            "multiplier": _number,
+            "jitter": _number,
             "max_attempts": _max_attempts,
         },
     )
     try:
-        return ReconnectPolicy(**values)  # checks what concerns several fields
+        return ReconnectPolicy(**values)  # the ranges, and what concerns several fields
     except ConfigError as exc:
-        raise _Bad(str(exc)) from None
+        raise _policy_error(exc, ReconnectPolicy) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -624,7 +614,7 @@ def _finish(cfg: ServerConfig | ClientConfig, section: str) -> None:
     try:  # the native checks across settings (buffers, ping_interval < ping_timeout, ...)
         link_options(**link)
     except ConfigError as exc:
-        message = _native_message(exc)
+        message = native_message(exc)
         named = [k for k in link if link[k] is not None and re.search(rf"\b{k}\b", message)]
         where = " and ".join(_label(cfg, k) for k in named) or f"[{section}] settings"
         raise ConfigError(f"{where}: {message}") from None

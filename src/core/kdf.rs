@@ -50,6 +50,12 @@ impl KdfParams {
             t_cost,
             p_cost,
         };
+        // Argon2's own rule, said in its units (its error would only say "too small").
+        if u64::from(m_cost) < 8 * u64::from(p_cost) {
+            return Err(Error::config(format!(
+                "m_cost must be at least 8 KiB per lane, got {p}"
+            )));
+        }
         p.argon2_params()?;
         Ok(p)
     }

@@ -26,6 +26,24 @@ pub struct RekeyPolicy {
     pub interval: Duration,
 }
 
+impl RekeyPolicy {
+    /// Every threshold must be reachable: zero would mean "rekey before every frame".
+    pub fn validate(&self) -> Result<()> {
+        if self.bytes == 0 {
+            return Err(Error::config("bytes must be a positive integer, got 0"));
+        }
+        if self.frames == 0 {
+            return Err(Error::config("frames must be a positive integer, got 0"));
+        }
+        if self.interval.is_zero() {
+            return Err(Error::config(
+                "interval must be a positive number of seconds, got 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for RekeyPolicy {
     fn default() -> Self {
         RekeyPolicy {

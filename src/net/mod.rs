@@ -101,10 +101,10 @@ impl LinkConfig {
                 "ping_interval must be positive and below ping_timeout",
             ));
         }
-        if self.rekey.bytes == 0 || self.rekey.frames == 0 || self.rekey.interval.is_zero() {
-            return Err(Error::config("rekey thresholds must be positive"));
+        match self.rekey.validate() {
+            Err(Error::Config(m)) => Err(Error::config(format!("rekey {m}"))),
+            other => other,
         }
-        Ok(())
     }
 }
 

@@ -7,11 +7,10 @@ use pyo3::types::PyDict;
 
 use super::channel::{Chan, NativeChannel};
 use super::connection::{self, NativeConnection, NativeCredentials};
-use super::options::LinkOptions;
+use super::options::{reconnect_policy, LinkOptions, PolicyTuple};
 use super::runtime::future_into_py;
-use super::wait::{block_on, parse_timeout};
-use crate::error::Error;
-use crate::net::{Link, ReconnectPolicy};
+use super::wait::block_on;
+use crate::net::Link;
 
 /// A client's link to one server (reconnecting if asked), or a server's end of an
 /// exactly-once session: the channel methods of `NativeChannel`, and the link's own.
@@ -33,29 +32,6 @@ impl NativeLink {
     }
 }
 
-/// `(initial_delay, max_delay, multiplier, jitter, max_attempts)` from Python's ReconnectPolicy.
-type PolicyTuple = (f64, f64, f64, f64, Option<u32>);
-
-fn policy(t: Option<PolicyTuple>) -> PyResult<Option<ReconnectPolicy>> {
-    let Some((initial, max, multiplier, jitter, max_attempts)) = t else {
-        return Ok(None);
-    };
-    let secs = |v: f64, name: &str| {
-        parse_timeout(Some(v))
-            .map(|d| d.unwrap_or_default())
-            .map_err(|_| PyErr::from(Error::config(format!("reconnect {name} must be >= 0"))))
-    };
-    let p = ReconnectPolicy {
-        initial_delay: secs(initial, "initial_delay")?,
-        max_delay: secs(max, "max_delay")?,
-        multiplier,
-        jitter,
-        max_attempts,
-    };
-    p.validate()?;
-    Ok(Some(p))
-}
-
 /// Awaitable: dial (and keep dialing, with a policy) until the first connection is up.
 #[pyfunction]
 #[pyo3(signature = (host, port, credentials, options, reconnect=None))]
@@ -70,7 +46,7 @@ pub fn open_link<'py>(
     let (creds, config, policy) = (
         credentials.inner.clone(),
         options.client_config(),
-        policy(reconnect)?,
+        reconnect_policy(reconnect)?,
     );
     let session = options.session_config();
     future_into_py(py, async move {
@@ -92,7 +68,7 @@ pub fn open_link_blocking(
     let (creds, config, policy) = (
         credentials.inner.clone(),
         options.client_config(),
-        policy(reconnect)?,
+        reconnect_policy(reconnect)?,
     );
     let session = options.session_config();
     let link = block_on(py, None, "connect", async move {

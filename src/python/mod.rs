@@ -46,6 +46,10 @@ fn _argonlink(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hash_password, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::shutdown, m)?)?;
     m.add_class::<options::LinkOptions>()?;
+    m.add_function(wrap_pyfunction!(options::defaults, m)?)?;
+    m.add_function(wrap_pyfunction!(options::check_kdf, m)?)?;
+    m.add_function(wrap_pyfunction!(options::check_rekey, m)?)?;
+    m.add_function(wrap_pyfunction!(options::check_reconnect, m)?)?;
     m.add_class::<channel::NativeChannel>()?;
     m.add_class::<connection::NativeConnection>()?;
     m.add_class::<connection::NativeCredentials>()?;

@@ -1,16 +1,19 @@
 //! Settings from Python, checked once and turned into the I/O layer's config structs.
-//! `None` means "the library default"; the defaults live in Rust, in one place.
+//! `None` means "the library default". The defaults and the checks live in Rust, in one place:
+//! the Python package reads the defaults from [`defaults`] and has its policy objects checked by
+//! [`check_kdf`], [`check_rekey`] and [`check_reconnect`], the same code the I/O layer runs.
 
 use std::time::Duration;
 
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use super::wait::parse_timeout;
 use crate::core::handshake::{NodeId, NODE_ID_LEN};
 use crate::core::kdf::{KdfBounds, KdfParams};
 use crate::core::record::RekeyPolicy;
 use crate::error::Error;
-use crate::net::{ClientConfig, LinkConfig, ServerConfig, SessionConfig};
+use crate::net::{ClientConfig, LinkConfig, ReconnectPolicy, ServerConfig, SessionConfig};
 
 /// Everything about a link that is not a secret. Built by the Python layer.
 #[pyclass(frozen, module = "argonlink._argonlink")]
@@ -123,7 +126,6 @@ impl LinkOptions {
                 .map(|v| seconds(Some(v), Duration::ZERO, "idle_timeout"))
                 .transpose()?,
         };
-        link.validate()?;
         let opts = LinkOptions {
             link,
             open_timeout: seconds(open_timeout, cd.open_timeout, "open_timeout")?,
@@ -147,22 +149,8 @@ impl LinkOptions {
             },
             session_linger: seconds(session_linger, sd.session_linger, "session_linger")?,
         };
-        if opts.session.max_unacked < 1024 || opts.session.max_unacked > u32::MAX as usize >> 3 {
-            return Err(PyErr::from(Error::config(
-                "max_unacked must be between 1 KiB and 512 MiB",
-            )));
-        }
-        if opts.max_pending_handshakes == 0
-            || opts.max_pending_per_source == Some(0)
-            || opts.max_sessions == 0
-            || opts.accept_backlog == 0
-            || opts.max_connections == Some(0)
-        {
-            return Err(PyErr::from(Error::config(
-                "max_pending_handshakes, max_pending_per_source, max_sessions, accept_backlog and \
-                 max_connections must be positive",
-            )));
-        }
+        // The same checks the I/O layer runs when a server binds or a client dials.
+        opts.server_config().validate()?;
         Ok(opts)
     }
 
@@ -217,4 +205,111 @@ impl LinkOptions {
     pub fn session_config(&self) -> Option<SessionConfig> {
         self.exactly_once.then(|| self.session.clone())
     }
+}
+
+/// `(initial_delay, max_delay, multiplier, jitter, max_attempts)` from Python's ReconnectPolicy.
+pub(super) type PolicyTuple = (f64, f64, f64, f64, Option<u32>);
+
+/// A redial policy from Python, checked by [`ReconnectPolicy::validate`].
+pub(super) fn reconnect_policy(t: Option<PolicyTuple>) -> PyResult<Option<ReconnectPolicy>> {
+    let Some((initial, max, multiplier, jitter, max_attempts)) = t else {
+        return Ok(None);
+    };
+    let secs = |v: f64, name: &str| {
+        parse_timeout(Some(v))
+            .map(|d| d.unwrap_or_default())
+            .map_err(|_| {
+                PyErr::from(Error::config(format!(
+                    "{name} must be zero or more seconds, got {v}"
+                )))
+            })
+    };
+    let p = ReconnectPolicy {
+        initial_delay: secs(initial, "initial_delay")?,
+        max_delay: secs(max, "max_delay")?,
+        multiplier,
+        jitter,
+        max_attempts,
+    };
+    p.validate()?;
+    Ok(Some(p))
+}
+
+/// Check Argon2 costs as the key derivation will (Argon2's own limits included).
+#[pyfunction]
+pub(super) fn check_kdf(m_cost: u32, t_cost: u32, p_cost: u32) -> PyResult<()> {
+    KdfParams::new(m_cost, t_cost, p_cost)?;
+    Ok(())
+}
+
+/// Check a rekey policy as a connection will.
+#[pyfunction]
+pub(super) fn check_rekey(bytes: u64, frames: u64, interval: f64) -> PyResult<()> {
+    let interval = match parse_timeout(Some(interval)) {
+        Ok(Some(d)) => d,
+        _ => {
+            return Err(PyErr::from(Error::config(format!(
+                "interval must be a positive number of seconds, got {interval}"
+            ))))
+        }
+    };
+    RekeyPolicy {
+        bytes,
+        frames,
+        interval,
+    }
+    .validate()?;
+    Ok(())
+}
+
+/// Check a redial policy as a client will.
+#[pyfunction]
+pub(super) fn check_reconnect(policy: PolicyTuple) -> PyResult<()> {
+    reconnect_policy(Some(policy)).map(drop)
+}
+
+/// Every library default, by the name of its Python keyword (seconds as floats; None: no
+/// limit, or derived from another setting as documented). Argon2 costs are
+/// `(m_cost, t_cost, p_cost)`; `kdf` is the server's, `kdf_floor` / `kdf_cap` the client's.
+#[pyfunction]
+pub(super) fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let (link, client, server) = (
+        LinkConfig::default(),
+        ClientConfig::default(),
+        ServerConfig::default(),
+    );
+    let (bounds, reconnect) = (KdfBounds::default(), ReconnectPolicy::default());
+    let costs = |p: KdfParams| (p.m_cost, p.t_cost, p.p_cost);
+    let secs = |d: Duration| d.as_secs_f64();
+    let d = PyDict::new(py);
+    d.set_item("max_message_size", link.max_message_size)?;
+    d.set_item("send_buffer", link.send_buffer)?;
+    d.set_item("recv_buffer", link.recv_buffer)?;
+    d.set_item("close_timeout", secs(link.close_timeout))?;
+    d.set_item("rekey_bytes", link.rekey.bytes)?;
+    d.set_item("rekey_frames", link.rekey.frames)?;
+    d.set_item("rekey_interval", secs(link.rekey.interval))?;
+    d.set_item("ping_interval", link.ping_interval.map_or(0.0, secs))?;
+    d.set_item("ping_timeout", secs(link.ping_timeout))?;
+    d.set_item("idle_timeout", link.idle_timeout.map(secs))?;
+    d.set_item("open_timeout", secs(client.open_timeout))?;
+    d.set_item("kdf", costs(KdfParams::default()))?;
+    d.set_item("kdf_floor", costs(bounds.floor))?;
+    d.set_item("kdf_cap", costs(bounds.cap))?;
+    d.set_item("kdf_rfc9106", costs(KdfParams::RFC9106))?;
+    d.set_item("kdf_owasp", costs(KdfParams::OWASP))?;
+    d.set_item("handshake_timeout", secs(server.handshake_timeout))?;
+    d.set_item("max_pending_handshakes", server.max_pending_handshakes)?;
+    d.set_item("max_pending_per_source", server.max_pending_per_source)?;
+    d.set_item("max_sessions", server.max_sessions)?;
+    d.set_item("accept_backlog", server.accept_backlog)?;
+    d.set_item("max_connections", server.max_connections)?;
+    d.set_item("max_unacked", server.session.max_unacked)?;
+    d.set_item("session_linger", secs(server.session_linger))?;
+    d.set_item("reconnect_initial_delay", secs(reconnect.initial_delay))?;
+    d.set_item("reconnect_max_delay", secs(reconnect.max_delay))?;
+    d.set_item("reconnect_multiplier", reconnect.multiplier)?;
+    d.set_item("reconnect_jitter", reconnect.jitter)?;
+    d.set_item("reconnect_max_attempts", reconnect.max_attempts)?;
+    Ok(d)
 }

@@ -31,14 +31,32 @@ impl Default for ReconnectPolicy {
 }
 
 impl ReconnectPolicy {
+    /// The largest `multiplier`: beyond it the second delay is already `max_delay` for any
+    /// sensible `initial_delay`, and a typo (1e9 for 1.9) would go unnoticed.
+    pub const MAX_MULTIPLIER: f64 = 1e6;
+
+    /// Each message starts with the field it is about (the Python layer names its source).
     pub fn validate(&self) -> Result<()> {
-        if self.initial_delay > self.max_delay
-            || self.multiplier < 1.0
-            || !(0.0..=1.0).contains(&self.jitter)
-        {
-            return Err(Error::config(
-                "reconnect: need initial_delay <= max_delay, multiplier >= 1, 0 <= jitter <= 1",
-            ));
+        if self.initial_delay > self.max_delay {
+            return Err(Error::config("initial_delay must not exceed max_delay"));
+        }
+        if !(1.0..=Self::MAX_MULTIPLIER).contains(&self.multiplier) {
+            return Err(Error::config(format!(
+                "multiplier must be between 1 and 1e6, got {}",
+                self.multiplier
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.jitter) {
+            return Err(Error::config(format!(
+                "jitter must be between 0 and 1, got {}",
+                self.jitter
+            )));
+        }
+        if self.max_attempts == Some(0) {
+            return Err(Error::config(format!(
+                "max_attempts must be between 1 and {}, got 0",
+                u32::MAX
+            )));
         }
         Ok(())
     }
@@ -60,6 +78,18 @@ impl ReconnectPolicy {
 pub struct SessionConfig {
     /// Bytes of sent messages kept until the peer acknowledges them; `send` waits beyond.
     pub max_unacked: usize,
+}
+
+impl SessionConfig {
+    /// The window is announced in a u32 and counted in the record layer's units.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_unacked < 1024 || self.max_unacked > u32::MAX as usize >> 3 {
+            return Err(Error::config(
+                "max_unacked must be between 1 KiB and 512 MiB",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for SessionConfig {

@@ -74,6 +74,26 @@ impl Default for ServerConfig {
     }
 }
 
+impl ServerConfig {
+    /// Every check a server's settings get (the binding runs the same one).
+    pub fn validate(&self) -> Result<()> {
+        self.link.validate()?;
+        self.session.validate()?;
+        if self.max_pending_handshakes == 0
+            || self.max_pending_per_source == Some(0)
+            || self.max_sessions == 0
+            || self.accept_backlog == 0
+            || self.max_connections == Some(0)
+        {
+            return Err(Error::config(
+                "max_pending_handshakes, max_pending_per_source, max_sessions, accept_backlog and \
+                 max_connections must be positive",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// How the server learns its key.
 pub enum ServerKeySource {
     /// A plaintext password: derived once, with a fresh random salt, when the server starts.
@@ -214,17 +234,7 @@ impl Server {
         source: ServerKeySource,
         config: ServerConfig,
     ) -> Result<Server> {
-        config.link.validate()?;
-        if config.max_pending_handshakes == 0
-            || config.max_pending_per_source == Some(0)
-            || config.accept_backlog == 0
-            || config.max_sessions == 0
-        {
-            return Err(Error::config(
-                "max_pending_handshakes, max_pending_per_source, accept_backlog and max_sessions \
-                 must be positive",
-            ));
-        }
+        config.validate()?;
         let (key, derived) = tokio::task::spawn_blocking(move || source.into_key())
             .await
             .map_err(|_| Error::config("key derivation was cancelled"))??;
