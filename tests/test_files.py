@@ -371,7 +371,7 @@ def test_a_second_receiver_of_the_same_file_waits_then_reports_busy(
     link: Any, dest: Path, tmp_path: Path, pool: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, conn = link
-    monkeypatch.setattr(_files, "_LOCK_WAIT", 0.3)
+    monkeypatch.setattr(_files.steps, "_LOCK_WAIT", 0.3)
     data = content(1000, seed=9)
     src = write(tmp_path / "d.bin", data)
     key = _files._partial_key("d.bin", len(data), hashlib.sha256(data).digest())
@@ -398,7 +398,7 @@ async def test_contended_offers_never_hold_up_other_work(
     there are, they must not take the threads that other work needs: the loop's default
     executor, and the file operations of an unrelated transfer."""
     waiters = 16  # more than the default executor has threads on a small machine
-    monkeypatch.setattr(_files, "_LOCK_WAIT", 20.0)  # the waiters outlast the unrelated work
+    monkeypatch.setattr(_files.steps, "_LOCK_WAIT", 20.0)  # the waiters outlast the unrelated work
     dest = tmp_path / "dest"
     dest.mkdir()
     data = b"held by another transfer"
@@ -412,7 +412,7 @@ async def test_contended_offers_never_hold_up_other_work(
         refused[0] += not locked
         return locked
 
-    monkeypatch.setattr(_files, "_try_lock", counting_try_lock)
+    monkeypatch.setattr(_files.sink, "_try_lock", counting_try_lock)
     src = write(tmp_path / "other.bin", content(3 * MIB, seed=22))
     async with contextlib.AsyncExitStack() as stack:
         assert real_try_lock(holder)
@@ -457,7 +457,7 @@ async def cancel_all(tasks: list[asyncio.Task[FileReceipt]]) -> None:
 async def test_a_contended_offer_is_refused_as_busy_after_the_wait(
     server: argonlink.Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_files, "_LOCK_WAIT", 0.3)
+    monkeypatch.setattr(_files.steps, "_LOCK_WAIT", 0.3)
     dest = tmp_path / "dest"
     dest.mkdir()
     data = content(100, seed=23)
@@ -919,13 +919,13 @@ def test_running_out_of_disk_space_mid_stream_refuses_and_removes_the_partial(
 ) -> None:
     client, conn = link
     reserve = 100 * MIB
-    monkeypatch.setattr(_files, "_SPACE_STEP", MIB)
+    monkeypatch.setattr(_files.sink, "_SPACE_STEP", MIB)
 
     def free_bytes(directory: Path, fd: int | None = None) -> int:
         # A disk with 4 MiB above the reserve, shrinking as the partial files grow.
         return reserve + 4 * MIB - sum(p.stat().st_size for p in partials(dest))
 
-    monkeypatch.setattr(_files, "_free_bytes", free_bytes)
+    monkeypatch.setattr(_files.sink, "_free_bytes", free_bytes)
     fut = pool.submit(conn.recv_file, dest, min_free_space=reserve, timeout=10)
     sent = Recorder()
     with pytest.raises(TransferError, match="free disk space") as err:
@@ -937,7 +937,7 @@ def test_running_out_of_disk_space_mid_stream_refuses_and_removes_the_partial(
     assert os.listdir(dest) == []  # the stream's partial is gone
 
     # A stream offer is refused at once when the reserve is not there at all.
-    monkeypatch.setattr(_files, "_free_bytes", lambda directory, fd=None: reserve - 1)
+    monkeypatch.setattr(_files.sink, "_free_bytes", lambda directory, fd=None: reserve - 1)
     fut = pool.submit(conn.recv_file, dest, min_free_space=reserve, timeout=10)
     with pytest.raises(TransferError) as err:
         client.send_stream(io.BytesIO(b"tiny"), "t.bin", timeout=10)
@@ -951,7 +951,7 @@ def test_a_known_size_needs_room_above_the_reserve(
     link: Any, dest: Path, tmp_path: Path, pool: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, conn = link
-    monkeypatch.setattr(_files, "_free_bytes", lambda directory, fd=None: 1000 + 99)
+    monkeypatch.setattr(_files.sink, "_free_bytes", lambda directory, fd=None: 1000 + 99)
     fut = pool.submit(conn.recv_file, dest, min_free_space=1000, timeout=10)
     with pytest.raises(TransferError, match="free disk space") as err:
         client.send_file(write(tmp_path / "k.bin", b"x" * 100), timeout=10)

@@ -1,0 +1,199 @@
+"""The file protocol's messages on the wire: OFFER, ACCEPT, REFUSE, DATA, END, DONE and
+CANCEL, their encoders and one decoder.
+
+Separate because it is pure bytes in, bytes out (no files, no connection): the one place that
+must match docs/PROTOCOL.md, "File transfer", byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import unicodedata
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+from ..exceptions import UnsafeName
+
+# Every message starts with MAGIC, a version byte and a type byte.
+
+MAGIC: Final = b"ALNKFILE"
+VERSION: Final = 1
+_HEAD = struct.Struct(">8sBB")
+_U64 = struct.Struct(">Q")
+_U16 = struct.Struct(">H")
+_HEAD_LEN: Final = _HEAD.size  # 10
+DATA_HEAD_LEN: Final = _HEAD_LEN + _U64.size  # 18: DATA's header and offset
+MAX_OFFER: Final = 4096  # bytes of JSON
+MAX_REASON: Final = 1024  # bytes of UTF-8
+_MAX_SIZE: Final = (1 << 63) - 1
+_SHA_HEX = re.compile(r"[0-9a-f]{64}")
+
+OFFER, ACCEPT, REFUSE, DATA, END, DONE, CANCEL = 1, 2, 3, 4, 5, 6, 7
+_KIND_NAMES: Final = {
+    OFFER: "OFFER",
+    ACCEPT: "ACCEPT",
+    REFUSE: "REFUSE",
+    DATA: "DATA",
+    END: "END",
+    DONE: "DONE",
+    CANCEL: "CANCEL",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    name: str
+    size: int | None  # None: a stream of unknown length
+    sha256: bytes | None  # None: not known in advance (no resume)
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    offset: int
+    data: memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    size: int
+    sha256: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    size: int
+    sha256: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    code: int
+    reason: str
+
+
+Message: TypeAlias = Offer | Accept | Refuse | Data | End | Done | Cancel
+
+
+class Malformed(Exception):
+    """A message with the file-protocol magic whose content is not valid."""
+
+
+def _head(kind: int) -> bytes:
+    return _HEAD.pack(MAGIC, VERSION, kind)
+
+
+def encode_offer(name: str, size: int | None, sha256: bytes | None) -> bytes:
+    body = {"name": name, "size": size, "sha256": None if sha256 is None else sha256.hex()}
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    if len(text) > MAX_OFFER:  # cannot happen for a checked name; a guard, not a limit
+        raise UnsafeName("the file offer would be too large")
+    return _head(OFFER) + text
+
+
+def encode_accept(offset: int) -> bytes:
+    return _head(ACCEPT) + _U64.pack(offset)
+
+
+def _coded(kind: int, code: int, reason: str) -> bytes:
+    text = reason.encode("utf-8", "replace")[:MAX_REASON].decode("utf-8", "ignore").encode()
+    return _head(kind) + _U16.pack(code) + text
+
+
+def encode_refuse(code: int, reason: str) -> bytes:
+    return _coded(REFUSE, code, reason)
+
+
+def encode_cancel(code: int, reason: str) -> bytes:
+    return _coded(CANCEL, code, reason)
+
+
+def encode_end(size: int, sha256: bytes) -> bytes:
+    return _head(END) + _U64.pack(size) + sha256
+
+
+def encode_done(size: int, sha256: bytes) -> bytes:
+    return _head(DONE) + _U64.pack(size) + sha256
+
+
+def is_file_message(msg: bytes) -> bool:
+    return msg[: len(MAGIC)] == MAGIC
+
+
+def kind_name(msg: bytes) -> str:
+    """For messages: the type of a file-protocol message, or "a non-file message"."""
+    if not is_file_message(msg) or len(msg) < _HEAD_LEN:
+        return "a message that is not part of a file transfer"
+    return _KIND_NAMES.get(msg[_HEAD_LEN - 1], f"an unknown file message (type {msg[9]})")
+
+
+def _peer_text(raw: bytes) -> str:
+    """Text from the peer, safe to show: no control characters, bounded."""
+    text = raw[:MAX_REASON].decode("utf-8", "replace")
+    return "".join("?" if unicodedata.category(c) in ("Cc", "Cf") else c for c in text)
+
+
+def decode(msg: bytes) -> Message:
+    """Parse a file-protocol message; raises :class:`Malformed` (the caller checked the magic)."""
+    if len(msg) < _HEAD_LEN:
+        raise Malformed("a file message shorter than its header")
+    _, version, kind = _HEAD.unpack_from(msg)
+    if version != VERSION:
+        raise Malformed(f"file protocol version {version} is not supported (this side: 1)")
+    body = memoryview(msg)[_HEAD_LEN:]
+    if kind == OFFER:
+        return _decode_offer(bytes(body))
+    if kind == DATA:
+        if len(body) <= _U64.size:
+            raise Malformed("a DATA message without data")
+        return Data(_U64.unpack_from(body)[0], body[_U64.size :])
+    if kind in (REFUSE, CANCEL):
+        if len(body) < _U16.size or len(body) > _U16.size + MAX_REASON:
+            raise Malformed(f"a {_KIND_NAMES[kind]} message of the wrong length")
+        code, reason = _U16.unpack_from(body)[0], _peer_text(bytes(body[_U16.size :]))
+        return Refuse(code, reason) if kind == REFUSE else Cancel(code, reason)
+    if kind == ACCEPT:
+        if len(body) != _U64.size:
+            raise Malformed("an ACCEPT message of the wrong length")
+        return Accept(_U64.unpack_from(body)[0])
+    if kind in (END, DONE):
+        if len(body) != _U64.size + 32:
+            raise Malformed(f"a {_KIND_NAMES[kind]} message of the wrong length")
+        size, digest = _U64.unpack_from(body)[0], bytes(body[_U64.size :])
+        return End(size, digest) if kind == END else Done(size, digest)
+    raise Malformed(f"unknown file message type {kind}")
+
+
+def _decode_offer(body: bytes) -> Offer:
+    if len(body) > MAX_OFFER:
+        raise Malformed(f"a file offer larger than {MAX_OFFER} bytes")
+    try:
+        obj = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise Malformed("a file offer that is not a UTF-8 JSON object") from None
+    if not isinstance(obj, dict):
+        raise Malformed("a file offer that is not a JSON object")
+    name, size, sha = obj.get("name"), obj.get("size"), obj.get("sha256")
+    if not isinstance(name, str):
+        raise Malformed("a file offer without a name")
+    if size is not None and (
+        not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= _MAX_SIZE
+    ):
+        raise Malformed("a file offer with an invalid size")
+    if sha is not None and (not isinstance(sha, str) or not _SHA_HEX.fullmatch(sha)):
+        raise Malformed("a file offer with an invalid sha256 (64 lowercase hex digits)")
+    if sha is not None and size is None:
+        raise Malformed("a file offer with a sha256 but no size")
+    return Offer(name, size, None if sha is None else bytes.fromhex(sha))
