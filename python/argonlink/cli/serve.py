@@ -1,0 +1,257 @@
+"""``argonlink serve``: listen for clients; receive files into a directory, or print messages."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import sync
+from .._files import encode_refuse, is_file_message, kind_name
+from ..exceptions import (
+    ConnectionClosed,
+    ConnectionClosedOK,
+    Timeout,
+    TransferCode,
+    TransferError,
+    UnexpectedMessage,
+)
+from .arguments import (
+    PASSWORD_HELP,
+    Parser,
+    Subcommands,
+    common_options,
+    octal_mode,
+    port_number,
+    positive_number,
+    whole_number,
+)
+from .output import (
+    EXIT_CODES_HELP,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    Output,
+    describe,
+    exit_status,
+    show_target,
+)
+from .settings import load_settings, side_kwargs
+from .signals import Stop, stop_on_sigterm
+from .terminal import print_message
+
+NAME = "serve"
+DEFAULT_PORT = 7000
+
+SERVE_HELP = f"""\
+Every file lands under its own name in DIR, only after its SHA-256 was verified, never over an
+existing file unless --overwrite, readable by its owner only unless --mode. Names starting
+with "." are refused unless --allow-hidden. One line per file on stdout: "SHA256  NAME" (as
+sha256sum prints). A plain message that arrives instead of a file is written to stdout as it
+is. With --print, every message is written to stdout followed by a newline, and file offers
+are refused. On a terminal, control characters in messages are shown escaped (\\x1b); into a
+pipe or file they are written unchanged.
+
+limits (also [server] settings in --config): --max-size refuses larger files; --timeout ends
+a transfer (and its connection) that takes longer; a new transfer needs fewer than
+--max-partials unfinished partial files in DIR holding at most --max-partial-bytes (the
+oldest unused ones are removed to make room); a transfer is refused rather than leave less
+than --min-free-space bytes free.
+
+examples:
+  argonlink serve --password-file link.key --dir incoming/
+  argonlink serve --port 7001 --print --once > messages.txt
+  ARGONLINK_PASSWORD_HASH_FILE=link.phc argonlink serve --dir incoming/
+
+{PASSWORD_HELP}
+{EXIT_CODES_HELP}"""
+
+
+def add_parser(commands: Subcommands) -> None:
+    serve = commands.add_parser(
+        NAME,
+        parents=[common_options(server=True)],
+        help="receive files into a directory, or print messages",
+        description="Listen for argonlink clients; receive files into DIR or print messages.",
+        epilog=SERVE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=port_number, help=f"port (default {DEFAULT_PORT}; 0: any)")
+    mode = serve.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--dir", type=Path, metavar="DIR", help="store received files in DIR")
+    mode.add_argument(
+        "--print", action="store_true", help="write received messages to stdout, one per line"
+    )
+    serve.add_argument(
+        "--overwrite", action="store_true", help="replace files that already exist in DIR"
+    )
+    serve.add_argument(
+        "--once", action="store_true", help="serve one connection, then exit with its status"
+    )
+    _add_file_arguments(serve)
+
+
+def _add_file_arguments(serve: Parser) -> None:
+    files = serve.add_argument_group("receiving files (with --dir)")
+    files.add_argument(
+        "--max-size", type=whole_number, metavar="BYTES", help="refuse files larger than BYTES"
+    )
+    files.add_argument(
+        "--timeout",
+        type=positive_number,
+        metavar="SECONDS",
+        help="give up a transfer that takes longer, from its offer to its end",
+    )
+    files.add_argument(
+        "--mode",
+        type=octal_mode,
+        metavar="OCTAL",
+        help="permissions of received files (default 600)",
+    )
+    files.add_argument(
+        "--allow-hidden",
+        action="store_true",
+        default=None,
+        help='accept names starting with "." (refused by default)',
+    )
+    files.add_argument(
+        "--max-partials",
+        type=whole_number,
+        metavar="N",
+        help="unfinished partial files allowed in DIR (default 32)",
+    )
+    files.add_argument(
+        "--max-partial-bytes",
+        type=whole_number,
+        metavar="BYTES",
+        help="bytes those partial files may hold (default 64 GiB)",
+    )
+    files.add_argument(
+        "--min-free-space",
+        type=whole_number,
+        metavar="BYTES",
+        help="free space to keep on DIR's file system (default 256 MiB)",
+    )
+
+
+@dataclass
+class _Tally:
+    files: int = 0
+    failures: int = 0
+    status: int = EXIT_OK
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def failed(self, exc: BaseException) -> None:
+        with self.lock:
+            self.failures += 1
+            self.status = exit_status(exc)
+
+
+def _serve_connection(
+    conn: sync.Connection,
+    args: argparse.Namespace,
+    out: Output,
+    tally: _Tally,
+    receiving: dict[str, Any],
+) -> None:
+    peer = show_target(*conn.remote_address)
+    if args.verbose:
+        out.note(f"{peer}: connected")
+    while True:
+        try:
+            if args.dir is not None:
+                receipt = conn.recv_file(args.dir, overwrite=args.overwrite, **receiving)
+                with tally.lock:
+                    tally.files += 1
+                out.result(f"{receipt.sha256}  {receipt.name}")
+                if args.verbose:
+                    note = f", resumed from {receipt.resumed_from}" if receipt.resumed_from else ""
+                    out.note(f"{peer}: received {receipt.name} ({receipt.size} bytes{note})")
+                continue
+            msg = conn.recv()
+            if not is_file_message(msg):
+                print_message(msg, out)
+                continue
+            if kind_name(msg) == "OFFER":  # say no rather than leave the sender waiting
+                conn.send(
+                    encode_refuse(
+                        TransferCode.NOT_ACCEPTED, "this server prints messages; it takes no files"
+                    )
+                )
+            out.error(f"{peer}: refused {kind_name(msg)}: this server prints messages only")
+        except UnexpectedMessage as exc:
+            if is_file_message(exc.message):
+                out.error(f"{peer}: ignored {kind_name(exc.message)} outside a transfer")
+            else:
+                print_message(exc.message, out)
+        except ConnectionClosedOK:
+            break
+        except (ConnectionClosed, Timeout) as exc:  # after a Timeout it is out of step
+            out.error(f"{peer}: {describe(exc)}")
+            tally.failed(exc)
+            break
+        except (TransferError, OSError) as exc:
+            out.error(f"{peer}: {describe(exc)}")
+            tally.failed(exc)
+            if isinstance(exc, TransferError) and exc.code == TransferCode.PROTOCOL:
+                break  # out of step with the peer: this connection is done
+    if args.verbose:
+        out.note(f"{peer}: disconnected")
+
+
+#: serve's options for receiving files -> their [server] settings.
+_FILE_OPTIONS = {
+    "max_size": "max_file_size",
+    "timeout": "transfer_timeout",
+    "mode": "file_mode",
+    "allow_hidden": "allow_hidden_names",
+    "max_partials": "max_partial_files",
+    "max_partial_bytes": "max_partial_bytes",
+    "min_free_space": "min_free_space",
+}
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    if args.dir is None:
+        given = [o for o in ("overwrite", *_FILE_OPTIONS) if getattr(args, o) not in (None, False)]
+        if given:
+            option = "--" + given[0].replace("_", "-")
+            raise CliError(f"{option} only applies with --dir", EXIT_USAGE)
+    if args.dir is not None and not args.dir.is_dir():
+        raise CliError(f"{args.dir}: not a directory")
+    settings = {"host": args.host, "port": args.port}
+    settings.update({key: getattr(args, option) for option, key in _FILE_OPTIONS.items()})
+    cfg = load_settings(args, "server", settings).server
+    if "port" not in cfg.sources:
+        cfg = cfg.replace(port=DEFAULT_PORT)
+    tally = _Tally()
+    receiving = cfg.recv_file_kwargs()
+    kwargs = side_kwargs(cfg)
+
+    def handle(conn: sync.Connection) -> None:
+        _serve_connection(conn, args, out, tally, receiving)
+
+    server = sync.Server(handler=None if args.once else handle, **kwargs)
+    del kwargs
+    stop_on_sigterm()
+    try:
+        with server:
+            host, port = server.address
+            out.note(f"listening on {host}:{port}")
+            if args.once:
+                conn = server.accept()
+                try:
+                    handle(conn)
+                finally:
+                    conn.close()
+            else:
+                server.serve_forever()
+    except Stop:
+        pass
+    # --once: the status of that connection. A long-running server reports each failed
+    # connection on stderr; stopping it (SIGTERM) is a success.
+    return tally.status if args.once else EXIT_OK
