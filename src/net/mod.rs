@@ -6,8 +6,8 @@ pub mod connection;
 pub mod link;
 pub mod mailbox;
 pub mod pending;
-pub mod reliable;
 pub mod server;
+pub mod session;
 pub mod wake;
 mod wire;
 
@@ -20,8 +20,9 @@ use crate::error::{Error, Result};
 
 pub use client::{connect, ClientConfig, Credentials};
 pub use connection::Connection;
-pub use link::{Link, ReconnectPolicy, SessionConfig};
+pub use link::{Link, ReconnectPolicy};
 pub use server::{Server, ServerConfig, ServerKeySource};
+pub use session::SessionConfig;
 
 /// Lock `m`, going on past a poisoned lock: every lock in this layer guards state that a panic
 /// cannot leave half-changed (each critical section is a handful of field updates), and one

@@ -4,87 +4,40 @@
 //! time, exponential backoff with jitter), lets `send` wait while it does, and keeps `recv`
 //! going across connections. A wrong password ends it: never retried.
 //!
-//! With acknowledged delivery ([`SessionConfig`]) the link is one end of a session that both
-//! sides keep across connections: the client names it in its key confirmation, the server
-//! keeps its end (a link whose connections are attached by the server instead of dialed) for
-//! `linger` after a drop, and every message is delivered exactly once, in order.
+//! With acknowledged delivery ([`SessionConfig`]) the link carries one end of a session
+//! ([`crate::net::session`]) across its connections: the client's dialed, the server's attached
+//! by the server when its client resumes (see [`source`]). Both ends are the same code but for
+//! where the next connection comes from.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rand::Rng;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use tokio::sync::mpsc;
-
-use super::client::{dial, ClientConfig, Credentials};
 use super::connection::Connection;
 use super::mailbox::Wakeup;
-use super::reliable::ReliableSender;
+use super::session::Session;
 use super::wake::WakeList;
-use crate::core::frame::{ResumeReply, ResumeStatus, SessionRequest, SESSION_ID_LEN};
 use crate::core::message::Message;
 use crate::core::reliable::{Delivered, Numbering};
 use crate::error::{CloseCode, CloseInfo, Error, Result};
-use crate::net::{lock, read_lock, write_lock};
+use crate::net::lock;
 
 mod policy;
+mod source;
 mod supervise;
 
 /// The logger the link's records go to (`argonlink.net.link` in Python), whichever file.
 const LOG: &str = "argonlink::net::link";
 
-pub use policy::{ReconnectPolicy, SessionConfig};
-pub(crate) use supervise::window;
-
-/// Where the next connection comes from.
-enum Source {
-    Dial {
-        host: String,
-        port: u16,
-        credentials: RwLock<Arc<Credentials>>,
-        config: Box<ClientConfig>,
-        policy: Option<ReconnectPolicy>,
-        epoch_hint: AtomicU32,
-    },
-    /// The server's end of a session: the server attaches each connection that resumes it.
-    Accept {
-        incoming: Mutex<Option<mpsc::UnboundedReceiver<Attached>>>,
-        attach: mpsc::UnboundedSender<Attached>,
-        /// How long the session waits for its client to come back.
-        linger: Duration,
-    },
-}
-
-/// A connection handed to a session, with the first sequence number the peer expects on it.
-pub struct Attached {
-    pub conn: Connection,
-    pub peer_next_expected: u64,
-    /// The first sequence number we told the peer we expect on it.
-    pub announced: u64,
-    /// What the peer holds for its application (the most we may leave unacknowledged).
-    pub peer_window: u32,
-}
-
-/// The receiving side of an acknowledged session.
-struct Session {
-    sender: Arc<ReliableSender>,
-    /// Set after the first connection; a later request asks to resume.
-    established: AtomicBool,
-}
-
-impl Session {
-    fn new(id: [u8; SESSION_ID_LEN], config: &SessionConfig) -> Self {
-        Session {
-            sender: ReliableSender::new(id, config.max_unacked),
-            established: AtomicBool::new(false),
-        }
-    }
-}
+pub use policy::ReconnectPolicy;
+pub(crate) use source::window;
+pub use source::Attached;
+use source::Source;
 
 /// What `recv` drains: the connections in order, and (sessions) what was delivered.
 #[derive(Default)]
@@ -110,8 +63,6 @@ struct Shared {
     /// The most recent connection, even after it ended (for its close code, stats, ...).
     latest: Mutex<Option<Connection>>,
     reconnects: AtomicU64,
-    /// Sessions: resent messages dropped because they were delivered before.
-    duplicates: AtomicU64,
     closing: AtomicBool,
     cancel: CancellationToken,
     close_timeout: Duration,
@@ -138,69 +89,6 @@ pub struct Link {
 }
 
 impl Link {
-    /// Start dialing; resolves once the first connection is up (or the link failed for good).
-    /// With `session`, the link asks the server for an acknowledged session. Without a
-    /// `policy` it dials once and never redials, session or not: the caller picks the policy.
-    pub async fn open(
-        host: &str,
-        port: u16,
-        credentials: Arc<Credentials>,
-        config: ClientConfig,
-        policy: Option<ReconnectPolicy>,
-        session: Option<SessionConfig>,
-    ) -> Result<Link> {
-        config.link.validate()?;
-        if let Some(p) = &policy {
-            p.validate()?;
-        }
-        let session = session.map(|s| {
-            let mut id = [0u8; SESSION_ID_LEN];
-            rand::rng().fill(&mut id);
-            Session::new(id, &s)
-        });
-        let close_timeout = config.link.close_timeout;
-        let source = Source::Dial {
-            host: host.to_owned(),
-            port,
-            credentials: RwLock::new(credentials),
-            config: Box::new(config),
-            policy,
-            epoch_hint: AtomicU32::new(0),
-        };
-        let link = Link::start(source, session, close_timeout, None);
-        match link.connected().await {
-            Ok(_) => Ok(link),
-            // The handshake succeeded but the connection already ended (the peer hung up at
-            // once): opening worked; its end is reported by the next send or recv.
-            Err(_) if link.latest().is_some() => Ok(link),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The server's end of a new session, on its first connection. `on_end` runs when the
-    /// session is over (closed, or its client did not come back within `linger`).
-    pub(crate) fn accepted(
-        first: Attached,
-        session_id: [u8; SESSION_ID_LEN],
-        session: &SessionConfig,
-        linger: Duration,
-        close_timeout: Duration,
-        on_end: Box<dyn FnOnce() + Send>,
-    ) -> Link {
-        let (attach, incoming) = mpsc::unbounded_channel();
-        let peer_window = first.peer_window;
-        let _ = attach.send(first);
-        let source = Source::Accept {
-            incoming: Mutex::new(Some(incoming)),
-            attach,
-            linger,
-        };
-        let session = Session::new(session_id, session);
-        // Before the application can send anything (it gets the link at once).
-        let _ = session.sender.limit_window(peer_window);
-        Link::start(source, Some(session), close_timeout, Some(on_end))
-    }
-
     fn start(
         source: Source,
         session: Option<Session>,
@@ -216,7 +104,6 @@ impl Link {
                 reading: Mutex::new(Reading::default()),
                 latest: Mutex::new(None),
                 reconnects: AtomicU64::new(0),
-                duplicates: AtomicU64::new(0),
                 closing: AtomicBool::new(false),
                 cancel: CancellationToken::new(),
                 close_timeout,
@@ -228,22 +115,13 @@ impl Link {
         tokio::spawn(async move {
             supervise::supervise(&shared).await;
             if let Some(s) = &shared.session {
-                s.sender.end();
+                s.end();
             }
             if let Some(f) = on_end {
                 f();
             }
         });
         link
-    }
-
-    /// Server side: a connection that resumes this session. Returns false if the session has
-    /// ended (the caller refuses the connection).
-    pub(crate) fn attach(&self, attached: Attached) -> bool {
-        match &self.shared.source {
-            Source::Accept { attach, .. } => !self.is_ended() && attach.send(attached).is_ok(),
-            Source::Dial { .. } => false,
-        }
     }
 
     /// End at once: no flush, no reconnect; the current connection is aborted.
@@ -266,7 +144,7 @@ impl Link {
         self.shared
             .session
             .as_ref()
-            .is_some_and(|s| s.sender.can_resume_at(peer_next_expected))
+            .is_some_and(|s| s.can_resume_at(peer_next_expected))
     }
 
     /// Acknowledged sessions: the sequence number of the next message to deliver.
@@ -285,7 +163,7 @@ impl Link {
         match &self.shared.session {
             Some(s) => {
                 tokio::select! {
-                    _ = s.sender.flushed() => Ok(()),
+                    _ = s.flushed() => Ok(()),
                     e = self.wait_ended() => Err(e),
                 }
             }
@@ -299,7 +177,7 @@ impl Link {
 
     /// Sessions: resent messages dropped because they had been delivered before.
     pub fn duplicates_dropped(&self) -> u64 {
-        self.shared.duplicates.load(Relaxed)
+        self.shared.session.as_ref().map_or(0, |s| s.duplicates())
     }
 
     /// Acknowledged sessions: messages sent and not yet acknowledged.
@@ -307,7 +185,7 @@ impl Link {
         self.shared
             .session
             .as_ref()
-            .map_or(0, |s| s.sender.unacknowledged())
+            .map_or(0, |s| s.unacknowledged())
     }
 
     async fn wait_ended(&self) -> Error {
@@ -371,21 +249,6 @@ impl Link {
         self.shared.reconnects.load(Relaxed)
     }
 
-    /// Use this password for every later handshake (the current connection is unaffected).
-    pub fn set_credentials(&self, credentials: Arc<Credentials>) {
-        if let Source::Dial { credentials: c, .. } = &self.shared.source {
-            *write_lock(c) = credentials;
-        }
-    }
-
-    /// The client's credentials (None for the server's end of a session).
-    pub fn credentials(&self) -> Option<Arc<Credentials>> {
-        match &self.shared.source {
-            Source::Dial { credentials, .. } => Some(read_lock(credentials).clone()),
-            Source::Accept { .. } => None,
-        }
-    }
-
     fn retrying(&self) -> bool {
         !self.shared.closing.load(Relaxed)
             && match &self.shared.source {
@@ -399,7 +262,7 @@ impl Link {
             if let Some(e) = self.ended() {
                 return Err(e);
             }
-            return s.sender.try_send(msg);
+            return s.try_send(msg);
         }
         match &*self.shared.state.borrow() {
             State::Connected(c) => match c.try_send(msg) {
@@ -418,7 +281,7 @@ impl Link {
                 return Err(e);
             }
             return tokio::select! {
-                r = s.sender.send(msg) => r,
+                r = s.send(msg) => r,
                 e = self.wait_ended() => Err(e),
             };
         }
@@ -453,35 +316,24 @@ impl Link {
     /// session, messages delivered before (resent after a reconnect) are skipped.
     pub fn try_recv(&self) -> Result<Option<Message>> {
         let mut reading = self.lock_reading();
+        let Reading { conns, delivered } = &mut *reading;
         loop {
-            let Some((conn, numbering)) = reading.conns.front_mut() else {
+            let Some((conn, numbering)) = conns.front_mut() else {
                 return self.ended_or_none();
             };
             let conn = conn.clone();
-            match conn.try_recv() {
-                Ok(Some(m)) if self.shared.session.is_some() => {
-                    let seq = numbering.assign();
-                    let fresh = match reading.delivered.accept(seq) {
-                        Ok(fresh) => fresh,
-                        Err(e) => {
-                            conn.abort(&e.to_string());
-                            return Err(e);
-                        }
-                    };
-                    if fresh {
-                        let next = reading.delivered.next_expected();
-                        // The ACK goes on the newest connection: the one the peer sends on.
-                        self.current().unwrap_or(conn).ack(next);
+            match (conn.try_recv(), &self.shared.session) {
+                (Ok(Some(m)), Some(session)) => {
+                    if session.receive(delivered, numbering, &conn, self.current())? {
                         return Ok(Some(m));
                     }
-                    self.shared.duplicates.fetch_add(1, Relaxed);
                 }
                 // Drained and ended: move on to its successor, if one is up yet.
-                Err(Error::Closed(_)) if self.retrying() && reading.conns.len() > 1 => {
-                    reading.conns.pop_front();
+                (Err(Error::Closed(_)), _) if self.retrying() && conns.len() > 1 => {
+                    conns.pop_front();
                 }
-                Err(Error::Closed(_)) if self.retrying() => return self.ended_or_none(),
-                other => return other,
+                (Err(Error::Closed(_)), _) if self.retrying() => return self.ended_or_none(),
+                (other, _) => return other,
             }
         }
     }

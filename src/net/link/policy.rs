@@ -1,4 +1,4 @@
-//! How a link redials, and how long a session waits for its peer.
+//! How a link redials.
 
 use std::time::Duration;
 
@@ -70,32 +70,5 @@ impl ReconnectPolicy {
         let capped = base.min(self.max_delay.as_secs_f64());
         let factor = 1.0 + self.jitter * (rand::rng().random::<f64>() * 2.0 - 1.0);
         Duration::from_secs_f64((capped * factor).max(0.0))
-    }
-}
-
-/// Acknowledged delivery across connections.
-#[derive(Clone, Debug)]
-pub struct SessionConfig {
-    /// Bytes of sent messages kept until the peer acknowledges them; `send` waits beyond.
-    pub max_unacked: usize,
-}
-
-impl SessionConfig {
-    /// The window is announced in a u32 and counted in the record layer's units.
-    pub fn validate(&self) -> Result<()> {
-        if self.max_unacked < 1024 || self.max_unacked > u32::MAX as usize >> 3 {
-            return Err(Error::config(
-                "max_unacked must be between 1 KiB and 512 MiB",
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        SessionConfig {
-            max_unacked: 16 << 20,
-        }
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use super::source::{next_attached, next_dialed};
 use super::*;
 
 /// Runs the link: takes each connection in turn (dialed, or attached by the server) until the
@@ -59,25 +60,7 @@ fn take_over(shared: &Shared, attached: Attached) -> Result<Connection> {
         peer_window,
     } = attached;
     if let Some(session) = &shared.session {
-        let attached = session
-            .sender
-            .limit_window(peer_window)
-            .and_then(|()| session.sender.attach(conn.clone(), peer_next_expected));
-        if let Err(e) = attached {
-            conn.fail(&e);
-            return Err(e);
-        }
-        session.established.store(true, Relaxed);
-        // Only now: an ACK applied before `attach` could move the sender past where this
-        // connection starts (the connection held the ACKs that came early).
-        let sender = Arc::downgrade(&session.sender);
-        let acks = conn.attach_acks(Box::new(move |n| match sender.upgrade() {
-            Some(s) => s.acknowledged(n),
-            None => Ok(()),
-        }));
-        if let Err(e) = acks {
-            conn.abort(&e.to_string()); // the next connection resumes
-        }
+        session.take_over(&conn, peer_next_expected, peer_window)?;
     }
     // `recv` reaches it once every earlier connection is drained.
     lock(&shared.reading)
@@ -120,124 +103,7 @@ async fn carry(shared: &Shared, conn: &Connection) -> CloseInfo {
 /// True when a connection that ended so ends the link too.
 fn is_last(shared: &Shared, outcome: &CloseInfo) -> bool {
     let dial_once = matches!(&shared.source, Source::Dial { policy: None, .. });
-    // A session ends when either side closes it; a password change only asks for a new
-    // handshake.
     let session_closed = shared.session.is_some()
-        && outcome.clean
-        && (outcome.code != CloseCode::REAUTHENTICATE || shared.close_request.borrow().is_some());
+        && Session::ended_by(outcome, shared.close_request.borrow().is_some());
     shared.closing.load(Relaxed) || dial_once || session_closed
-}
-
-/// The server's end of a session: the next connection that resumes it, within `linger`.
-async fn next_attached(
-    shared: &Shared,
-    incoming: &mut mpsc::UnboundedReceiver<Attached>,
-) -> Result<Attached> {
-    let Source::Accept { linger, .. } = &shared.source else {
-        unreachable!("attached connections come from the server")
-    };
-    match tokio::time::timeout(*linger, incoming.recv()).await {
-        Ok(Some(attached)) => Ok(attached),
-        Ok(None) => Err(Error::Closed(CloseInfo::abnormal("the session ended"))),
-        Err(_) => Err(Error::Closed(CloseInfo::error(
-            CloseCode::SESSION_LOST,
-            format!(
-                "the client did not resume the session within {} s",
-                linger.as_secs_f64()
-            ),
-        ))),
-    }
-}
-
-/// The client: dial until connected (backing off after `failures` failures in a row), or until
-/// the policy gives up. A wrong password is never retried: it would only hammer the server.
-async fn next_dialed(shared: &Shared, failures: &mut u32) -> Result<Attached> {
-    let Source::Dial {
-        host,
-        port,
-        credentials,
-        config,
-        policy,
-        epoch_hint,
-    } = &shared.source
-    else {
-        unreachable!("only clients dial")
-    };
-    loop {
-        if *failures > 0 {
-            let delay = policy
-                .as_ref()
-                .map(|p| p.delay(*failures))
-                .unwrap_or_default();
-            tokio::time::sleep(delay).await;
-        }
-        let creds = read_lock(credentials).clone();
-        let request = shared.session.as_ref().map(|s| SessionRequest {
-            window: window(config.link.recv_buffer),
-            session_id: s.sender.session_id(),
-            resume: s.established.load(Relaxed),
-            next_expected: lock(&shared.reading).delivered.next_expected(),
-        });
-        let hint = epoch_hint.load(Relaxed);
-        let e = match dial(host, *port, &creds, config, hint, request).await {
-            Ok((conn, reply)) => {
-                *failures = 0;
-                epoch_hint.store(conn.key_epoch(), Relaxed);
-                return resumed(conn, request, reply);
-            }
-            Err(f) if f.is_final() => {
-                log::warn!(target: super::LOG, "connecting to {host}:{port} failed: {}", f.error);
-                return Err(f.error);
-            }
-            Err(f) => f.error,
-        };
-        let Some(policy) = policy else {
-            return Err(e);
-        };
-        *failures += 1;
-        if policy.max_attempts.is_some_and(|max| *failures >= max) {
-            log::warn!(target: super::LOG, "giving up on {host}:{port} after {failures} attempts: {e}");
-            return Err(e);
-        }
-        log::info!(target: super::LOG, "dial {host}:{port} failed ({e}); retrying");
-    }
-}
-
-/// Check the server's answer to a session request.
-fn resumed(
-    conn: Connection,
-    request: Option<SessionRequest>,
-    reply: Option<ResumeReply>,
-) -> Result<Attached> {
-    let (Some(request), Some(reply)) = (request, reply) else {
-        return Ok(Attached {
-            conn,
-            peer_next_expected: 0,
-            announced: 0,
-            peer_window: u32::MAX,
-        });
-    };
-    // `dial` checked that the answer fits the request; an unknown session is the one answer
-    // that is valid and still ends the link.
-    if reply.status == ResumeStatus::Unknown {
-        let e = Error::Closed(CloseInfo::error(
-            CloseCode::SESSION_LOST,
-            "the server no longer has this session (it expired, or the server restarted): \
-             messages it had not delivered may be lost",
-        ));
-        conn.abort(&e.to_string());
-        return Err(e);
-    }
-    Ok(Attached {
-        conn,
-        peer_next_expected: reply.next_expected,
-        announced: request.next_expected,
-        peer_window: reply.window,
-    })
-}
-
-/// The window a side announces: the bytes of messages its connections queue for the
-/// application (`recv_buffer`), which is how much the peer may leave unacknowledged.
-pub(crate) fn window(recv_buffer: usize) -> u32 {
-    recv_buffer.min(u32::MAX as usize) as u32
 }

@@ -12,9 +12,10 @@ use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
 use super::connection::{Connection, Start};
-use super::link::{Attached, Link, SessionConfig};
+use super::link::{Attached, Link};
 use super::mailbox::Mailbox;
 use super::pending::{PendingTable, Source};
+use super::session::SessionConfig;
 use super::wire::Wire;
 use super::LinkConfig;
 use crate::core::frame::{ResumeReply, ResumeStatus, SessionRequest, SESSION_ID_LEN};

@@ -14,15 +14,15 @@ use bytes::Bytes;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::connection::Connection;
 use crate::core::frame::SESSION_ID_LEN;
 use crate::core::record::Sealer;
 use crate::core::reliable::Outbox;
 use crate::error::{Error, PeerMisbehaved, Result};
+use crate::net::connection::Connection;
 
 /// What one unacknowledged message costs besides its payload: the same as what it costs in the
 /// receiver's queue, so a window counted here never overfills the peer's queue.
-use super::connection::ITEM_OVERHEAD as ENTRY_OVERHEAD;
+use crate::net::connection::ITEM_OVERHEAD as ENTRY_OVERHEAD;
 use crate::net::lock;
 
 struct SendState {
