@@ -46,6 +46,8 @@ async fn messages_queued_on_a_cut_connection_are_not_delivered_twice() {
     srv.close().await;
 }
 
+// Long: one scenario read top to bottom (both ends send while the relay cuts the connection,
+// then each end's tally is checked); split up, its steps would only make sense together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_both_ways_across_cut_connections() {
     const N: u32 = 3000;
