@@ -268,6 +268,29 @@ def test_sync_handler_server() -> None:
             assert client.recv(timeout=5) == b"cba"
 
 
+def test_sync_close_waits_for_the_handlers_again_when_called_again() -> None:
+    # close() is idempotent: a close that stopped waiting can be followed by one that waits
+    # for the handlers still running (the pytest plugin closes every server before waiting).
+    entered, release = threading.Event(), threading.Event()
+    finished: list[bool] = []
+
+    def handler(conn: argonlink.sync.Connection) -> None:
+        entered.set()
+        with contextlib.suppress(argonlink.ConnectionClosed):
+            conn.recv()  # until the server's close ends the connection
+        release.wait()
+        finished.append(True)
+
+    srv = argonlink.sync.Server(password=PASSWORD, kdf=KDF, handler=handler).start()
+    with argonlink.sync.Client(*srv.address, password=PASSWORD):
+        assert entered.wait(5)
+        srv.close(handler_timeout=0)
+    assert not finished
+    release.set()
+    srv.close(handler_timeout=60)
+    assert finished
+
+
 async def test_async_handler_server() -> None:
     async def echo(conn: argonlink.Connection) -> None:
         async for msg in conn:

@@ -99,16 +99,14 @@ passed or failed, so no test leaves threads, tasks or listening ports behind for
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
-import logging
 import os
 import re
 import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol
 
 import pytest
 
@@ -117,8 +115,6 @@ if TYPE_CHECKING:
     import argonlink.sync
 
 __all__ = ["ServerFactory"]
-
-logger = logging.getLogger("argonlink")
 
 _HOST = "127.0.0.1"
 _DEFAULT_KDF = "owasp"
@@ -301,72 +297,41 @@ def _report(what: str, errors: list[BaseException], problems: list[str]) -> None
 # Blocking servers
 
 
-class _SyncServing:
-    """One started ``sync.Server``; with a handler, the plugin's own accept loop.
+def _recording_blocking(
+    handler: argonlink.sync.Handler,
+    errors: list[BaseException],
+    running: set[threading.Thread],
+) -> argonlink.sync.Handler:
+    """``handler``, with the exceptions it raises (other than the connection ending) kept, and
+    its thread in ``running`` until it returns: what is still there once the server's close
+    stopped waiting is a handler left running."""
+    from argonlink import ConnectionClosed
 
-    ``sync.Server(handler=...)`` serves connections in daemon threads that it neither tracks
-    nor joins in ``close()``, so the plugin accepts itself (the same behaviour: a thread per
-    connection, closed when the handler returns) and can wait for every handler thread.
-    """
-
-    def __init__(
-        self, server: argonlink.sync.Server, handler: argonlink.sync.Handler | None
-    ) -> None:
-        self.server = server
-        self.address = server.address
-        self.errors: list[BaseException] = []
-        self._handler = handler
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-        self._accepting: threading.Thread | None = None
-        if handler is not None:
-            self._accepting = threading.Thread(
-                target=self._accept_loop, name=f"argonlink-pytest-accept:{self.address[1]}"
-            )
-            self._accepting.daemon = True
-            self._accepting.start()
-
-    def _accept_loop(self) -> None:
+    def run(conn: argonlink.sync.Connection) -> None:
+        thread = threading.current_thread()
+        # The server's thread for this connection: the name says it runs a fixture's handler.
+        thread.name = f"argonlink-pytest-handler:{conn.local_address[1]}"
+        running.add(thread)
         try:
-            for conn in self.server:  # ends when the server closes
-                thread = threading.Thread(
-                    target=self._serve,
-                    args=(conn,),
-                    name=f"argonlink-pytest-handler:{self.address[1]}",
-                    daemon=True,
-                )
-                with self._lock:
-                    self._threads.append(thread)
-                thread.start()
-        except Exception as exc:
-            self.errors.append(exc)
-
-    def _serve(self, conn: argonlink.sync.Connection) -> None:
-        from argonlink import ConnectionClosed, Error
-
-        assert self._handler is not None
-        try:
-            self._handler(conn)
+            handler(conn)
         except ConnectionClosed:
-            pass
+            raise
         except Exception as exc:
-            logger.exception("connection handler failed for %s", conn.remote_address)
-            exc.add_note(f"raised by the argonlink handler of the server on {_fmt(self.address)}")
-            self.errors.append(exc)
+            errors.append(exc)
+            raise  # the server logs it and closes the connection, as without the plugin
         finally:
-            with contextlib.suppress(Error):
-                conn.close()
+            running.discard(thread)
 
-    def join(self, deadline: float) -> list[threading.Thread]:
-        """Wait until ``deadline`` for the accept loop and the handlers; the ones still alive."""
-        threads = [] if self._accepting is None else [self._accepting]
-        if self._accepting is not None:
-            self._accepting.join(max(0.0, deadline - time.monotonic()))
-        with self._lock:
-            threads += self._threads
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return [thread for thread in threads if thread.is_alive()]
+    return run
+
+
+class _Serving(NamedTuple):
+    """One started server of a fixture, and what its handlers left to report."""
+
+    server: argonlink.sync.Server
+    address: tuple[str, int]
+    errors: list[BaseException]
+    running: set[threading.Thread]
 
 
 class _SyncServers:
@@ -379,7 +344,7 @@ class _SyncServers:
         self._password = password
         self._kdf = kdf
         self._timeout = timeout
-        self._serving: list[_SyncServing] = []
+        self._serving: list[_Serving] = []
 
     def start(
         self, handler: argonlink.sync.Handler | None = None, **kwargs: Any
@@ -392,13 +357,14 @@ class _SyncServers:
                 f"{self._fixture} runs blocking handlers, f(conn: argonlink.sync.Connection);"
                 f" got {handler!r} (use argonlink_async_server for an async handler)"
             )
-        server = argonlink.sync.Server(**_server_kwargs(self._password, self._kdf, kwargs))
+        errors: list[BaseException] = []
+        running: set[threading.Thread] = set()
+        server = argonlink.sync.Server(
+            handler=None if handler is None else _recording_blocking(handler, errors, running),
+            **_server_kwargs(self._password, self._kdf, kwargs),
+        )
         server.start()
-        try:
-            self._serving.append(_SyncServing(server, handler))
-        except BaseException:
-            server.close()
-            raise
+        self._serving.append(_Serving(server, server.address, errors, running))
         return server
 
     def close(self) -> None:
@@ -406,19 +372,32 @@ class _SyncServers:
         deadline = time.monotonic() + self._timeout
         errors: list[BaseException] = []
         problems: list[str] = []
+        closed: list[_Serving] = []
+        # Every server, and so every connection, closes before any handler is waited for: a
+        # server's close() is idempotent, so the second call below only waits for its handler
+        # threads, all servers' against one deadline.
         for serving in reversed(self._serving):
             try:
-                serving.server.close()
+                serving.server.close(handler_timeout=0)
+            except Exception as exc:
+                errors.append(exc)
+            else:
+                closed.append(serving)
+        for serving in self._serving:
+            _wait_released(serving.address)
+        for serving in closed:
+            try:
+                serving.server.close(handler_timeout=max(0.0, deadline - time.monotonic()))
             except Exception as exc:
                 errors.append(exc)
         for serving in self._serving:
-            _wait_released(serving.address)
-        for serving in self._serving:
-            alive = serving.join(deadline)
+            note = f"raised by the argonlink handler of the server on {_fmt(serving.address)}"
+            for error in serving.errors:
+                error.add_note(note)
             errors += serving.errors
-            if alive:
+            if stuck := len(serving.running):
                 problems.append(
-                    f"{self._fixture}: {len(alive)} handler thread(s) of the server on "
+                    f"{self._fixture}: {stuck} handler thread(s) of the server on "
                     f"{_fmt(serving.address)} still running {self._timeout:g} s after it "
                     "closed (does a handler wait for something other than its connection?)"
                 )
