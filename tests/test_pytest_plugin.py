@@ -433,6 +433,8 @@ HANDLER_PROBLEM_TESTS = """
     import pytest
 
     RELEASE = threading.Event()
+    STUCK = threading.Event()
+    STUCK_ASYNC = threading.Event()
 
 
     def boom(conn):
@@ -446,10 +448,12 @@ HANDLER_PROBLEM_TESTS = """
 
 
     def stuck(conn):
+        STUCK.set()
         RELEASE.wait()  # ignores its connection: teardown cannot end it
 
 
     async def stuck_async(conn):
+        STUCK_ASYNC.set()
         await asyncio.sleep(3600)
 
 
@@ -472,12 +476,15 @@ HANDLER_PROBLEM_TESTS = """
     @pytest.mark.argonlink(handler=stuck)
     def test_sync_handler_stuck(argonlink_client):
         argonlink_client.send(b"x")
+        # Teardown must find the handler running, not a connection the server never took.
+        assert STUCK.wait(30)
 
 
     @pytest.mark.asyncio
     @pytest.mark.argonlink(handler=stuck_async)
     async def test_async_handler_stuck(argonlink_async_client):
         await argonlink_async_client.send(b"x")
+        assert await asyncio.to_thread(STUCK_ASYNC.wait, 30)
 
 
     @pytest.mark.argonlink(handler=boom_async)

@@ -125,9 +125,11 @@ class Server(ServerBase[Handler]):
         except Exception:
             logger.exception("connection handler failed for %s", conn.remote_address)
         finally:
-            conn.close()
-            with self._lock:
-                self._handlers.discard(threading.current_thread())
+            try:
+                conn.close()
+            finally:  # even if closing fails, the thread is no longer a running handler
+                with self._lock:
+                    self._handlers.discard(threading.current_thread())
 
     def serve_forever(self) -> None:
         """With ``handler=``: serve until the server is closed (from another thread)."""
