@@ -29,6 +29,8 @@ impl CloseCode {
     /// An acknowledged session could not be resumed: the server no longer has it (it expired,
     /// or the server restarted), so messages it had not delivered may be lost.
     pub const SESSION_LOST: CloseCode = CloseCode(4003);
+    /// The server revoked the identity this connection authenticated as: do not come back.
+    pub const REVOKED: CloseCode = CloseCode(4004);
 }
 
 impl CloseCode {
@@ -38,7 +40,7 @@ impl CloseCode {
     pub fn travels(self) -> bool {
         matches!(
             self.0,
-            1000 | 1001 | 1002 | 1009 | 1013 | 4001..=4003 | 3000..=3999 | 4100..=4999
+            1000 | 1001 | 1002 | 1009 | 1013 | 4001..=4004 | 3000..=3999 | 4100..=4999
         )
     }
 }
@@ -103,6 +105,10 @@ pub enum PeerMisbehaved {
     BadMagic,
     #[error("unsupported protocol version {version} / suite {suite}")]
     UnsupportedVersion { version: u16, suite: u16 },
+    #[error("the hello's identity has a byte outside printable ASCII")]
+    BadIdentity,
+    #[error("the server's CPace share is not a valid ristretto255 element")]
+    BadShare,
     #[error("server speaks protocol version {version} / suite {suite}; this client speaks {our_version} / {our_suite}")]
     ServerVersion {
         version: u16,

@@ -14,12 +14,17 @@ runs its client."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import threading
 from collections import deque
 
-HELLO = b"ALNK\x00\x01\x00\x01\x00\x00\x00\x00"
+
+def hello() -> bytes:
+    """A client hello (PROTOCOL.md §3.1): version 2, suite 1, no epoch hint, a fresh nonce, no
+    identity."""
+    return b"ALNK\x00\x02\x00\x01\x00\x00\x00\x00" + os.urandom(16) + b"\x00"
 
 
 def serve(phc: str, options: dict[str, object]) -> None:
@@ -51,7 +56,7 @@ def idle_flood(address: tuple[str, int], source: str, keep: int) -> None:
             sock.bind((source, 0))
             sock.connect(address)
             if made % 2:
-                sock.sendall(HELLO)
+                sock.sendall(hello())
         except OSError:
             sock.close()
             continue

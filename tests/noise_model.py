@@ -1,22 +1,31 @@
 """An independent model of argonlink's wire protocol, for tests that play the attacker.
 
-This module reimplements, on the test side, what argonlink puts on the wire (docs/PROTOCOL.md):
-the ``Noise_NNpsk0_25519_AESGCM_SHA256`` handshake (Noise spec revision 34) with the hello and
-the server parameters as prologue, and the transport frames (u16 length prefix, AES-256-GCM
-under a per-direction key and a counter nonce, no associated data). It is written from the
-specifications, not from the library's code, and is used for two things:
+This module reimplements, on the test side, what argonlink puts on the wire (docs/PROTOCOL.md,
+version 2): the client hello and the server parameters; CPace (draft-irtf-cfrg-cpace-21, suite
+CPACE-RISTR255-SHA512, initiator-responder: its string encodings ``prepend_len`` and ``lv_cat``,
+the generator string, the scalar sampling and the ISK transcript), keyed by the Argon2id PRS;
+the ``Noise_NNpsk0_25519_AESGCM_SHA256`` handshake (Noise spec revision 34) with ISK[0:32] as
+its psk and the hello, the parameters and the client's share as prologue; and the transport
+frames (u16 length prefix, AES-256-GCM under a per-direction key and a counter nonce, no
+associated data). It is written from the specifications, not from the library's code, and is
+used for two things:
 
-* to play the attacker: open a recorded message 1 with the PSK, try every key schedule an
-  eavesdropper could compute, forge or replay handshake messages (``tests/test_security.py``);
+* to play the attacker: try password guesses on a recorded handshake, open message 1 with a
+  key it was given, try every key schedule an eavesdropper could compute, forge or replay
+  handshake messages (``tests/test_security.py``);
 * to cross-check the library: :class:`ModelClient` completes a real handshake with a real
-  server and exchanges frames with it, which shows that model and library agree byte for byte.
+  server and exchanges frames with it, and :class:`ModelServer` (inside ``tests/refpeer.py``)
+  does the same with a real client, which shows that model and library agree byte for byte.
 
-The primitives are not reimplemented: X25519 and AES-256-GCM come from pyca ``cryptography``
-(OpenSSL), SHA-256 and HMAC from the standard library. What is written here is the protocol
-around them -- Noise's HKDF (§4.3), symmetric state (§5.2) and psk modifier (§9), the NNpsk0
-message pattern, the AESGCM nonce format (§12) and argonlink's framing -- and
-``test_security.py`` checks it against published vectors (RFC 7748, the GCM spec, RFC 5869, and
-the Noise test vectors of the cacophony project) as well as against the library itself.
+The primitives are not reimplemented: the ristretto255 group (element derivation from a hash,
+decoding, encoding, scalar multiplication) comes from libsodium through ``rbcl``; X25519,
+AES-256-GCM and Argon2id from pyca ``cryptography``; SHA-256, SHA-512 and HMAC from the
+standard library. What is written here is the protocol around them -- CPace's encodings,
+generator string and transcript, Noise's HKDF (§4.3), symmetric state (§5.2) and psk modifier
+(§9), the NNpsk0 message pattern, the AESGCM nonce format (§12) and argonlink's messages and
+framing -- and ``test_security.py`` checks it against published vectors (RFC 7748, the GCM
+spec, RFC 5869, the Noise test vectors of the cacophony project, the CPace draft's vectors for
+its string functions and for ristretto255) as well as against the library itself.
 """
 
 from __future__ import annotations
@@ -28,28 +37,50 @@ import os
 import socket
 import struct
 
+import rbcl
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from proxy import PARAMS_LEN, recv_exact
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+from proxy import HELLO_FIXED_LEN, PARAMS_LEN, recv_exact
 
 __all__ = [
+    "CI_LABEL",
     "CONFIRM_FRAME",
-    "HELLO",
+    "DSI",
+    "DSI_ISK",
     "MSG1_LEN",
+    "MSG1_NOISE_LEN",
     "MSG2_LEN",
+    "PARAMS_FIXED_LEN",
     "PROTOCOL_NAME",
+    "SHARE_LEN",
     "FrameCipher",
     "InvalidTag",
     "ModelClient",
+    "ModelServer",
     "NoiseInitiator",
+    "NoiseResponder",
     "SymmetricState",
     "aead_decrypt",
     "aead_encrypt",
+    "calculate_generator",
+    "cpace_ci",
+    "cpace_sid",
     "data_frame",
+    "derive_prs",
+    "generator_string",
+    "handshake_generator",
+    "isk_ir",
+    "lv_cat",
+    "make_hello",
     "noise_hkdf",
     "noise_nonce",
-    "psk_from_phc",
+    "noise_prologue",
+    "prepend_len",
+    "prs_from_phc",
+    "sample_scalar",
+    "scalar_mult_vfy",
     "x25519",
     "x25519_public",
 ]
@@ -58,12 +89,26 @@ PROTOCOL_NAME = b"Noise_NNpsk0_25519_AESGCM_SHA256"
 DH_LEN = 32
 TAG_LEN = 16
 
-#: The client hello: "ALNK", version 1, suite 1, no key epoch hint (PROTOCOL.md §3.1).
-HELLO = b"ALNK\x00\x01\x00\x01\x00\x00\x00\x00"
-#: Noise message 1 (client ephemeral key, 24-byte payload, tag) and 2 (server ephemeral key,
-#: 9-byte payload, tag), each sent after a u16 length prefix (PROTOCOL.md §3.3, §3.4).
-MSG1_LEN = DH_LEN + 24 + TAG_LEN
+#: A CPace share: an encoded ristretto255 element.
+SHARE_LEN = 32
+#: The server parameters before the server's nonce (the whole of version 1's, §3.2).
+PARAMS_FIXED_LEN = 56
+#: The parameters that go into CPace's channel identifier: all but the share.
+PARAMS_CI_LEN = 72
+#: Noise message 1 (client ephemeral key, 24-byte payload, tag); on the wire the client's share
+#: comes before it under one u16 length prefix (§3.4). Noise message 2 (server ephemeral key,
+#: 9-byte payload, tag) follows its own u16 prefix (§3.5).
+MSG1_NOISE_LEN = DH_LEN + 24 + TAG_LEN
+MSG1_LEN = SHARE_LEN + MSG1_NOISE_LEN
 MSG2_LEN = DH_LEN + 9 + TAG_LEN
+
+#: CPace's domain separation for G_Ristretto255 and its ISK (draft-irtf-cfrg-cpace-21).
+DSI = b"CPaceRistretto255"
+DSI_ISK = DSI + b"_ISK"
+#: SHA-512's input block size, s_in_bytes in the draft.
+SHA512_BLOCK = 128
+#: The first field of argonlink's CI (§3.3).
+CI_LABEL = b"argonlink/2"
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,8 +258,152 @@ class NoiseInitiator:
         return self.state.h
 
 
+class NoiseResponder:
+    """The responder of ``NNpsk0``: reads ``-> psk, e`` and writes ``<- e, ee`` (Noise §7.4,
+    §9.2), for any prologue and payloads. Knows its ephemeral private key."""
+
+    def __init__(self, prologue: bytes, psk: bytes, e_priv: bytes | None = None) -> None:
+        self._psk = psk
+        self.e_priv = e_priv if e_priv is not None else os.urandom(32)
+        self.e_pub = x25519_public(self.e_priv)
+        self.state = SymmetricState(prologue)
+        self._e_initiator = b""
+
+    def read_message1(self, message: bytes) -> bytes:
+        """Message 1 without its prefix: the initiator's payload. Raises InvalidTag."""
+        ss, e_i = self.state, message[:DH_LEN]
+        ss.mix_key_and_hash(self._psk)  # psk
+        ss.mix_hash(e_i)  # e (and, with a psk, MixKey(e))
+        ss.mix_key(e_i)
+        self._e_initiator = e_i
+        return ss.decrypt_and_hash(message[DH_LEN:])
+
+    def write_message2(self, payload: bytes) -> bytes:
+        ss = self.state
+        ss.mix_hash(self.e_pub)
+        ss.mix_key(self.e_pub)
+        ss.mix_key(x25519(self.e_priv, self._e_initiator))  # ee
+        return self.e_pub + ss.encrypt_and_hash(payload)
+
+    def split(self) -> tuple[FrameCipher, FrameCipher]:
+        """(sending cipher, receiving cipher) for the transport phase."""
+        k1, k2 = self.state.split()
+        return FrameCipher(k2), FrameCipher(k1)
+
+
 # --------------------------------------------------------------------------------------------
-# argonlink on top of Noise
+# CPace (draft-irtf-cfrg-cpace-21), G_Ristretto255 with SHA-512; libsodium does the group
+
+
+def prepend_len(data: bytes) -> bytes:
+    """The draft's prepend_len: the LEB128 encoding of ``len(data)``, then ``data``."""
+    length, encoded = len(data), bytearray()
+    while True:
+        if length < 128:
+            encoded.append(length)
+        else:
+            encoded.append((length & 0x7F) | 0x80)
+        length >>= 7
+        if length == 0:
+            return bytes(encoded) + data
+
+
+def lv_cat(*parts: bytes) -> bytes:
+    """The draft's lv_cat: each part with its length prepended, concatenated."""
+    return b"".join(prepend_len(part) for part in parts)
+
+
+def generator_string(dsi: bytes, prs: bytes, ci: bytes, sid: bytes, s_in_bytes: int) -> bytes:
+    """The draft's generator_string: zero padding fills the first hash block after DSI and PRS."""
+    len_zpad = max(0, s_in_bytes - 1 - len(prepend_len(prs)) - len(prepend_len(dsi)))
+    return lv_cat(dsi, prs, bytes(len_zpad), ci, sid)
+
+
+def calculate_generator(prs: bytes, ci: bytes, sid: bytes) -> bytes:
+    """G_Ristretto255.calculate_generator: element_derivation (ristretto255's one-way map, which
+    is what libsodium's from_hash computes) of SHA-512(generator string); its encoding."""
+    digest = hashlib.sha512(generator_string(DSI, prs, ci, sid, SHA512_BLOCK)).digest()
+    return bytes(rbcl.crypto_core_ristretto255_from_hash(digest))
+
+
+def sample_scalar() -> bytes:
+    """A scalar as the draft samples it for ristretto255: 32 random bytes, the top 4 bits of
+    the last one cleared (a little-endian integer below 2^252, so below the group order)."""
+    scalar = bytearray(os.urandom(32))
+    scalar[31] &= 0x0F
+    return bytes(scalar)
+
+
+def scalar_mult_vfy(scalar: bytes, point: bytes) -> bytes | None:
+    """The draft's scalar_mult_vfy: the encoding of scalar * decode(point), or None (abort) if
+    ``point`` does not decode or the product is the identity (libsodium refuses both)."""
+    if len(point) != SHARE_LEN:
+        return None
+    try:
+        return bytes(rbcl.crypto_scalarmult_ristretto255(scalar, point))
+    except RuntimeError:
+        return None
+
+
+def isk_ir(sid: bytes, k: bytes, ya: bytes, yb: bytes, ada: bytes = b"", adb: bytes = b"") -> bytes:
+    """ISK in initiator-responder mode: SHA-512(lv_cat(DSI_ISK, sid, K) ‖ transcript_ir), with
+    transcript_ir = lv_cat(Ya, ADa) ‖ lv_cat(Yb, ADb)."""
+    return hashlib.sha512(lv_cat(DSI_ISK, sid, k) + lv_cat(ya, ada) + lv_cat(yb, adb)).digest()
+
+
+# --------------------------------------------------------------------------------------------
+# argonlink's messages and its use of CPace and Noise (PROTOCOL.md §1, §3)
+
+
+def derive_prs(password: bytes, salt: bytes, m_cost: int, t_cost: int, p_cost: int) -> bytes:
+    """PRS = Argon2id(password, salt, m, t, p, version 0x13, 32 bytes) (§1, RFC 9106)."""
+    kdf = Argon2id(salt=salt, length=32, iterations=t_cost, lanes=p_cost, memory_cost=m_cost)
+    return kdf.derive(password)
+
+
+def prs_from_phc(phc: str) -> bytes:
+    """A PHC string's hash is the PRS (PROTOCOL.md §1)."""
+    encoded = phc.rsplit("$", 1)[1]
+    prs = base64.b64decode(encoded + "=" * (-len(encoded) % 4))
+    assert len(prs) == 32
+    return prs
+
+
+def make_hello(
+    identity: bytes = b"",
+    *,
+    epoch_hint: int = 0,
+    nonce: bytes | None = None,
+    version: int = 2,
+    suite: int = 1,
+) -> bytes:
+    """A client hello (§3.1): magic, version, suite, epoch hint, a fresh 16-byte nonce unless
+    one is given, the identity's length and the identity."""
+    nonce = os.urandom(16) if nonce is None else nonce
+    assert len(nonce) == 16 and len(identity) < 256
+    head = b"ALNK" + struct.pack(">HHI", version, suite, epoch_hint) + nonce
+    return head + bytes([len(identity)]) + identity
+
+
+def cpace_ci(hello: bytes, params: bytes) -> bytes:
+    """CI = lv_cat("argonlink/2", hello, params[0..72]) (§3.3)."""
+    return lv_cat(CI_LABEL, hello, params[:PARAMS_CI_LEN])
+
+
+def cpace_sid(hello: bytes, params: bytes) -> bytes:
+    """sid = client nonce ‖ server nonce (§3.3)."""
+    return hello[12:28] + params[PARAMS_FIXED_LEN:PARAMS_CI_LEN]
+
+
+def handshake_generator(prs: bytes, hello: bytes, params: bytes) -> bytes:
+    """The CPace generator of one connection: from the PRS, its hello and its parameters (only
+    the first 72 bytes of which, everything before the server's share, are used)."""
+    return calculate_generator(prs, cpace_ci(hello, params), cpace_sid(hello, params))
+
+
+def noise_prologue(hello: bytes, params: bytes, client_share: bytes) -> bytes:
+    """The Noise prologue: the hello, all 104 parameter bytes and the client's share (§2)."""
+    return hello + params + client_share
 
 
 def data_frame(message: bytes) -> bytes:
@@ -227,30 +416,54 @@ CONFIRM_FRAME = b"\x06"
 
 
 class ModelClient:
-    """The client side of the handshake, written from the Noise spec and the wire layout in
-    docs/PROTOCOL.md §3 (not from the library's code). Knows its ephemeral private key.
-    """
+    """The client side of the handshake (CPace responder B, Noise initiator), written from the
+    specifications and the wire layout in docs/PROTOCOL.md §3 (not from the library's code).
+    Knows its CPace scalar and its ephemeral private key; one instance serves one connection
+    (its hello carries a fresh nonce)."""
 
     def __init__(
         self,
-        psk: bytes,
+        prs: bytes,
         *,
+        identity: bytes = b"",
+        epoch_hint: int = 0,
         node_id: bytes | None = None,
         max_message: int = 1 << 20,
         e_priv: bytes | None = None,
+        scalar: bytes | None = None,
     ) -> None:
-        self.psk = psk
+        self.prs = prs
+        self.identity = identity
+        self.hello = make_hello(identity, epoch_hint=epoch_hint)
         self.node_id = node_id if node_id is not None else os.urandom(16)
         self.max_message = max_message
         self.e_priv = e_priv if e_priv is not None else os.urandom(32)
         self.e_pub = x25519_public(self.e_priv)
+        #: yb, and once message 1 is made: Yb, ISK and the Noise psk (ISK[0:32]).
+        self.scalar = scalar if scalar is not None else sample_scalar()
+        self.share = b""
+        self.isk = b""
+        self.psk = b""
         self._noise: NoiseInitiator | None = None
 
     def message1(self, params: bytes) -> bytes:
-        """The u16-prefixed message 1 for these server parameters (prologue: hello + params)."""
-        self._noise = NoiseInitiator(HELLO + params, self.psk, self.e_priv)
+        """The u16-prefixed message 1 for these server parameters. Raises ValueError if the
+        server's share does not decode or gives the identity (the client aborts, §3.2)."""
+        assert len(params) == PARAMS_LEN
+        server_share = params[PARAMS_CI_LEN:]
+        g = handshake_generator(self.prs, self.hello, params)
+        share = scalar_mult_vfy(self.scalar, g)
+        k = scalar_mult_vfy(self.scalar, server_share)
+        if share is None or k is None:
+            raise ValueError("the server's CPace share is not acceptable")
+        self.share = share
+        self.isk = isk_ir(cpace_sid(self.hello, params), k, server_share, share)
+        self.psk = self.isk[:32]
+        self._noise = NoiseInitiator(
+            noise_prologue(self.hello, params, share), self.psk, self.e_priv
+        )
         payload = self.node_id + self.max_message.to_bytes(8, "big")
-        msg1 = self._noise.write_message1(payload)
+        msg1 = share + self._noise.write_message1(payload)
         assert len(msg1) == MSG1_LEN
         return struct.pack(">H", MSG1_LEN) + msg1
 
@@ -261,9 +474,14 @@ class ModelClient:
         send, recv = self._noise.split()
         return send, recv, payload
 
+    def keys(self) -> tuple[bytes, bytes]:
+        """The transport keys after message 2: (client -> server, server -> client)."""
+        assert self._noise is not None
+        return self._noise.state.split()
+
     def handshake(self, sock: socket.socket) -> tuple[FrameCipher, FrameCipher]:
         """Run the whole client handshake on a connected socket and send CONFIRM."""
-        sock.sendall(HELLO)
+        sock.sendall(self.hello)
         params = recv_exact(sock, PARAMS_LEN)
         sock.sendall(self.message1(params))
         send, recv, payload = self.finish(recv_exact(sock, 2 + MSG2_LEN))
@@ -272,9 +490,66 @@ class ModelClient:
         return send, recv
 
 
-def psk_from_phc(phc: str) -> bytes:
-    """A PHC string's hash is the PSK (PROTOCOL.md §1; kdf.rs, ServerKey::from_phc)."""
-    encoded = phc.rsplit("$", 1)[1]
-    psk = base64.b64decode(encoded + "=" * (-len(encoded) % 4))
-    assert len(psk) == 32
-    return psk
+class ModelServer:
+    """The server side of one connection's handshake (CPace initiator A, Noise responder), from
+    the same specifications. ``fixed`` are the first 56 parameter bytes (version, suite, salt,
+    costs, epoch, node id, other epoch): the server's nonce and share are made here. Knows its
+    CPace scalar and its ephemeral private key."""
+
+    def __init__(
+        self,
+        prs: bytes,
+        fixed: bytes,
+        *,
+        scalar: bytes | None = None,
+        nonce: bytes | None = None,
+        e_priv: bytes | None = None,
+    ) -> None:
+        assert len(fixed) == PARAMS_FIXED_LEN
+        self.prs = prs
+        self.fixed = fixed
+        self.scalar = scalar if scalar is not None else sample_scalar()
+        self.nonce = nonce if nonce is not None else os.urandom(16)
+        self.e_priv = e_priv
+        self.hello = b""
+        self.params = b""
+        self.isk = b""
+        self._noise: NoiseResponder | None = None
+
+    def answer(self, hello: bytes) -> bytes:
+        """The 104 parameter bytes that answer ``hello``, with Ya on this connection's
+        generator."""
+        assert len(hello) >= HELLO_FIXED_LEN
+        self.hello = hello
+        head = self.fixed + self.nonce
+        share = scalar_mult_vfy(self.scalar, handshake_generator(self.prs, hello, head))
+        assert share is not None
+        self.params = head + share
+        return self.params
+
+    def read_message1(self, record: bytes) -> bytes:
+        """The client's message 1 payload (node id, max message size) from the u16-prefixed
+        record. Raises ValueError for a share that does not decode or gives the identity,
+        InvalidTag for a message 1 that does not open (a wrong password among others)."""
+        assert struct.unpack_from(">H", record)[0] == len(record) - 2 == MSG1_LEN
+        client_share = record[2 : 2 + SHARE_LEN]
+        k = scalar_mult_vfy(self.scalar, client_share)
+        if k is None:
+            raise ValueError("the client's CPace share is not acceptable")
+        server_share = self.params[PARAMS_CI_LEN:]
+        self.isk = isk_ir(cpace_sid(self.hello, self.params), k, server_share, client_share)
+        prologue = noise_prologue(self.hello, self.params, client_share)
+        self._noise = NoiseResponder(prologue, self.isk[:32], self.e_priv)
+        return self._noise.read_message1(record[2 + SHARE_LEN :])
+
+    def message2(self, payload: bytes) -> bytes:
+        """The u16-prefixed message 2 carrying ``payload`` (max message size, admission)."""
+        assert self._noise is not None
+        msg2 = self._noise.write_message2(payload)
+        assert len(msg2) == MSG2_LEN
+        return struct.pack(">H", MSG2_LEN) + msg2
+
+    def keys(self) -> tuple[bytes, bytes]:
+        """The transport keys after message 2: (client -> server, server -> client)."""
+        assert self._noise is not None
+        return self._noise.state.split()

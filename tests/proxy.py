@@ -7,11 +7,12 @@ or blocks, the test's own event loop.
 The proxy understands argonlink's framing (it needs no keys for that). Each direction is a
 sequence of *records*::
 
-    client -> server   0: hello (8 bytes)    1: msg1 (u16 len + 72)   2: CONFIRM frame   3..: frames
-    server -> client   0: params (56 bytes)  1: msg2 (u16 len + 57)   2..: frames
+    client -> server   0: hello (29 + n bytes)  1: msg1 (u16 len + 104)  2: CONFIRM  3..: frames
+    server -> client   0: params (104 bytes)    1: msg2 (u16 len + 57)   2..: frames
 
-where every record after the first is a big-endian u16 length followed by that many bytes, and
-a record is kept *with* its length prefix. A :class:`Tamper` sees each record of one direction
+where the hello's length is in its byte 28 (the identity length n), every record after the
+first is a big-endian u16 length followed by that many bytes, and a record is kept *with* its
+length prefix. A :class:`Tamper` sees each record of one direction
 with its index and decides what goes on: the record, something else, nothing, or a cut of the
 connection. ``raw=True`` forwards bytes as they arrive, without parsing.
 
@@ -47,7 +48,7 @@ __all__ = [
     "C2S_FIRST_DATA",
     "C2S_HELLO",
     "C2S_MSG1",
-    "HELLO_LEN",
+    "HELLO_FIXED_LEN",
     "PARAMS_LEN",
     "S2C_FIRST_DATA",
     "S2C_MSG2",
@@ -61,6 +62,7 @@ __all__ = [
     "FlipBit",
     "Inject",
     "Out",
+    "Preamble",
     "Proxy",
     "ProxyConnection",
     "RecordParser",
@@ -68,16 +70,33 @@ __all__ = [
     "Swap",
     "Tamper",
     "TcpService",
+    "hello_length",
+    "read_hello",
     "read_record",
     "recv_exact",
+    "recv_hello",
     "recv_until_closed",
     "split_records",
 ]
 
 T = TypeVar("T")
 
-HELLO_LEN = 12
-PARAMS_LEN = 56
+#: The hello up to and including its identity length byte (PROTOCOL.md §3.1).
+HELLO_FIXED_LEN = 29
+#: The server parameters with the server's nonce and CPace share (§3.2).
+PARAMS_LEN = 104
+
+
+def hello_length(prefix: bytes) -> int | None:
+    """The length of a hello that starts with ``prefix`` (29 + n), None until byte 28 came."""
+    if len(prefix) < HELLO_FIXED_LEN:
+        return None
+    return HELLO_FIXED_LEN + prefix[HELLO_FIXED_LEN - 1]
+
+
+#: How long a direction's first, unprefixed record is: a fixed size, or a function of the
+#: bytes received so far (None while that is not known yet).
+Preamble = int | Callable[[bytes], int | None]
 
 # Record indices in each direction of an argonlink connection.
 C2S_HELLO, C2S_MSG1, C2S_CONFIRM, C2S_FIRST_DATA = 0, 1, 2, 3
@@ -89,9 +108,9 @@ class Direction(enum.Enum):
     S2C = "server->client"
 
     @property
-    def preamble(self) -> int:
+    def preamble(self) -> Preamble:
         """Length of this direction's first, unprefixed record."""
-        return HELLO_LEN if self is Direction.C2S else PARAMS_LEN
+        return hello_length if self is Direction.C2S else PARAMS_LEN
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,9 +118,10 @@ class Direction(enum.Enum):
 
 
 class RecordParser:
-    """Incremental parser: a fixed-size first record, then u16-length-prefixed records."""
+    """Incremental parser: a first record of the preamble's length, then u16-length-prefixed
+    records."""
 
-    def __init__(self, preamble: int) -> None:
+    def __init__(self, preamble: Preamble) -> None:
         self._preamble = preamble
         self._buf = bytearray()
         self._first = True
@@ -112,7 +132,10 @@ class RecordParser:
         out: list[bytes] = []
         while True:
             if self._first:
-                need = self._preamble
+                first = self._preamble
+                need = first if isinstance(first, int) else first(bytes(self._buf))
+                if need is None:
+                    return out
             elif len(self._buf) >= 2:
                 need = 2 + struct.unpack_from(">H", self._buf)[0]
             else:
@@ -129,7 +152,7 @@ class RecordParser:
         return bytes(self._buf)
 
 
-def split_records(stream: bytes, preamble: int) -> tuple[list[bytes], bytes]:
+def split_records(stream: bytes, preamble: Preamble) -> tuple[list[bytes], bytes]:
     """Parse a whole recorded stream: (complete records, trailing incomplete bytes)."""
     parser = RecordParser(preamble)
     records = parser.feed(stream)
@@ -603,6 +626,12 @@ class Proxy(TcpService):
 # Small helpers for raw clients and fake servers
 
 
+async def read_hello(reader: asyncio.StreamReader) -> bytes:
+    """Read a client hello: its 29 fixed bytes, then the identity they announce."""
+    fixed = await reader.readexactly(HELLO_FIXED_LEN)
+    return fixed + await reader.readexactly(fixed[-1])
+
+
 async def read_record(reader: asyncio.StreamReader) -> bytes:
     """Read one u16-length-prefixed record (returned with its prefix)."""
     prefix = await reader.readexactly(2)
@@ -620,6 +649,12 @@ def recv_exact(sock: socket.socket, n: int, timeout: float = 5.0) -> bytes:
             raise EOFError(f"connection closed after {len(buf)} of {n} bytes")
         buf += chunk
     return bytes(buf)
+
+
+def recv_hello(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    """Read a client hello from a blocking socket: 29 bytes, then the identity they announce."""
+    fixed = recv_exact(sock, HELLO_FIXED_LEN, timeout)
+    return fixed + recv_exact(sock, fixed[-1], timeout)
 
 
 def recv_until_closed(sock: socket.socket, timeout: float = 5.0) -> tuple[bytes, str, float]:

@@ -1,22 +1,25 @@
 """A reference peer that completes real handshakes and then sends what an honest peer never would.
 
 Written from docs/PROTOCOL.md on top of the independent protocol model in ``noise_model.py``
-(Noise ``NNpsk0`` from pyca ``cryptography`` primitives, Argon2id from ``cryptography`` too),
-not from the library's code, so that it can play the authenticated hostile peer: one that knows
-the password and breaks the rules on purpose. Like the "protocol bugs" switches of a TLS test
-runner, every misbehaviour is a plaintext builder, a :class:`Bugs` switch or a method; the
-tests in ``test_hostile.py`` assert the exact outcome.
+(CPace on libsodium's ristretto255, Noise ``NNpsk0`` on pyca ``cryptography`` primitives,
+Argon2id from ``cryptography`` too), not from the library's code, so that it can play the
+authenticated hostile peer: one that knows the password and breaks the rules on purpose. Like
+the "protocol bugs" switches of a TLS test runner, every misbehaviour is a plaintext builder, a
+:class:`Bugs` switch or a method; the tests in ``test_hostile.py`` assert the exact outcome.
 
 Two roles:
 
-* :class:`RefClient` dials a real argonlink server, runs the initiator side of the handshake
-  (optionally replaying a recorded hello and message 1, or stopping after the hello), sends
-  CONFIRM (bare, with a session request, or anything else as the first frame) and then sends
-  raw frames of any type, flags and body and reads the server's frames.
+* :class:`RefClient` dials a real argonlink server, runs the client side of the handshake
+  (CPace responder, Noise initiator) with the PRS under an identity of its choice (optionally
+  replaying a recorded hello and message 1, or stopping after the hello), sends CONFIRM (bare,
+  with a session request, or anything else as the first frame) and then sends raw frames of
+  any type, flags and body and reads the server's frames.
 * :class:`RefServer` listens for a real argonlink ``Client``, answers its hello with parameters
-  it chooses (salt, costs, epoch, node id), derives the PSK from the password and those, runs
-  the responder side of ``NNpsk0``, reads the client's CONFIRM and then sends raw frames: so the
-  same attacks also run against clients.
+  it chooses (salt, costs, epoch, node id), derives the PRS from the password and those, runs
+  the server side (CPace initiator with the share in the parameters, Noise responder), reads the
+  client's CONFIRM and then sends raw frames: so the same attacks also run against clients. It
+  keeps what it saw of each handshake (:class:`Exchange`), also of one that failed: the
+  material of a man in the middle posing as the server.
 
 Both sides follow REKEY (§4.4) on the frames they read, and can rekey their own direction.
 """
@@ -34,18 +37,16 @@ from typing import Self
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from noise_model import (
-    HELLO,
     MSG1_LEN,
     MSG2_LEN,
-    NoiseInitiator,
-    SymmetricState,
+    PARAMS_FIXED_LEN,
+    ModelClient,
+    ModelServer,
+    derive_prs,
     noise_nonce,
-    x25519,
-    x25519_public,
 )
-from proxy import PARAMS_LEN, recv_exact
+from proxy import HELLO_FIXED_LEN, PARAMS_LEN, recv_exact, recv_hello
 
 __all__ = [
     "ACK",
@@ -66,6 +67,7 @@ __all__ = [
     "VALID_CLOSE_CODES",
     "Bugs",
     "Cipher",
+    "Exchange",
     "Frame",
     "HostilePeer",
     "Params",
@@ -77,7 +79,7 @@ __all__ = [
     "close",
     "confirm",
     "data",
-    "derive_psk",
+    "derive_prs",
     "expect_close",
     "fragments",
     "is_valid_close_code",
@@ -103,12 +105,6 @@ VALID_CLOSE_CODES = frozenset({1000, 1001, 1002, 1009, 1013, 4001, 4002, 4003})
 
 def is_valid_close_code(code: int) -> bool:
     return code in VALID_CLOSE_CODES or 3000 <= code <= 3999 or 4100 <= code <= 4999
-
-
-def derive_psk(password: bytes, salt: bytes, m_cost: int, t_cost: int, p_cost: int) -> bytes:
-    """PSK = Argon2id(password, salt, m, t, p, version 0x13, 32 bytes) (§1, RFC 9106)."""
-    kdf = Argon2id(salt=salt, length=32, iterations=t_cost, lanes=p_cost, memory_cost=m_cost)
-    return kdf.derive(password)
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,7 +264,8 @@ class Frame:
 
 @dataclass(frozen=True)
 class Params:
-    """The 56 server parameter bytes (§3.2), with whatever values the test wants."""
+    """The first 56 server parameter bytes (§3.2), with whatever values the test wants; the
+    server's nonce and share, fresh on each connection, follow them on the wire."""
 
     salt: bytes = field(default_factory=lambda: os.urandom(16))
     m_cost: int = 19456
@@ -277,7 +274,7 @@ class Params:
     epoch: int = 1
     node_id: bytes = field(default_factory=lambda: os.urandom(16))
     other_epoch: int = 0
-    version: int = 1
+    version: int = 2
     suite: int = 1
 
     def encode(self) -> bytes:
@@ -291,14 +288,15 @@ class Params:
 
     @classmethod
     def decode(cls, raw: bytes) -> Params:
-        assert len(raw) == PARAMS_LEN
+        """From the 104 bytes on the wire (or their first 56)."""
+        assert len(raw) in (PARAMS_FIXED_LEN, PARAMS_LEN)
         version, suite = struct.unpack_from(">HH", raw)
         m, t, p, epoch = struct.unpack_from(">IIII", raw, 20)
         (other,) = struct.unpack_from(">I", raw, 52)
         return cls(raw[4:20], m, t, p, epoch, raw[36:52], other, version, suite)
 
-    def psk(self, password: bytes) -> bytes:
-        return derive_psk(password, self.salt, self.m_cost, self.t_cost, self.p_cost)
+    def prs(self, password: bytes) -> bytes:
+        return derive_prs(password, self.salt, self.m_cost, self.t_cost, self.p_cost)
 
 
 # --------------------------------------------------------------------------------------------
@@ -493,20 +491,22 @@ def _stream_socket(source: str | None, rcvbuf: int | None) -> socket.socket:
 
 
 class RefClient(Transport):
-    """A client that completes a real handshake with a PSK, then sends whatever it is told.
+    """A client that completes a real handshake with a PRS, then sends whatever it is told.
 
-    ``first``: the first transport frame's plaintext (default a bare CONFIRM; ``b""`` sends
-    nothing after message 1). ``replay``: (hello, message 1 record) recorded from another
-    connection, sent instead of our own; the handshake then stops after message 1 (without the
-    initiator's ephemeral key, message 2 cannot be read). ``hello_only``: stop after the
-    hello. ``connect_only``: send nothing at all. ``before_message1``: called between the
-    parameters and message 1, where a first-time client runs Argon2."""
+    ``identity``: the identity its hello names (default none). ``first``: the first transport
+    frame's plaintext (default a bare CONFIRM; ``b""`` sends nothing after message 1).
+    ``replay``: (hello, message 1 record) recorded from another connection, sent instead of our
+    own; the handshake then stops after message 1 (it was made for another connection's server
+    share, so the server cannot open it). ``hello_only``: stop after the hello.
+    ``connect_only``: send nothing at all. ``before_message1``: called between the parameters
+    and message 1, where a first-time client runs Argon2."""
 
     def __init__(
         self,
         address: tuple[str, int],
-        psk: bytes,
+        prs: bytes,
         *,
+        identity: bytes = b"",
         first: bytes | None = None,
         bugs: Bugs | None = None,
         source: str | None = None,
@@ -529,9 +529,10 @@ class RefClient(Transport):
         self.sent_bytes = 0
         self.admission: int | None = None
         self.params: bytes | None = None
+        self.model = ModelClient(prs, identity=identity)
         if connect_only:
             return
-        sock.sendall(replay[0] if replay else HELLO)
+        sock.sendall(replay[0] if replay else self.model.hello)
         if hello_only:
             return
         self.params = recv_exact(sock, PARAMS_LEN)
@@ -540,20 +541,15 @@ class RefClient(Transport):
         if replay is not None:
             sock.sendall(replay[1])
             return
-        noise = NoiseInitiator(HELLO + self.params, psk, os.urandom(32))
-        payload = os.urandom(16) + (1 << 20).to_bytes(8, "big")
-        msg1 = noise.write_message1(payload)
-        assert len(msg1) == MSG1_LEN
         #: Our hello and message 1 record, as a replayer would have recorded them.
-        self.recorded = (HELLO, struct.pack(">H", MSG1_LEN) + msg1)
+        self.recorded = (self.model.hello, self.model.message1(self.params))
         sock.sendall(self.recorded[1])
-        msg2 = recv_exact(sock, 2 + MSG2_LEN)
-        payload2 = noise.read_message2(msg2[2:])
-        #: Message 2's admission byte: 0 accepted, 1 busy (§3.4).
+        _, _, payload2 = self.model.finish(recv_exact(sock, 2 + MSG2_LEN))
+        #: Message 2's admission byte: 0 accepted, 1 busy (§3.5).
         self.admission = payload2[8]
-        #: The server's max message size (§3.4).
+        #: The server's max message size (§3.5).
         self.peer_max_message = int.from_bytes(payload2[:8], "big")
-        k_send, k_recv = noise.state.split()
+        k_send, k_recv = self.model.keys()
         self._init_transport(sock, k_send, k_recv)
         first = CONFIRM_BARE if first is None else first
         if first:
@@ -580,34 +576,6 @@ def expect_close(peer: Transport, code: int, timeout: float = 5.0) -> list[Frame
 # Server role
 
 
-class NoiseResponder:
-    """The responder of ``NNpsk0``: reads ``-> psk, e`` and writes ``<- e, ee`` (Noise §7.4,
-    §9.2), for any prologue and payloads."""
-
-    def __init__(self, prologue: bytes, psk: bytes, e_priv: bytes | None = None) -> None:
-        self._psk = psk
-        self.e_priv = e_priv if e_priv is not None else os.urandom(32)
-        self.e_pub = x25519_public(self.e_priv)
-        self.state = SymmetricState(prologue)
-        self._e_initiator = b""
-
-    def read_message1(self, message: bytes) -> bytes:
-        """Message 1 without its prefix: the initiator's payload. Raises InvalidTag."""
-        ss, e_i = self.state, message[:32]
-        ss.mix_key_and_hash(self._psk)  # psk
-        ss.mix_hash(e_i)  # e (and, with a psk, MixKey(e))
-        ss.mix_key(e_i)
-        self._e_initiator = e_i
-        return ss.decrypt_and_hash(message[32:])
-
-    def write_message2(self, payload: bytes) -> bytes:
-        ss = self.state
-        ss.mix_hash(self.e_pub)
-        ss.mix_key(self.e_pub)
-        ss.mix_key(x25519(self.e_priv, self._e_initiator))  # ee
-        return self.e_pub + ss.encrypt_and_hash(payload)
-
-
 class ServerSide(Transport):
     """One connection accepted by :class:`RefServer`, after the handshake: ``confirm`` holds
     the client's first frame (normally CONFIRM, maybe with a session request)."""
@@ -616,14 +584,29 @@ class ServerSide(Transport):
         self.bugs = bugs
         self._init_transport(sock, k_send, k_recv)
         self.confirm: Frame | None = None
-        #: The client's message 1 payload: node id and max message size.
+        #: The identity the client's hello named, and its message 1 payload: node id and max
+        #: message size.
+        self.client_identity = b""
         self.client_node_id = b""
         self.client_max_message = 0
 
 
+@dataclass
+class Exchange:
+    """What :class:`RefServer` saw and sent in one handshake, up to message 1: the client's
+    hello, the 104 parameter bytes it answered with, the CPace scalar ``ya`` behind the share in
+    them, and the client's message 1 record (empty if none came)."""
+
+    hello: bytes
+    params: bytes
+    scalar: bytes
+    message1: bytes = b""
+
+
 class RefServer(Closing):
     """Listens; answers a real client's hello with :class:`Params` of its choosing and runs the
-    responder side of the handshake with the PSK derived from ``password`` and those params."""
+    server side of the handshake with the PRS derived from ``password`` and those params, for
+    any identity the hello names (like a server with one shared password)."""
 
     def __init__(
         self,
@@ -637,10 +620,12 @@ class RefServer(Closing):
     ) -> None:
         self.params = params or Params()
         pw = password.encode() if isinstance(password, str) else password
-        self.psk = self.params.psk(pw)
+        self.prs = self.params.prs(pw)
         self.max_message = max_message
         self.admission = admission
         self.bugs = bugs or Bugs()
+        #: Every handshake so far, in order, including those that failed at message 1.
+        self.exchanges: list[Exchange] = []
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind((host, 0))
@@ -648,27 +633,35 @@ class RefServer(Closing):
         self.address: tuple[str, int] = self.listener.getsockname()
 
     def accept(self, timeout: float = 10.0, *, read_confirm: bool = True) -> ServerSide:
-        """The next client, handshake done; with ``read_confirm`` its first frame read too."""
+        """The next client, handshake done; with ``read_confirm`` its first frame read too.
+        A message 1 that does not open (InvalidTag) or carries an unacceptable share
+        (ValueError) raises after the connection was closed without a word, as a server does."""
         self.listener.settimeout(timeout)
         sock, _ = self.listener.accept()
+        try:
+            return self._handshake(sock, timeout, read_confirm)
+        except BaseException:
+            sock.close()
+            raise
+
+    def _handshake(self, sock: socket.socket, timeout: float, read_confirm: bool) -> ServerSide:
         sock.settimeout(timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.bugs.rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.bugs.rcvbuf)
-        hello = recv_exact(sock, len(HELLO))
-        assert hello[:8] == HELLO[:8], hello
-        params = self.params.encode()
-        sock.sendall(params)
-        record = recv_exact(sock, 2 + MSG1_LEN)
-        assert struct.unpack_from(">H", record)[0] == MSG1_LEN
-        noise = NoiseResponder(hello + params, self.psk)
-        payload1 = noise.read_message1(record[2:])
+        hello = recv_hello(sock, timeout)
+        assert hello[:8] == b"ALNK\x00\x02\x00\x01", hello
+        model = ModelServer(self.prs, self.params.encode())
+        exchange = Exchange(hello, model.answer(hello), model.scalar)
+        self.exchanges.append(exchange)
+        sock.sendall(exchange.params)
+        exchange.message1 = recv_exact(sock, 2 + MSG1_LEN, timeout)
+        payload1 = model.read_message1(exchange.message1)
         payload2 = self.max_message.to_bytes(8, "big") + bytes([self.admission])
-        msg2 = noise.write_message2(payload2)
-        assert len(msg2) == MSG2_LEN
-        sock.sendall(struct.pack(">H", MSG2_LEN) + msg2)
-        k_c2s, k_s2c = noise.state.split()
+        sock.sendall(model.message2(payload2))
+        k_c2s, k_s2c = model.keys()
         side = ServerSide(sock, k_s2c, k_c2s, self.bugs)
+        side.client_identity = hello[HELLO_FIXED_LEN:]
         side.client_node_id = payload1[:16]
         side.client_max_message = int.from_bytes(payload1[16:24], "big")
         if read_confirm:

@@ -674,3 +674,45 @@ def test_the_console_script_is_declared() -> None:
     scripts = importlib.metadata.entry_points(group="console_scripts")
     [entry] = [e for e in scripts if e.name == "argonlink"]
     assert entry.value == "argonlink.cli:main"
+
+
+# --------------------------------------------------------------------------------------------
+# per-peer passwords
+
+
+def test_serve_with_a_peers_file_and_send_with_an_identity(tmp_path: Path, key: Path) -> None:
+    made = run("hash-password", "--password-file", str(key), "--kdf", "owasp", "--identity", "db-1")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith('"db-1" = "$argon2id$v=19$m=19456,t=2,p=1$')
+    peers = secret_file(tmp_path / "peers.toml", "[peers]\n" + made.stdout.strip())
+    with serving("--peers", str(peers), "--print", "--once") as server:
+        # No shared password: a client without the identity is refused (exit 3), then db-1
+        # gets in with its own.
+        anonymous = run("send", server.address, "--password-file", str(key), input=b"x")
+        assert anonymous.returncode == 3, anonymous.stderr
+        sent = run(
+            "send", server.address, "--password-file", str(key), "--identity", "db-1",
+            input=b"from db-1\n",
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        server.finish()
+    assert server.stdout == "from db-1\n"
+    assert "failed (identity" not in server.stderr
+
+
+def test_peers_file_mistakes_are_usage_errors(tmp_path: Path, key: Path) -> None:
+    cases = {
+        "plaintext": '[peers]\n"db-1" = "a plaintext password"\n',
+        "bad identity": '[peers]\n"db 1" = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA"\n',
+        "no table": '"db-1" = "x"\n',
+    }
+    for name, text in cases.items():
+        peers = secret_file(tmp_path / f"{name}.toml", text)
+        done = run("serve", "--peers", str(peers), "--print", "--once")
+        assert done.returncode == 2, (name, done.stderr)
+        assert "peers" in one_error_line(done.stderr), name
+    loose = secret_file(tmp_path / "loose.toml", cases["plaintext"])
+    loose.chmod(0o644)
+    done = run("serve", "--peers", str(loose), "--print", "--once")
+    assert done.returncode == 2 and "too open" in done.stderr
+    assert run("hash-password", "--identity", "with space").returncode == 2

@@ -55,13 +55,17 @@ FILE_SETTINGS = {
 @pytest.mark.parametrize(
     ("base", "cfg", "extra"),
     [
-        (ServerBase, ServerConfig, {"password_hash_env", "password_hash_file", *FILE_SETTINGS}),
+        (
+            ServerBase,
+            ServerConfig,
+            {"password_hash_env", "password_hash_file", "peers_file", *FILE_SETTINGS},
+        ),
         (ClientBase, ClientConfig, set()),
     ],
 )
 def test_every_keyword_of_the_api_has_a_setting(base, cfg, extra) -> None:
     api = set(inspect.signature(base.__init__).parameters) - {"self", "handler"}
-    api -= {"password", "password_hash"}  # replaced by sources
+    api -= {"password", "password_hash", "peers"}  # replaced by sources (peers_file)
     sources = {"password_env", "password_file", "allow_weak_kdf"} | extra
     assert settings_of(cfg) == api | sources
 
@@ -777,3 +781,35 @@ def test_file_settings_are_server_settings(tmp_path: Path) -> None:
     path = write(tmp_path / "c.toml", "[client]\nfile_mode = 0o600\n")
     with pytest.raises(ConfigError, match="file_mode is a server setting"):
         load(path, env={})
+
+
+# --- identities and per-peer passwords --------------------------------------------------------
+
+
+def test_client_identity_and_server_peers_file(tmp_path: Path) -> None:
+    phc = argonlink.hash_password("pw of db-1", KdfParams.OWASP)
+    peers = secret_file(tmp_path / "peers.toml", f'[peers]\n"db-1" = "{phc}"\n'.encode())
+    path = write(
+        tmp_path / "node.toml",
+        f"""
+        [server]
+        peers_file = "{peers}"
+        [client]
+        host = "db-2"
+        port = 7000
+        identity = "db-1"
+        password_env = "PW"
+        """,
+    )
+    cfg = load(path, env={})
+    kw = cfg.server.kwargs()
+    assert set(kw) == {"host", "port", "peers"}, "peers alone need no shared password"
+    assert [(k, v.phc) for k, v in kw["peers"].items()] == [("db-1", phc)]
+    assert cfg.client.kwargs(env={"PW": "x"})["identity"] == "db-1"
+    assert load(env={"ARGONLINK_CLIENT_IDENTITY": "edge-2"}).client.identity == "edge-2"
+    with pytest.raises(ConfigError, match=r"ARGONLINK_IDENTITY: .*printable ASCII"):
+        load(env={"ARGONLINK_IDENTITY": "two words"})
+    weak = argonlink.hash_password("pw", KdfParams(8192, 1, 1))
+    secret_file(peers, f'[peers]\n"db-1" = "{weak}"\n'.encode())
+    with pytest.raises(ConfigError, match=r"\[peers\] 'db-1'.*below"):
+        cfg.server.kwargs()

@@ -22,7 +22,7 @@ from pathlib import Path
 import argonlink
 import pytest
 from argonlink import sync
-from noise_model import psk_from_phc
+from noise_model import prs_from_phc
 from proxy import C2S_HELLO, C2S_MSG1, Direction, Proxy
 from refpeer import (
     CLOSE,
@@ -61,8 +61,8 @@ def phc() -> str:
 
 
 @pytest.fixture(scope="module")
-def psk(phc: str) -> bytes:
-    return psk_from_phc(phc)
+def prs(phc: str) -> bytes:
+    return prs_from_phc(phc)
 
 
 @pytest.fixture
@@ -92,8 +92,8 @@ def assert_not_accepted(server: sync.Server) -> None:
 # The reference peer itself: honest use interoperates (the positive controls)
 
 
-def test_reference_client_interoperates(srv: sync.Server, psk: bytes) -> None:
-    with RefClient(srv.address, psk) as peer:
+def test_reference_client_interoperates(srv: sync.Server, prs: bytes) -> None:
+    with RefClient(srv.address, prs) as peer:
         assert peer.admission == 0
         conn = accepted(srv)
         long = os.urandom(3 * MAX_CHUNK)
@@ -118,13 +118,15 @@ def test_reference_client_interoperates(srv: sync.Server, psk: bytes) -> None:
 
 
 def test_reference_server_interoperates() -> None:
-    """The server role: params we chose, PSK from Argon2id(password, our salt and costs)."""
+    """The server role: params we chose, PRS from Argon2id(password, our salt and costs), CPace
+    and Noise on top; the identity the client named (none) reaches the reference server."""
     with RefServer(PASSWORD) as ref:
         got: dict[str, object] = {}
 
         def serve() -> None:
             side = ref.accept()
             got["confirm"] = side.confirm
+            got["hello"] = (side.client_identity, side.client_node_id)
             side.send(data(b"from the reference server"))
             got["frame"] = side.recv_frame()
             side.send(close(1000))
@@ -138,6 +140,7 @@ def test_reference_server_interoperates() -> None:
             thread.join(10)
             with pytest.raises(argonlink.ConnectionClosedOK):
                 client.recv(timeout=5)
+        assert got["hello"] == (b"", client.node_id)
         assert got["confirm"] == Frame(CONFIRM, b"")
         assert got["frame"] == Frame(DATA, b"\x00to it")
         assert got["rest"] == [Frame(CLOSE, b"\x03\xe8")]
@@ -147,11 +150,11 @@ def test_reference_server_interoperates() -> None:
 # M14, M15: every fragment but the last is full; no control frame inside a message
 
 
-def test_one_byte_fragments_one_segment_each_are_refused(srv: sync.Server, psk: bytes) -> None:
+def test_one_byte_fragments_one_segment_each_are_refused(srv: sync.Server, prs: bytes) -> None:
     """A 70 000-byte message as 1-byte DATA fragments, each its own TCP segment: the server
     answers CLOSE 1002 and delivers nothing of it."""
     bugs = Bugs(first_fragment=1, middle_fragment=1, one_segment_per_frame=True)
-    with RefClient(srv.address, psk, bugs=bugs) as peer:
+    with RefClient(srv.address, prs, bugs=bugs) as peer:
         conn = accepted(srv)
         # The server may close while we are still sending: that is the point.
         with contextlib.suppress(OSError):
@@ -196,21 +199,21 @@ MALFORMED_MESSAGES: dict[str, list[bytes]] = {
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED_MESSAGES))
-def test_malformed_fragments_are_refused_with_1002(srv: sync.Server, psk: bytes, case: str) -> None:
-    with RefClient(srv.address, psk) as peer:
+def test_malformed_fragments_are_refused_with_1002(srv: sync.Server, prs: bytes, case: str) -> None:
+    with RefClient(srv.address, prs) as peer:
         conn = accepted(srv)
         peer.send(*MALFORMED_MESSAGES[case])
         expect_close(peer, 1002)
         assert_app_sees_error(conn)
 
 
-def test_full_fragments_and_rekey_between_them_are_delivered(srv: sync.Server, psk: bytes) -> None:
+def test_full_fragments_and_rekey_between_them_are_delivered(srv: sync.Server, prs: bytes) -> None:
     """The control: a message cut as M14 says arrives whole, also with a REKEY between two of
     its fragments (M15's one exception)."""
     message = os.urandom(FIRST_FRAGMENT + MAX_CHUNK + 3)
     first, middle, last = fragments(message)
     assert len(first) == 65519 and len(middle) == 65519 and len(last) == 2 + 3
-    with RefClient(srv.address, psk) as peer:
+    with RefClient(srv.address, prs) as peer:
         conn = accepted(srv)
         peer.send(first, middle)
         peer.rekey()
@@ -289,25 +292,25 @@ def _send_until_stalled(peer: RefClient, records: Iterator[bytes]) -> int:
     return sent
 
 
-def _grow(phc: str, psk: bytes, messages: list[bytes]) -> tuple[int, int]:
+def _grow(phc: str, prs: bytes, messages: list[bytes]) -> tuple[int, int]:
     """(server RSS growth, wire bytes) for these single-frame messages, one TCP segment each,
     sent to a server whose application never reads."""
     with ServerProcess(phc, recv_buffer=RECV_BUFFER) as server:
         before = server.settled_rss()
-        with RefClient(server.address, psk) as peer:
+        with RefClient(server.address, prs) as peer:
             sent = _send_until_stalled(peer, (peer.send_cipher.seal(data(m)) for m in messages))
             growth = server.settled_rss() - before
     return growth, sent
 
 
 @pytest.mark.slow
-def test_tiny_messages_hold_no_more_than_recv_buffer(phc: str, psk: bytes) -> None:
+def test_tiny_messages_hold_no_more_than_recv_buffer(phc: str, prs: bytes) -> None:
     """1-byte messages, one TCP segment each, that the application never reads: the server
     holds a small multiple of its recv_buffer (each message counts len + 64 against it and the
     reader stops at the bound), as it does for the same bytes sent honestly in large messages.
     (When each message kept a slice of the read buffer alive: ~100x the attacker's bytes.)"""
-    tiny, tiny_sent = _grow(phc, psk, [b"x"] * 150_000)
-    control, control_sent = _grow(phc, psk, [b"m" * 60_000] * (tiny_sent // 60_000 + 2))
+    tiny, tiny_sent = _grow(phc, prs, [b"x"] * 150_000)
+    control, control_sent = _grow(phc, prs, [b"m" * 60_000] * (tiny_sent // 60_000 + 2))
     print(
         f"RSS growth: 1-byte messages {tiny >> 10} KiB for {tiny_sent >> 10} KiB on the wire "
         f"({tiny / tiny_sent:.1f}x); control {control >> 10} KiB for {control_sent >> 10} KiB; "
@@ -347,12 +350,12 @@ def _pump(
 
 
 @pytest.mark.slow
-def test_ping_flood_from_a_peer_that_never_reads_holds_one_pong(phc: str, psk: bytes) -> None:
+def test_ping_flood_from_a_peer_that_never_reads_holds_one_pong(phc: str, prs: bytes) -> None:
     """M24: PINGs from a peer that does not read: the server's memory stays flat (one PONG
     queued, not one per PING), and when the peer reads, the last PONG echoes the last PING."""
     pings = 400_000
     with ServerProcess(phc) as server:
-        with RefClient(server.address, psk, rcvbuf=4096) as peer:
+        with RefClient(server.address, prs, rcvbuf=4096) as peer:
             before = server.settled_rss()
             peer.sock.settimeout(10)
             sent = peer.flood(ping, pings)
@@ -369,13 +372,13 @@ def test_ping_flood_from_a_peer_that_never_reads_holds_one_pong(phc: str, psk: b
 
 @pytest.mark.parametrize("kind", ["PONG", "ACK", "REKEY"])
 @pytest.mark.slow
-def test_control_frame_floods_do_not_grow_memory(phc: str, psk: bytes, kind: str) -> None:
+def test_control_frame_floods_do_not_grow_memory(phc: str, prs: bytes, kind: str) -> None:
     """Unsolicited PONGs, ACK(0) on a session, REKEY after REKEY: nothing to hold; the server's
     RSS grows by a small fraction of what the peer sent."""
     count = 150_000 if kind == "REKEY" else 400_000
     with ServerProcess(phc) as server:
         first = confirm(os.urandom(16)) if kind == "ACK" else None
-        with RefClient(server.address, psk, first=first, rcvbuf=4096) as peer:
+        with RefClient(server.address, prs, first=first, rcvbuf=4096) as peer:
             if kind == "ACK":
                 frame = peer.recv_frame()
                 assert frame is not None and frame.resume_fields[0] == 0, frame
@@ -409,15 +412,15 @@ def test_control_frame_floods_do_not_grow_memory(phc: str, psk: bytes, kind: str
 
 @pytest.mark.parametrize("window", [0, 1, 1023])
 def test_session_request_with_a_tiny_window_is_refused(
-    srv: sync.Server, psk: bytes, window: int
+    srv: sync.Server, prs: bytes, window: int
 ) -> None:
     sid = os.urandom(16)
-    with RefClient(srv.address, psk, first=confirm(sid, window=window)) as peer:
+    with RefClient(srv.address, prs, first=confirm(sid, window=window)) as peer:
         frames = expect_close(peer, 1002)
         assert all(f.type != RESUME for f in frames), frames
     assert_not_accepted(srv)
     # The session was not created: the same id with a good window is a new session.
-    with RefClient(srv.address, psk, first=confirm(sid, window=1024)) as peer:
+    with RefClient(srv.address, prs, first=confirm(sid, window=1024)) as peer:
         frame = peer.recv_frame()
         assert frame is not None and frame.resume_fields[0] == 0, frame
         accepted(srv)
@@ -511,18 +514,18 @@ def test_a_hostile_resume_fails_the_client(case: str) -> None:
 # M23: a resume naming numbers the session cannot continue from
 
 
-def _new_session(srv: sync.Server, psk: bytes, sid: bytes) -> tuple[RefClient, sync.Connection]:
-    peer = RefClient(srv.address, psk, first=confirm(sid))
+def _new_session(srv: sync.Server, prs: bytes, sid: bytes) -> tuple[RefClient, sync.Connection]:
+    peer = RefClient(srv.address, prs, first=confirm(sid))
     frame = peer.recv_frame()
     assert frame is not None and frame.resume_fields[0] == 0, frame
     return peer, accepted(srv)
 
 
 def test_resume_above_what_was_sent_is_refused_and_the_session_survives(
-    srv: sync.Server, psk: bytes
+    srv: sync.Server, prs: bytes
 ) -> None:
     sid = os.urandom(16)
-    first, session = _new_session(srv, psk, sid)
+    first, session = _new_session(srv, prs, sid)
     with first:
         session.send(b"one")
         frame = first.recv_frame()
@@ -530,12 +533,12 @@ def test_resume_above_what_was_sent_is_refused_and_the_session_survives(
     # The server sent one message: resuming at 5 names messages it never sent.
     for bad_next in (2, 5, (1 << 64) - 1):
         with RefClient(
-            srv.address, psk, first=confirm(sid, resume=True, next_expected=bad_next)
+            srv.address, prs, first=confirm(sid, resume=True, next_expected=bad_next)
         ) as bad:
             frames = expect_close(bad, 1002)
             assert all(f.type != RESUME for f in frames), frames
     # The session is as it was: its real client resumes at 1 and the session carries on.
-    with RefClient(srv.address, psk, first=confirm(sid, resume=True, next_expected=1)) as ok:
+    with RefClient(srv.address, prs, first=confirm(sid, resume=True, next_expected=1)) as ok:
         frame = ok.recv_frame()
         assert frame is not None and frame.resume_fields[:2] == (1, 0), frame
         session.send(b"two")
@@ -543,9 +546,9 @@ def test_resume_above_what_was_sent_is_refused_and_the_session_survives(
         assert frame is not None and frame.message()[2] == b"two", frame
 
 
-def test_resume_below_what_was_acknowledged_is_refused(srv: sync.Server, psk: bytes) -> None:
+def test_resume_below_what_was_acknowledged_is_refused(srv: sync.Server, prs: bytes) -> None:
     sid = os.urandom(16)
-    first, session = _new_session(srv, psk, sid)
+    first, session = _new_session(srv, prs, sid)
     with first:
         for m in (b"m0", b"m1", b"m2"):
             session.send(m)
@@ -557,19 +560,19 @@ def test_resume_below_what_was_acknowledged_is_refused(srv: sync.Server, psk: by
         first.send(ack(2))  # the server may forget m0 and m1
         time.sleep(0.3)
     # Asking for m0 again: the server no longer has it.
-    with RefClient(srv.address, psk, first=confirm(sid, resume=True, next_expected=0)) as bad:
+    with RefClient(srv.address, prs, first=confirm(sid, resume=True, next_expected=0)) as bad:
         frames = expect_close(bad, 1002)
         assert all(f.type != RESUME for f in frames), frames
-    with RefClient(srv.address, psk, first=confirm(sid, resume=True, next_expected=2)) as ok:
+    with RefClient(srv.address, prs, first=confirm(sid, resume=True, next_expected=2)) as ok:
         frame = ok.recv_frame()
         assert frame is not None and frame.resume_fields[0] == 1, frame
         frame = ok.recv_frame()
         assert frame is not None and frame.message()[2] == b"m2", frame
 
 
-def test_impossible_acks_are_refused(srv: sync.Server, psk: bytes) -> None:
+def test_impossible_acks_are_refused(srv: sync.Server, prs: bytes) -> None:
     """ACK of messages never sent (on a session) is a protocol error, like ACK without one."""
-    first, session = _new_session(srv, psk, os.urandom(16))
+    first, session = _new_session(srv, prs, os.urandom(16))
     with first:
         session.send(b"only")
         first.send(ack(5))
@@ -581,8 +584,8 @@ def test_impossible_acks_are_refused(srv: sync.Server, psk: bytes) -> None:
 
 
 @pytest.mark.parametrize("code", [0, 999, 1003, 1005, 1006, 1015, 2000, 2999, 4000, 4099, 5000])
-def test_reserved_close_codes_are_a_protocol_error(srv: sync.Server, psk: bytes, code: int) -> None:
-    with RefClient(srv.address, psk) as peer:
+def test_reserved_close_codes_are_a_protocol_error(srv: sync.Server, prs: bytes, code: int) -> None:
+    with RefClient(srv.address, prs) as peer:
         conn = accepted(srv)
         peer.send(close(code, b"not really"))
         expect_close(peer, 1002)
@@ -592,9 +595,9 @@ def test_reserved_close_codes_are_a_protocol_error(srv: sync.Server, psk: bytes,
 @pytest.mark.parametrize(
     "code", [1000, 1001, 1002, 1009, 1013, 3000, 3999, 4001, 4002, 4003, 4100, 4999]
 )
-def test_valid_close_codes_reach_the_application(srv: sync.Server, psk: bytes, code: int) -> None:
+def test_valid_close_codes_reach_the_application(srv: sync.Server, prs: bytes, code: int) -> None:
     """The control: a valid code is echoed and reported with that code."""
-    with RefClient(srv.address, psk) as peer:
+    with RefClient(srv.address, prs) as peer:
         conn = accepted(srv)
         peer.send(close(code, b"why"))
         frames = peer.frames_until_closed()
@@ -604,10 +607,10 @@ def test_valid_close_codes_reach_the_application(srv: sync.Server, psk: bytes, c
         assert exc.value.code == code
 
 
-def test_close_flood_is_answered_once(srv: sync.Server, psk: bytes) -> None:
+def test_close_flood_is_answered_once(srv: sync.Server, prs: bytes) -> None:
     """A thousand CLOSEs in one write: the server answers one CLOSE (the same code) and ends;
     the application sees one clean close."""
-    with RefClient(srv.address, psk) as peer:
+    with RefClient(srv.address, prs) as peer:
         conn = accepted(srv)
         peer.send(*[close(1000, b"again")] * 1000)
         frames = peer.frames_until_closed()
@@ -635,17 +638,17 @@ PROTOCOL_ERRORS: dict[str, bytes] = {
 
 @pytest.mark.parametrize("case", sorted(PROTOCOL_ERRORS))
 def test_protocol_errors_send_close_1002_before_fin(
-    srv: sync.Server, psk: bytes, case: str
+    srv: sync.Server, prs: bytes, case: str
 ) -> None:
-    with RefClient(srv.address, psk) as peer:
+    with RefClient(srv.address, prs) as peer:
         conn = accepted(srv)
         peer.send(PROTOCOL_ERRORS[case])
         expect_close(peer, 1002)
         assert_app_sees_error(conn)
 
 
-def test_a_tag_failure_gets_nothing_back(srv: sync.Server, psk: bytes) -> None:
-    with RefClient(srv.address, psk) as peer:
+def test_a_tag_failure_gets_nothing_back(srv: sync.Server, prs: bytes) -> None:
+    with RefClient(srv.address, prs) as peer:
         conn = accepted(srv)
         peer.send_tampered(data(b"x"))
         assert peer.raw_until_closed() == b""
@@ -653,8 +656,8 @@ def test_a_tag_failure_gets_nothing_back(srv: sync.Server, psk: bytes) -> None:
             conn.recv(timeout=5)
 
 
-def test_a_record_shorter_than_a_tag_gets_nothing_back(srv: sync.Server, psk: bytes) -> None:
-    with RefClient(srv.address, psk) as peer:
+def test_a_record_shorter_than_a_tag_gets_nothing_back(srv: sync.Server, prs: bytes) -> None:
+    with RefClient(srv.address, prs) as peer:
         accepted(srv)
         peer.send_raw(b"\x00\x05" + bytes(5))
         # Nothing, or a CLOSE 1002 (the channel was not shown to be broken), then the end.
@@ -663,10 +666,10 @@ def test_a_record_shorter_than_a_tag_gets_nothing_back(srv: sync.Server, psk: by
         assert all(f.close_code == 1002 for f in frames), frames
 
 
-def test_rekey_as_the_first_frame_is_refused(srv: sync.Server, psk: bytes) -> None:
+def test_rekey_as_the_first_frame_is_refused(srv: sync.Server, prs: bytes) -> None:
     """REKEY before CONFIRM: a protocol error answered with CLOSE 1002 (M8); a CONFIRM and a
     message under the new key that follow are not delivered, the connection never accepted."""
-    with RefClient(srv.address, psk, first=b"") as peer:
+    with RefClient(srv.address, prs, first=b"") as peer:
         peer.rekey()
         with contextlib.suppress(OSError):
             peer.send(confirm(), data(b"smuggled"))
@@ -674,37 +677,37 @@ def test_rekey_as_the_first_frame_is_refused(srv: sync.Server, psk: bytes) -> No
     assert_not_accepted(srv)
 
 
-def test_data_as_the_first_frame_is_refused(srv: sync.Server, psk: bytes) -> None:
-    with RefClient(srv.address, psk, first=data(b"before confirm")) as peer:
+def test_data_as_the_first_frame_is_refused(srv: sync.Server, prs: bytes) -> None:
+    with RefClient(srv.address, prs, first=data(b"before confirm")) as peer:
         expect_close(peer, 1002)
     assert_not_accepted(srv)
 
 
 @pytest.mark.parametrize("total", [100_001, 10_000_000, (1 << 64) - 1])
-def test_a_total_over_the_limit_gets_1009(phc: str, psk: bytes, total: int) -> None:
+def test_a_total_over_the_limit_gets_1009(phc: str, prs: bytes, total: int) -> None:
     with sync.Server(password_hash=phc, max_message_size=100_000) as server:
-        with RefClient(server.address, psk) as peer:
+        with RefClient(server.address, prs) as peer:
             conn = accepted(server)
             peer.send(data(b"a" * FIRST_FRAGMENT, more=True, total=total))
             expect_close(peer, 1009)
             assert_app_sees_error(conn, 1009)
 
 
-def test_a_single_frame_over_the_limit_gets_1009(phc: str, psk: bytes) -> None:
+def test_a_single_frame_over_the_limit_gets_1009(phc: str, prs: bytes) -> None:
     with sync.Server(password_hash=phc, max_message_size=1000) as server:
-        with RefClient(server.address, psk) as peer:
+        with RefClient(server.address, prs) as peer:
             conn = accepted(server)
             peer.send(data(b"a" * 1001))
             expect_close(peer, 1009)
             assert_app_sees_error(conn, 1009)
 
 
-def test_huge_totals_reserve_nothing(phc: str, psk: bytes) -> None:
+def test_huge_totals_reserve_nothing(phc: str, prs: bytes) -> None:
     """Many connections each announcing a 16 MiB message (the default limit) with one full
     fragment: the server holds what arrived, not what was announced."""
     with ServerProcess(phc) as server:
         before = server.settled_rss()
-        peers = [RefClient(server.address, psk) for _ in range(20)]
+        peers = [RefClient(server.address, prs) for _ in range(20)]
         try:
             for peer in peers:
                 peer.send(data(b"a" * FIRST_FRAGMENT, more=True, total=16 << 20))
@@ -716,8 +719,8 @@ def test_huge_totals_reserve_nothing(phc: str, psk: bytes) -> None:
                 peer.close()
 
 
-def test_application_cannot_close_with_a_reserved_code(srv: sync.Server, psk: bytes) -> None:
-    with RefClient(srv.address, psk) as peer:
+def test_application_cannot_close_with_a_reserved_code(srv: sync.Server, prs: bytes) -> None:
+    with RefClient(srv.address, prs) as peer:
         conn = accepted(srv)
         with pytest.raises(ValueError):
             conn.close(code=1006)
@@ -797,14 +800,15 @@ def _record_message1(server: sync.Server) -> tuple[bytes, bytes]:
     return records[C2S_HELLO], records[C2S_MSG1]
 
 
-def test_replayed_message1_holds_no_slot(phc: str, psk: bytes) -> None:
-    """A recorded message 1 replayed on many connections that then sit: with max_connections=2
-    a legitimate client still connects and exchanges a message."""
+def test_replayed_message1_holds_no_slot(phc: str, prs: bytes) -> None:
+    """A recorded hello and message 1 replayed on many connections: each is closed without a
+    word after message 1 (it was made for another connection's server share, §3.4), and with
+    max_connections=2 a legitimate client still connects and exchanges a message."""
     with sync.Server(password_hash=phc, max_connections=2, handshake_timeout=10) as server:
         recorded = _record_message1(server)
-        replays = [RefClient(server.address, psk, replay=recorded) for _ in range(6)]
+        replays = [RefClient(server.address, prs, replay=recorded) for _ in range(6)]
         try:
-            time.sleep(0.2)
+            assert [r.raw_until_closed() for r in replays] == [b""] * 6
             for _ in range(2):
                 with sync.Client(*server.address, password=PASSWORD, open_timeout=5) as c:
                     conn = accepted(server)
@@ -816,10 +820,10 @@ def test_replayed_message1_holds_no_slot(phc: str, psk: bytes) -> None:
                 replay.close()
 
 
-def test_message1_without_confirm_holds_no_slot(phc: str, psk: bytes) -> None:
+def test_message1_without_confirm_holds_no_slot(phc: str, prs: bytes) -> None:
     """Connections that present a fresh valid message 1 and never confirm hold no slot."""
     with sync.Server(password_hash=phc, max_connections=2, handshake_timeout=10) as server:
-        idle = [RefClient(server.address, psk, first=b"") for _ in range(6)]
+        idle = [RefClient(server.address, prs, first=b"") for _ in range(6)]
         try:
             assert all(p.admission == 0 for p in idle)
             with sync.Client(*server.address, password=PASSWORD, open_timeout=5) as c:
@@ -831,15 +835,15 @@ def test_message1_without_confirm_holds_no_slot(phc: str, psk: bytes) -> None:
                 p.close()
 
 
-def test_confirmed_connections_do_hold_slots(phc: str, psk: bytes) -> None:
+def test_confirmed_connections_do_hold_slots(phc: str, prs: bytes) -> None:
     """The control: two confirmed connections fill max_connections=2; a third is busy."""
     with sync.Server(password_hash=phc, max_connections=2) as server:
-        with RefClient(server.address, psk) as one, RefClient(server.address, psk) as two:
+        with RefClient(server.address, prs) as one, RefClient(server.address, prs) as two:
             accepted(server)
             accepted(server)
             assert one.admission == two.admission == 0
             time.sleep(0.2)
-            with RefClient(server.address, psk) as three:
+            with RefClient(server.address, prs) as three:
                 if three.admission == 0:
                     # M7: the room was seen at message 1; the slot was gone at CONFIRM.
                     expect_close(three, 1013)
@@ -865,7 +869,7 @@ except Exception as exc:
 
 
 def test_idle_flood_from_one_source_does_not_evict_clients_from_another(
-    phc: str, psk: bytes
+    phc: str, prs: bytes
 ) -> None:
     """Idle connections (half of them only the hello) from 127.0.0.2, dialled without pause from
     another process, keep the server at max_pending_handshakes=32, while clients from
@@ -881,7 +885,7 @@ def test_idle_flood_from_one_source_does_not_evict_clients_from_another(
         def slow_client() -> None:
             try:
                 waiting.append(
-                    RefClient(srv.address, psk, source="127.0.0.1", before_message1=gate.wait)
+                    RefClient(srv.address, prs, source="127.0.0.1", before_message1=gate.wait)
                 )
             except Exception as exc:  # the server cut it: recorded for the assertion
                 waiting.append(exc)
@@ -960,16 +964,16 @@ def test_idle_flood_from_one_source_does_not_evict_clients_from_another(
 # Sessions alive on a server are bounded (PROTOCOL.md §4.6); pending handshakes per source
 
 
-def test_sessions_beyond_max_sessions_are_refused_as_busy(phc: str, psk: bytes) -> None:
+def test_sessions_beyond_max_sessions_are_refused_as_busy(phc: str, prs: bytes) -> None:
     with sync.Server(password_hash=phc, max_sessions=2) as server:
         kept = []
         for _ in range(2):
-            peer = RefClient(server.address, psk, first=confirm(os.urandom(16)))
+            peer = RefClient(server.address, prs, first=confirm(os.urandom(16)))
             frame = peer.recv_frame()
             assert frame is not None and frame.type == RESUME and frame.body[0] == 0
             kept.append(peer)
         try:
-            with RefClient(server.address, psk, first=confirm(os.urandom(16))) as third:
+            with RefClient(server.address, prs, first=confirm(os.urandom(16))) as third:
                 expect_close(third, 1013)
         finally:
             for p in kept:

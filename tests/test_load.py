@@ -20,14 +20,13 @@ from types import ModuleType
 import argonlink
 import pytest
 from lifecycle_support import wait_until_async
-from proxy import Direction, Proxy
+from proxy import PARAMS_LEN, Direction, Proxy
 from support import KDF, PASSWORD
 
 BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "load.py"
 CLIENTS = 1000
 MESSAGES = 100
 IDLE = 1000
-PARAMS_LEN = 56  # the server's parameters (docs/PROTOCOL.md §3.2)
 #: Descriptors this process and the server process need, with room to spare.
 NEEDED_FDS = 2100
 

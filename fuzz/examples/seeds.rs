@@ -8,8 +8,10 @@
 use std::path::Path;
 
 use argonlink::core::frame::{Frame, FrameType, FLAG_LENGTH, FLAG_MORE};
-use argonlink::core::handshake::{ClientAwaitingReply, ClientHello, HELLO_LEN, MSG2_LEN};
-use argonlink::core::kdf::{hash_password, KdfParams, Psk};
+use argonlink::core::handshake::{
+    ClientAwaitingReply, ClientHello, Identity, ServerAwaitingMessage1, HELLO_FIXED_LEN, MSG2_LEN,
+};
+use argonlink::core::kdf::{hash_password, KdfParams, Prs};
 use argonlink::core::record::{FIRST_FRAGMENT, MAX_CHUNK};
 use argonlink_fuzz::{connection, decoder, frame_parse, handshake, mitm, reassembly, roundtrip};
 
@@ -287,8 +289,9 @@ fn reassembly_seeds() {
 }
 
 fn handshake_seeds() {
-    let hello = ClientHello::default().encode();
-    let params = handshake::server_params(2).encode();
+    let hello = ClientHello::new(0, Identity::new("seed-1").unwrap()).encode();
+    let key_params = handshake::server_params(2).encode();
+    let (_, params) = ServerAwaitingMessage1::offer(&handshake::prs(), &hello, &key_params);
     let mut seed = vec![0];
     seed.extend_from_slice(&hello);
     assert!(handshake::run(&seed));
@@ -299,8 +302,8 @@ fn handshake_seeds() {
     assert!(handshake::run(&seed));
     write("handshake", "params", &seed);
 
-    // A well-formed message 1 under another PSK: the server must refuse it.
-    let other = Psk::from_bytes([0x99; 32]);
+    // A well-formed message 1 under another PRS: the server must refuse it.
+    let other = Prs::from_bytes([0x99; 32]);
     let (_, msg1) =
         ClientAwaitingReply::start(&other, &hello, &params, handshake::CLIENT_NODE, 1 << 20)
             .unwrap();
@@ -322,7 +325,7 @@ fn handshake_seeds() {
     seed.extend_from_slice(phc.as_bytes());
     assert!(handshake::run(&seed));
     write("handshake", "phc", &seed);
-    assert_eq!(hello.len(), HELLO_LEN);
+    assert_eq!(hello.len(), HELLO_FIXED_LEN + 6);
 }
 
 fn mitm_seeds() {

@@ -1,18 +1,22 @@
 //! `handshake`: every handshake parser on arbitrary input. The first byte picks the parser:
 //!
-//! 0. the client hello (12 bytes): what parses re-encodes to the same bytes;
-//! 1. the server parameters (56 bytes): likewise, then the client's KDF bounds check;
-//! 2. Noise message 1 at the server (`server_respond`), after a valid hello and parameters;
-//! 3. a client given arbitrary server parameters (56 bytes), then an arbitrary message 2;
+//! 0. the client hello (29 + n bytes, the rest of the input): what parses re-encodes to the
+//!    same bytes;
+//! 1. the server parameters (104 bytes): the key's part re-encodes to the same bytes, then the
+//!    client's KDF bounds check;
+//! 2. message 1 at the server (CPace share, then Noise message 1), after a valid hello and
+//!    parameters;
+//! 3. a client given arbitrary server parameters (104 bytes), then an arbitrary message 2;
 //! 4. a PHC string, as a server's configured key.
 //!
-//! Without the PSK nothing here can authenticate: modes 2 and 3 must fail, cleanly.
+//! Without running CPace with the PRS against the other side's share nothing here can
+//! authenticate: modes 2 and 3 must fail, cleanly.
 
 use argonlink::core::handshake::{
-    server_respond, Admission, ClientAwaitingReply, ClientHello, NodeId, ServerParams, HELLO_LEN,
-    PARAMS_LEN,
+    server_respond, Admission, ClientAwaitingReply, ClientHello, Identity, NodeId,
+    ServerAwaitingMessage1, ServerParams, KEY_PARAMS_LEN, PARAMS_LEN,
 };
-use argonlink::core::kdf::{KdfBounds, KdfParams, Psk, ServerKey};
+use argonlink::core::kdf::{KdfBounds, KdfParams, Prs, ServerKey};
 use argonlink::Error;
 
 use crate::Reader;
@@ -21,8 +25,8 @@ pub const MODES: u8 = 5;
 pub const SERVER_NODE: NodeId = NodeId([0x5e; 16]);
 pub const CLIENT_NODE: NodeId = NodeId([0xc1; 16]);
 
-pub fn psk() -> Psk {
-    Psk::from_bytes([0x07; 32])
+pub fn prs() -> Prs {
+    Prs::from_bytes([0x07; 32])
 }
 
 /// The parameters a test server offers.
@@ -36,10 +40,8 @@ pub fn run(data: &[u8]) -> bool {
     let Some(mode) = r.u8() else { return false };
     match mode % MODES {
         0 => {
-            let Some(bytes) = r.array::<HELLO_LEN>() else {
-                return false;
-            };
-            match ClientHello::parse(&bytes) {
+            let bytes = r.rest();
+            match ClientHello::parse(bytes) {
                 Ok(hello) => {
                     assert_eq!(hello.encode(), bytes);
                     true
@@ -56,7 +58,7 @@ pub fn run(data: &[u8]) -> bool {
             };
             match ServerParams::parse(&bytes) {
                 Ok(params) => {
-                    assert_eq!(params.encode(), bytes);
+                    assert_eq!(params.encode()[..], bytes[..KEY_PARAMS_LEN]);
                     // What the client does next with the costs: no panic, whatever they are.
                     let _ = KdfBounds::default().check(&params.kdf);
                     let k = params.kdf;
@@ -76,19 +78,11 @@ pub fn run(data: &[u8]) -> bool {
                 Admission::Accepted
             };
             let msg1 = r.rest();
-            let hello = ClientHello::default().encode();
-            let params = server_params(0).encode();
-            let result = server_respond(
-                &psk(),
-                &hello,
-                &params,
-                SERVER_NODE,
-                1 << 20,
-                msg1,
-                admission,
-            );
-            match result {
-                Ok(_) => panic!("message 1 forged without the PSK"),
+            let hello = ClientHello::new(0, Identity::default()).encode();
+            let (offered, _) =
+                ServerAwaitingMessage1::offer(&prs(), &hello, &server_params(0).encode());
+            match server_respond(offered, SERVER_NODE, 1 << 20, msg1, admission) {
+                Ok(_) => panic!("message 1 forged without the server's CPace share"),
                 Err(e) => assert!(
                     matches!(e, Error::Protocol(_) | Error::Authentication(_)),
                     "{e:?}"
@@ -100,9 +94,9 @@ pub fn run(data: &[u8]) -> bool {
             let Some(params) = r.array::<PARAMS_LEN>() else {
                 return false;
             };
-            let hello = ClientHello::default().encode();
+            let hello = ClientHello::new(0, Identity::default()).encode();
             let client =
-                match ClientAwaitingReply::start(&psk(), &hello, &params, CLIENT_NODE, 1 << 20) {
+                match ClientAwaitingReply::start(&prs(), &hello, &params, CLIENT_NODE, 1 << 20) {
                     Ok((client, _msg1)) => client,
                     Err(e) => {
                         assert!(matches!(e, Error::Protocol(_)), "{e:?}");
@@ -110,7 +104,7 @@ pub fn run(data: &[u8]) -> bool {
                     }
                 };
             match client.finish(r.rest()) {
-                Ok(_) => panic!("message 2 forged without the PSK"),
+                Ok(_) => panic!("message 2 forged without the client's CPace share"),
                 Err(e) => assert!(
                     matches!(e, Error::Protocol(_) | Error::Authentication(_)),
                     "{e:?}"

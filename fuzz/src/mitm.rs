@@ -11,6 +11,7 @@
 use argonlink::core::codec::FrameDecoder;
 use argonlink::core::handshake::client::{ClientHandshake, ClientSetup, ClientStep};
 use argonlink::core::handshake::server::{ServerHandshake, ServerSetup, ServerStep};
+use argonlink::core::handshake::Identity;
 use argonlink::core::handshake::{Admission, Established};
 use argonlink::core::kdf::KdfBounds;
 use argonlink::core::record::{Event, Opener, RekeyPolicy, Sealer};
@@ -18,7 +19,7 @@ use argonlink::{CloseCode, Error};
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
-use crate::handshake::{psk, server_params, CLIENT_NODE, SERVER_NODE};
+use crate::handshake::{prs, server_params, CLIENT_NODE, SERVER_NODE};
 use crate::Reader;
 
 pub const SEGMENTS: [&str; 5] = ["hello", "params", "msg1", "msg2", "confirm"];
@@ -216,6 +217,7 @@ fn handshake(input: &Input, out: &mut Outcome) -> Option<(Established, Establish
         rekey: policy,
         epoch_hint: input.epoch_hint as u32,
         session: None,
+        identity: Identity::new("fuzz").expect("a valid identity"),
     });
     let mut server = ServerHandshake::new(ServerSetup {
         node_id: SERVER_NODE,
@@ -242,7 +244,9 @@ fn handshake(input: &Input, out: &mut Outcome) -> Option<(Established, Establish
     };
     let other_epoch = if input.flags & 2 != 0 { 2 } else { 0 };
     let params = server_params(other_epoch);
-    server.offer(&psk(), params.encode(), params.epoch).unwrap();
+    server
+        .offer(&prs(), &params.encode(), params.epoch)
+        .unwrap();
     send(&mut s2c, 1, server.poll_transmit().to_vec(), out);
 
     // Client: the parameters, its key, message 1.
@@ -250,7 +254,7 @@ fn handshake(input: &Input, out: &mut Outcome) -> Option<(Established, Establish
     let ClientStep::NeedKey(_) = step.map_err(|e| failed_cleanly(&e)).ok()? else {
         panic!("parameters lead to the key");
     };
-    client.set_key(&psk(), false).ok()?;
+    client.set_key(&prs(), false).ok()?;
     send(&mut c2s, 2, client.poll_transmit().to_vec(), out);
 
     // Server: message 1, admission, message 2.

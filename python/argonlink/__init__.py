@@ -1,8 +1,10 @@
 """argonlink: secure server-to-server links.
 
 Two servers that share a password exchange messages over TCP: Argon2id turns the password
-into a key once, every connection runs a fresh mutually authenticated Noise handshake
-(``Noise_NNpsk0_25519_AESGCM_SHA256``), and messages travel in AES-256-GCM frames.
+into a key once, every connection runs a fresh mutually authenticated handshake (the CPace
+PAKE, so a recorded handshake lets no one test password guesses, then Noise
+``Noise_NNpsk0_25519_AESGCM_SHA256``), and messages travel in AES-256-GCM frames. A server may
+hold one password per client identity (``peers=``) besides, or instead of, a shared one.
 
 asyncio::
 
@@ -28,6 +30,7 @@ from ._options import (
     DEFAULT_MAX_MESSAGE_SIZE,
     Credentials,
     KdfParams,
+    PasswordHash,
     ReconnectPolicy,
     RekeyPolicy,
     hash_password,
@@ -66,6 +69,7 @@ __all__ = [
     "Handler",
     "KdfParams",
     "MessageTooLarge",
+    "PasswordHash",
     "Progress",
     "ProtocolError",
     "ReconnectPolicy",

@@ -80,7 +80,11 @@ class Doorbell:
 
 @final
 class NativeCredentials:
-    def __new__(cls, password: str | bytes | bytearray | memoryview) -> NativeCredentials: ...
+    def __new__(
+        cls, password: str | bytes | bytearray | memoryview, identity: str | None = None
+    ) -> NativeCredentials: ...
+    @property
+    def identity(self) -> str | None: ...
     @property
     def key_derivations(self) -> int: ...
 
@@ -119,6 +123,8 @@ class NativeConnection(NativeChannel):
     @property
     def peer_node_id(self) -> str: ...
     @property
+    def peer_identity(self) -> str | None: ...
+    @property
     def peer_max_message_size(self) -> int: ...
     @property
     def key_epoch(self) -> int: ...
@@ -141,6 +147,7 @@ class NativeServer:
         grace: float,
         password: str | bytes | bytearray | memoryview | None = None,
         password_hash: str | None = None,
+        identity: str | None = None,
     ) -> int: ...
     def set_password_blocking(
         self,
@@ -148,9 +155,12 @@ class NativeServer:
         grace: float,
         password: str | bytes | bytearray | memoryview | None = None,
         password_hash: str | None = None,
+        identity: str | None = None,
     ) -> int: ...
+    def revoke(self, identity: str) -> int: ...
     @property
     def key_epoch(self) -> int: ...
+    def key_epoch_of(self, identity: str) -> int: ...
     @property
     def closed(self) -> bool: ...
     def stats(self) -> dict[str, int]: ...
@@ -195,6 +205,7 @@ async def bind(
     kdf: tuple[int, int, int],
     password: str | bytes | bytearray | memoryview | None = None,
     password_hash: str | None = None,
+    peers: list[tuple[str, str | bytes | bytearray | memoryview | None, str | None]] = ...,
 ) -> NativeServer: ...
 def bind_blocking(
     host: str,
@@ -203,4 +214,5 @@ def bind_blocking(
     kdf: tuple[int, int, int],
     password: str | bytes | bytearray | memoryview | None = None,
     password_hash: str | None = None,
+    peers: list[tuple[str, str | bytes | bytearray | memoryview | None, str | None]] = ...,
 ) -> NativeServer: ...

@@ -270,12 +270,15 @@ class Server(ServerBase[Handler]):
         password_hash: str | None = None,
         kdf: KdfParams | None = None,
         grace: float = 0.0,
+        identity: str | None = None,
     ) -> int:
-        """Switch to a new password (or PHC string), derived off the event loop. New handshakes
-        use it at once; connections authenticated with the old one are closed with code 4002
+        """Switch to a new password (or PHC string), derived off the event loop: the shared
+        one, or with ``identity=`` that peer's own (from then on it no longer uses the shared
+        one; a revoked identity is admitted again). New handshakes use it at once;
+        connections authenticated with the key it replaces are closed with code 4002
         (re-authenticate) now, or after ``grace`` seconds during which both are accepted.
-        Returns the new key epoch."""
-        args = self._password_args(password, password_hash, kdf)
+        Returns the new key epoch (of that password)."""
+        args = self._password_args(password, password_hash, kdf, identity)
         epoch: int = await self._started.set_password(grace=grace, **args)
         return epoch
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
 from . import _argonlink
 from ._options import (
     SERVER_KDF,
     BytesLike,
+    Credentials,
     KdfParams,
     Password,
+    PeerSecret,
     ReconnectPolicy,
     RekeyPolicy,
     credentials,
     link_options,
+    peer_specs,
 )
 from .exceptions import ConfigError
 
@@ -67,6 +71,13 @@ class ConnectionInfo:
     def peer_node_id(self) -> str:
         """The peer's node id, hex."""
         return self._conn.peer_node_id
+
+    @property
+    def peer_identity(self) -> str | None:
+        """On a server: the identity the client authenticated as (with a per-peer password the
+        handshake proved it; under the shared password it is only what a holder of that
+        password claimed). None: anonymous, or this is a client's connection."""
+        return self._conn.peer_identity
 
     @property
     def peer_max_message_size(self) -> int:
@@ -128,6 +139,7 @@ class ServerBase(Generic[H]):
         *,
         password: str | BytesLike | None = None,
         password_hash: str | None = None,
+        peers: Mapping[str, PeerSecret] | None = None,
         handler: H | None = None,
         kdf: KdfParams | None = None,
         node_id: bytes | str | None = None,
@@ -148,14 +160,15 @@ class ServerBase(Generic[H]):
         session_linger: float | None = None,
         max_unacked: int | None = None,
     ) -> None:
-        if (password is None) == (password_hash is None):
-            raise ConfigError("give exactly one of password= or password_hash=")
-        if password_hash is not None and kdf is not None:
-            raise ConfigError("kdf= applies to password=; a password_hash carries its own costs")
+        if password is not None and password_hash is not None:
+            raise ConfigError("give password= or password_hash=, not both")
+        if password is None and password_hash is None and not peers:
+            raise ConfigError("give password= (or password_hash=), peers=, or both")
         if not 0 <= port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, got {port}")
         self._host, self._port = host, port
         self._password, self._password_hash = password, password_hash
+        self._peers = peer_specs(peers)
         self._kdf = kdf or SERVER_KDF
         self._handler = handler
         self._options = link_options(
@@ -193,8 +206,10 @@ class ServerBase(Generic[H]):
             "kdf": self._kdf.as_tuple(),
             "password": self._password,
             "password_hash": self._password_hash,
+            "peers": self._peers,
         }
         self._password = self._password_hash = None
+        self._peers = []
         return args
 
     @property
@@ -214,11 +229,28 @@ class ServerBase(Generic[H]):
 
     @property
     def key_epoch(self) -> int:
-        """The key epoch new clients authenticate under (1 at start, +1 per password change)."""
+        """The key epoch new clients of the shared password authenticate under (1 at start,
+        +1 per change; 0 without a shared password)."""
         return self._started.key_epoch
 
+    def key_epoch_of(self, identity: str) -> int:
+        """The key epoch new clients of ``identity`` authenticate under (its own password's,
+        else the shared one's); 0 when the identity is not accepted."""
+        return self._started.key_epoch_of(identity)
+
+    def revoke(self, identity: str) -> int:
+        """Refuse ``identity`` from now on (it is treated as unknown) and close its live
+        connections and exactly-once sessions at once, with code 4004 (revoked: a reconnecting
+        client stops). ``set_password(..., identity=...)`` admits it again. Returns how many
+        connections and sessions it ended."""
+        return self._started.revoke(identity)
+
     def _password_args(
-        self, password: str | BytesLike | None, password_hash: str | None, kdf: KdfParams | None
+        self,
+        password: str | BytesLike | None,
+        password_hash: str | None,
+        kdf: KdfParams | None,
+        identity: str | None,
     ) -> dict[str, Any]:
         if (password is None) == (password_hash is None):
             raise ConfigError("give exactly one of password= or password_hash=")
@@ -228,6 +260,7 @@ class ServerBase(Generic[H]):
             "kdf": (kdf or self._kdf).as_tuple(),
             "password": password,
             "password_hash": password_hash,
+            "identity": identity,
         }
 
     def stats(self) -> dict[str, Any]:
@@ -255,6 +288,7 @@ class ClientBase(Generic[C]):
         port: int,
         *,
         password: Password,
+        identity: str | None = None,
         node_id: bytes | str | None = None,
         reconnect: ReconnectPolicy | bool | None = None,
         open_timeout: float | None = None,
@@ -272,7 +306,7 @@ class ClientBase(Generic[C]):
         max_unacked: int | None = None,
     ) -> None:
         self._host, self._port = host, port
-        self._credentials = credentials(password)
+        self._credentials = credentials(password, identity)
         if reconnect is None:
             # A session that cannot reconnect keeps its promise for one connection only, so
             # exactly-once reconnects unless told not to (reconnect=False: one dial, no redial).
@@ -359,10 +393,17 @@ class ClientBase(Generic[C]):
         out.update(connected=self.connected, key_derivations=self.key_derivations)
         return out
 
+    @property
+    def identity(self) -> str | None:
+        """The identity this client names in its handshakes (None: anonymous)."""
+        return self._credentials.identity
+
     def set_password(self, password: Password) -> None:
         """Use this password for the next handshakes (a reconnect after the server's password
-        changed). The current connection is unaffected."""
-        self._credentials = credentials(password)
+        changed), under the same identity (a ``Credentials`` brings its own). The current
+        connection is unaffected."""
+        identity = None if isinstance(password, Credentials) else self._credentials.identity
+        self._credentials = credentials(password, identity)
         if self._native is not None:
             self._native.set_credentials(self._credentials)
 

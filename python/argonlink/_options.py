@@ -153,17 +153,23 @@ class ReconnectPolicy:
 
 
 class Credentials:
-    """A client-side password and the keys derived from it.
+    """A client-side identity and password, and the keys derived from the password.
 
     Share one ``Credentials`` between many clients of the same servers to run Argon2 once per
     server key instead of once per client. The password is copied into memory that is wiped when
     the object is collected; the ``str``/``bytes`` you passed in is Python's and cannot be.
+    ``identity`` (printable ASCII, at most 255 characters, no spaces) picks this client's password
+    on a server with per-peer passwords; it travels in the clear. None: anonymous.
     """
 
     __slots__ = ("_native",)
 
-    def __init__(self, password: str | BytesLike) -> None:
-        self._native = _argonlink.NativeCredentials(password)
+    def __init__(self, password: str | BytesLike, identity: str | None = None) -> None:
+        self._native = _argonlink.NativeCredentials(password, identity)
+
+    @property
+    def identity(self) -> str | None:
+        return self._native.identity
 
     @property
     def key_derivations(self) -> int:
@@ -171,18 +177,60 @@ class Credentials:
         return self._native.key_derivations
 
     def __repr__(self) -> str:
-        return "Credentials(<hidden>)"
+        who = "" if self.identity is None else f"identity={self.identity!r}, "
+        return f"Credentials({who}<hidden>)"
 
 
 Password: TypeAlias = "str | BytesLike | Credentials"
 
 
-def credentials(password: Password | None) -> _argonlink.NativeCredentials:
+def credentials(
+    password: Password | None, identity: str | None = None
+) -> _argonlink.NativeCredentials:
     if password is None:
         raise ConfigError("a password is required")
     if isinstance(password, Credentials):
+        if identity is not None and identity != password.identity:
+            raise ConfigError("identity= differs from the identity of the Credentials given")
         return password._native
-    return _argonlink.NativeCredentials(password)
+    return _argonlink.NativeCredentials(password, identity)
+
+
+class PasswordHash:
+    """A PHC string (``$argon2id$...``, from :func:`hash_password`) given where a password could
+    be: a peer's entry in ``Server(peers=...)``. It is password-equivalent; ``repr`` hides it."""
+
+    __slots__ = ("phc",)
+
+    def __init__(self, phc: str) -> None:
+        if not isinstance(phc, str) or not phc.startswith("$argon2id$"):
+            raise ConfigError("a password hash is a PHC string starting with $argon2id$")
+        self.phc = phc
+
+    def __repr__(self) -> str:
+        return "PasswordHash(<hidden>)"
+
+
+PeerSecret: TypeAlias = "str | BytesLike | PasswordHash"
+
+
+def peer_specs(
+    peers: Mapping[str, PeerSecret] | None,
+) -> list[tuple[str, str | BytesLike | None, str | None]]:
+    """``Server(peers=...)`` as the native bind takes it: (identity, password, password hash)."""
+    if peers is None:
+        return []
+    if not isinstance(peers, Mapping):
+        raise ConfigError("peers= maps identities to passwords (or PasswordHash)")
+    out: list[tuple[str, str | BytesLike | None, str | None]] = []
+    for identity, secret in peers.items():
+        if not isinstance(identity, str) or not identity:
+            raise ConfigError("peer identities are non-empty strings")
+        if isinstance(secret, PasswordHash):
+            out.append((identity, None, secret.phc))
+        else:
+            out.append((identity, secret, None))
+    return out
 
 
 def node_id_bytes(node_id: bytes | str | None) -> bytes | None:

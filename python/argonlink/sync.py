@@ -146,9 +146,10 @@ class Server(ServerBase[Handler]):
         password_hash: str | None = None,
         kdf: KdfParams | None = None,
         grace: float = 0.0,
+        identity: str | None = None,
     ) -> int:
         """See :meth:`argonlink.Server.set_password`. Returns the new key epoch."""
-        args = self._password_args(password, password_hash, kdf)
+        args = self._password_args(password, password_hash, kdf, identity)
         return self._started.set_password_blocking(grace=grace, **args)
 
     def close(self, handler_timeout: float = 5.0) -> None:

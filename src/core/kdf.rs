@@ -1,5 +1,5 @@
-//! Argon2id: the shared password becomes a 32-byte pre-shared key (PSK), once per
-//! (password, salt, parameters). Derivation is slow on purpose; callers run it off any event loop.
+//! Argon2id: a password becomes a 32-byte password-related string (PRS, CPace's input), once
+//! per (password, salt, parameters). Derivation is slow on purpose; callers run it off any event loop.
 
 use std::fmt;
 
@@ -11,7 +11,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{Error, PeerMisbehaved, Result};
 
-pub const PSK_LEN: usize = 32;
+pub const PRS_LEN: usize = 32;
 pub const SALT_LEN: usize = 16;
 
 /// Argon2id cost parameters. `m_cost` is in KiB, as in RFC 9106 and PHC strings.
@@ -61,7 +61,7 @@ impl KdfParams {
     }
 
     fn argon2_params(&self) -> Result<Params> {
-        Params::new(self.m_cost, self.t_cost, self.p_cost, Some(PSK_LEN))
+        Params::new(self.m_cost, self.t_cost, self.p_cost, Some(PRS_LEN))
             .map_err(|e| Error::config(format!("invalid Argon2 parameters {self}: {e}")))
     }
 
@@ -156,42 +156,43 @@ pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
         .into()
 }
 
-/// A 32-byte pre-shared key. Zeroized on drop, compared in constant time, never printed.
+/// The 32-byte Argon2id output, CPace's password-related string (PRS). Zeroized on drop,
+/// compared in constant time, never printed.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct Psk([u8; PSK_LEN]);
+pub struct Prs([u8; PRS_LEN]);
 
-impl Psk {
-    pub fn from_bytes(bytes: [u8; PSK_LEN]) -> Self {
-        Psk(bytes)
+impl Prs {
+    pub fn from_bytes(bytes: [u8; PRS_LEN]) -> Self {
+        Prs(bytes)
     }
 
-    pub fn as_bytes(&self) -> &[u8; PSK_LEN] {
+    pub fn as_bytes(&self) -> &[u8; PRS_LEN] {
         &self.0
     }
 }
 
-impl PartialEq for Psk {
+impl PartialEq for Prs {
     fn eq(&self, other: &Self) -> bool {
         self.0.ct_eq(&other.0).into()
     }
 }
 
-impl Eq for Psk {}
+impl Eq for Prs {}
 
-impl fmt::Debug for Psk {
+impl fmt::Debug for Prs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Psk(<redacted>)")
+        f.write_str("Prs(<redacted>)")
     }
 }
 
-/// Argon2id(password, salt, params) → PSK. Slow by design: call from a blocking thread.
-pub fn derive_psk(password: &[u8], salt: &Salt, params: &KdfParams) -> Result<Psk> {
+/// Argon2id(password, salt, params) → PRS. Slow by design: call from a blocking thread.
+pub fn derive_prs(password: &[u8], salt: &Salt, params: &KdfParams) -> Result<Prs> {
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.argon2_params()?);
-    let mut out = Zeroizing::new([0u8; PSK_LEN]);
+    let mut out = Zeroizing::new([0u8; PRS_LEN]);
     argon
         .hash_password_into(password, salt, out.as_mut())
         .map_err(|e| Error::config(format!("Argon2 derivation failed: {e}")))?;
-    Ok(Psk(*out))
+    Ok(Prs(*out))
 }
 
 /// What a server needs to authenticate clients: salt, costs and the derived key.
@@ -200,7 +201,7 @@ pub fn derive_psk(password: &[u8], salt: &Salt, params: &KdfParams) -> Result<Ps
 pub struct ServerKey {
     pub salt: Salt,
     pub params: KdfParams,
-    pub psk: Psk,
+    pub prs: Prs,
 }
 
 impl fmt::Debug for ServerKey {
@@ -215,8 +216,8 @@ impl ServerKey {
     /// Derive from a plaintext password with a fresh random salt.
     pub fn from_password(password: &[u8], params: KdfParams) -> Result<Self> {
         let salt = random_salt();
-        let psk = derive_psk(password, &salt, &params)?;
-        Ok(ServerKey { salt, params, psk })
+        let prs = derive_prs(password, &salt, &params)?;
+        Ok(ServerKey { salt, params, prs })
     }
 
     /// Parse a PHC string (`$argon2id$v=19$m=..,t=..,p=..$salt$hash`) made by [`hash_password`].
@@ -250,15 +251,15 @@ impl ServerKey {
             .try_into()
             .map_err(|_| bad("the salt must be 16 bytes"))?;
         // One spare byte: a longer hash fails to fit instead of being cut to size.
-        let mut buf = Zeroizing::new([0u8; PSK_LEN + 1]);
+        let mut buf = Zeroizing::new([0u8; PRS_LEN + 1]);
         let decoded = Base64Unpadded::decode(encoded, &mut buf[..])
             .map_err(|_| bad("the hash must be 32 bytes"))?;
-        if decoded.len() != PSK_LEN {
+        if decoded.len() != PRS_LEN {
             return Err(bad("the hash must be 32 bytes"));
         }
-        let mut psk = Psk([0u8; PSK_LEN]);
-        psk.0.copy_from_slice(&buf[..PSK_LEN]);
-        Ok(ServerKey { salt, params, psk })
+        let mut prs = Prs([0u8; PRS_LEN]);
+        prs.0.copy_from_slice(&buf[..PRS_LEN]);
+        Ok(ServerKey { salt, params, prs })
     }
 
     /// The PHC string for this key (password-equivalent: store it like a password).
@@ -271,7 +272,7 @@ impl ServerKey {
             version: Some(Version::V0x13.into()),
             params: ParamsString::try_from(&argon_params).map_err(|_| internal())?,
             salt: Some(PhcSalt::new(&self.salt).map_err(|_| internal())?),
-            hash: Some(Output::new(self.psk.as_bytes()).map_err(|_| internal())?),
+            hash: Some(Output::new(self.prs.as_bytes()).map_err(|_| internal())?),
         };
         Ok(phc.to_string())
     }
@@ -295,10 +296,10 @@ mod tests {
     #[test]
     fn derivation_is_deterministic_and_salted() {
         let salt = [7u8; SALT_LEN];
-        let a = derive_psk(b"pw", &salt, &FAST).unwrap();
-        let b = derive_psk(b"pw", &salt, &FAST).unwrap();
-        let c = derive_psk(b"pw", &[8u8; SALT_LEN], &FAST).unwrap();
-        let d = derive_psk(b"pw2", &salt, &FAST).unwrap();
+        let a = derive_prs(b"pw", &salt, &FAST).unwrap();
+        let b = derive_prs(b"pw", &salt, &FAST).unwrap();
+        let c = derive_prs(b"pw", &[8u8; SALT_LEN], &FAST).unwrap();
+        let d = derive_prs(b"pw2", &salt, &FAST).unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);
@@ -319,7 +320,7 @@ mod tests {
             .unwrap()
             .to_string();
         let key = ServerKey::from_phc(&phc).unwrap();
-        assert_eq!(key.psk, derive_psk(b"secret", &salt, &FAST).unwrap());
+        assert_eq!(key.prs, derive_prs(b"secret", &salt, &FAST).unwrap());
         assert_eq!(key.salt, salt);
         assert_eq!(key.params, FAST);
     }
@@ -331,8 +332,8 @@ mod tests {
         let key = ServerKey::from_phc(&phc).unwrap();
         assert_eq!(key.to_phc().unwrap(), phc);
         assert_eq!(
-            key.psk,
-            derive_psk(b"correct horse", &key.salt, &FAST).unwrap()
+            key.prs,
+            derive_prs(b"correct horse", &key.salt, &FAST).unwrap()
         );
     }
 
@@ -388,11 +389,11 @@ mod tests {
     #[test]
     fn secrets_are_not_printed() {
         let key = ServerKey::from_password(b"hunter2", FAST).unwrap();
-        let shown = format!("{key:?} {:?}", key.psk);
+        let shown = format!("{key:?} {:?}", key.prs);
         assert!(!shown.contains("hunter2"));
         assert!(shown.contains("redacted"));
         let hex: String = key
-            .psk
+            .prs
             .as_bytes()
             .iter()
             .map(|b| format!("{b:02x}"))

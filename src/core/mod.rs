@@ -1,6 +1,8 @@
 //! The protocol, with no sockets and no Python: what goes over the wire and how it is checked.
 //!
-//! - [`kdf`]: password → pre-shared key (Argon2id), PHC strings, parameter bounds;
+//! - [`kdf`]: password → PRS (Argon2id), PHC strings, parameter bounds;
+//! - [`cpace`]: the CPace PAKE (ristretto255, SHA-512) that turns the PRS into a per-connection
+//!   key;
 //! - [`handshake`]: the plaintext hello / server parameters and the Noise NNpsk0 exchange,
 //!   and each side's whole handshake as a state machine over bytes;
 //! - [`cipher`]: one direction's AES-256-GCM state (Noise nonces, rekey);
@@ -17,6 +19,7 @@
 pub mod cipher;
 pub mod codec;
 pub mod connection;
+pub mod cpace;
 pub mod frame;
 pub mod handshake;
 pub mod kdf;

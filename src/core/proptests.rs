@@ -25,10 +25,10 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use super::codec::{FrameDecoder, FrameEncoder, Outgoing};
 use super::handshake::{
-    server_respond, Admission, ClientAwaitingReply, ClientHello, NodeId, ServerParams, HELLO_LEN,
-    MSG1_LEN, MSG2_LEN, PARAMS_LEN,
+    server_respond, Admission, ClientAwaitingReply, ClientHello, Identity, NodeId,
+    ServerAwaitingMessage1, ServerParams, MSG1_LEN, MSG2_LEN, PARAMS_LEN,
 };
-use super::kdf::{KdfParams, Psk};
+use super::kdf::{KdfParams, Prs};
 use super::record::{Event, Opener, RekeyPolicy, Sealer, MAX_CHUNK};
 
 const CLIENT_NODE: NodeId = NodeId([0xc1; 16]);
@@ -265,26 +265,25 @@ fn run(tamper: Tamper) -> Session {
 
 /// Runs until a side fails; a side that fails during the handshake leaves both `failed`.
 fn handshake_and_transport(s: &mut Session) -> Option<()> {
-    let psk = Psk::from_bytes([0x17; 32]);
-    let hello = ClientHello::default().encode();
+    let prs = Prs::from_bytes([0x17; 32]);
+    let hello = ClientHello::new(0, Identity::default()).encode();
     s.c2s.write(&hello);
 
-    let hello_seen: [u8; HELLO_LEN] = s.c2s.read_exact(HELLO_LEN)?.try_into().unwrap();
+    let hello_seen = s.c2s.read_exact(hello.len())?;
     ClientHello::parse(&hello_seen).ok()?;
-    let params = ServerParams::new([9; 16], KdfParams::OWASP, 1, SERVER_NODE, 0).encode();
+    let key_params = ServerParams::new([9; 16], KdfParams::OWASP, 1, SERVER_NODE, 0).encode();
+    let (offered, params) = ServerAwaitingMessage1::offer(&prs, &hello_seen, &key_params);
     s.s2c.write(&params);
 
     let params_seen: [u8; PARAMS_LEN] = s.s2c.read_exact(PARAMS_LEN)?.try_into().unwrap();
     let (client, msg1) =
-        ClientAwaitingReply::start(&psk, &hello, &params_seen, CLIENT_NODE, MAX_MESSAGE).ok()?;
+        ClientAwaitingReply::start(&prs, &hello, &params_seen, CLIENT_NODE, MAX_MESSAGE).ok()?;
     s.c2s
         .write(&[&(msg1.len() as u16).to_be_bytes()[..], &msg1].concat());
 
     let msg1_seen = s.c2s.read_framed(MSG1_LEN)?;
     let (server, msg2) = server_respond(
-        &psk,
-        &hello_seen,
-        &params,
+        offered,
         SERVER_NODE,
         MAX_MESSAGE,
         &msg1_seen,

@@ -15,9 +15,10 @@ use super::wire::Wire;
 use super::LinkConfig;
 use crate::core::frame::{ResumeReply, SessionRequest};
 use crate::core::handshake::client::{ClientHandshake, ClientSetup, ClientStep};
+use crate::core::handshake::Identity;
 use rand::RngCore;
 
-use crate::core::kdf::{derive_psk, hmac_sha256, KdfBounds, KdfParams, Psk, Salt};
+use crate::core::kdf::{derive_prs, hmac_sha256, KdfBounds, KdfParams, Prs, Salt};
 use crate::error::{CloseCode, Error, Result};
 use crate::net::lock;
 
@@ -38,7 +39,7 @@ type CacheKey = (Salt, KdfParams, [u8; 32]);
 /// flight: concurrent dials for one entry wait for the same derivation).
 #[derive(Default)]
 struct KeyCache {
-    cells: HashMap<CacheKey, Arc<OnceCell<Psk>>>,
+    cells: HashMap<CacheKey, Arc<OnceCell<Prs>>>,
     /// Use order, least recent first: what to evict.
     order: VecDeque<CacheKey>,
 }
@@ -53,7 +54,7 @@ static TAG_SECRET: LazyLock<Zeroizing<[u8; 32]>> = LazyLock::new(|| {
 });
 
 impl KeyCache {
-    fn cell(&mut self, key: CacheKey) -> Arc<OnceCell<Psk>> {
+    fn cell(&mut self, key: CacheKey) -> Arc<OnceCell<Prs>> {
         if let Some(cell) = self.cells.get(&key).cloned() {
             // Least recently used goes first: a hit moves to the back.
             self.order.retain(|k| k != &key);
@@ -74,8 +75,11 @@ impl KeyCache {
     }
 }
 
-/// The client's password; the keys derived from it live in the process-wide cache.
+/// The client's identity and password; the keys derived from it live in the process-wide
+/// cache.
 pub struct Credentials {
+    /// Who the client says it is in the hello (the handshake authenticates it).
+    identity: Identity,
     password: Zeroizing<Vec<u8>>,
     /// This password's name in the key cache (see [`CacheKey`]).
     tag: Zeroizing<[u8; 32]>,
@@ -127,14 +131,24 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    /// A password with no identity (anonymous: for a server's shared password).
     pub fn new(password: &[u8]) -> Self {
+        Credentials::with_identity(Identity::default(), password)
+    }
+
+    pub fn with_identity(identity: Identity, password: &[u8]) -> Self {
         Credentials {
+            identity,
             password: Zeroizing::new(password.to_vec()),
             tag: Zeroizing::new(hmac_sha256(&TAG_SECRET[..], password)),
             derivations: AtomicU64::new(0),
             verified: Mutex::new(HashSet::new()),
             unverified: Mutex::new(Unverified::default()),
         }
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     fn verified(&self) -> std::sync::MutexGuard<'_, HashSet<(Salt, KdfParams)>> {
@@ -158,18 +172,18 @@ impl Credentials {
         self.derivations.load(Relaxed)
     }
 
-    /// The PSK for a server's salt and costs: cached process-wide, or derived once on a
+    /// The PRS for a server's salt and costs: cached process-wide, or derived once on a
     /// blocking thread even when many connections (of any client) ask at the same time.
-    pub async fn psk_for(self: &Arc<Self>, salt: Salt, params: KdfParams) -> Result<Psk> {
-        self.psk_and_wait(salt, params).await.map(|(psk, _)| psk)
+    pub async fn prs_for(self: &Arc<Self>, salt: Salt, params: KdfParams) -> Result<Prs> {
+        self.prs_and_wait(salt, params).await.map(|(prs, _)| prs)
     }
 
-    /// [`Self::psk_for`], and whether the key had to be derived first (this call waited for an
+    /// [`Self::prs_for`], and whether the key had to be derived first (this call waited for an
     /// Argon2 run, its own or another client's).
-    async fn psk_and_wait(self: &Arc<Self>, salt: Salt, params: KdfParams) -> Result<(Psk, bool)> {
+    async fn prs_and_wait(self: &Arc<Self>, salt: Salt, params: KdfParams) -> Result<(Prs, bool)> {
         let cell = lock(&KEY_CACHE).cell((salt, params, *self.tag));
-        if let Some(psk) = cell.get() {
-            return Ok((psk.clone(), false));
+        if let Some(prs) = cell.get() {
+            return Ok((prs.clone(), false));
         }
         if !self.verified().contains(&(salt, params)) {
             let slot = lock(&self.unverified).next_slot((salt, params));
@@ -185,7 +199,7 @@ impl Credentials {
             cell.get_or_try_init(|| async move {
                 tokio::task::spawn_blocking(move || {
                     me.derivations.fetch_add(1, Relaxed);
-                    derive_psk(&me.password, &salt, &params)
+                    derive_prs(&me.password, &salt, &params)
                 })
                 .await
                 .map_err(|_| Error::config("key derivation was cancelled"))?
@@ -193,10 +207,10 @@ impl Credentials {
             .await
             .cloned()
         });
-        let psk = filling
+        let prs = filling
             .await
             .map_err(|_| Error::config("key derivation was cancelled"))??;
-        Ok((psk, true))
+        Ok((prs, true))
     }
 }
 
@@ -355,6 +369,7 @@ async fn handshake(
         rekey: link.rekey,
         epoch_hint,
         session,
+        identity: credentials.identity.clone(),
     });
     if let Err(e) = drive(&mut hs, &mut wire, credentials, attempt).await {
         wire.last_words(&hs.poll_transmit()).await;
@@ -370,6 +385,7 @@ async fn handshake(
         Start {
             acknowledged: done.reply.is_some(),
             on_done: None,
+            peer_identity: Default::default(),
         },
     )?;
     Ok((conn, done.reply))
@@ -403,7 +419,7 @@ async fn drive(
             ClientStep::NeedKey(params) => {
                 attempt.offered = (params.epoch, params.other_epoch);
                 attempt.server_key = Some((params.salt, params.kdf));
-                let (psk, waited) = credentials.psk_and_wait(params.salt, params.kdf).await?;
+                let (prs, waited) = credentials.prs_and_wait(params.salt, params.kdf).await?;
                 attempt.derived = waited;
                 // Whatever came while we derived is judged by the handshake: a close (a
                 // fault to retry: the server could not judge the password yet) or data (not
@@ -422,7 +438,7 @@ async fn drive(
                     }
                 }
                 let proven = credentials.verified().contains(&(params.salt, params.kdf));
-                hs.set_key(&psk, proven)?;
+                hs.set_key(&prs, proven)?;
             }
             ClientStep::Done => {
                 wire.write(&hs.poll_transmit()).await?;

@@ -8,6 +8,7 @@ use pyo3::types::{PyBytes, PyDict};
 
 use super::buffers::secret_bytes;
 use super::channel::{Chan, NativeChannel};
+use crate::core::handshake::Identity;
 use crate::net::{Connection, Credentials};
 
 /// One authenticated connection: the channel methods of `NativeChannel`, and what only a
@@ -64,6 +65,12 @@ impl NativeConnection {
         self.inner.peer_node_id().to_string()
     }
 
+    /// The identity the peer authenticated as (None: anonymous, or the peer is a server).
+    #[getter]
+    fn peer_identity(&self) -> Option<String> {
+        identity_or_none(self.inner.peer_identity())
+    }
+
     #[getter]
     fn peer_max_message_size(&self) -> u64 {
         self.inner.peer_max_message()
@@ -93,24 +100,37 @@ impl NativeConnection {
     }
 }
 
-/// The client's password; derived keys are cached process-wide (one Argon2 run per password
-/// and server key, however many clients).
+/// The client's identity and password; derived keys are cached process-wide (one Argon2 run
+/// per password and server key, however many clients).
 #[pyclass(frozen, module = "argonlink._argonlink")]
 pub struct NativeCredentials {
     pub(crate) inner: Arc<Credentials>,
 }
 
+/// An identity as Python sees it: a str, or None for the anonymous one.
+pub(crate) fn identity_or_none(identity: &Identity) -> Option<String> {
+    (!identity.is_anonymous()).then(|| identity.as_str().to_owned())
+}
+
 #[pymethods]
 impl NativeCredentials {
     #[new]
-    fn new(password: &Bound<'_, PyAny>) -> PyResult<Self> {
+    #[pyo3(signature = (password, identity=None))]
+    fn new(password: &Bound<'_, PyAny>, identity: Option<&str>) -> PyResult<Self> {
         let pw = secret_bytes(password)?;
         if pw.is_empty() {
             return Err(crate::Error::config("the password must not be empty").into());
         }
+        let identity = identity.map(Identity::new).transpose()?.unwrap_or_default();
         Ok(NativeCredentials {
-            inner: Arc::new(Credentials::new(&pw)),
+            inner: Arc::new(Credentials::with_identity(identity, &pw)),
         })
+    }
+
+    /// The identity the client names in its hello (None: anonymous).
+    #[getter]
+    fn identity(&self) -> Option<String> {
+        identity_or_none(self.inner.identity())
     }
 
     /// Argon2 derivations run so far by this credential.

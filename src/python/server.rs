@@ -12,9 +12,11 @@ use super::link::NativeLink;
 use super::options::LinkOptions;
 use super::runtime::future_into_py;
 use super::wait::{block_on, parse_timeout};
+use crate::core::handshake::Identity;
 use crate::core::kdf::KdfParams;
 use crate::error::Error;
 use crate::net::server::Accepted;
+use crate::net::server::ServerSecrets;
 use crate::net::{Server, ServerKeySource};
 
 #[pyclass(frozen, module = "argonlink._argonlink")]
@@ -43,9 +45,49 @@ fn key_source(
     }
 }
 
-/// Awaitable: bind, derive the key off the event loop, and start accepting.
+/// One peer's identity and password (or PHC string), as the Python layer passes them.
+type PeerSpec<'py> = (String, Option<Bound<'py, PyAny>>, Option<String>);
+
+/// The shared password (if any) and the peers' passwords, each checked now.
+fn secrets(
+    password: Option<&Bound<'_, PyAny>>,
+    password_hash: Option<String>,
+    peers: Vec<PeerSpec<'_>>,
+    kdf: (u32, u32, u32),
+) -> PyResult<ServerSecrets> {
+    let shared = match (password, &password_hash) {
+        (None, None) if !peers.is_empty() => None,
+        _ => Some(key_source(password, password_hash, kdf)?),
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(peers.len());
+    for (name, pw, hash) in peers {
+        let identity = Identity::new(&name)?;
+        if identity.is_anonymous() || !seen.insert(identity.clone()) {
+            return Err(Error::config(format!(
+                "peer identities must be non-empty and distinct ({name:?})"
+            ))
+            .into());
+        }
+        out.push((identity, key_source(pw.as_ref(), hash, kdf)?));
+    }
+    Ok(ServerSecrets { shared, peers: out })
+}
+
+/// A named peer's identity (None: the shared password).
+fn peer_identity(identity: Option<&str>) -> PyResult<Option<Identity>> {
+    match identity.map(Identity::new).transpose()? {
+        Some(id) if id.is_anonymous() => {
+            Err(Error::config("a peer identity must not be empty").into())
+        }
+        other => Ok(other),
+    }
+}
+
+/// Awaitable: bind, derive the keys off the event loop, and start accepting.
 #[pyfunction]
-#[pyo3(signature = (host, port, options, kdf, password=None, password_hash=None))]
+#[pyo3(signature = (host, port, options, kdf, password=None, password_hash=None, peers=Vec::new()))]
+#[allow(clippy::too_many_arguments)] // the binding's flat form of ServerSecrets
 pub fn bind<'py>(
     py: Python<'py>,
     host: String,
@@ -54,8 +96,9 @@ pub fn bind<'py>(
     kdf: (u32, u32, u32),
     password: Option<&Bound<'py, PyAny>>,
     password_hash: Option<String>,
+    peers: Vec<PeerSpec<'py>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let source = key_source(password, password_hash, kdf)?;
+    let source = secrets(password, password_hash, peers, kdf)?;
     let config = options.server_config();
     future_into_py(py, async move {
         let inner = Server::bind(&host, port, source, config).await?;
@@ -64,17 +107,19 @@ pub fn bind<'py>(
 }
 
 #[pyfunction]
-#[pyo3(signature = (host, port, options, kdf, password=None, password_hash=None))]
-pub fn bind_blocking(
-    py: Python<'_>,
+#[pyo3(signature = (host, port, options, kdf, password=None, password_hash=None, peers=Vec::new()))]
+#[allow(clippy::too_many_arguments)] // the binding's flat form of ServerSecrets
+pub fn bind_blocking<'py>(
+    py: Python<'py>,
     host: String,
     port: u16,
     options: &LinkOptions,
     kdf: (u32, u32, u32),
-    password: Option<&Bound<'_, PyAny>>,
+    password: Option<&Bound<'py, PyAny>>,
     password_hash: Option<String>,
+    peers: Vec<PeerSpec<'py>>,
 ) -> PyResult<NativeServer> {
-    let source = key_source(password, password_hash, kdf)?;
+    let source = secrets(password, password_hash, peers, kdf)?;
     let config = options.server_config();
     let inner = block_on(py, None, "bind", async move {
         Server::bind(&host, port, source, config).await
@@ -135,8 +180,9 @@ impl NativeServer {
         })
     }
 
-    /// Awaitable: install a new password (or PHC string); returns the new key epoch.
-    #[pyo3(signature = (kdf, grace, password=None, password_hash=None))]
+    /// Awaitable: install a new password (or PHC string), shared or for `identity`; returns
+    /// the new key epoch.
+    #[pyo3(signature = (kdf, grace, password=None, password_hash=None, identity=None))]
     fn set_password<'py>(
         &self,
         py: Python<'py>,
@@ -144,19 +190,21 @@ impl NativeServer {
         grace: f64,
         password: Option<&Bound<'py, PyAny>>,
         password_hash: Option<String>,
+        identity: Option<&str>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let source = key_source(password, password_hash, kdf)?;
         let grace = parse_timeout(Some(grace))?.unwrap_or_default();
+        let identity = peer_identity(identity)?;
         let server = self.inner.clone();
         future_into_py(py, async move {
             server
-                .set_password(source, grace)
+                .set_password(source, grace, identity)
                 .await
                 .map_err(PyErr::from)
         })
     }
 
-    #[pyo3(signature = (kdf, grace, password=None, password_hash=None))]
+    #[pyo3(signature = (kdf, grace, password=None, password_hash=None, identity=None))]
     fn set_password_blocking(
         &self,
         py: Python<'_>,
@@ -164,19 +212,34 @@ impl NativeServer {
         grace: f64,
         password: Option<&Bound<'_, PyAny>>,
         password_hash: Option<String>,
+        identity: Option<&str>,
     ) -> PyResult<u32> {
         let source = key_source(password, password_hash, kdf)?;
         let grace = parse_timeout(Some(grace))?.unwrap_or_default();
+        let identity = peer_identity(identity)?;
         let server = self.inner.clone();
         block_on(py, None, "set_password", async move {
-            server.set_password(source, grace).await
+            server.set_password(source, grace, identity).await
         })
     }
 
-    /// The key epoch new clients authenticate under (1 at start, +1 per password change).
+    /// Refuse `identity` from now on and end its connections and sessions; returns how many.
+    /// Takes no lock the event loop waits on, so it does not block.
+    fn revoke(&self, identity: &str) -> PyResult<usize> {
+        let identity = peer_identity(Some(identity))?.expect("given");
+        Ok(self.inner.revoke(&identity))
+    }
+
+    /// The key epoch new clients of the shared password authenticate under (1 at start, +1
+    /// per change; 0 without a shared password).
     #[getter]
     fn key_epoch(&self) -> u32 {
         self.inner.key_epoch()
+    }
+
+    /// The key epoch new clients of `identity` authenticate under (0: it is not accepted).
+    fn key_epoch_of(&self, identity: &str) -> PyResult<u32> {
+        Ok(self.inner.key_epoch_of(&Identity::new(identity)?))
     }
 
     #[getter]
@@ -194,6 +257,8 @@ impl NativeServer {
         d.set_item("rejected_busy", s.rejected_busy.load(Relaxed))?;
         d.set_item("key_derivations", s.key_derivations.load(Relaxed))?;
         d.set_item("password_changes", s.password_changes.load(Relaxed))?;
+        d.set_item("unknown_identities", s.unknown_identities.load(Relaxed))?;
+        d.set_item("revocations", s.revocations.load(Relaxed))?;
         d.set_item("key_epoch", self.inner.key_epoch())?;
         d.set_item("live_connections", self.inner.live_connections())?;
         d.set_item("pending_handshakes", self.inner.pending_handshakes())?;

@@ -105,6 +105,21 @@ def common_options(*, server: bool) -> Parser:
         source.add_argument(
             "--password-hash-env", metavar="NAME", help="read a PHC string from variable NAME"
         )
+        parent.add_argument(
+            "--peers",
+            metavar="FILE",
+            type=Path,
+            help="per-peer passwords: a TOML file (chmod 600) of identity = PHC string lines "
+            "under [peers] (argonlink hash-password --identity NAME); with or without a "
+            "shared password",
+        )
+    else:
+        parent.add_argument(
+            "--identity",
+            metavar="NAME",
+            help="the identity to authenticate as (a server with per-peer passwords picks "
+            "this one's password; sent in the clear)",
+        )
     parent.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     parent.add_argument(
         "-v", "--verbose", action="store_true", help="log connections; tracebacks on errors"

@@ -198,7 +198,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     items = _check_readable(args.files or ["-"])
     if args.stdin_name is not None and Path("-") not in items:
         raise CliError('--stdin-name needs "-" (stdin) among the files', EXIT_USAGE)
-    cfg = load_settings(args, "client", {"host": host, "port": port, "reconnect": False}).client
+    settings = {"host": host, "port": port, "reconnect": False, "identity": args.identity}
+    cfg = load_settings(args, "client", settings).client
     sender = _Sender(cfg, args, out)
     status = EXIT_OK
     try:

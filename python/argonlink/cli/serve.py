@@ -223,7 +223,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
             raise CliError(f"{option} only applies with --dir", EXIT_USAGE)
     if args.dir is not None and not args.dir.is_dir():
         raise CliError(f"{args.dir}: not a directory")
-    settings = {"host": args.host, "port": args.port}
+    settings = {"host": args.host, "port": args.port, "peers_file": args.peers}
     settings.update({key: getattr(args, option) for option, key in _FILE_OPTIONS.items()})
     cfg = load_settings(args, "server", settings).server
     if "port" not in cfg.sources:

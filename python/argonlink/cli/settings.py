@@ -63,6 +63,8 @@ def side_kwargs(side: config.ServerConfig | config.ClientConfig) -> dict[str, An
     name no source."""
     if any(getattr(side, key, None) is not None for key in _SOURCES):
         return side.kwargs()
+    if getattr(side, "peers_file", None) is not None:
+        return side.kwargs()  # per-peer passwords alone: no shared one to ask for
     password = prompt("argonlink password: ")
     prompted = side.replace(password_env=_PROMPTED)
     return prompted.kwargs(env={_PROMPTED: password})

@@ -110,6 +110,14 @@ def _k_node_id(value: object) -> str | bytes:
     return _text(value)
 
 
+def _k_identity(value: object) -> str:
+    """A client's identity: what the hello carries (PROTOCOL.md §3.1)."""
+    text = _text(value)
+    if not 1 <= len(text) <= 255 or not all("!" <= ch <= "~" for ch in text):
+        raise _Bad("must be 1 to 255 printable ASCII characters without spaces")
+    return text
+
+
 def _k_size(value: object) -> int:
     return _int(value, 1)
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 import os
 import re
 import stat
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .._options import KdfParams
+from .._options import KdfParams, PasswordHash
 from ..exceptions import ConfigError
-from .checks import _strong, _weak_message
+from .checks import _Bad, _k_identity, _strong, _weak_message
 from .labels import _label, _Sourced
 from .specs import _HASH_KEYS, _SERVER_PASSWORD_KEYS, ENV_PREFIX
 
@@ -22,11 +23,14 @@ _PHC = re.compile(r"\$argon2id\$(?:v=\d+\$)?([^$]+)\$[A-Za-z0-9+/]+\$[A-Za-z0-9+
 
 def _read_secret(cfg: _Sourced, side: str, env: Mapping[str, str]) -> dict[str, Any]:
     """``password=`` or ``password_hash=`` from the source that ``cfg`` (the ``side``,
-    "server" or "client") names, read now."""
+    "server" or "client") names, read now; a server's ``peers=`` from its peers file."""
     keys = _SERVER_PASSWORD_KEYS if side == "server" else _SERVER_PASSWORD_KEYS[:2]
     given = [k for k in keys if getattr(cfg, k, None) is not None]
+    peers = _read_peers(cfg) if getattr(cfg, "peers_file", None) is not None else None
+    if not given and peers is not None:
+        return {"peers": peers}
     if not given:
-        options = ", ".join(keys)
+        options = ", ".join((*keys, "peers_file") if side == "server" else keys)
         raise ConfigError(
             f"no password source for the {side}: set one of {options} in [{side}], "
             f"as {ENV_PREFIX}{side.upper()}_<SETTING> / {ENV_PREFIX}<SETTING>, or as a keyword"
@@ -44,14 +48,49 @@ def _read_secret(cfg: _Sourced, side: str, env: Mapping[str, str]) -> dict[str, 
         secret = _read_secret_file(getattr(cfg, key), label, what)
     if not secret:
         raise ConfigError(f"{label}: the {what} is empty")
+    out: dict[str, Any] = {} if peers is None else {"peers": peers}
     if key not in _HASH_KEYS:
-        return {"password": secret}
+        return {**out, "password": secret}
+    return {**out, "password_hash": _checked_phc(cfg, secret, label)}
+
+
+def _checked_phc(cfg: _Sourced, secret: str | bytes, label: str) -> str:
     phc = _phc_text(secret, label)
-    if side == "server" and not cfg.allow_weak_kdf:
+    if not cfg.allow_weak_kdf:
         costs = _phc_costs(phc, label)
         if not _strong(costs):
             raise ConfigError(f"{label}: {_weak_message(costs, 'the PHC string has costs')}")
-    return {"password_hash": phc}
+    return phc
+
+
+def _read_peers(cfg: _Sourced) -> dict[str, PasswordHash]:
+    """The peers file: a secret file (checked as a password file is) in TOML, with one PHC
+    string per identity in its ``[peers]`` table. Only PHC strings: a file that lists many
+    peers holds no plaintext password."""
+    path: Path = getattr(cfg, "peers_file")  # noqa: B009 - a server's setting only
+    label = _label(cfg, "peers_file")
+    data = _read_secret_file(path, label, "peers")
+    try:
+        table = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{label}: {path} is not valid TOML: {exc}") from None
+    peers = table.get("peers")
+    if set(table) != {"peers"} or not isinstance(peers, dict) or not peers:
+        raise ConfigError(
+            f'{label}: {path} must hold one [peers] table, identity = "$argon2id$..." '
+            "(argonlink hash-password --identity NAME prints such a line)"
+        )
+    out: dict[str, PasswordHash] = {}
+    for identity, phc in peers.items():
+        where = f"{label}: {path}: [peers] {identity!r}"
+        try:
+            _k_identity(identity)
+        except _Bad as bad:
+            raise ConfigError(f"{where}: the identity {bad.message}") from None
+        if not isinstance(phc, str):
+            raise ConfigError(f"{where}: must be a PHC string ($argon2id$...)")
+        out[identity] = PasswordHash(_checked_phc(cfg, phc, where))
+    return out
 
 
 def _read_secret_file(path: Path, label: str, what: str) -> bytes:

@@ -125,6 +125,8 @@ class ServerConfig:
     password_file: Path | None = None
     password_hash_env: str | None = None
     password_hash_file: Path | None = None
+    #: A TOML secret file with one PHC string per client identity (``[peers]``).
+    peers_file: Path | None = None
     kdf: KdfParams | None = None  # None: KdfParams.RFC9106
     allow_weak_kdf: bool = False
     node_id: str | bytes | None = None
@@ -166,7 +168,8 @@ class ServerConfig:
 
     def kwargs(self, *, env: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Keyword arguments for ``argonlink.Server`` / ``argonlink.sync.Server``, with
-        ``password=`` or ``password_hash=`` read from its source now (``env``: where
+        ``password=`` or ``password_hash=`` read from its source now (and ``peers=`` from
+        ``peers_file``) (``env``: where
         ``password_env`` / ``password_hash_env`` are looked up; default ``os.environ``).
         The result holds the secret: pass it on, do not keep or print it."""
         kwargs: dict[str, Any] = {"host": self.host, "port": self.port}
@@ -226,6 +229,8 @@ class ClientConfig:
     port: int | None = None
     password_env: str | None = None
     password_file: Path | None = None
+    #: The identity the client names (its password on a server with per-peer passwords).
+    identity: str | None = None
     allow_weak_kdf: bool = False
     node_id: str | bytes | None = None
     max_message_size: int | None = None

@@ -13,6 +13,7 @@ from .checks import (
     _k_bool,
     _k_bytes,
     _k_env_name,
+    _k_identity,
     _k_interval,
     _k_kdf,
     _k_mode,
@@ -74,7 +75,7 @@ _FILE_KEYS: Final = {
 }
 #: Settings that are not passed to Server/Client as they are.
 _NOT_PASSED: Final = frozenset(
-    {"host", "port", "allow_weak_kdf", *_SERVER_PASSWORD_KEYS, *_FILE_KEYS}
+    {"host", "port", "allow_weak_kdf", "peers_file", *_SERVER_PASSWORD_KEYS, *_FILE_KEYS}
 )
 
 
@@ -109,6 +110,7 @@ _SPECS: Final[dict[str, dict[str, _Spec]]] = {
         **_COMMON_SPECS,
         "password_hash_env": _Spec(_k_env_name, "str"),
         "password_hash_file": _Spec(_k_path, "str"),
+        "peers_file": _Spec(_k_path, "str"),
         "kdf": _Spec(_k_kdf, "str"),
         "handshake_timeout": _Spec(_k_timeout, "float"),
         "max_pending_handshakes": _Spec(_k_size, "int"),
@@ -129,6 +131,7 @@ _SPECS: Final[dict[str, dict[str, _Spec]]] = {
         "host": _Spec(_text, "str"),
         "port": _Spec(_k_port, "int"),
         **_COMMON_SPECS,
+        "identity": _Spec(_k_identity, "str"),
         "reconnect": _Spec(_k_reconnect, "bool"),
         "exactly_once": _Spec(_k_bool, "bool"),
         "open_timeout": _Spec(_k_timeout, "float"),

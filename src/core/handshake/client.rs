@@ -11,10 +11,10 @@
 use bytes::BytesMut;
 
 use super::{exact_wants, first_frame, framed, record_wants, take_exact, take_noise_message};
-use super::{ClientAwaitingReply, ClientHello, Established, NodeId, ServerParams};
-use super::{HELLO_LEN, MSG2_LEN, PARAMS_LEN};
+use super::{ClientAwaitingReply, ClientHello, Established, Identity, NodeId, ServerParams};
+use super::{MSG2_LEN, PARAMS_LEN};
 use crate::core::frame::{Frame, ResumeReply, ResumeStatus, SessionRequest, MAX_CLOSE_REASON};
-use crate::core::kdf::{KdfBounds, Psk};
+use crate::core::kdf::{KdfBounds, Prs};
 use crate::core::record::{Event, Opener, RekeyPolicy, Sealer};
 use crate::error::{CloseCode, CloseInfo, Error, PeerMisbehaved, Result};
 
@@ -31,6 +31,8 @@ pub struct ClientSetup {
     pub epoch_hint: u32,
     /// Ask for an exactly-once session (new or resumed).
     pub session: Option<SessionRequest>,
+    /// Who we say we are (it picks our password on the server); empty: anonymous.
+    pub identity: Identity,
 }
 
 /// What the driver does next.
@@ -76,7 +78,8 @@ enum State {
 
 pub struct ClientHandshake {
     setup: ClientSetup,
-    hello: [u8; HELLO_LEN],
+    /// As sent: CPace's CI and the Noise prologue cover it.
+    hello: Vec<u8>,
     state: State,
     /// Our messages not yet taken by the driver: each step adds one (a few hundred bytes at
     /// most), and nothing the peer sends adds to it.
@@ -88,16 +91,12 @@ pub struct ClientHandshake {
 impl ClientHandshake {
     /// Start: the hello is ready to send.
     pub fn new(setup: ClientSetup) -> Self {
-        let hello = ClientHello {
-            epoch_hint: setup.epoch_hint,
-            ..ClientHello::default()
-        }
-        .encode();
+        let hello = ClientHello::new(setup.epoch_hint, setup.identity.clone()).encode();
         ClientHandshake {
             setup,
+            transmit: BytesMut::from(&hello[..]),
             hello,
             state: State::AwaitParams,
-            transmit: BytesMut::from(&hello[..]),
             authenticated: false,
         }
     }
@@ -223,10 +222,10 @@ impl ClientHandshake {
         }
     }
 
-    /// The key for the parameters of [`ClientStep::NeedKey`]; `proven` when it completed a
-    /// handshake with this server before (then a cut before message 2 is a fault, not a
-    /// refusal). Message 1 is then ready to send.
-    pub fn set_key(&mut self, psk: &Psk, proven: bool) -> Result<()> {
+    /// The key (PRS) for the parameters of [`ClientStep::NeedKey`]; `proven` when it completed
+    /// a handshake with this server before (then a cut before message 2 is a fault, not a
+    /// refusal). CPace runs, and message 1 is then ready to send.
+    pub fn set_key(&mut self, prs: &Prs, proven: bool) -> Result<()> {
         let State::NeedKey {
             params_bytes,
             params,
@@ -235,7 +234,7 @@ impl ClientHandshake {
             return Err(Error::Misuse("no key was asked for"));
         };
         let (noise, msg1) = ClientAwaitingReply::start(
-            psk,
+            prs,
             &self.hello,
             &params_bytes,
             self.setup.node_id,

@@ -1,13 +1,13 @@
-//! The handshake's messages: a plaintext hello and server parameters, then Noise `NNpsk0` keyed
-//! by the PSK, with both plaintext messages as the Noise prologue so that any edit of them
-//! breaks it.
+//! The handshake's messages: a plaintext hello and server parameters carrying CPace's shares,
+//! then Noise `NNpsk0` keyed by CPace's output, with every plaintext byte as the Noise prologue.
 //!
 //! ```text
-//! client → server  hello          "ALNK" version:u16 suite:u16 epoch_hint:u32          (12 bytes)
-//! server → client  params         version:u16 suite:u16 salt[16] m:u32 t:u32 p:u32
-//!                                 epoch:u32 server_node_id[16] other_epoch:u32          (56 bytes)
-//! client → server  len:u16 msg1   -> psk, e   payload: client_node_id[16] max_message:u64
-//! server → client  len:u16 msg2   <- e, ee    payload: max_message:u64 status:u8
+//! client → server  hello     "ALNK" version:u16 suite:u16 epoch_hint:u32 nonce[16]
+//!                            n:u8 identity[n]                                        (29 + n bytes)
+//! server → client  params    version:u16 suite:u16 salt[16] m:u32 t:u32 p:u32 epoch:u32
+//!                            server_node_id[16] other_epoch:u32 nonce[16] share[32]  (104 bytes)
+//! client → server  len:u16   share[32] ‖ msg1: -> psk, e   payload: client_node_id[16] max_message:u64
+//! server → client  len:u16   msg2: <- e, ee                payload: max_message:u64 status:u8
 //! client → server  first transport frame: CONFIRM (see frame.rs)
 //! ```
 //! Each state is its own type, so a message can only be processed in the state that expects it.
@@ -18,24 +18,37 @@ use rand::RngCore;
 use zeroize::Zeroizing;
 
 use crate::core::cipher::KEY_LEN;
-use crate::core::kdf::{KdfParams, Psk, Salt, SALT_LEN};
+use crate::core::cpace::{self, SHARE_LEN};
+use crate::core::kdf::{KdfParams, Prs, Salt, SALT_LEN};
 use crate::error::{Error, PeerMisbehaved, Result};
 
 pub const MAGIC: [u8; 4] = *b"ALNK";
-pub const PROTOCOL_VERSION: u16 = 1;
-/// Suite 1: `Noise_NNpsk0_25519_AESGCM_SHA256` handshake, AES-256-GCM transport.
-pub const SUITE_NNPSK0_25519_AESGCM_SHA256: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
+/// Suite 1: CPACE-RISTR255-SHA512, then `Noise_NNpsk0_25519_AESGCM_SHA256`; AES-256-GCM
+/// transport.
+pub const SUITE_CPACE_NNPSK0: u16 = 1;
 pub const NOISE_PATTERN: &str = "Noise_NNpsk0_25519_AESGCM_SHA256";
+/// Domain separation of CI from any other use of CPace.
+const CI_LABEL: &[u8] = b"argonlink/2";
 
-pub const HELLO_LEN: usize = 12;
-pub const PARAMS_LEN: usize = 56;
+pub const NONCE_LEN: usize = 16;
+pub const MAX_IDENTITY_LEN: usize = 255;
+/// The hello up to and including the identity's length byte.
+pub const HELLO_FIXED_LEN: usize = 29;
+pub const MAX_HELLO_LEN: usize = HELLO_FIXED_LEN + MAX_IDENTITY_LEN;
+/// The parameters that belong to the server's key (the same on every connection).
+pub const KEY_PARAMS_LEN: usize = 56;
+/// The parameters CI covers: the key's, then the server nonce.
+const CI_PARAMS_LEN: usize = KEY_PARAMS_LEN + NONCE_LEN;
+pub const PARAMS_LEN: usize = CI_PARAMS_LEN + SHARE_LEN;
 pub const NODE_ID_LEN: usize = 16;
 const DH_LEN: usize = 32;
 const TAG_LEN: usize = 16;
 const CLIENT_PAYLOAD_LEN: usize = NODE_ID_LEN + 8;
 const SERVER_PAYLOAD_LEN: usize = 9;
-/// Noise message 1: ephemeral key + encrypted payload.
-pub const MSG1_LEN: usize = DH_LEN + CLIENT_PAYLOAD_LEN + TAG_LEN;
+const NOISE_MSG1_LEN: usize = DH_LEN + CLIENT_PAYLOAD_LEN + TAG_LEN;
+/// Message 1: the client's CPace share, then Noise message 1 (ephemeral key + payload).
+pub const MSG1_LEN: usize = SHARE_LEN + NOISE_MSG1_LEN;
 /// Noise message 2: ephemeral key + encrypted payload.
 pub const MSG2_LEN: usize = DH_LEN + SERVER_PAYLOAD_LEN + TAG_LEN;
 
@@ -64,23 +77,142 @@ impl fmt::Display for NodeId {
     }
 }
 
-/// The client's opening bytes: which protocol and suite it speaks, and which key epoch of the
+/// The name a client gives itself in the hello, which picks its password on the server: 0 to
+/// 255 bytes of printable ASCII without spaces (empty: anonymous). Safe to log as it is.
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Identity(String);
+
+impl Identity {
+    pub fn new(name: &str) -> Result<Self> {
+        Identity::check(name.as_bytes())
+            .map(|()| Identity(name.to_owned()))
+            .map_err(|_| {
+                Error::config(format!(
+                    "an identity is at most {MAX_IDENTITY_LEN} printable ASCII characters \
+                     without spaces (0x21-0x7e)"
+                ))
+            })
+    }
+
+    fn check(bytes: &[u8]) -> Result<()> {
+        if bytes.len() > MAX_IDENTITY_LEN || !bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
+            return Err(Error::Protocol(PeerMisbehaved::BadIdentity));
+        }
+        Ok(())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Identity({:?})", self.0)
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The client's opening bytes: which protocol and suite it speaks, which key epoch of the
 /// server it last authenticated under (0: none), so that during a password change's grace
-/// window the server can offer the parameters of the key the client holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// window the server can offer the parameters of the key the client holds, its nonce, and
+/// its identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientHello {
     pub version: u16,
     pub suite: u16,
     pub epoch_hint: u32,
+    pub nonce: [u8; NONCE_LEN],
+    pub identity: Identity,
 }
 
-impl Default for ClientHello {
-    fn default() -> Self {
+impl ClientHello {
+    /// A hello with a fresh nonce.
+    pub fn new(epoch_hint: u32, identity: Identity) -> Self {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rng().fill_bytes(&mut nonce);
         ClientHello {
             version: PROTOCOL_VERSION,
-            suite: SUITE_NNPSK0_25519_AESGCM_SHA256,
-            epoch_hint: 0,
+            suite: SUITE_CPACE_NNPSK0,
+            epoch_hint,
+            nonce,
+            identity,
         }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let id = self.identity.as_str().as_bytes();
+        let mut out = Vec::with_capacity(HELLO_FIXED_LEN + id.len());
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&self.version.to_be_bytes());
+        out.extend_from_slice(&self.suite.to_be_bytes());
+        out.extend_from_slice(&self.epoch_hint.to_be_bytes());
+        out.extend_from_slice(&self.nonce);
+        out.push(id.len() as u8);
+        out.extend_from_slice(id);
+        out
+    }
+
+    /// Bytes still missing for the whole hello, given the buffered ones: the fixed part says
+    /// how long the identity is.
+    pub fn wants(buffered: &[u8]) -> usize {
+        match buffered.get(HELLO_FIXED_LEN - 1) {
+            None => HELLO_FIXED_LEN - buffered.len(),
+            Some(&n) => (HELLO_FIXED_LEN + n as usize).saturating_sub(buffered.len()),
+        }
+    }
+
+    /// Insist on the magic, version and suite this build speaks, given at least the hello's
+    /// first 8 bytes.
+    pub fn check_prefix(bytes: &[u8]) -> Result<(u16, u16)> {
+        if bytes.len() < 8 || bytes[..4] != MAGIC {
+            return Err(Error::Protocol(PeerMisbehaved::BadMagic));
+        }
+        let (version, suite) = (
+            u16::from_be_bytes([bytes[4], bytes[5]]),
+            u16::from_be_bytes([bytes[6], bytes[7]]),
+        );
+        if (version, suite) != (PROTOCOL_VERSION, SUITE_CPACE_NNPSK0) {
+            return Err(Error::Protocol(PeerMisbehaved::UnsupportedVersion {
+                version,
+                suite,
+            }));
+        }
+        Ok((version, suite))
+    }
+
+    /// Parse a whole hello (exactly [`Self::wants`] bytes) and insist on what this build
+    /// speaks.
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        let (version, suite) = Self::check_prefix(bytes)?;
+        let expected = bytes
+            .get(HELLO_FIXED_LEN - 1)
+            .map_or(HELLO_FIXED_LEN, |&n| HELLO_FIXED_LEN + n as usize);
+        if bytes.len() != expected {
+            return Err(Error::Protocol(PeerMisbehaved::MessageLength {
+                what: "hello",
+                len: bytes.len(),
+                expected,
+            }));
+        }
+        let id = &bytes[HELLO_FIXED_LEN..];
+        Identity::check(id)?;
+        Ok(ClientHello {
+            version,
+            suite,
+            epoch_hint: u32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes")),
+            nonce: bytes[12..28].try_into().expect("16 bytes"),
+            identity: Identity(String::from_utf8(id.to_vec()).expect("checked ASCII")),
+        })
     }
 }
 
@@ -93,38 +225,8 @@ pub enum Admission {
     Busy = 1,
 }
 
-impl ClientHello {
-    pub fn encode(&self) -> [u8; HELLO_LEN] {
-        let mut out = [0u8; HELLO_LEN];
-        out[..4].copy_from_slice(&MAGIC);
-        out[4..6].copy_from_slice(&self.version.to_be_bytes());
-        out[6..8].copy_from_slice(&self.suite.to_be_bytes());
-        out[8..12].copy_from_slice(&self.epoch_hint.to_be_bytes());
-        out
-    }
-
-    /// Parse and insist on what this build speaks.
-    pub fn parse(bytes: &[u8; HELLO_LEN]) -> Result<Self> {
-        if bytes[..4] != MAGIC {
-            return Err(Error::Protocol(PeerMisbehaved::BadMagic));
-        }
-        let hello = ClientHello {
-            version: u16::from_be_bytes([bytes[4], bytes[5]]),
-            suite: u16::from_be_bytes([bytes[6], bytes[7]]),
-            epoch_hint: u32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes")),
-        };
-        let ours = ClientHello::default();
-        if (hello.version, hello.suite) != (ours.version, ours.suite) {
-            return Err(Error::Protocol(PeerMisbehaved::UnsupportedVersion {
-                version: hello.version,
-                suite: hello.suite,
-            }));
-        }
-        Ok(hello)
-    }
-}
-
-/// What the server tells every client before authentication: how to derive the key, and who it is.
+/// What the server tells every client before authentication about the key it offers: how to
+/// derive it, and who the server is. The parameters message adds a nonce and a CPace share.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServerParams {
     pub version: u16,
@@ -141,10 +243,9 @@ pub struct ServerParams {
 
 impl ServerParams {
     pub fn new(salt: Salt, kdf: KdfParams, epoch: u32, node_id: NodeId, other_epoch: u32) -> Self {
-        let hello = ClientHello::default();
         ServerParams {
-            version: hello.version,
-            suite: hello.suite,
+            version: PROTOCOL_VERSION,
+            suite: SUITE_CPACE_NNPSK0,
             salt,
             kdf,
             epoch,
@@ -153,8 +254,9 @@ impl ServerParams {
         }
     }
 
-    pub fn encode(&self) -> [u8; PARAMS_LEN] {
-        let mut out = [0u8; PARAMS_LEN];
+    /// The key's part of the parameters message (its first 56 bytes).
+    pub fn encode(&self) -> [u8; KEY_PARAMS_LEN] {
+        let mut out = [0u8; KEY_PARAMS_LEN];
         out[0..2].copy_from_slice(&self.version.to_be_bytes());
         out[2..4].copy_from_slice(&self.suite.to_be_bytes());
         out[4..20].copy_from_slice(&self.salt);
@@ -167,18 +269,22 @@ impl ServerParams {
         out
     }
 
+    /// Parse a whole parameters message: the key's part, and a share that must be a valid
+    /// element (checked now, before the client spends an Argon2 run on it).
     pub fn parse(bytes: &[u8; PARAMS_LEN]) -> Result<Self> {
         let u16_at = |i: usize| u16::from_be_bytes([bytes[i], bytes[i + 1]]);
         let u32_at = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
         let (version, suite) = (u16_at(0), u16_at(2));
-        let ours = ClientHello::default();
-        if version != ours.version || suite != ours.suite {
+        if version != PROTOCOL_VERSION || suite != SUITE_CPACE_NNPSK0 {
             return Err(Error::Protocol(PeerMisbehaved::ServerVersion {
                 version,
                 suite,
-                our_version: ours.version,
-                our_suite: ours.suite,
+                our_version: PROTOCOL_VERSION,
+                our_suite: SUITE_CPACE_NNPSK0,
             }));
+        }
+        if !cpace::is_valid_share(share_of(bytes)) {
+            return Err(Error::Protocol(PeerMisbehaved::BadShare));
         }
         let mut salt = [0u8; SALT_LEN];
         salt.copy_from_slice(&bytes[4..20]);
@@ -198,6 +304,10 @@ impl ServerParams {
             other_epoch: u32_at(52),
         })
     }
+}
+
+fn share_of(params: &[u8; PARAMS_LEN]) -> &[u8; SHARE_LEN] {
+    params[CI_PARAMS_LEN..].try_into().expect("32 bytes")
 }
 
 /// Per-direction transport keys and what each side learned about the other.
@@ -220,19 +330,41 @@ impl fmt::Debug for Established {
     }
 }
 
-fn noise_builder<'a>(psk: &'a Psk, prologue: &'a [u8]) -> Result<snow::Builder<'a>> {
-    let params = NOISE_PATTERN.parse().expect("valid Noise pattern");
-    snow::Builder::new(params)
-        .psk(0, psk.as_bytes())
-        .and_then(|b| b.prologue(prologue))
-        .map_err(|e| Error::Noise(format!("setup: {e}")))
+/// CPace's inputs other than the PRS, from the bytes both sides saw: CI binds the whole hello
+/// (the client's identity among it) and the parameters before the share (the server's node
+/// id, the key's salt, costs and epoch); sid is both nonces.
+fn cpace_inputs(hello: &[u8], params: &[u8; PARAMS_LEN]) -> (Vec<u8>, [u8; 2 * NONCE_LEN]) {
+    let ci = cpace::lv_cat(&[CI_LABEL, hello, &params[..CI_PARAMS_LEN]]);
+    let mut sid = [0u8; 2 * NONCE_LEN];
+    sid[..NONCE_LEN].copy_from_slice(&hello[12..28]);
+    sid[NONCE_LEN..].copy_from_slice(&params[KEY_PARAMS_LEN..CI_PARAMS_LEN]);
+    (ci, sid)
 }
 
-fn prologue(hello: &[u8; HELLO_LEN], params: &[u8; PARAMS_LEN]) -> [u8; HELLO_LEN + PARAMS_LEN] {
-    let mut p = [0u8; HELLO_LEN + PARAMS_LEN];
-    p[..HELLO_LEN].copy_from_slice(hello);
-    p[HELLO_LEN..].copy_from_slice(params);
-    p
+/// The Noise handshake keyed by the first 32 bytes of ISK, with every plaintext byte of the
+/// handshake (hello, parameters, the client's share) as the prologue.
+fn noise_builder_for(
+    isk: &cpace::Isk,
+    hello: &[u8],
+    params: &[u8; PARAMS_LEN],
+    client_share: &[u8; SHARE_LEN],
+    initiator: bool,
+) -> Result<snow::HandshakeState> {
+    let mut prologue = Vec::with_capacity(hello.len() + PARAMS_LEN + SHARE_LEN);
+    prologue.extend_from_slice(hello);
+    prologue.extend_from_slice(params);
+    prologue.extend_from_slice(client_share);
+    let params = NOISE_PATTERN.parse().expect("valid Noise pattern");
+    let builder = snow::Builder::new(params)
+        .psk(0, isk.as_bytes()[..32].try_into().expect("32 bytes"))
+        .and_then(|b| b.prologue(&prologue))
+        .map_err(|e| Error::Noise(format!("setup: {e}")))?;
+    if initiator {
+        builder.build_initiator()
+    } else {
+        builder.build_responder()
+    }
+    .map_err(|e| Error::Noise(e.to_string()))
 }
 
 fn split(
@@ -266,10 +398,11 @@ pub struct ClientAwaitingReply {
 }
 
 impl ClientAwaitingReply {
-    /// Build message 1. `params_bytes` must be the server parameters exactly as received.
+    /// Run CPace against the server's share and build message 1. `hello` and `params_bytes`
+    /// must be exactly as sent and received.
     pub fn start(
-        psk: &Psk,
-        hello: &[u8; HELLO_LEN],
+        prs: &Prs,
+        hello: &[u8],
         params_bytes: &[u8; PARAMS_LEN],
         our_node: NodeId,
         our_max_message: u64,
@@ -278,18 +411,23 @@ impl ClientAwaitingReply {
         if params.node_id == our_node {
             return Err(Error::Protocol(PeerMisbehaved::DialedItself));
         }
-        let pro = prologue(hello, params_bytes);
-        let mut noise = noise_builder(psk, &pro)?
-            .build_initiator()
-            .map_err(|e| Error::Noise(e.to_string()))?;
+        let (ci, sid) = cpace_inputs(hello, params_bytes);
+        let run = cpace::Run::start(prs.as_bytes(), &ci, &sid);
+        let our_share = *run.share();
+        // We are CPace's responder B: the server's share comes first in the transcript.
+        let isk = run
+            .finish(share_of(params_bytes), false, b"", b"")
+            .map_err(|_| Error::Protocol(PeerMisbehaved::BadShare))?;
+        let mut noise = noise_builder_for(&isk, hello, params_bytes, &our_share, true)?;
         let mut payload = [0u8; CLIENT_PAYLOAD_LEN];
         payload[..NODE_ID_LEN].copy_from_slice(&our_node.0);
         payload[NODE_ID_LEN..].copy_from_slice(&our_max_message.to_be_bytes());
         let mut msg1 = [0u8; MSG1_LEN];
+        msg1[..SHARE_LEN].copy_from_slice(&our_share);
         let n = noise
-            .write_message(&payload, &mut msg1)
+            .write_message(&payload, &mut msg1[SHARE_LEN..])
             .map_err(|e| Error::Noise(e.to_string()))?;
-        debug_assert_eq!(n, MSG1_LEN);
+        debug_assert_eq!(n, NOISE_MSG1_LEN);
         Ok((
             ClientAwaitingReply {
                 noise,
@@ -333,26 +471,45 @@ impl ClientAwaitingReply {
     }
 }
 
-/// Server, after message 1 opened under the key: the client knows the password, or replays
-/// someone's message 1 (only CONFIRM tells the two apart). Message 2 is built once the caller
-/// knows whether there is room.
-pub struct ServerAwaitingAdmission {
-    noise: snow::HandshakeState,
-    client_node: NodeId,
-    peer_max_message: u64,
-    our_max_message: u64,
+/// Server, after the hello: its CPace run started and its parameters built, for the key it
+/// offers; waits for message 1.
+pub struct ServerAwaitingMessage1 {
+    hello: Vec<u8>,
+    params: [u8; PARAMS_LEN],
+    run: cpace::Run,
 }
 
-impl ServerAwaitingAdmission {
-    /// Open message 1. `params_bytes` must be the parameters exactly as sent.
+impl ServerAwaitingMessage1 {
+    /// Start CPace for this connection (a fresh nonce and scalar) under the key `prs` whose
+    /// parameters are `key_params`; gives the parameters message to send.
+    pub fn offer(
+        prs: &Prs,
+        hello: &[u8],
+        key_params: &[u8; KEY_PARAMS_LEN],
+    ) -> (Self, [u8; PARAMS_LEN]) {
+        let mut params = [0u8; PARAMS_LEN];
+        params[..KEY_PARAMS_LEN].copy_from_slice(key_params);
+        rand::rng().fill_bytes(&mut params[KEY_PARAMS_LEN..CI_PARAMS_LEN]);
+        let (ci, sid) = cpace_inputs(hello, &params);
+        let run = cpace::Run::start(prs.as_bytes(), &ci, &sid);
+        params[CI_PARAMS_LEN..].copy_from_slice(run.share());
+        let me = ServerAwaitingMessage1 {
+            hello: hello.to_vec(),
+            params,
+            run,
+        };
+        (me, params)
+    }
+
+    /// Open message 1: finish CPace with the client's share, then read Noise message 1 under
+    /// the key it gave. A client without the password (or a replay: our share is new) fails
+    /// here, and is told nothing.
     pub fn read(
-        psk: &Psk,
-        hello: &[u8; HELLO_LEN],
-        params_bytes: &[u8; PARAMS_LEN],
+        self,
         our_node: NodeId,
         our_max_message: u64,
         msg1: &[u8],
-    ) -> Result<Self> {
+    ) -> Result<ServerAwaitingAdmission> {
         if msg1.len() != MSG1_LEN {
             return Err(Error::Protocol(PeerMisbehaved::MessageLength {
                 what: "handshake message",
@@ -360,16 +517,18 @@ impl ServerAwaitingAdmission {
                 expected: MSG1_LEN,
             }));
         }
-        let pro = prologue(hello, params_bytes);
-        let mut noise = noise_builder(psk, &pro)?
-            .build_responder()
-            .map_err(|e| Error::Noise(e.to_string()))?;
-        let mut payload = [0u8; MSG1_LEN];
-        // With psk0 the payload is encrypted under a PSK-derived key: a wrong password fails
-        // here, before the server does any Diffie-Hellman work.
+        let refused = || Error::Authentication("the client does not know the password".into());
+        let client_share: &[u8; SHARE_LEN] = msg1[..SHARE_LEN].try_into().expect("32 bytes");
+        // We are CPace's initiator A: our share comes first in the transcript.
+        let isk = self
+            .run
+            .finish(client_share, true, b"", b"")
+            .map_err(|_| refused())?;
+        let mut noise = noise_builder_for(&isk, &self.hello, &self.params, client_share, false)?;
+        let mut payload = [0u8; NOISE_MSG1_LEN];
         let n = noise
-            .read_message(msg1, &mut payload)
-            .map_err(|_| Error::Authentication("the client does not know the password".into()))?;
+            .read_message(&msg1[SHARE_LEN..], &mut payload)
+            .map_err(|_| refused())?;
         if n != CLIENT_PAYLOAD_LEN {
             return Err(Error::Protocol(PeerMisbehaved::PayloadSize));
         }
@@ -386,7 +545,18 @@ impl ServerAwaitingAdmission {
             our_max_message,
         })
     }
+}
 
+/// Server, after message 1 opened: the client ran CPace with the right password against this
+/// connection's share. Message 2 is built once the caller knows whether there is room.
+pub struct ServerAwaitingAdmission {
+    noise: snow::HandshakeState,
+    client_node: NodeId,
+    peer_max_message: u64,
+    our_max_message: u64,
+}
+
+impl ServerAwaitingAdmission {
     /// Build message 2. The connection is then established but unconfirmed: the server trusts
     /// it only once the client's first transport frame (CONFIRM) opens.
     pub fn reply(mut self, admission: Admission) -> Result<(Established, [u8; MSG2_LEN])> {
@@ -409,24 +579,23 @@ impl ServerAwaitingAdmission {
     }
 }
 
-/// Server: message 1 in, message 2 out, in one step ([`ServerAwaitingAdmission`] in two).
+/// Server: message 1 in, message 2 out, in one step.
 pub fn server_respond(
-    psk: &Psk,
-    hello: &[u8; HELLO_LEN],
-    params_bytes: &[u8; PARAMS_LEN],
+    offered: ServerAwaitingMessage1,
     our_node: NodeId,
     our_max_message: u64,
     msg1: &[u8],
     admission: Admission,
 ) -> Result<(Established, [u8; MSG2_LEN])> {
-    ServerAwaitingAdmission::read(psk, hello, params_bytes, our_node, our_max_message, msg1)?
+    offered
+        .read(our_node, our_max_message, msg1)?
         .reply(admission)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::kdf::{derive_psk, random_salt};
+    use crate::core::kdf::{derive_prs, random_salt};
 
     const FAST: KdfParams = KdfParams {
         m_cost: 256,
@@ -435,44 +604,51 @@ mod tests {
     };
 
     struct Setup {
-        psk: Psk,
-        hello: [u8; HELLO_LEN],
-        params: [u8; PARAMS_LEN],
+        prs: Prs,
+        hello: Vec<u8>,
+        key_params: [u8; KEY_PARAMS_LEN],
         server_node: NodeId,
         client_node: NodeId,
     }
 
-    fn setup(password: &[u8]) -> Setup {
+    fn setup(password: &[u8], identity: &str) -> Setup {
         let salt = random_salt();
         let server_node = NodeId::random();
         Setup {
-            psk: derive_psk(password, &salt, &FAST).unwrap(),
-            hello: ClientHello::default().encode(),
-            params: ServerParams::new(salt, FAST, 1, server_node, 0).encode(),
+            prs: derive_prs(password, &salt, &FAST).unwrap(),
+            hello: ClientHello::new(0, Identity::new(identity).unwrap()).encode(),
+            key_params: ServerParams::new(salt, FAST, 1, server_node, 0).encode(),
             server_node,
             client_node: NodeId::random(),
         }
     }
 
-    fn run(s: &Setup, client_psk: &Psk) -> Result<(Established, Established)> {
+    /// The server offers under `server_prs` for the hello it saw; the client answers under
+    /// `client_prs` for the hello it sent and the parameters it saw.
+    fn run_seen(
+        s: &Setup,
+        client_prs: &Prs,
+        hello_seen_by_server: &[u8],
+        edit_params: impl FnOnce(&mut [u8; PARAMS_LEN]),
+    ) -> Result<(Established, Established)> {
+        let (offered, mut params) =
+            ServerAwaitingMessage1::offer(&s.prs, hello_seen_by_server, &s.key_params);
+        edit_params(&mut params);
         let (client, msg1) =
-            ClientAwaitingReply::start(client_psk, &s.hello, &s.params, s.client_node, 1000)?;
-        let (server, msg2) = server_respond(
-            &s.psk,
-            &s.hello,
-            &s.params,
-            s.server_node,
-            2000,
-            &msg1,
-            Admission::Accepted,
-        )?;
+            ClientAwaitingReply::start(client_prs, &s.hello, &params, s.client_node, 1000)?;
+        let (server, msg2) =
+            server_respond(offered, s.server_node, 2000, &msg1, Admission::Accepted)?;
         Ok((client.finish(&msg2)?, server))
+    }
+
+    fn run(s: &Setup, client_prs: &Prs) -> Result<(Established, Established)> {
+        run_seen(s, client_prs, &s.hello, |_| {})
     }
 
     #[test]
     fn handshake_agrees_on_keys() {
-        let s = setup(b"pw");
-        let (c, srv) = run(&s, &s.psk).unwrap();
+        let s = setup(b"pw", "db-1");
+        let (c, srv) = run(&s, &s.prs).unwrap();
         assert_eq!(*c.send_key, *srv.recv_key);
         assert_eq!(*c.recv_key, *srv.send_key);
         assert_ne!(*c.send_key, *c.recv_key);
@@ -486,34 +662,42 @@ mod tests {
 
     #[test]
     fn fresh_keys_per_handshake() {
-        let s = setup(b"pw");
-        let (a, _) = run(&s, &s.psk).unwrap();
-        let (b, _) = run(&s, &s.psk).unwrap();
+        let s = setup(b"pw", "");
+        let (a, _) = run(&s, &s.prs).unwrap();
+        let (b, _) = run(&s, &s.prs).unwrap();
         assert_ne!(*a.send_key, *b.send_key);
     }
 
     #[test]
     fn wrong_password_fails_at_the_server() {
-        let s = setup(b"pw");
-        let wrong = derive_psk(b"other", &[0; 16], &FAST).unwrap();
+        let s = setup(b"pw", "");
+        let wrong = derive_prs(b"other", &[0; 16], &FAST).unwrap();
         let err = run(&s, &wrong).unwrap_err();
         assert!(matches!(err, Error::Authentication(_)), "{err}");
     }
 
     #[test]
+    fn a_replayed_message1_fails_against_a_new_share() {
+        let s = setup(b"pw", "");
+        let (_, params) = ServerAwaitingMessage1::offer(&s.prs, &s.hello, &s.key_params);
+        let (_, msg1) =
+            ClientAwaitingReply::start(&s.prs, &s.hello, &params, s.client_node, 1).unwrap();
+        // The same hello again: the server's nonce and share are new, so the old message 1
+        // opens under nothing the server holds.
+        let (offered, _) = ServerAwaitingMessage1::offer(&s.prs, &s.hello, &s.key_params);
+        let err = offered.read(s.server_node, 1, &msg1).err().unwrap();
+        assert!(matches!(err, Error::Authentication(_)), "{err}");
+    }
+
+    #[test]
     fn server_without_the_password_fails_at_the_client() {
-        let s = setup(b"pw");
+        let s = setup(b"pw", "");
+        // An impostor offers under its guess; the client cannot tell until message 2.
+        let guess = derive_prs(b"guess", &s.key_params[4..20].try_into().unwrap(), &FAST).unwrap();
+        let (impostor, params) = ServerAwaitingMessage1::offer(&guess, &s.hello, &s.key_params);
         let (client, msg1) =
-            ClientAwaitingReply::start(&s.psk, &s.hello, &s.params, s.client_node, 1).unwrap();
-        // An impostor cannot read msg1; the best it can do is answer with its own Noise state.
-        let impostor = derive_psk(b"guess", &[0; 16], &FAST).unwrap();
-        let pro = prologue(&s.hello, &s.params);
-        let mut noise = noise_builder(&impostor, &pro)
-            .unwrap()
-            .build_responder()
-            .unwrap();
-        let mut buf = [0u8; 128];
-        assert!(noise.read_message(&msg1, &mut buf).is_err());
+            ClientAwaitingReply::start(&s.prs, &s.hello, &params, s.client_node, 1).unwrap();
+        assert!(impostor.read(s.server_node, 1, &msg1).is_err());
         let mut fake = [0u8; MSG2_LEN];
         rand::rng().fill_bytes(&mut fake);
         assert!(matches!(
@@ -524,85 +708,113 @@ mod tests {
 
     #[test]
     fn any_edit_of_hello_or_params_breaks_the_handshake() {
-        let s = setup(b"pw");
-        let truth = prologue(&s.hello, &s.params);
-        for i in 0..truth.len() {
-            let mut edited = truth;
+        let s = setup(b"pw", "edge-7");
+        assert!(run(&s, &s.prs).is_ok());
+        // A man in the middle showed the server an edited hello (the client has its own).
+        for i in 0..s.hello.len() {
+            let mut edited = s.hello.clone();
             edited[i] ^= 0x01;
-            let hello: [u8; HELLO_LEN] = edited[..HELLO_LEN].try_into().unwrap();
-            let params: [u8; PARAMS_LEN] = edited[HELLO_LEN..].try_into().unwrap();
-            // A man in the middle showed the client edited bytes; the server has the true ones.
-            let client_fooled =
-                ClientAwaitingReply::start(&s.psk, &hello, &params, s.client_node, 1).and_then(
-                    |(_, m1)| {
-                        server_respond(
-                            &s.psk,
-                            &s.hello,
-                            &s.params,
-                            s.server_node,
-                            1,
-                            &m1,
-                            Admission::Accepted,
-                        )
-                    },
-                );
             assert!(
-                client_fooled.is_err(),
-                "edit of byte {i} seen by the client went unnoticed"
+                run_seen(&s, &s.prs, &edited, |_| {}).is_err(),
+                "edit of hello byte {i} went unnoticed"
             );
-            // ... or showed the server edited bytes while the client has the true ones.
-            let (_, m1) =
-                ClientAwaitingReply::start(&s.psk, &s.hello, &s.params, s.client_node, 1).unwrap();
-            let server_fooled = server_respond(
-                &s.psk,
-                &hello,
-                &params,
-                s.server_node,
-                1,
-                &m1,
-                Admission::Accepted,
-            );
+        }
+        // ... or showed the client edited parameters (the server has the ones it sent).
+        for i in 0..PARAMS_LEN {
             assert!(
-                server_fooled.is_err(),
-                "edit of byte {i} seen by the server went unnoticed"
+                run_seen(&s, &s.prs, &s.hello, |p| p[i] ^= 0x01).is_err(),
+                "edit of parameter byte {i} went unnoticed"
             );
+        }
+    }
+
+    #[test]
+    fn any_edit_of_the_client_share_fails_at_the_server() {
+        let s = setup(b"pw", "");
+        for i in 0..SHARE_LEN {
+            let (offered, params) = ServerAwaitingMessage1::offer(&s.prs, &s.hello, &s.key_params);
+            let (_, mut msg1) =
+                ClientAwaitingReply::start(&s.prs, &s.hello, &params, s.client_node, 1).unwrap();
+            msg1[i] ^= 0x01;
+            let err = offered.read(s.server_node, 1, &msg1).err().unwrap();
+            assert!(matches!(err, Error::Authentication(_)), "byte {i}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_identity_is_bound_to_the_password_run() {
+        // The client named "a"; a server that sees "b" (swapped in transit, same length or
+        // not) runs CPace with other inputs, even under the same password.
+        let s = setup(b"pw", "a");
+        for other in ["b", "ab", ""] {
+            let mut seen = s.hello.clone();
+            seen.truncate(HELLO_FIXED_LEN - 1);
+            seen.push(other.len() as u8);
+            seen.extend_from_slice(other.as_bytes());
+            assert!(ClientHello::parse(&seen).is_ok());
+            let err = run_seen(&s, &s.prs, &seen, |_| {}).unwrap_err();
+            assert!(matches!(err, Error::Authentication(_)), "{other:?}: {err}");
         }
     }
 
     #[test]
     fn reflection_is_refused_both_ways() {
-        let s = setup(b"pw");
-        let r = ClientAwaitingReply::start(&s.psk, &s.hello, &s.params, s.server_node, 1);
+        let s = setup(b"pw", "");
+        let (_, params) = ServerAwaitingMessage1::offer(&s.prs, &s.hello, &s.key_params);
+        let r = ClientAwaitingReply::start(&s.prs, &s.hello, &params, s.server_node, 1);
         assert!(matches!(
             r,
             Err(Error::Protocol(PeerMisbehaved::DialedItself))
         ));
+        let (offered, params) = ServerAwaitingMessage1::offer(&s.prs, &s.hello, &s.key_params);
         let (_, msg1) =
-            ClientAwaitingReply::start(&s.psk, &s.hello, &s.params, s.client_node, 1).unwrap();
-        let r = server_respond(
-            &s.psk,
-            &s.hello,
-            &s.params,
-            s.client_node,
-            1,
-            &msg1,
-            Admission::Accepted,
-        );
-        assert!(r.is_err());
+            ClientAwaitingReply::start(&s.prs, &s.hello, &params, s.client_node, 1).unwrap();
+        let r = offered.read(s.client_node, 1, &msg1);
+        assert!(matches!(r, Err(Error::Protocol(PeerMisbehaved::Reflected))));
     }
 
     #[test]
     fn hello_and_params_parse() {
-        assert!(ClientHello::parse(&ClientHello::default().encode()).is_ok());
-        assert!(ClientHello::parse(b"HTTP/1.1 200").is_err());
-        let v2 = ClientHello {
-            version: 2,
-            suite: 1,
-            epoch_hint: 0,
+        let hello = ClientHello::new(7, Identity::new("db-1.eu").unwrap());
+        let bytes = hello.encode();
+        assert_eq!(bytes.len(), HELLO_FIXED_LEN + 7);
+        assert_eq!(ClientHello::wants(&bytes[..3]), HELLO_FIXED_LEN - 3);
+        assert_eq!(ClientHello::wants(&bytes[..HELLO_FIXED_LEN]), 7);
+        assert_eq!(ClientHello::wants(&bytes), 0);
+        assert_eq!(ClientHello::parse(&bytes).unwrap(), hello);
+        assert!(ClientHello::parse(b"HTTP/1.1 200 OK\r\n....................").is_err());
+        let mut v1 = bytes.clone();
+        v1[5] = 1;
+        assert!(matches!(
+            ClientHello::parse(&v1),
+            Err(Error::Protocol(PeerMisbehaved::UnsupportedVersion {
+                version: 1,
+                ..
+            }))
+        ));
+        for bad in [b' ', b'\n', 0x7f, 0xc3] {
+            let mut b = bytes.clone();
+            b[HELLO_FIXED_LEN + 2] = bad;
+            assert!(matches!(
+                ClientHello::parse(&b),
+                Err(Error::Protocol(PeerMisbehaved::BadIdentity))
+            ));
         }
-        .encode();
-        assert!(ClientHello::parse(&v2).is_err());
+        assert!(Identity::new("with space").is_err());
+        assert!(Identity::new(&"x".repeat(256)).is_err());
+        assert!(Identity::new(&"x".repeat(255)).is_ok());
         let p = ServerParams::new([3; 16], FAST, 7, NodeId([9; 16]), 6);
-        assert_eq!(ServerParams::parse(&p.encode()).unwrap(), p);
+        let prs = derive_prs(b"pw", &[3; 16], &FAST).unwrap();
+        let (_, params) = ServerAwaitingMessage1::offer(&prs, &bytes, &p.encode());
+        assert_eq!(ServerParams::parse(&params).unwrap(), p);
+        // A share that is not an element (or is the identity) is refused before any work.
+        for share in [[0u8; 32], [0xff; 32]] {
+            let mut bad = params;
+            bad[CI_PARAMS_LEN..].copy_from_slice(&share);
+            assert!(matches!(
+                ServerParams::parse(&bad),
+                Err(Error::Protocol(PeerMisbehaved::BadShare))
+            ));
+        }
     }
 }

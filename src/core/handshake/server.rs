@@ -10,11 +10,12 @@
 
 use bytes::BytesMut;
 
-use super::{exact_wants, first_frame, framed, record_wants, take_exact, take_noise_message};
-use super::{Admission, ClientHello, Established, NodeId, ServerAwaitingAdmission};
-use super::{HELLO_LEN, MSG1_LEN, PARAMS_LEN};
+use super::{first_frame, framed, record_wants, take_noise_message};
+use super::{Admission, ClientHello, Established, Identity, NodeId};
+use super::{ServerAwaitingAdmission, ServerAwaitingMessage1};
+use super::{HELLO_FIXED_LEN, KEY_PARAMS_LEN, MSG1_LEN};
 use crate::core::frame::{Frame, ResumeReply, SessionRequest, MAX_CLOSE_REASON};
-use crate::core::kdf::Psk;
+use crate::core::kdf::Prs;
 use crate::core::record::{Event, Opener, RekeyPolicy, Sealer};
 use crate::error::{CloseCode, CloseInfo, Error, PeerMisbehaved, Result};
 
@@ -31,13 +32,15 @@ pub struct ServerSetup {
 #[derive(Debug, PartialEq, Eq)]
 pub enum ServerStep {
     NeedInput,
-    /// The hello is valid: give [`ServerHandshake::offer`] the key for a client that last
-    /// authenticated under `epoch_hint`.
+    /// The hello is valid: give [`ServerHandshake::offer`] the key for `identity`, a client
+    /// that last authenticated under `epoch_hint`.
     NeedKey {
         epoch_hint: u32,
+        identity: Identity,
     },
-    /// Message 1 opened under the key: the client knows the password, or replays someone's
-    /// message 1. Message 2 tells the client whether there is room: [`ServerHandshake::admit`].
+    /// Message 1 opened under the key: the client ran CPace with the right password against
+    /// this connection's share. Message 2 tells the client whether there is room:
+    /// [`ServerHandshake::admit`].
     NeedAdmission,
     /// CONFIRM opened: the client holds the keys. [`ServerHandshake::accept`] the connection
     /// (with the answer to its session request) or [`ServerHandshake::refuse`] it.
@@ -51,24 +54,25 @@ pub struct ServerDone {
     pub established: Established,
     /// The key epoch the client authenticated under.
     pub epoch: u32,
+    /// The identity the client authenticated as (its password was the one for it).
+    pub identity: Identity,
     /// Opens the client's frames; it already opened CONFIRM.
     pub opener: Opener,
     /// Seals ours; it already sealed RESUME, if there was one.
     pub sealer: Sealer,
 }
 
-struct Keyed {
-    hello: [u8; HELLO_LEN],
-    params: [u8; PARAMS_LEN],
-    psk: Psk,
+/// What the handshake knows of the key it offered.
+struct Offered {
     epoch: u32,
+    identity: Identity,
 }
 
 enum State {
     AwaitHello,
-    NeedKey([u8; HELLO_LEN], u32),
-    AwaitMessage1(Box<Keyed>),
-    NeedAdmission(Box<ServerAwaitingAdmission>, u32),
+    NeedKey(Vec<u8>, ClientHello),
+    AwaitMessage1(Box<ServerAwaitingMessage1>, Offered),
+    NeedAdmission(Box<ServerAwaitingAdmission>, Offered),
     AwaitConfirm(Box<ServerDone>),
     Confirmed(Box<ServerDone>, Option<SessionRequest>),
     Done(Box<ServerDone>),
@@ -102,8 +106,8 @@ impl ServerHandshake {
     /// connection's first bytes.
     pub fn wants(&self, buffered: &[u8]) -> usize {
         match self.state {
-            State::AwaitHello => exact_wants::<HELLO_LEN>(buffered),
-            State::AwaitMessage1(_) | State::AwaitConfirm(_) => record_wants(buffered),
+            State::AwaitHello => ClientHello::wants(buffered),
+            State::AwaitMessage1(..) | State::AwaitConfirm(_) => record_wants(buffered),
             _ => 0,
         }
     }
@@ -121,31 +125,37 @@ impl ServerHandshake {
         loop {
             match &mut self.state {
                 State::AwaitHello => {
-                    let Some(hello) = take_exact::<HELLO_LEN>(buf) else {
+                    // Magic, version and suite are judged as soon as they are in, before the
+                    // identity's length is waited for.
+                    if buf.len() >= HELLO_FIXED_LEN {
+                        ClientHello::check_prefix(buf)?;
+                    }
+                    if buf.len() < HELLO_FIXED_LEN || ClientHello::wants(buf) > 0 {
                         return Ok(ServerStep::NeedInput);
-                    };
-                    let epoch_hint = ClientHello::parse(&hello)?.epoch_hint;
-                    self.state = State::NeedKey(hello, epoch_hint);
+                    }
+                    let bytes = buf.split_to(HELLO_FIXED_LEN + buf[HELLO_FIXED_LEN - 1] as usize);
+                    let hello = ClientHello::parse(&bytes)?;
+                    self.state = State::NeedKey(bytes.to_vec(), hello);
                 }
-                State::NeedKey(_, epoch_hint) => {
+                State::NeedKey(_, hello) => {
                     return Ok(ServerStep::NeedKey {
-                        epoch_hint: *epoch_hint,
+                        epoch_hint: hello.epoch_hint,
+                        identity: hello.identity.clone(),
                     })
                 }
-                State::AwaitMessage1(keyed) => {
+                State::AwaitMessage1(..) => {
                     let Some(msg1) = take_noise_message::<MSG1_LEN>(buf, "handshake message")?
                     else {
                         return Ok(ServerStep::NeedInput);
                     };
-                    let opened = ServerAwaitingAdmission::read(
-                        &keyed.psk,
-                        &keyed.hello,
-                        &keyed.params,
-                        self.setup.node_id,
-                        self.setup.max_message_size,
-                        &msg1,
-                    )?;
-                    self.state = State::NeedAdmission(Box::new(opened), keyed.epoch);
+                    let State::AwaitMessage1(offered, key) =
+                        std::mem::replace(&mut self.state, State::Failed)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    let opened =
+                        offered.read(self.setup.node_id, self.setup.max_message_size, &msg1)?;
+                    self.state = State::NeedAdmission(Box::new(opened), key);
                 }
                 State::NeedAdmission(..) => return Ok(ServerStep::NeedAdmission),
                 State::AwaitConfirm(done) => {
@@ -178,26 +188,37 @@ impl ServerHandshake {
         }
     }
 
-    /// The key to offer for [`ServerStep::NeedKey`], with its parameters as sent (`params`)
-    /// and its epoch. The parameters are then ready to send.
-    pub fn offer(&mut self, psk: &Psk, params: [u8; PARAMS_LEN], epoch: u32) -> Result<()> {
-        let State::NeedKey(hello, _) = self.state else {
+    /// The key (PRS) to offer for [`ServerStep::NeedKey`], with its parameters
+    /// (`key_params`, [`super::ServerParams::encode`]) and its epoch. CPace starts, and the
+    /// parameters message is then ready to send. (For an unknown identity the driver offers a
+    /// decoy: a random PRS under plausible parameters, which fails at message 1 like a wrong
+    /// password.)
+    pub fn offer(
+        &mut self,
+        prs: &Prs,
+        key_params: &[u8; KEY_PARAMS_LEN],
+        epoch: u32,
+    ) -> Result<()> {
+        let State::NeedKey(hello, parsed) = std::mem::replace(&mut self.state, State::Failed)
+        else {
             return Err(Error::Misuse("no key was asked for"));
         };
+        let (offered, params) = ServerAwaitingMessage1::offer(prs, &hello, key_params);
         self.transmit.extend_from_slice(&params);
-        self.state = State::AwaitMessage1(Box::new(Keyed {
-            hello,
-            params,
-            psk: psk.clone(),
-            epoch,
-        }));
+        self.state = State::AwaitMessage1(
+            Box::new(offered),
+            Offered {
+                epoch,
+                identity: parsed.identity,
+            },
+        );
         Ok(())
     }
 
     /// Answer [`ServerStep::NeedAdmission`]: message 2 is then ready to send. `Busy` ends the
     /// handshake (the error says so) once message 2 is sent.
     pub fn admit(&mut self, admission: Admission) -> Result<()> {
-        let State::NeedAdmission(opened, epoch) = std::mem::replace(&mut self.state, State::Failed)
+        let State::NeedAdmission(opened, key) = std::mem::replace(&mut self.state, State::Failed)
         else {
             return Err(Error::Misuse("no admission was asked for"));
         };
@@ -216,7 +237,8 @@ impl ServerHandshake {
         let sealer = Sealer::new(&established.send_key, rekey, established.peer_max_message);
         self.state = State::AwaitConfirm(Box::new(ServerDone {
             established,
-            epoch,
+            epoch: key.epoch,
+            identity: key.identity,
             opener,
             sealer,
         }));

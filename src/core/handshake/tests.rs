@@ -6,7 +6,7 @@ use super::client::{ClientHandshake, ClientSetup, ClientStep};
 use super::server::{ServerHandshake, ServerSetup, ServerStep};
 use super::*;
 use crate::core::frame::{ResumeReply, ResumeStatus, SessionRequest, MIN_WINDOW};
-use crate::core::kdf::{derive_psk, KdfBounds, KdfParams, Psk};
+use crate::core::kdf::{derive_prs, KdfBounds, KdfParams, Prs};
 use crate::core::record::{Event, RekeyPolicy};
 use crate::error::CloseCode;
 
@@ -19,8 +19,8 @@ const SALT: [u8; 16] = [7; 16];
 const SERVER_NODE: NodeId = NodeId([1; 16]);
 const CLIENT_NODE: NodeId = NodeId([2; 16]);
 
-fn psk(password: &[u8]) -> Psk {
-    derive_psk(password, &SALT, &FAST).unwrap()
+fn prs(password: &[u8]) -> Prs {
+    derive_prs(password, &SALT, &FAST).unwrap()
 }
 
 fn client(session: Option<SessionRequest>) -> ClientHandshake {
@@ -34,6 +34,7 @@ fn client(session: Option<SessionRequest>) -> ClientHandshake {
         rekey: RekeyPolicy::default(),
         epoch_hint: 0,
         session,
+        identity: Identity::new("edge-1").unwrap(),
     })
 }
 
@@ -43,6 +44,13 @@ fn server() -> ServerHandshake {
         max_message_size: 1 << 16,
         rekey: RekeyPolicy::default(),
     })
+}
+
+/// A whole parameters message for these costs (with a nonce and a share for some hello).
+fn params_message(kdf: KdfParams) -> BytesMut {
+    let key = ServerParams::new(SALT, kdf, 1, SERVER_NODE, 0).encode();
+    let hello = ClientHello::new(0, Identity::default()).encode();
+    BytesMut::from(&ServerAwaitingMessage1::offer(&prs(b"pw"), &hello, &key).1[..])
 }
 
 fn request(resume: bool) -> SessionRequest {
@@ -127,7 +135,7 @@ impl Pair {
             match self.client.handle_input(input)? {
                 ClientStep::NeedKey(params) => {
                     assert_eq!((params.salt, params.kdf), (SALT, FAST));
-                    self.client.set_key(&psk(self.client_password), false)?;
+                    self.client.set_key(&prs(self.client_password), false)?;
                 }
                 step => return Ok(step),
             }
@@ -137,10 +145,13 @@ impl Pair {
     fn serve(&mut self, input: &mut BytesMut) -> Result<ServerStep> {
         loop {
             match self.server.handle_input(input)? {
-                ServerStep::NeedKey { epoch_hint } => {
-                    assert_eq!(epoch_hint, 0);
+                ServerStep::NeedKey {
+                    epoch_hint,
+                    identity,
+                } => {
+                    assert_eq!((epoch_hint, identity.as_str()), (0, "edge-1"));
                     let params = ServerParams::new(SALT, FAST, 1, SERVER_NODE, 0).encode();
-                    self.server.offer(&psk(b"pw"), params, 1)?;
+                    self.server.offer(&prs(b"pw"), &params, 1)?;
                 }
                 ServerStep::NeedAdmission => self.server.admit(self.admission)?,
                 ServerStep::Confirmed(request) => {
@@ -207,11 +218,14 @@ fn bytes_after_the_handshake_are_left_for_the_connection() {
     let mut pair = Pair::new(None, 1 << 20);
     pair.client_password = b"pw";
     let mut hs = server();
-    let mut input = BytesMut::from(&ClientHello::default().encode()[..]);
+    let mut input = BytesMut::from(&ClientHello::new(0, Identity::default()).encode()[..]);
     input.extend_from_slice(b"trailing");
     assert_eq!(
         hs.handle_input(&mut input).unwrap(),
-        ServerStep::NeedKey { epoch_hint: 0 }
+        ServerStep::NeedKey {
+            epoch_hint: 0,
+            identity: Identity::default()
+        }
     );
     assert_eq!(&input[..], b"trailing");
 }
@@ -232,12 +246,12 @@ fn a_wrong_password_fails_at_the_server_and_reads_as_a_refusal_at_the_client() {
     // ...unless this key worked with this server before: then it is a cut, to retry.
     let mut hs = client(None);
     hs.poll_transmit();
-    let mut params = BytesMut::from(&ServerParams::new(SALT, FAST, 1, SERVER_NODE, 0).encode()[..]);
+    let mut params = params_message(FAST);
     assert!(matches!(
         hs.handle_input(&mut params).unwrap(),
         ClientStep::NeedKey(_)
     ));
-    hs.set_key(&psk(b"pw"), true).unwrap();
+    hs.set_key(&prs(b"pw"), true).unwrap();
     assert!(matches!(hs.connection_lost(eof()), Error::Io(_)));
 }
 
@@ -251,7 +265,7 @@ fn what_a_close_means_depends_on_where_the_client_is() {
     ));
     // While it derives its key: a fault to retry (an evicted first-time client).
     let mut hs = client(None);
-    let mut params = BytesMut::from(&ServerParams::new(SALT, FAST, 1, SERVER_NODE, 0).encode()[..]);
+    let mut params = params_message(FAST);
     hs.handle_input(&mut params).unwrap();
     match hs.connection_lost(eof()) {
         Error::Io(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionAborted),
@@ -259,7 +273,7 @@ fn what_a_close_means_depends_on_where_the_client_is() {
     }
     // Data from the server before message 1 is not argonlink.
     let mut hs = client(None);
-    let mut params = BytesMut::from(&ServerParams::new(SALT, FAST, 1, SERVER_NODE, 0).encode()[..]);
+    let mut params = params_message(FAST);
     params.extend_from_slice(b"x");
     assert!(matches!(
         hs.handle_input(&mut params),
@@ -275,8 +289,7 @@ fn parameters_beyond_the_clients_bounds_are_refused_before_any_work() {
         t_cost: 1,
         p_cost: 1,
     };
-    let mut params =
-        BytesMut::from(&ServerParams::new(SALT, greedy, 1, SERVER_NODE, 0).encode()[..]);
+    let mut params = params_message(greedy);
     assert!(hs.handle_input(&mut params).is_err());
 }
 
@@ -349,13 +362,13 @@ fn up_to_confirm() -> (ServerHandshake, super::client::ClientDone) {
         ServerStep::NeedKey { .. }
     ));
     let params = ServerParams::new(SALT, FAST, 1, SERVER_NODE, 0).encode();
-    hs.offer(&psk(b"pw"), params, 1).unwrap();
+    hs.offer(&prs(b"pw"), &params, 1).unwrap();
     let mut to_client = hs.poll_transmit();
     assert!(matches!(
         c.handle_input(&mut to_client).unwrap(),
         ClientStep::NeedKey(_)
     ));
-    c.set_key(&psk(b"pw"), false).unwrap();
+    c.set_key(&prs(b"pw"), false).unwrap();
     let mut to_server = c.poll_transmit();
     assert_eq!(
         hs.handle_input(&mut to_server).unwrap(),

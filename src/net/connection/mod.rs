@@ -38,7 +38,7 @@ use super::wake::WakeList;
 use super::{lock, LinkConfig};
 use crate::core::codec::FrameDecoder;
 use crate::core::connection::{self as core_conn, Timers};
-use crate::core::handshake::{Established, NodeId};
+use crate::core::handshake::{Established, Identity, NodeId};
 use crate::core::message::Message;
 use crate::core::record::{Opener, Sealer};
 use crate::error::{CloseCode, CloseInfo, Error, Result};
@@ -68,6 +68,8 @@ pub(crate) struct Start {
     /// A connection of an acknowledged session: the peer's ACKs are held until
     /// [`Connection::attach_acks`].
     pub acknowledged: bool,
+    /// The identity the peer authenticated as (servers; a client's peer has none).
+    pub peer_identity: Identity,
 }
 
 /// The connection's state behind its one lock. Never held across an await, nor while sealing
@@ -146,6 +148,7 @@ struct Shared {
     cancel: CancellationToken,
     finished: watch::Receiver<bool>,
     peer_node_id: NodeId,
+    peer_identity: Identity,
     peer_addr: SocketAddr,
     local_addr: SocketAddr,
     handshake_hash: [u8; 32],
@@ -225,6 +228,7 @@ impl Connection {
             cancel: CancellationToken::new(),
             finished: finished_rx,
             peer_node_id: est.peer_node_id,
+            peer_identity: start.peer_identity.clone(),
             peer_addr,
             local_addr,
             handshake_hash: est.handshake_hash,
@@ -256,6 +260,11 @@ impl Connection {
 
     pub fn peer_node_id(&self) -> NodeId {
         self.shared.peer_node_id
+    }
+
+    /// The identity the peer authenticated as (empty: anonymous, or this is a client).
+    pub fn peer_identity(&self) -> &Identity {
+        &self.shared.peer_identity
     }
 
     /// The largest message the peer accepts (announced in the handshake).

@@ -98,6 +98,7 @@ impl Link {
     ) -> Link {
         let (attach, incoming) = mpsc::unbounded_channel();
         let peer_window = first.peer_window;
+        let first_conn = first.conn.clone();
         let _ = attach.send(first);
         let source = Source::Accept {
             incoming: Mutex::new(Some(incoming)),
@@ -107,7 +108,11 @@ impl Link {
         let session = Session::new(session_id, session);
         // Before the application can send anything (it gets the link at once).
         let _ = session.limit_window(peer_window);
-        Link::start(source, Some(session), close_timeout, Some(on_end))
+        let link = Link::start(source, Some(session), close_timeout, Some(on_end));
+        // Known now, before the supervisor takes it over: the application may ask for it
+        // (its address, its identity) as soon as it has the link.
+        *lock(&link.shared.latest) = Some(first_conn);
+        link
     }
 
     /// Server side: a connection that resumes this session. Returns false if the session has

@@ -105,5 +105,7 @@ fn is_last(shared: &Shared, outcome: &CloseInfo) -> bool {
     let dial_once = matches!(&shared.source, Source::Dial { policy: None, .. });
     let session_closed = shared.session.is_some()
         && Session::ended_by(outcome, shared.close_request.borrow().is_some());
-    shared.closing.load(Relaxed) || dial_once || session_closed
+    // A revoked identity would only be refused again.
+    let revoked = outcome.code == CloseCode::REVOKED;
+    shared.closing.load(Relaxed) || dial_once || session_closed || revoked
 }

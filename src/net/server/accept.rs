@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use super::handshake::server_handshake;
+use super::handshake::{server_handshake, Confirmed};
 use super::*;
 
 pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
@@ -38,25 +38,31 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         let shared = shared.clone();
         tokio::spawn(async move {
             let deadline = shared.config.handshake_timeout;
+            let mut named = None;
+            let handshake = server_handshake(&shared, stream, id, &mut named);
             let result = tokio::select! {
                 _ = token.cancelled() => Err(Error::Closed(CloseInfo::abnormal("handshake dropped (server closing or too many pending)"))),
-                r = tokio::time::timeout(deadline, server_handshake(&shared, stream, id)) => {
+                r = tokio::time::timeout(deadline, handshake) => {
                     r.unwrap_or(Err(Error::Timeout("handshake")))
                 }
             };
             shared.lock_pending().remove(id);
+            // The identity is printable ASCII; shown quoted, so an empty one shows too.
+            let who = named
+                .map(|id| format!(" (identity {:?})", id.as_str()))
+                .unwrap_or_default();
             match result {
-                Ok((conn, epoch, route)) => admit(&shared, id, conn, epoch, route),
+                Ok(confirmed) => admit(&shared, id, confirmed),
                 Err(Error::Closed(info)) if info.code == CloseCode::BUSY => {
                     shared.stats.rejected_busy.fetch_add(1, Relaxed);
-                    log::info!(target: super::LOG, "refused {peer}: {}", info.reason);
+                    log::info!(target: super::LOG, "refused {peer}{who}: {}", info.reason);
                 }
                 Err(e) => {
                     shared.stats.handshakes_failed.fetch_add(1, Relaxed);
                     if matches!(e, Error::Authentication(_)) {
                         shared.stats.auth_failures.fetch_add(1, Relaxed);
                     }
-                    log::info!(target: super::LOG, "handshake from {peer} failed: {e}");
+                    log::info!(target: super::LOG, "handshake from {peer} failed{who}: {e}");
                 }
             }
         });
@@ -65,9 +71,15 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 
 /// Register a confirmed connection and queue it (or its new session) for `accept()`, or hand
 /// it to the session it resumes.
-fn admit(shared: &Arc<Shared>, id: u64, conn: Connection, epoch: u32, route: Route) {
+fn admit(shared: &Arc<Shared>, id: u64, confirmed: Confirmed) {
+    let Confirmed {
+        conn,
+        ring,
+        epoch,
+        route,
+    } = confirmed;
     shared.stats.handshakes_ok.fetch_add(1, Relaxed);
-    register(shared, id, &conn, epoch);
+    register(shared, id, &conn, ring, epoch);
     if shared.cancel.is_cancelled() {
         // The server closed while this handshake finished: close like the others.
         close_later(conn, CloseCode::GOING_AWAY, "server shutting down");
@@ -113,13 +125,14 @@ fn admit(shared: &Arc<Shared>, id: u64, conn: Connection, epoch: u32, route: Rou
 }
 
 /// Count the connection as live, and close it at once if the key it authenticated under was
-/// retired while its handshake ran.
-fn register(shared: &Shared, id: u64, conn: &Connection, epoch: u32) {
+/// retired (or its identity revoked) while its handshake ran.
+fn register(shared: &Shared, id: u64, conn: &Connection, ring: Ring, epoch: u32) {
     let mut live = lock(&shared.live);
     live.insert(
         id,
         Live {
             conn: conn.clone(),
+            ring: ring.clone(),
             epoch,
         },
     );
@@ -127,20 +140,14 @@ fn register(shared: &Shared, id: u64, conn: &Connection, epoch: u32) {
     if conn.is_finished() {
         live.remove(&id);
     }
-    // A password change (or the end of its grace window) may have come while this handshake
-    // ran on the old key: `expire_before` only saw the connections already here. Keys are
-    // read under the live lock, which `expire_before` also takes after changing them, so one
-    // of the two always catches the connection.
-    let oldest_accepted = {
-        let keys = shared.lock_keys();
-        keys.grace.as_ref().map_or(keys.current.epoch, |g| g.epoch)
-    };
-    if epoch < oldest_accepted {
-        close_later(
-            conn.clone(),
-            CloseCode::REAUTHENTICATE,
-            "the server's password changed",
-        );
+    // A key change may have come while this handshake ran on the old key: `enforce` only saw
+    // the connections already here. Keys are read under the live lock, which `enforce` also
+    // takes after changing them, so one of the two always catches the connection.
+    let refused = shared
+        .lock_keys()
+        .still_accepts(conn.peer_identity(), &ring, epoch);
+    if let Some(code) = refused {
+        close_later(conn.clone(), code, super::close_reason(code));
     }
 }
 
@@ -148,6 +155,7 @@ fn register(shared: &Shared, id: u64, conn: &Connection, epoch: u32) {
 fn new_session(shared: &Arc<Shared>, conn: Connection, request: SessionRequest) -> Link {
     let weak = Arc::downgrade(shared);
     let session_id = request.session_id;
+    let owner = conn.peer_identity().clone();
     let link = Link::accepted(
         Attached {
             conn,
@@ -165,7 +173,9 @@ fn new_session(shared: &Arc<Shared>, conn: Connection, request: SessionRequest) 
             }
         }),
     );
-    shared.lock_sessions().insert(session_id, link.clone());
+    shared
+        .lock_sessions()
+        .insert(session_id, (link.clone(), owner));
     link
 }
 

@@ -2,19 +2,30 @@
 //! this moves its bytes and answers its questions (which key, whether there is room, where the
 //! connection goes).
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
 
 use tokio::net::TcpStream;
 
 use super::*;
 
+/// A confirmed connection: whose key it authenticated under, at which epoch, and where it goes.
+pub(super) struct Confirmed {
+    pub conn: Connection,
+    pub ring: Ring,
+    pub epoch: u32,
+    pub route: Route,
+}
+
 /// One handshake; the protocol is [`ServerHandshake`]'s, this moves its bytes and answers its
-/// questions (which key, whether there is room, where the connection goes).
+/// questions (which key, whether there is room, where the connection goes). `named` gets the
+/// identity the hello named, for the log of a failure.
 pub(super) async fn server_handshake(
     shared: &Arc<Shared>,
     stream: TcpStream,
     id: u64,
-) -> Result<(Connection, u32, Route)> {
+    named: &mut Option<Identity>,
+) -> Result<Confirmed> {
     let mut wire = Wire::new(stream)?;
     let link = &shared.config.link;
     let mut hs = ServerHandshake::new(ServerSetup {
@@ -23,7 +34,8 @@ pub(super) async fn server_handshake(
         rekey: link.rekey,
     });
     let mut slot = None;
-    let driven = drive(shared, &mut hs, &mut wire, id, &mut slot).await;
+    let mut ring = None;
+    let driven = drive(shared, &mut hs, &mut wire, id, &mut slot, &mut ring, named).await;
     let route = match driven {
         Ok(route) => route,
         Err(e) => {
@@ -49,9 +61,15 @@ pub(super) async fn server_handshake(
         Start {
             acknowledged: !matches!(route, Route::Plain),
             on_done: Some(on_done),
+            peer_identity: done.identity,
         },
     )?;
-    Ok((conn, done.epoch, route))
+    Ok(Confirmed {
+        conn,
+        ring: ring.expect("a confirmed handshake had a key"),
+        epoch: done.epoch,
+        route,
+    })
 }
 
 /// Run `hs` until it is confirmed and routed. The slot is taken only after CONFIRM: until
@@ -64,6 +82,8 @@ async fn drive(
     wire: &mut Wire,
     id: u64,
     slot: &mut Option<SlotGuard>,
+    ring: &mut Option<Ring>,
+    named: &mut Option<Identity>,
 ) -> Result<Route> {
     loop {
         match hs.handle_input(&mut wire.buf)? {
@@ -75,12 +95,24 @@ async fn drive(
                     return Err(hs.connection_lost(e));
                 }
             }
-            ServerStep::NeedKey { epoch_hint } => {
+            ServerStep::NeedKey {
+                epoch_hint,
+                identity,
+            } => {
                 let node = shared.config.link.node_id;
-                let (key, params) = shared.lock_keys().offer(epoch_hint, node);
-                hs.offer(&key.key.psk, params, key.epoch)?;
+                let offer = shared.lock_keys().offer(&identity, epoch_hint, node);
+                if offer.ring.is_none() {
+                    shared.stats.unknown_identities.fetch_add(1, Relaxed);
+                }
+                hs.offer(&offer.prs, &offer.key_params, offer.epoch)?;
+                *ring = offer.ring;
+                *named = Some(identity);
             }
             ServerStep::NeedAdmission => {
+                // A decoy's random key opens nothing; should it ever, it still admits no one.
+                if ring.is_none() {
+                    return Err(Error::Authentication("unknown identity".into()));
+                }
                 shared.lock_pending().proved(id);
                 // Message 2 tells an authenticated client whether there is room.
                 let admission = if shared.slot_free() {
@@ -96,7 +128,8 @@ async fn drive(
                     return Err(hs.refuse(busy("max_connections reached")));
                 };
                 *slot = Some(taken);
-                let (route, reply) = match route(shared, request) {
+                let identity = named.as_ref().expect("named in the hello");
+                let (route, reply) = match route(shared, request, identity) {
                     Ok(routed) => routed,
                     Err(e) => return Err(hs.refuse(e)),
                 };
@@ -130,15 +163,20 @@ impl Drop for SlotGuard {
 /// Where a confirmed connection goes, and the RESUME frame that tells the client (sessions).
 /// A resume that names numbers the session cannot continue from is a protocol error, found
 /// before RESUME would tell the client it resumed.
-fn route(shared: &Shared, request: Option<SessionRequest>) -> Result<(Route, Option<ResumeReply>)> {
+/// Only the identity that opened a session may resume it: to any other, it does not exist.
+fn route(
+    shared: &Shared,
+    request: Option<SessionRequest>,
+    identity: &Identity,
+) -> Result<(Route, Option<ResumeReply>)> {
     let Some(request) = request else {
         return Ok((Route::Plain, None));
     };
     let existing = shared
         .lock_sessions()
         .get(&request.session_id)
-        .filter(|link| link.ended().is_none())
-        .cloned();
+        .filter(|(link, owner)| link.ended().is_none() && owner == identity)
+        .map(|(link, _)| link.clone());
     let (route, status, next_expected) = match (request.resume, existing) {
         (false, None) if shared.lock_sessions().len() >= shared.config.max_sessions => {
             return Err(Error::Closed(CloseInfo::error(

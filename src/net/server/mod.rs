@@ -20,13 +20,17 @@ use super::wire::Wire;
 use super::LinkConfig;
 use crate::core::frame::{ResumeReply, ResumeStatus, SessionRequest, SESSION_ID_LEN};
 use crate::core::handshake::server::{busy, ServerHandshake, ServerSetup, ServerStep};
-use crate::core::handshake::{Admission, NodeId, ServerParams, PARAMS_LEN};
+use crate::core::handshake::{Admission, Identity};
 use crate::core::kdf::{KdfParams, ServerKey};
 use crate::error::{CloseCode, CloseInfo, Error, PeerMisbehaved, Result};
 use crate::net::{lock, read_lock, write_lock};
 
 mod accept;
 mod handshake;
+mod keys;
+
+pub use keys::ServerSecrets;
+use keys::{Keys, Ring};
 
 /// The logger the server's records go to, whichever file they come from (a stable name for
 /// applications to filter on: `argonlink.net.server` in Python).
@@ -106,7 +110,7 @@ pub enum ServerKeySource {
 impl ServerKeySource {
     /// From a PHC string of `hash_password`, parsed at once: the string is password-equivalent,
     /// so it is wiped here rather than kept until the server starts (the key holds only the
-    /// PSK, salt and costs).
+    /// PRS, salt and costs).
     pub fn from_phc(phc: Zeroizing<String>) -> Result<Self> {
         Ok(ServerKeySource::Key(ServerKey::from_phc(&phc)?))
     }
@@ -122,33 +126,6 @@ impl ServerKeySource {
     }
 }
 
-/// A key and the epoch it was installed in (1 at start, +1 per password change).
-struct KeyEpoch {
-    key: ServerKey,
-    epoch: u32,
-}
-
-/// The keys the server accepts: the current one and, during a password change's grace window,
-/// the previous one.
-struct Keys {
-    current: Arc<KeyEpoch>,
-    grace: Option<Arc<KeyEpoch>>,
-}
-
-impl Keys {
-    /// The key to offer a client that last authenticated under `hint`, with its parameters.
-    fn offer(&self, hint: u32, node: NodeId) -> (Arc<KeyEpoch>, [u8; PARAMS_LEN]) {
-        let (chosen, other) = match &self.grace {
-            Some(old) if old.epoch == hint => (old, self.current.epoch),
-            Some(old) => (&self.current, old.epoch),
-            None => (&self.current, 0),
-        };
-        let k = &chosen.key;
-        let params = ServerParams::new(k.salt, k.params, chosen.epoch, node, other).encode();
-        (chosen.clone(), params)
-    }
-}
-
 #[derive(Default, Debug)]
 pub struct ServerStats {
     pub handshakes_ok: AtomicU64,
@@ -158,11 +135,16 @@ pub struct ServerStats {
     pub key_derivations: AtomicU64,
     pub rejected_busy: AtomicU64,
     pub password_changes: AtomicU64,
+    /// Hellos that named an identity the server has no password for (or revoked): offered a
+    /// decoy, they fail at message 1 like a wrong password.
+    pub unknown_identities: AtomicU64,
+    pub revocations: AtomicU64,
 }
 
-/// A live connection and the key epoch it authenticated under.
+/// A live connection, and whose key it authenticated under at which epoch.
 struct Live {
     conn: Connection,
+    ring: Ring,
     epoch: u32,
 }
 
@@ -206,8 +188,9 @@ struct Shared {
     config: ServerConfig,
     keys: RwLock<Keys>,
     accepted: Mailbox<Accepted, CloseInfo>,
-    /// The server's ends of acknowledged sessions, by session id, until each ends.
-    sessions: Mutex<HashMap<[u8; SESSION_ID_LEN], Link>>,
+    /// The server's ends of acknowledged sessions, by session id, until each ends, with the
+    /// identity that opened each (only it may resume it).
+    sessions: Mutex<HashMap<[u8; SESSION_ID_LEN], (Link, Identity)>>,
     live: Mutex<HashMap<u64, Live>>,
     /// Connection slots taken (live or being admitted), for `max_connections`.
     slots: AtomicUsize,
@@ -218,6 +201,17 @@ struct Shared {
     /// port is free when `close` returns.
     accepting: Mutex<Option<tokio::task::JoinHandle<()>>>,
     stats: ServerStats,
+    /// The runtime the server runs on: `revoke` may be called from outside it.
+    runtime: tokio::runtime::Handle,
+}
+
+/// What a connection is told when its key no longer applies.
+fn close_reason(code: CloseCode) -> &'static str {
+    if code == CloseCode::REVOKED {
+        "the server revoked this identity"
+    } else {
+        "the server's password changed"
+    }
 }
 
 /// A listening server. Dropping it does not stop it; call [`Server::close`].
@@ -228,23 +222,25 @@ pub struct Server {
 }
 
 impl Server {
-    /// Bind, derive the key (off the async threads), and start accepting.
+    /// Bind, derive the keys (off the async threads), and start accepting.
     pub async fn bind(
         host: &str,
         port: u16,
-        source: ServerKeySource,
+        secrets: impl Into<ServerSecrets>,
         config: ServerConfig,
     ) -> Result<Server> {
         config.validate()?;
-        let (key, derived) = tokio::task::spawn_blocking(move || source.into_key())
+        let secrets = secrets.into();
+        if secrets.shared.is_none() && secrets.peers.is_empty() {
+            return Err(Error::config(
+                "give a password (or password hash), peers, or both",
+            ));
+        }
+        let (keys, derived) = tokio::task::spawn_blocking(move || keys::derive(secrets))
             .await
             .map_err(|_| Error::config("key derivation was cancelled"))??;
         let listener = TcpListener::bind((host, port)).await?;
         let local_addr = listener.local_addr()?;
-        let keys = Keys {
-            current: Arc::new(KeyEpoch { key, epoch: 1 }),
-            grace: None,
-        };
         let per_source = config
             .max_pending_per_source
             .unwrap_or(config.max_pending_handshakes.div_ceil(2));
@@ -261,8 +257,9 @@ impl Server {
             cancel: CancellationToken::new(),
             accepting: Mutex::new(None),
             stats: ServerStats::default(),
+            runtime: tokio::runtime::Handle::current(),
         });
-        shared.stats.key_derivations.store(derived as u64, Relaxed);
+        shared.stats.key_derivations.store(derived, Relaxed);
         let accepting = tokio::spawn(accept_loop(shared.clone(), listener));
         *lock(&shared.accepting) = Some(accepting);
         Ok(Server { shared, local_addr })
@@ -280,16 +277,29 @@ impl Server {
         self.shared.lock_live().len()
     }
 
-    /// The key epoch new clients authenticate under.
+    /// The key epoch new clients of the shared password authenticate under (0: there is no
+    /// shared password).
     pub fn key_epoch(&self) -> u32 {
-        self.shared.lock_keys().current.epoch
+        self.shared.lock_keys().shared_epoch()
+    }
+
+    /// The key epoch new clients of `identity` authenticate under (0: none is accepted).
+    pub fn key_epoch_of(&self, identity: &Identity) -> u32 {
+        self.shared.lock_keys().epoch_of(identity)
     }
 
     /// Install a new password (or PHC string): derived off the async threads, then every new
-    /// handshake uses it. Live connections authenticated under older keys are closed with
-    /// REAUTHENTICATE now, or when `grace` ends; during the grace window clients may still
-    /// authenticate with the previous password. Returns the new key epoch.
-    pub async fn set_password(&self, source: ServerKeySource, grace: Duration) -> Result<u32> {
+    /// handshake uses it. For `identity`, that identity's own password (given one, it no
+    /// longer uses the shared password; a revoked identity is admitted again); else the shared
+    /// password. Live connections that authenticated under the key it replaces are closed
+    /// with REAUTHENTICATE now, or when `grace` ends; during the grace window clients may
+    /// still authenticate with the previous password. Returns the new key epoch.
+    pub async fn set_password(
+        &self,
+        source: ServerKeySource,
+        grace: Duration,
+        identity: Option<Identity>,
+    ) -> Result<u32> {
         let (key, derived) = tokio::task::spawn_blocking(move || source.into_key())
             .await
             .map_err(|_| Error::config("key derivation was cancelled"))??;
@@ -299,37 +309,43 @@ impl Server {
             .key_derivations
             .fetch_add(derived as u64, Relaxed);
         shared.stats.password_changes.fetch_add(1, Relaxed);
-        let (new_epoch, old) = {
-            let mut keys = write_lock(&shared.keys);
-            let old = keys.current.clone();
-            let new_epoch = old.epoch + 1;
-            keys.current = Arc::new(KeyEpoch {
-                key,
-                epoch: new_epoch,
-            });
-            keys.grace = (!grace.is_zero()).then(|| old.clone());
-            (new_epoch, old)
-        };
-        log::info!(target: LOG, "password changed: key epoch {new_epoch} (grace {grace:?})");
-        if grace.is_zero() {
-            shared.expire_before(new_epoch);
-        } else {
+        let ring = identity.map_or(Ring::Shared, Ring::Peer);
+        let change = write_lock(&shared.keys).install(ring, key, !grace.is_zero());
+        match &change.ring {
+            Ring::Shared => log::info!(
+                target: LOG,
+                "password changed: key epoch {} (grace {grace:?})",
+                change.epoch
+            ),
+            Ring::Peer(id) => log::info!(
+                target: LOG,
+                "password of identity {id:?} changed: key epoch {} (grace {grace:?})",
+                change.epoch
+            ),
+        }
+        shared.enforce();
+        if let (Some(retired), false) = (change.retired, grace.is_zero()) {
             let shared = shared.clone();
             tokio::spawn(async move {
                 tokio::select! {
                     _ = shared.cancel.cancelled() => return,
                     _ = tokio::time::sleep(grace) => {}
                 }
-                {
-                    let mut keys = write_lock(&shared.keys);
-                    if keys.grace.as_ref().is_some_and(|g| g.epoch == old.epoch) {
-                        keys.grace = None;
-                    }
-                }
-                shared.expire_before(new_epoch);
+                write_lock(&shared.keys).end_grace(&change.ring, retired);
+                shared.enforce();
             });
         }
-        Ok(new_epoch)
+        Ok(change.epoch)
+    }
+
+    /// Refuse `identity` from now on (its hellos get a decoy, as an unknown identity's), and
+    /// close its live connections and sessions at once (REVOKED). Returns how many
+    /// connections and sessions that ended.
+    pub fn revoke(&self, identity: &Identity) -> usize {
+        write_lock(&self.shared.keys).revoke(identity);
+        self.shared.stats.revocations.fetch_add(1, Relaxed);
+        log::info!(target: LOG, "identity {identity:?} revoked");
+        self.shared.enforce()
     }
 
     pub fn pending_handshakes(&self) -> usize {
@@ -378,7 +394,12 @@ impl Server {
             .map(|c| c.close(CloseCode::GOING_AWAY, "server shutting down"));
         futures_util::future::join_all(closing).await;
         // Sessions waiting for their client to come back end now.
-        let sessions: Vec<Link> = self.shared.lock_sessions().values().cloned().collect();
+        let sessions: Vec<Link> = self
+            .shared
+            .lock_sessions()
+            .values()
+            .map(|(link, _)| link.clone())
+            .collect();
         for link in sessions {
             link.end_now();
         }
@@ -391,7 +412,9 @@ impl Server {
 }
 
 impl Shared {
-    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; SESSION_ID_LEN], Link>> {
+    fn lock_sessions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<[u8; SESSION_ID_LEN], (Link, Identity)>> {
         lock(&self.sessions)
     }
 
@@ -407,20 +430,46 @@ impl Shared {
         read_lock(&self.keys)
     }
 
-    /// Close every live connection authenticated under an epoch older than `epoch`.
-    fn expire_before(&self, epoch: u32) {
-        let stale: Vec<Connection> = self
-            .lock_live()
-            .values()
-            .filter(|l| l.epoch < epoch)
-            .map(|l| l.conn.clone())
-            .collect();
-        for conn in stale {
-            tokio::spawn(async move {
-                conn.close(CloseCode::REAUTHENTICATE, "the server's password changed")
-                    .await
+    /// Close every live connection whose key no longer applies to it (retired, replaced by
+    /// the identity's own, or revoked), and end the sessions of revoked identities. Returns
+    /// how many it ended.
+    fn enforce(&self) -> usize {
+        let doomed: Vec<(Connection, CloseCode)> = {
+            // Live before keys, the order `register` takes them in.
+            let live = self.lock_live();
+            let keys = self.lock_keys();
+            live.values()
+                .filter_map(|l| {
+                    let code = keys.still_accepts(l.conn.peer_identity(), &l.ring, l.epoch)?;
+                    Some((l.conn.clone(), code))
+                })
+                .collect()
+        };
+        let revoked: Vec<Link> = {
+            let sessions = self.lock_sessions();
+            let keys = self.lock_keys();
+            sessions
+                .values()
+                .filter(|(_, id)| keys.is_revoked(id))
+                .map(|(link, _)| link.clone())
+                .collect()
+        };
+        let ended = doomed.len() + revoked.len();
+        for (conn, code) in doomed {
+            self.runtime
+                .spawn(async move { conn.close(code, close_reason(code)).await });
+        }
+        for link in revoked {
+            // Told why first (a client's session ends on that CLOSE), then gone, lingering or not.
+            self.runtime.spawn(async move {
+                if let Some(conn) = link.current() {
+                    let code = CloseCode::REVOKED;
+                    conn.close(code, close_reason(code)).await;
+                }
+                link.end_now();
             });
         }
+        ended
     }
 
     /// Take a connection slot if `max_connections` allows; released by [`Shared::release_slot`].

@@ -32,7 +32,7 @@ fn a_phc_key_source_holds_the_parsed_key_not_the_string() {
     let ServerKeySource::Key(key) = &source else {
         panic!("a PHC string becomes a key at once");
     };
-    assert_eq!(key.psk, expected.psk);
+    assert_eq!(key.prs, expected.prs);
     let (key, derived) = source.into_key().unwrap();
     assert!(!derived);
     assert_eq!((key.salt, key.params), (expected.salt, expected.params));
@@ -45,13 +45,13 @@ async fn separate_credentials_with_one_password_share_one_derivation() {
     let all: Vec<Arc<Credentials>> = (0..20)
         .map(|_| Arc::new(Credentials::new(b"shared password")))
         .collect();
-    let keys = futures_util::future::join_all(all.iter().map(|c| c.psk_for(salt, FAST))).await;
+    let keys = futures_util::future::join_all(all.iter().map(|c| c.prs_for(salt, FAST))).await;
     let first = keys[0].as_ref().unwrap().clone();
     assert!(keys.iter().all(|k| k.as_ref().unwrap() == &first));
     assert_eq!(all.iter().map(|c| c.derivations()).sum::<u64>(), 1);
     // Another password under the same salt and costs is another entry.
     let other = Arc::new(Credentials::new(b"another password"));
-    assert!(other.psk_for(salt, FAST).await.unwrap() != first);
+    assert!(other.prs_for(salt, FAST).await.unwrap() != first);
     assert_eq!(other.derivations(), 1);
 }
 
@@ -59,7 +59,8 @@ async fn separate_credentials_with_one_password_share_one_derivation() {
 /// connection flood drops it as idle) tries once more with the key it now has.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_handshake_cut_during_derivation_is_tried_once_more() {
-    use crate::core::handshake::{HELLO_LEN, PARAMS_LEN};
+    // An anonymous client's hello is the fixed part alone.
+    use crate::core::handshake::{HELLO_FIXED_LEN as HELLO_LEN, PARAMS_LEN};
     let srv = server(b"pw").await;
     let target = srv.local_addr();
     let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -103,24 +104,21 @@ async fn a_first_handshake_cut_during_derivation_is_tried_once_more() {
 /// redialling client to run Argon2 once, then ever more rarely: not once per redial.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_parameters_on_every_dial_are_derived_ever_more_rarely() {
-    use crate::core::handshake::{ServerParams, HELLO_LEN};
+    use crate::core::handshake::{ServerAwaitingMessage1, ServerParams, HELLO_FIXED_LEN};
     let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = fake.local_addr().unwrap().port();
     let impostor = tokio::spawn(async move {
         loop {
             let (mut c, _) = fake.accept().await.unwrap();
-            let mut hello = [0u8; HELLO_LEN];
+            let mut hello = [0u8; HELLO_FIXED_LEN];
             if c.read_exact(&mut hello).await.is_err() {
                 continue;
             }
-            let params = ServerParams::new(
-                crate::core::kdf::random_salt(),
-                FAST,
-                1,
-                NodeId::random(),
-                0,
-            );
-            let _ = c.write_all(&params.encode()).await;
+            let salt = crate::core::kdf::random_salt();
+            let key = ServerParams::new(salt, FAST, 1, NodeId::random(), 0).encode();
+            let prs = crate::core::kdf::Prs::from_bytes([7; 32]);
+            let (_, params) = ServerAwaitingMessage1::offer(&prs, &hello, &key);
+            let _ = c.write_all(&params).await;
             // Never answers message 1.
         }
     });

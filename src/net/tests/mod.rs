@@ -20,6 +20,7 @@ use crate::net::mailbox::Wakeup;
 mod connections;
 mod keys;
 mod links;
+mod peers;
 mod servers;
 mod sessions;
 
@@ -203,6 +204,7 @@ async fn raw_pair(acknowledged: bool) -> (Connection, Connection) {
         let start = connection::Start {
             acknowledged: ack,
             on_done: None,
+            peer_identity: Default::default(),
         };
         Connection::spawn(socket, &est, 0, LinkConfig::default(), start).unwrap()
     };

@@ -106,7 +106,7 @@ async fn password_change_closes_old_sessions_and_grace_accepts_both() {
 
     let source = ServerKeySource::Password(b"new".to_vec().into(), FAST);
     assert_eq!(
-        srv.set_password(source, Duration::from_millis(300))
+        srv.set_password(source, Duration::from_millis(300), None)
             .await
             .unwrap(),
         2
@@ -150,7 +150,7 @@ async fn a_handshake_that_never_confirms_gives_its_slot_back() {
     use crate::core::handshake::{
         ClientAwaitingReply, ClientHello, NodeId, ServerParams, PARAMS_LEN,
     };
-    use crate::core::kdf::derive_psk;
+    use crate::core::kdf::derive_prs;
     let source = ServerKeySource::Password(b"pw".to_vec().into(), FAST);
     let config = ServerConfig {
         handshake_timeout: Duration::from_millis(200),
@@ -162,14 +162,14 @@ async fn a_handshake_that_never_confirms_gives_its_slot_back() {
     let mut s = tokio::net::TcpStream::connect(srv.local_addr())
         .await
         .unwrap();
-    let hello = ClientHello::default().encode();
+    let hello = ClientHello::new(0, Default::default()).encode();
     s.write_all(&hello).await.unwrap();
     let mut params = [0u8; PARAMS_LEN];
     s.read_exact(&mut params).await.unwrap();
     let p = ServerParams::parse(&params).unwrap();
-    let psk = derive_psk(b"pw", &p.salt, &p.kdf).unwrap();
+    let prs = derive_prs(b"pw", &p.salt, &p.kdf).unwrap();
     let (_, msg1) =
-        ClientAwaitingReply::start(&psk, &hello, &params, NodeId::random(), 1 << 20).unwrap();
+        ClientAwaitingReply::start(&prs, &hello, &params, NodeId::random(), 1 << 20).unwrap();
     s.write_all(&(msg1.len() as u16).to_be_bytes())
         .await
         .unwrap();
