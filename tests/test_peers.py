@@ -115,7 +115,7 @@ def test_blocking_server_peers_and_revoke() -> None:
             assert srv.revoke("db-2") == 1
             with pytest.raises(ConnectionClosedError):
                 c.recv(timeout=5)
-        assert srv.set_password("x", identity="db-2", grace=0) == 1, "a new password ring"
+        assert srv.set_password("x", identity="db-2", grace=0) == 2, "epochs go on after revoke"
 
 
 @pytest.mark.parametrize("identity", ["", "with space", "tab\t", "é", "x" * 256])

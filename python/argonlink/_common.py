@@ -242,7 +242,9 @@ class ServerBase(Generic[H]):
         """Refuse ``identity`` from now on (it is treated as unknown) and close its live
         connections and exactly-once sessions at once, with code 4004 (revoked: a reconnecting
         client stops). ``set_password(..., identity=...)`` admits it again. Returns how many
-        connections and sessions it ended."""
+        connections and sessions it ended. Revoking an identity that authenticates with the
+        shared password stops that name only: a holder of the shared password can come back
+        under another; change the shared password to lock a holder out."""
         return self._started.revoke(identity)
 
     def _password_args(

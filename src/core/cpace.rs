@@ -67,9 +67,9 @@ impl Run {
         bytes[31] &= 0x0f;
         let scalar = Zeroizing::new(Scalar::from_bytes_mod_order(*bytes));
         bytes.zeroize();
-        let share = (calculate_generator(prs, ci, sid) * *scalar)
-            .compress()
-            .to_bytes();
+        // The generator tests password guesses as well as the PRS does: wiped after use.
+        let generator = Zeroizing::new(calculate_generator(prs, ci, sid));
+        let share = (*generator * *scalar).compress().to_bytes();
         Run {
             scalar,
             share,
@@ -95,7 +95,7 @@ impl Run {
         let peer = CompressedRistretto(*peer_share)
             .decompress()
             .ok_or(Abort::InvalidShare)?;
-        let k = peer * *self.scalar;
+        let k = Zeroizing::new(peer * *self.scalar);
         if k.is_identity() {
             return Err(Abort::Identity);
         }

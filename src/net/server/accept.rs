@@ -74,12 +74,13 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 fn admit(shared: &Arc<Shared>, id: u64, confirmed: Confirmed) {
     let Confirmed {
         conn,
-        ring,
-        epoch,
+        generation,
         route,
     } = confirmed;
     shared.stats.handshakes_ok.fetch_add(1, Relaxed);
-    register(shared, id, &conn, ring, epoch);
+    if !register(shared, id, &conn, generation) {
+        return; // its key went while its handshake ran: closed, handed to no one
+    }
     if shared.cancel.is_cancelled() {
         // The server closed while this handshake finished: close like the others.
         close_later(conn, CloseCode::GOING_AWAY, "server shutting down");
@@ -125,15 +126,14 @@ fn admit(shared: &Arc<Shared>, id: u64, confirmed: Confirmed) {
 }
 
 /// Count the connection as live, and close it at once if the key it authenticated under was
-/// retired (or its identity revoked) while its handshake ran.
-fn register(shared: &Shared, id: u64, conn: &Connection, ring: Ring, epoch: u32) {
+/// retired (or its identity revoked) while its handshake ran: then false, and it goes nowhere.
+fn register(shared: &Shared, id: u64, conn: &Connection, generation: u64) -> bool {
     let mut live = lock(&shared.live);
     live.insert(
         id,
         Live {
             conn: conn.clone(),
-            ring: ring.clone(),
-            epoch,
+            generation,
         },
     );
     // A connection that already ended ran its removal before this insert: undo it.
@@ -145,10 +145,11 @@ fn register(shared: &Shared, id: u64, conn: &Connection, ring: Ring, epoch: u32)
     // takes after changing them, so one of the two always catches the connection.
     let refused = shared
         .lock_keys()
-        .still_accepts(conn.peer_identity(), &ring, epoch);
+        .still_accepts(conn.peer_identity(), generation);
     if let Some(code) = refused {
         close_later(conn.clone(), code, super::close_reason(code));
     }
+    refused.is_none()
 }
 
 /// The server's end of a new exactly-once session, registered under its id until it ends.

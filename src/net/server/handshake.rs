@@ -9,11 +9,10 @@ use tokio::net::TcpStream;
 
 use super::*;
 
-/// A confirmed connection: whose key it authenticated under, at which epoch, and where it goes.
+/// A confirmed connection: the key (by generation) it authenticated under, and where it goes.
 pub(super) struct Confirmed {
     pub conn: Connection,
-    pub ring: Ring,
-    pub epoch: u32,
+    pub generation: u64,
     pub route: Route,
 }
 
@@ -34,8 +33,17 @@ pub(super) async fn server_handshake(
         rekey: link.rekey,
     });
     let mut slot = None;
-    let mut ring = None;
-    let driven = drive(shared, &mut hs, &mut wire, id, &mut slot, &mut ring, named).await;
+    let mut generation = None;
+    let driven = drive(
+        shared,
+        &mut hs,
+        &mut wire,
+        id,
+        &mut slot,
+        &mut generation,
+        named,
+    )
+    .await;
     let route = match driven {
         Ok(route) => route,
         Err(e) => {
@@ -66,8 +74,7 @@ pub(super) async fn server_handshake(
     )?;
     Ok(Confirmed {
         conn,
-        ring: ring.expect("a confirmed handshake had a key"),
-        epoch: done.epoch,
+        generation: generation.expect("a confirmed handshake had a key"),
         route,
     })
 }
@@ -82,7 +89,7 @@ async fn drive(
     wire: &mut Wire,
     id: u64,
     slot: &mut Option<SlotGuard>,
-    ring: &mut Option<Ring>,
+    generation: &mut Option<u64>,
     named: &mut Option<Identity>,
 ) -> Result<Route> {
     loop {
@@ -101,16 +108,16 @@ async fn drive(
             } => {
                 let node = shared.config.link.node_id;
                 let offer = shared.lock_keys().offer(&identity, epoch_hint, node);
-                if offer.ring.is_none() {
+                if offer.generation.is_none() {
                     shared.stats.unknown_identities.fetch_add(1, Relaxed);
                 }
                 hs.offer(&offer.prs, &offer.key_params, offer.epoch)?;
-                *ring = offer.ring;
+                *generation = offer.generation;
                 *named = Some(identity);
             }
             ServerStep::NeedAdmission => {
                 // A decoy's random key opens nothing; should it ever, it still admits no one.
-                if ring.is_none() {
+                if generation.is_none() {
                     return Err(Error::Authentication("unknown identity".into()));
                 }
                 shared.lock_pending().proved(id);
@@ -175,8 +182,8 @@ fn route(
     let existing = shared
         .lock_sessions()
         .get(&request.session_id)
-        .filter(|(link, owner)| link.ended().is_none() && owner == identity)
-        .map(|(link, _)| link.clone());
+        .filter(|(link, _)| link.ended().is_none())
+        .map(|(link, owner)| (link.clone(), owner == identity));
     let (route, status, next_expected) = match (request.resume, existing) {
         (false, None) if shared.lock_sessions().len() >= shared.config.max_sessions => {
             return Err(Error::Closed(CloseInfo::error(
@@ -185,7 +192,7 @@ fn route(
             )));
         }
         (false, None) => (Route::NewSession(request), ResumeStatus::Created, 0),
-        (true, Some(link)) => {
+        (true, Some((link, true))) => {
             if !link.can_resume_at(request.next_expected) {
                 return Err(Error::Protocol(PeerMisbehaved::ResumeUnknownPoint(
                     request.next_expected,
@@ -200,8 +207,9 @@ fn route(
             };
             (route, ResumeStatus::Resumed, announced)
         }
-        // Resuming what is gone (expired, or this is a restarted server), or a "new" session
-        // under an id in use: either way, not a session this server can continue.
+        // Resuming what is gone (expired, or this is a restarted server) or what another
+        // identity opened, or a "new" session under an id in use: either way, not a session
+        // this client can continue.
         _ => (Route::Refuse, ResumeStatus::Unknown, 0),
     };
     let reply = ResumeReply {

@@ -141,11 +141,10 @@ pub struct ServerStats {
     pub revocations: AtomicU64,
 }
 
-/// A live connection, and whose key it authenticated under at which epoch.
+/// A live connection, and the key (by generation) it authenticated under.
 struct Live {
     conn: Connection,
-    ring: Ring,
-    epoch: u32,
+    generation: u64,
 }
 
 /// What `accept` hands out: a connection, or the server's end of a new acknowledged session
@@ -234,6 +233,16 @@ impl Server {
         if secrets.shared.is_none() && secrets.peers.is_empty() {
             return Err(Error::config(
                 "give a password (or password hash), peers, or both",
+            ));
+        }
+        let mut named = std::collections::HashSet::new();
+        if !secrets
+            .peers
+            .iter()
+            .all(|(id, _)| !id.is_anonymous() && named.insert(id))
+        {
+            return Err(Error::config(
+                "peer identities must be non-empty and distinct",
             ));
         }
         let (keys, derived) = tokio::task::spawn_blocking(move || keys::derive(secrets))
@@ -440,7 +449,7 @@ impl Shared {
             let keys = self.lock_keys();
             live.values()
                 .filter_map(|l| {
-                    let code = keys.still_accepts(l.conn.peer_identity(), &l.ring, l.epoch)?;
+                    let code = keys.still_accepts(l.conn.peer_identity(), l.generation)?;
                     Some((l.conn.clone(), code))
                 })
                 .collect()
