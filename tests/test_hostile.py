@@ -3,7 +3,10 @@ the requirement of docs/PROTOCOL.md it checks (M-numbers) and asserts the exact 
 close code on the wire, what the application saw, and, where memory is the point, the server's
 RSS growth (the server then runs in its own process, ``hostile_server.py``) against the bytes
 the attacker sent and against a control run of honest traffic. No test asserts a duration:
-deadlines only bound how long a test may wait for an outcome."""
+deadlines only bound how long a test may wait for an outcome.
+Its servers run without throttling of failed handshakes (``throttle=False``): the reference
+peer fails handshakes on purpose, many times over.
+"""
 
 from __future__ import annotations
 
@@ -67,7 +70,9 @@ def prs(phc: str) -> bytes:
 
 @pytest.fixture
 def srv(phc: str) -> Iterator[sync.Server]:
-    with sync.Server(password_hash=phc, handshake_timeout=5, close_timeout=1) as server:
+    with sync.Server(
+        throttle=False, password_hash=phc, handshake_timeout=5, close_timeout=1
+    ) as server:
         yield server
 
 
@@ -685,7 +690,7 @@ def test_data_as_the_first_frame_is_refused(srv: sync.Server, prs: bytes) -> Non
 
 @pytest.mark.parametrize("total", [100_001, 10_000_000, (1 << 64) - 1])
 def test_a_total_over_the_limit_gets_1009(phc: str, prs: bytes, total: int) -> None:
-    with sync.Server(password_hash=phc, max_message_size=100_000) as server:
+    with sync.Server(throttle=False, password_hash=phc, max_message_size=100_000) as server:
         with RefClient(server.address, prs) as peer:
             conn = accepted(server)
             peer.send(data(b"a" * FIRST_FRAGMENT, more=True, total=total))
@@ -694,7 +699,7 @@ def test_a_total_over_the_limit_gets_1009(phc: str, prs: bytes, total: int) -> N
 
 
 def test_a_single_frame_over_the_limit_gets_1009(phc: str, prs: bytes) -> None:
-    with sync.Server(password_hash=phc, max_message_size=1000) as server:
+    with sync.Server(throttle=False, password_hash=phc, max_message_size=1000) as server:
         with RefClient(server.address, prs) as peer:
             conn = accepted(server)
             peer.send(data(b"a" * 1001))
@@ -804,7 +809,9 @@ def test_replayed_message1_holds_no_slot(phc: str, prs: bytes) -> None:
     """A recorded hello and message 1 replayed on many connections: each is closed without a
     word after message 1 (it was made for another connection's server share, §3.4), and with
     max_connections=2 a legitimate client still connects and exchanges a message."""
-    with sync.Server(password_hash=phc, max_connections=2, handshake_timeout=10) as server:
+    with sync.Server(
+        throttle=False, password_hash=phc, max_connections=2, handshake_timeout=10
+    ) as server:
         recorded = _record_message1(server)
         replays = [RefClient(server.address, prs, replay=recorded) for _ in range(6)]
         try:
@@ -822,7 +829,9 @@ def test_replayed_message1_holds_no_slot(phc: str, prs: bytes) -> None:
 
 def test_message1_without_confirm_holds_no_slot(phc: str, prs: bytes) -> None:
     """Connections that present a fresh valid message 1 and never confirm hold no slot."""
-    with sync.Server(password_hash=phc, max_connections=2, handshake_timeout=10) as server:
+    with sync.Server(
+        throttle=False, password_hash=phc, max_connections=2, handshake_timeout=10
+    ) as server:
         idle = [RefClient(server.address, prs, first=b"") for _ in range(6)]
         try:
             assert all(p.admission == 0 for p in idle)
@@ -837,7 +846,7 @@ def test_message1_without_confirm_holds_no_slot(phc: str, prs: bytes) -> None:
 
 def test_confirmed_connections_do_hold_slots(phc: str, prs: bytes) -> None:
     """The control: two confirmed connections fill max_connections=2; a third is busy."""
-    with sync.Server(password_hash=phc, max_connections=2) as server:
+    with sync.Server(throttle=False, password_hash=phc, max_connections=2) as server:
         with RefClient(server.address, prs) as one, RefClient(server.address, prs) as two:
             accepted(server)
             accepted(server)
@@ -878,7 +887,9 @@ def test_idle_flood_from_one_source_does_not_evict_clients_from_another(
     (each in a new process: a cold key cache) get in. The flooding source holds at most its
     per-source share (half the cap). (With oldest-first eviction the flood pushed out every
     waiting client.)"""
-    with sync.Server(password_hash=phc, max_pending_handshakes=32, handshake_timeout=10) as srv:
+    with sync.Server(
+        throttle=False, password_hash=phc, max_pending_handshakes=32, handshake_timeout=10
+    ) as srv:
         gate = threading.Event()
         waiting: list[RefClient | BaseException] = []
 
@@ -965,7 +976,7 @@ def test_idle_flood_from_one_source_does_not_evict_clients_from_another(
 
 
 def test_sessions_beyond_max_sessions_are_refused_as_busy(phc: str, prs: bytes) -> None:
-    with sync.Server(password_hash=phc, max_sessions=2) as server:
+    with sync.Server(throttle=False, password_hash=phc, max_sessions=2) as server:
         kept = []
         for _ in range(2):
             peer = RefClient(server.address, prs, first=confirm(os.urandom(16)))
@@ -981,7 +992,9 @@ def test_sessions_beyond_max_sessions_are_refused_as_busy(phc: str, prs: bytes) 
 
 
 def test_pending_per_source_is_configurable(phc: str) -> None:
-    with sync.Server(password_hash=phc, max_pending_per_source=3, handshake_timeout=10) as srv:
+    with sync.Server(
+        throttle=False, password_hash=phc, max_pending_per_source=3, handshake_timeout=10
+    ) as srv:
         idle = [socket.create_connection(srv.address) for _ in range(10)]
         try:
             deadline = time.monotonic() + 5
@@ -993,4 +1006,4 @@ def test_pending_per_source_is_configurable(phc: str) -> None:
             for s in idle:
                 s.close()
     with pytest.raises(argonlink.ConfigError):
-        sync.Server(password_hash=phc, max_pending_per_source=0)
+        sync.Server(throttle=False, password_hash=phc, max_pending_per_source=0)

@@ -357,15 +357,21 @@ def prs(phc: str) -> bytes:
     return prs_from_phc(phc)
 
 
+# Every server here runs without throttling of failed handshakes: these tests play the attacker
+# many times over against one server, which the throttle (tests/test_throttle.py) would shut out.
 @pytest.fixture
 async def server(phc: str) -> AsyncIterator[argonlink.Server]:
-    async with argonlink.Server(password_hash=phc, handshake_timeout=5, close_timeout=1) as srv:
+    async with argonlink.Server(
+        throttle=False, password_hash=phc, handshake_timeout=5, close_timeout=1
+    ) as srv:
         yield srv
 
 
 @pytest.fixture
 def sync_server(phc: str) -> Iterator[sync.Server]:
-    with sync.Server(password_hash=phc, handshake_timeout=5, close_timeout=1) as srv:
+    with sync.Server(
+        throttle=False, password_hash=phc, handshake_timeout=5, close_timeout=1
+    ) as srv:
         yield srv
 
 
@@ -474,7 +480,9 @@ async def test_wrong_client_password_async(server: argonlink.Server) -> None:
 async def test_wrong_server_password_async() -> None:
     """A server holding a different password cannot answer: the client's connect raises
     AuthenticationError (fast), and the server accepts nothing."""
-    async with argonlink.Server(password=WRONG_PASSWORD, kdf=KDF, handshake_timeout=5) as srv:
+    async with argonlink.Server(
+        throttle=False, password=WRONG_PASSWORD, kdf=KDF, handshake_timeout=5
+    ) as srv:
         start = time.monotonic()
         with pytest.raises(AuthenticationError):
             await client(srv.address).connect()
@@ -496,7 +504,7 @@ def test_wrong_client_password_sync(sync_server: sync.Server) -> None:
 
 def test_wrong_server_password_sync() -> None:
     """The blocking API: the same as test_wrong_server_password_async."""
-    with sync.Server(password=WRONG_PASSWORD, kdf=KDF, handshake_timeout=5) as srv:
+    with sync.Server(throttle=False, password=WRONG_PASSWORD, kdf=KDF, handshake_timeout=5) as srv:
         start = time.monotonic()
         with pytest.raises(AuthenticationError):
             sync_client(srv.address).connect()
@@ -969,7 +977,7 @@ def test_a_recorded_handshake_tests_no_password_guess() -> None:
     away -- exactly the right word passes. And the attacker does hold the right PRS: its
     derivation for the right word equals the server's PHC hash."""
     phc = argonlink.hash_password(PASSWORD, CHEAP_KDF)
-    real = sync.Server(password_hash=phc, handshake_timeout=5, close_timeout=1)
+    real = sync.Server(throttle=False, password_hash=phc, handshake_timeout=5, close_timeout=1)
     with real as srv, Proxy(srv.address) as proxy:
         with sync_client(proxy.address, kdf_floor=CHEAP_KDF) as c:
             accepted = srv.accept(timeout=5)
@@ -1337,7 +1345,7 @@ def test_clean_close_ends_iteration_sync(sync_server: sync.Server) -> None:
 async def test_node_dialing_itself_is_refused(phc: str) -> None:
     """Server and client configured with the same node id: the client refuses with
     ProtocolError (it sees its own id in the server parameters); nothing is accepted."""
-    async with argonlink.Server(password_hash=phc, node_id="node-a") as srv:
+    async with argonlink.Server(throttle=False, password_hash=phc, node_id="node-a") as srv:
         with pytest.raises(ProtocolError):
             await client(srv.address, node_id="node-a").connect()
         await assert_nothing_accepted(srv)
@@ -1349,7 +1357,9 @@ def test_server_refuses_a_client_with_its_own_node_id(phc: str, prs: bytes) -> N
     """The server's own check: a client (the model, which does not check) presenting the
     server's node id in message 1 gets no message 2, and nothing is accepted. Control: the same
     model client with another node id is answered."""
-    with sync.Server(password_hash=phc, node_id="node-a", handshake_timeout=5) as srv:
+    with sync.Server(
+        throttle=False, password_hash=phc, node_id="node-a", handshake_timeout=5
+    ) as srv:
         for node_id, answered in ((srv.node_id, False), (os.urandom(16), True)):
             model = ModelClient(prs, node_id=node_id)
             with raw_connection(srv.address) as sock:
@@ -1415,8 +1425,12 @@ async def test_message1_forwarded_to_another_server_is_refused(phc: str, target:
     connection of A itself it fails the same way (a fresh nonce and share on every connection).
     Control: the same relay passing message 1 on to the connection it was made for works."""
     async with (
-        argonlink.Server(password_hash=phc, node_id="node-a", handshake_timeout=5) as a,
-        argonlink.Server(password_hash=phc, node_id="node-b", handshake_timeout=5) as b,
+        argonlink.Server(
+            throttle=False, password_hash=phc, node_id="node-a", handshake_timeout=5
+        ) as a,
+        argonlink.Server(
+            throttle=False, password_hash=phc, node_id="node-b", handshake_timeout=5
+        ) as b,
     ):
         second = {"same-connection": None, "same-server": a, "other-server": b}[target]
         relay_to = misrouting_relay(a.address, None if second is None else second.address)
@@ -1618,7 +1632,9 @@ def test_kdf_and_version_downgrades_are_refused(
 async def test_many_handshakes_cost_one_key_derivation() -> None:
     """20 concurrent clients sharing one Credentials: one Argon2 run on the client side, one on
     the server (at start-up), 20 connections."""
-    async with argonlink.Server(password=PASSWORD, kdf=KDF, handshake_timeout=5) as srv:
+    async with argonlink.Server(
+        throttle=False, password=PASSWORD, kdf=KDF, handshake_timeout=5
+    ) as srv:
         assert srv.stats()["key_derivations"] == 1
         creds = argonlink.Credentials(PASSWORD)
         clients = [client(srv.address, creds) for _ in range(20)]
@@ -1637,7 +1653,7 @@ async def test_many_handshakes_cost_one_key_derivation() -> None:
 def test_idle_handshake_is_cut_at_the_deadline(phc: str, prs: bytes, stage: str) -> None:
     """A connection that stalls anywhere before CONFIRM is closed at handshake_timeout (0.5 s),
     not before and not much after."""
-    with sync.Server(password_hash=phc, handshake_timeout=0.5) as srv:
+    with sync.Server(throttle=False, password_hash=phc, handshake_timeout=0.5) as srv:
         with raw_connection(srv.address) as sock:
             start = time.monotonic()
             model = ModelClient(prs)
@@ -1712,7 +1728,9 @@ def test_pending_handshakes_are_capped(phc: str) -> None:
     the oldest pending handshakes of that source are evicted (closed) as new ones arrive, at
     most 2 stay pending, and a real client from the same address still gets in (it evicts an
     idle one, never waits behind them)."""
-    with sync.Server(password_hash=phc, max_pending_handshakes=4, handshake_timeout=10) as srv:
+    with sync.Server(
+        throttle=False, password_hash=phc, max_pending_handshakes=4, handshake_timeout=10
+    ) as srv:
         idle = [raw_connection(srv.address) for _ in range(20)]
         try:
             assert wait_until(lambda: srv.stats()["handshakes_evicted"] == 18, 5)
@@ -1828,7 +1846,9 @@ def test_unknown_identity_looks_like_a_wrong_password() -> None:
     answered with message 2."""
     phc_a = argonlink.hash_password(PASSWORD, KDF)
     prs = prs_from_phc(phc_a)
-    with sync.Server(peers={"peer-a": argonlink.PasswordHash(phc_a)}, handshake_timeout=5) as srv:
+    with sync.Server(
+        throttle=False, peers={"peer-a": argonlink.PasswordHash(phc_a)}, handshake_timeout=5
+    ) as srv:
         known = _hello_and_params(srv.address, b"peer-a")
         unknown = [_hello_and_params(srv.address, b"nobody") for _ in range(2)]
         other = _hello_and_params(srv.address, b"somebody-else")
@@ -1859,7 +1879,9 @@ def test_an_identity_authenticates_with_its_own_password_only() -> None:
     and an identity swapped in transit (the proxy renames peer-a to peer-b in the hello) all
     fail like a wrong password, and nothing is accepted."""
     pw_a, pw_b = "peer a's password", "peer b's password"
-    with sync.Server(peers={"peer-a": pw_a, "peer-b": pw_b}, kdf=KDF, handshake_timeout=5) as srv:
+    with sync.Server(
+        throttle=False, peers={"peer-a": pw_a, "peer-b": pw_b}, kdf=KDF, handshake_timeout=5
+    ) as srv:
         for identity, password in (("peer-a", pw_a), ("peer-b", pw_b)):
             with sync_client(srv.address, password, identity=identity) as c:
                 accepted = srv.accept(timeout=5)

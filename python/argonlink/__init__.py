@@ -33,6 +33,7 @@ from ._options import (
     PasswordHash,
     ReconnectPolicy,
     RekeyPolicy,
+    ThrottlePolicy,
     hash_password,
 )
 from .exceptions import (
@@ -75,6 +76,7 @@ __all__ = [
     "ReconnectPolicy",
     "RekeyPolicy",
     "Server",
+    "ThrottlePolicy",
     "Timeout",
     "TransferCode",
     "TransferError",

@@ -15,6 +15,7 @@ from ._options import (
     PeerSecret,
     ReconnectPolicy,
     RekeyPolicy,
+    ThrottlePolicy,
     credentials,
     link_options,
     peer_specs,
@@ -159,6 +160,7 @@ class ServerBase(Generic[H]):
         idle_timeout: float | None = None,
         session_linger: float | None = None,
         max_unacked: int | None = None,
+        throttle: ThrottlePolicy | bool | None = None,
     ) -> None:
         if password is not None and password_hash is not None:
             raise ConfigError("give password= or password_hash=, not both")
@@ -189,6 +191,7 @@ class ServerBase(Generic[H]):
             idle_timeout=idle_timeout,
             session_linger=session_linger,
             max_unacked=max_unacked,
+            throttle=throttle,
         )
         self._native: _argonlink.NativeServer | None = None
         self._init_serving()

@@ -152,6 +152,41 @@ class ReconnectPolicy:
         return (self.initial_delay, self.max_delay, self.multiplier, self.jitter, self.max_attempts)
 
 
+@dataclass(frozen=True, slots=True)
+class ThrottlePolicy:
+    """How a server slows down online password guessing. Each failed handshake (a wrong
+    password, an unknown identity, or bytes that look the same) counts against its source (an
+    IPv4 address or IPv6 /64): after ``free_failures`` the source gets one handshake per delay,
+    starting at ``initial_delay`` seconds and doubling with each further failure up to
+    ``max_delay``; its failures are forgotten ``forget_after`` seconds after the last one.
+    Beyond ``global_failures_per_minute`` failures from all sources together, sources without
+    a recent success share one schedule at that rate (0: no global limit). A connection whose
+    turn would come after the handshake deadline is closed at once. ``Server(throttle=False)``
+    turns it off."""
+
+    free_failures: int = DEFAULTS["throttle_free_failures"]
+    initial_delay: float = DEFAULTS["throttle_initial_delay"]
+    max_delay: float = DEFAULTS["throttle_max_delay"]
+    forget_after: float = DEFAULTS["throttle_forget_after"]
+    global_failures_per_minute: int = DEFAULTS["throttle_global_failures_per_minute"]
+
+    def __post_init__(self) -> None:
+        _integer(self.free_failures, "ThrottlePolicy.free_failures", _U32)
+        _integer(self.global_failures_per_minute, "ThrottlePolicy.global_failures_per_minute", _U32)
+        for name in ("initial_delay", "max_delay", "forget_after"):
+            _seconds(getattr(self, name), f"ThrottlePolicy.{name}")
+        _native_check(ThrottlePolicy, _argonlink.check_throttle, self.as_tuple())
+
+    def as_tuple(self) -> tuple[int, float, float, float, int]:
+        return (
+            self.free_failures,
+            self.initial_delay,
+            self.max_delay,
+            self.forget_after,
+            self.global_failures_per_minute,
+        )
+
+
 class Credentials:
     """A client-side identity and password, and the keys derived from the password.
 
@@ -267,7 +302,10 @@ def link_options(
     exactly_once: bool = False,
     max_unacked: int | None = None,
     session_linger: float | None = None,
+    throttle: ThrottlePolicy | bool | None = None,
 ) -> _argonlink.LinkOptions:
+    if throttle is not None and not isinstance(throttle, ThrottlePolicy | bool):
+        raise ConfigError("throttle must be a ThrottlePolicy, True (the defaults) or False (off)")
     return _argonlink.LinkOptions(
         node_id=node_id_bytes(node_id),
         max_message_size=max_message_size,
@@ -292,6 +330,8 @@ def link_options(
         exactly_once=exactly_once,
         max_unacked=max_unacked,
         session_linger=session_linger,
+        throttle=throttle.as_tuple() if isinstance(throttle, ThrottlePolicy) else None,
+        throttle_off=throttle is False,
     )
 
 

@@ -8,6 +8,7 @@ pub mod mailbox;
 pub mod pending;
 pub mod server;
 pub mod session;
+pub mod throttle;
 pub mod wake;
 mod wire;
 

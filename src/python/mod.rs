@@ -50,6 +50,7 @@ fn _argonlink(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(options::check_kdf, m)?)?;
     m.add_function(wrap_pyfunction!(options::check_rekey, m)?)?;
     m.add_function(wrap_pyfunction!(options::check_reconnect, m)?)?;
+    m.add_function(wrap_pyfunction!(options::check_throttle, m)?)?;
     m.add_class::<channel::NativeChannel>()?;
     m.add_class::<connection::NativeConnection>()?;
     m.add_class::<connection::NativeCredentials>()?;

@@ -1,7 +1,8 @@
 //! Settings from Python, checked once and turned into the I/O layer's config structs.
 //! `None` means "the library default". The defaults and the checks live in Rust, in one place:
 //! the Python package reads the defaults from [`defaults`] and has its policy objects checked by
-//! [`check_kdf`], [`check_rekey`] and [`check_reconnect`], the same code the I/O layer runs.
+//! [`check_kdf`], [`check_rekey`], [`check_reconnect`] and [`check_throttle`], the same code the
+//! I/O layer runs.
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use crate::core::handshake::{NodeId, NODE_ID_LEN};
 use crate::core::kdf::{KdfBounds, KdfParams};
 use crate::core::record::RekeyPolicy;
 use crate::error::Error;
+use crate::net::throttle::ThrottlePolicy;
 use crate::net::{ClientConfig, LinkConfig, ReconnectPolicy, ServerConfig, SessionConfig};
 
 /// Everything about a link that is not a secret. Built by the Python layer.
@@ -32,6 +34,7 @@ pub struct LinkOptions {
     pub exactly_once: bool,
     pub session: SessionConfig,
     pub session_linger: Duration,
+    pub throttle: Option<ThrottlePolicy>,
 }
 
 fn seconds(v: Option<f64>, default: Duration, name: &str) -> PyResult<Duration> {
@@ -56,7 +59,7 @@ impl LinkOptions {
         accept_backlog=None, rekey_bytes=None, rekey_frames=None,
         rekey_interval=None, kdf_floor=None, kdf_cap=None, ping_interval=None, ping_timeout=None,
         idle_timeout=None, max_connections=None, exactly_once=false, max_unacked=None,
-        session_linger=None))]
+        session_linger=None, throttle=None, throttle_off=false))]
     // Long: one line per setting (its default, its check), the one place Python's keyword
     // arguments meet the Rust config structs.
     #[allow(clippy::too_many_arguments)]
@@ -84,6 +87,8 @@ impl LinkOptions {
         exactly_once: bool,
         max_unacked: Option<usize>,
         session_linger: Option<f64>,
+        throttle: Option<ThrottleTuple>,
+        throttle_off: bool,
     ) -> PyResult<Self> {
         let (ld, cd, sd) = (
             LinkConfig::default(),
@@ -148,6 +153,11 @@ impl LinkOptions {
                 max_unacked: max_unacked.unwrap_or(sd.session.max_unacked),
             },
             session_linger: seconds(session_linger, sd.session_linger, "session_linger")?,
+            throttle: match (throttle, throttle_off) {
+                (_, true) => None,
+                (Some(t), false) => Some(throttle_policy(t)?),
+                (None, false) => sd.throttle,
+            },
         };
         // The same checks the I/O layer runs when a server binds or a client dials.
         opts.server_config().validate()?;
@@ -198,6 +208,7 @@ impl LinkOptions {
             session: self.session.clone(),
             session_linger: self.session_linger,
             max_sessions: self.max_sessions,
+            throttle: self.throttle,
         }
     }
 
@@ -233,6 +244,39 @@ pub(super) fn reconnect_policy(t: Option<PolicyTuple>) -> PyResult<Option<Reconn
     };
     p.validate()?;
     Ok(Some(p))
+}
+
+/// `(free_failures, initial_delay, max_delay, forget_after, global_failures_per_minute)` from
+/// Python's ThrottlePolicy.
+pub(super) type ThrottleTuple = (u32, f64, f64, f64, u32);
+
+/// A throttle policy from Python, checked by [`ThrottlePolicy::validate`].
+fn throttle_policy(t: ThrottleTuple) -> PyResult<ThrottlePolicy> {
+    let (free_failures, initial, max, forget, global_failures_per_minute) = t;
+    let secs = |v: f64, name: &str| {
+        parse_timeout(Some(v))
+            .map(|d| d.unwrap_or_default())
+            .map_err(|_| {
+                PyErr::from(Error::config(format!(
+                    "throttle: {name} must be a positive number of seconds, got {v}"
+                )))
+            })
+    };
+    let p = ThrottlePolicy {
+        free_failures,
+        initial_delay: secs(initial, "initial_delay")?,
+        max_delay: secs(max, "max_delay")?,
+        forget_after: secs(forget, "forget_after")?,
+        global_failures_per_minute,
+    };
+    p.validate()?;
+    Ok(p)
+}
+
+/// Check a throttle policy as a server will.
+#[pyfunction]
+pub(super) fn check_throttle(policy: ThrottleTuple) -> PyResult<()> {
+    throttle_policy(policy).map(drop)
 }
 
 /// Check Argon2 costs as the key derivation will (Argon2's own limits included).
@@ -297,6 +341,15 @@ pub(super) fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("kdf_floor", costs(bounds.floor))?;
     d.set_item("kdf_cap", costs(bounds.cap))?;
     d.set_item("kdf_rfc9106", costs(KdfParams::RFC9106))?;
+    let throttle = ThrottlePolicy::default();
+    d.set_item("throttle_free_failures", throttle.free_failures)?;
+    d.set_item("throttle_initial_delay", secs(throttle.initial_delay))?;
+    d.set_item("throttle_max_delay", secs(throttle.max_delay))?;
+    d.set_item("throttle_forget_after", secs(throttle.forget_after))?;
+    d.set_item(
+        "throttle_global_failures_per_minute",
+        throttle.global_failures_per_minute,
+    )?;
     d.set_item("kdf_owasp", costs(KdfParams::OWASP))?;
     d.set_item("handshake_timeout", secs(server.handshake_timeout))?;
     d.set_item("max_pending_handshakes", server.max_pending_handshakes)?;

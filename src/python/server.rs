@@ -259,6 +259,8 @@ impl NativeServer {
         d.set_item("password_changes", s.password_changes.load(Relaxed))?;
         d.set_item("unknown_identities", s.unknown_identities.load(Relaxed))?;
         d.set_item("revocations", s.revocations.load(Relaxed))?;
+        d.set_item("throttled", s.throttled.load(Relaxed))?;
+        d.set_item("throttle_refusals", s.throttle_refusals.load(Relaxed))?;
         d.set_item("key_epoch", self.inner.key_epoch())?;
         d.set_item("live_connections", self.inner.live_connections())?;
         d.set_item("pending_handshakes", self.inner.pending_handshakes())?;

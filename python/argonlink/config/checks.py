@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from .. import _argonlink
 from .._files import check_mode
-from .._options import KdfParams, ReconnectPolicy, RekeyPolicy, native_message
+from .._options import KdfParams, ReconnectPolicy, RekeyPolicy, ThrottlePolicy, native_message
 from ..exceptions import ConfigError
 
 _MAX_SECONDS: Final = 1e9  # larger values make the native layer panic (Duration overflow)
@@ -151,6 +151,7 @@ def _k_mode(value: object) -> int:
 _KDF_FIELDS: Final = ("m_cost", "t_cost", "p_cost")
 _REKEY_FIELDS: Final = tuple(f.name for f in dataclasses.fields(RekeyPolicy))
 _RECONNECT_FIELDS: Final = tuple(f.name for f in dataclasses.fields(ReconnectPolicy))
+_THROTTLE_FIELDS: Final = tuple(f.name for f in dataclasses.fields(ThrottlePolicy))
 
 
 def _k_kdf(value: object) -> KdfParams:
@@ -262,6 +263,32 @@ def _k_reconnect(value: object) -> ReconnectPolicy | None:
         return ReconnectPolicy(**values)  # the ranges, and what concerns several fields
     except ConfigError as exc:
         raise _policy_error(exc, ReconnectPolicy) from None
+
+
+def _k_throttle(value: object) -> ThrottlePolicy | bool:
+    """``false`` (off), ``true`` (the defaults) or a table of ThrottlePolicy fields."""
+    if value is True or value is False:
+        return value
+    if not isinstance(value, ThrottlePolicy | Mapping):
+        raise _Bad(
+            f"expected true, false or a table of throttle fields {list(_THROTTLE_FIELDS)}, "
+            f"got {_show(value)}"
+        )
+    values = _fields_of(value, _THROTTLE_FIELDS, "throttle", ThrottlePolicy)
+    _checked(
+        values,
+        {
+            "free_failures": lambda v: _int(v, 0, _U32),
+            "initial_delay": _k_timeout,
+            "max_delay": _k_timeout,
+            "forget_after": _k_timeout,
+            "global_failures_per_minute": lambda v: _int(v, 0, _U32),
+        },
+    )
+    try:
+        return ThrottlePolicy(**values)
+    except ConfigError as exc:
+        raise _policy_error(exc, ThrottlePolicy) from None
 
 
 # --------------------------------------------------------------------------------------------

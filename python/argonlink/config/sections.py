@@ -17,7 +17,14 @@ from .. import sync as _sync
 from .._asyncio import Client as _AsyncClient
 from .._asyncio import Handler as _AsyncHandler
 from .._asyncio import Server as _AsyncServer
-from .._options import KdfParams, ReconnectPolicy, RekeyPolicy, link_options, native_message
+from .._options import (
+    KdfParams,
+    ReconnectPolicy,
+    RekeyPolicy,
+    ThrottlePolicy,
+    link_options,
+    native_message,
+)
 from ..exceptions import ConfigError
 from .checks import _at_most, _Bad, _costs, _strong, _weak_message
 from .labels import _error, _label
@@ -146,6 +153,8 @@ class ServerConfig:
     max_connections: int | None = None
     max_unacked: int | None = None
     session_linger: float | None = None
+    #: ``False``: no throttling of failed handshakes; None: the defaults.
+    throttle: ThrottlePolicy | bool | None = None
     #: Receiving files: see :meth:`recv_file_kwargs` (None: the library default).
     max_file_size: int | None = None
     transfer_timeout: float | None = None

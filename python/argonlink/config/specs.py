@@ -23,6 +23,7 @@ from .checks import (
     _k_reconnect,
     _k_rekey,
     _k_size,
+    _k_throttle,
     _k_timeout,
     _suggest,
     _text,
@@ -62,6 +63,7 @@ _LINK_KEYS: Final = (
     "max_unacked",
     "session_linger",
     "exactly_once",
+    "throttle",
 )
 #: A server's settings for receiving files -> the keyword of recv_file they become.
 _FILE_KEYS: Final = {
@@ -119,6 +121,7 @@ _SPECS: Final[dict[str, dict[str, _Spec]]] = {
         "accept_backlog": _Spec(_k_size, "int"),
         "max_connections": _Spec(_k_size, "int"),
         "session_linger": _Spec(_k_timeout, "float"),
+        "throttle": _Spec(_k_throttle, "bool"),
         "max_file_size": _Spec(_k_bytes, "int"),
         "transfer_timeout": _Spec(_k_timeout, "float"),
         "file_mode": _Spec(_k_mode, "str"),
@@ -150,11 +153,18 @@ _TABLES: Final[dict[str, dict[str, str]]] = {
         "jitter": "float",
         "max_attempts": "int?",
     },
+    "throttle": {
+        "free_failures": "int",
+        "initial_delay": "float",
+        "max_delay": "float",
+        "forget_after": "float",
+        "global_failures_per_minute": "int",
+    },
     "kdf": dict.fromkeys(_KDF_FIELDS, "int"),
     "kdf_floor": dict.fromkeys(_KDF_FIELDS, "int"),
     "kdf_cap": dict.fromkeys(_KDF_FIELDS, "int"),
 }
-_MERGED_TABLES: Final = ("rekey", "reconnect")
+_MERGED_TABLES: Final = ("rekey", "reconnect", "throttle")
 _WHOLE_TABLES: Final = ("kdf", "kdf_floor", "kdf_cap")
 
 _SECRET_HINT: Final = (

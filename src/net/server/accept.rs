@@ -2,14 +2,16 @@
 //! pending handshakes; a confirmed connection is admitted (to `accept`, to a new session, or to
 //! the session it resumes).
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
 use super::handshake::{server_handshake, Confirmed};
 use super::*;
+use crate::net::throttle::Admit;
 
 pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     loop {
@@ -26,11 +28,22 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
+        let source = Source::of(peer.ip());
+        let start = match throttle_admit(&shared, source) {
+            Admit::Now => None,
+            Admit::At(at) => Some(at),
+            Admit::Refuse => {
+                shared.stats.throttle_refusals.fetch_add(1, Relaxed);
+                log::debug!(target: super::LOG, "refused {peer}: too many failed handshakes");
+                // Reset at once, before any byte: a client takes it for a network fault and
+                // tries again later, as it should.
+                let _ = stream.set_zero_linger();
+                continue;
+            }
+        };
         let id = shared.next_id.fetch_add(1, Relaxed);
         let token = shared.cancel.child_token();
-        let evicted = shared
-            .lock_pending()
-            .insert(id, Source::of(peer.ip()), token.clone());
+        let evicted = shared.lock_pending().insert(id, source, token.clone());
         for victim in evicted {
             victim.cancel();
             shared.stats.handshakes_evicted.fetch_add(1, Relaxed);
@@ -39,14 +52,23 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         tokio::spawn(async move {
             let deadline = shared.config.handshake_timeout;
             let mut named = None;
-            let handshake = server_handshake(&shared, stream, id, &mut named);
+            let handshake = async {
+                if let Some(at) = start {
+                    // Slowed: the wait comes before any byte of the handshake, the same for a
+                    // wrong password as for random bytes (PROTOCOL.md §6).
+                    shared.stats.throttled.fetch_add(1, Relaxed);
+                    tokio::time::sleep_until(at.into()).await;
+                }
+                tokio::time::timeout(deadline, server_handshake(&shared, stream, id, &mut named))
+                    .await
+                    .unwrap_or(Err(Error::Timeout("handshake")))
+            };
             let result = tokio::select! {
                 _ = token.cancelled() => Err(Error::Closed(CloseInfo::abnormal("handshake dropped (server closing or too many pending)"))),
-                r = tokio::time::timeout(deadline, handshake) => {
-                    r.unwrap_or(Err(Error::Timeout("handshake")))
-                }
+                r = handshake => r,
             };
             shared.lock_pending().remove(id);
+            throttle_record(&shared, source, peer, &result);
             // The identity is printable ASCII; shown quoted, so an empty one shows too.
             let who = named
                 .map(|id| format!(" (identity {:?})", id.as_str()))
@@ -66,6 +88,43 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 }
             }
         });
+    }
+}
+
+/// When a new connection from `source` may start its handshake.
+fn throttle_admit(shared: &Shared, source: Source) -> Admit {
+    let horizon = shared.config.handshake_timeout;
+    match &shared.throttle {
+        Some(throttle) => lock(throttle).admit(source, Instant::now(), horizon),
+        None => Admit::Now,
+    }
+}
+
+/// Count a handshake's outcome against its source: a failed authentication slows the source
+/// down past its allowance (logged when it starts), a success vouches for it.
+fn throttle_record<T>(shared: &Shared, source: Source, peer: SocketAddr, result: &Result<T>) {
+    let Some(throttle) = &shared.throttle else {
+        return;
+    };
+    let now = Instant::now();
+    let mut throttle = lock(throttle);
+    match result {
+        Ok(_) => throttle.succeeded(source, now),
+        Err(Error::Authentication(_)) => {
+            let failures = throttle.failed(source, now);
+            let delay = throttle.delay_after(failures);
+            let first = throttle.delay_after(failures - 1).is_none();
+            drop(throttle);
+            if let (Some(delay), true) = (delay, first) {
+                log::warn!(
+                    target: super::LOG,
+                    "{failures} failed handshakes from {}: slowing it to one handshake per \
+                     {delay:?}, doubling with each further failure",
+                    peer.ip()
+                );
+            }
+        }
+        Err(_) => {}
     }
 }
 

@@ -16,6 +16,7 @@ use super::link::{Attached, Link};
 use super::mailbox::Mailbox;
 use super::pending::{PendingTable, Source};
 use super::session::SessionConfig;
+use super::throttle::{Throttle, ThrottlePolicy};
 use super::wire::Wire;
 use super::LinkConfig;
 use crate::core::frame::{ResumeReply, ResumeStatus, SessionRequest, SESSION_ID_LEN};
@@ -61,6 +62,8 @@ pub struct ServerConfig {
     /// `recv_buffer` + `max_unacked` bytes after its connection dropped, so their number is
     /// bounded too. A new session beyond it is refused as busy (1013).
     pub max_sessions: usize,
+    /// How failed handshakes slow their sources down (None: not at all).
+    pub throttle: Option<ThrottlePolicy>,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +78,7 @@ impl Default for ServerConfig {
             session: SessionConfig::default(),
             session_linger: Duration::from_secs(60),
             max_sessions: 1024,
+            throttle: Some(ThrottlePolicy::default()),
         }
     }
 }
@@ -84,6 +88,9 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<()> {
         self.link.validate()?;
         self.session.validate()?;
+        if let Some(throttle) = &self.throttle {
+            throttle.validate()?;
+        }
         if self.max_pending_handshakes == 0
             || self.max_pending_per_source == Some(0)
             || self.max_sessions == 0
@@ -139,6 +146,11 @@ pub struct ServerStats {
     /// decoy, they fail at message 1 like a wrong password.
     pub unknown_identities: AtomicU64,
     pub revocations: AtomicU64,
+    /// Connections made to wait for their handshake because their source (or all sources
+    /// together) failed too often, and those closed at once because the wait would outlast
+    /// the handshake deadline.
+    pub throttled: AtomicU64,
+    pub throttle_refusals: AtomicU64,
 }
 
 /// A live connection, and the key (by generation) it authenticated under.
@@ -194,6 +206,8 @@ struct Shared {
     /// Connection slots taken (live or being admitted), for `max_connections`.
     slots: AtomicUsize,
     pending: Mutex<PendingTable<CancellationToken>>,
+    /// Failed handshakes by source (None: throttling is off).
+    throttle: Option<Mutex<Throttle>>,
     next_id: AtomicU64,
     cancel: CancellationToken,
     /// The accept loop, which owns the listening socket: `close` waits for it to end, so the
@@ -254,6 +268,7 @@ impl Server {
             .max_pending_per_source
             .unwrap_or(config.max_pending_handshakes.div_ceil(2));
         let pending = PendingTable::new(config.max_pending_handshakes, per_source);
+        let throttle = config.throttle.map(|p| Mutex::new(Throttle::new(p)));
         let shared = Arc::new(Shared {
             accepted: Mailbox::new(config.accept_backlog),
             config,
@@ -262,6 +277,7 @@ impl Server {
             sessions: Mutex::new(HashMap::new()),
             slots: AtomicUsize::new(0),
             pending: Mutex::new(pending),
+            throttle,
             next_id: AtomicU64::new(0),
             cancel: CancellationToken::new(),
             accepting: Mutex::new(None),
