@@ -4,6 +4,7 @@ identity's password, the handshake binds the two; rotation and revocation per id
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 
@@ -162,3 +163,55 @@ def test_a_session_knows_its_connection_as_soon_as_it_is_accepted() -> None:
             ):
                 waiting.join(5)
             assert seen == [("db-1", "127.0.0.1")]
+
+
+def test_a_lookup_function_is_asked_once_per_identity_and_its_answer_kept() -> None:
+    asked: list[str] = []
+    phc = argonlink.hash_password("pw of db-7", KDF)
+
+    def lookup(identity: str) -> str | PasswordHash | None:
+        asked.append(identity)
+        return {"db-1": PEERS["db-1"], "db-7": PasswordHash(phc)}.get(identity)
+
+    with argonlink.sync.Server(peers=lookup, kdf=KDF) as srv:
+        for _ in range(3):
+            with argonlink.sync.Client(*srv.address, password=PEERS["db-1"], identity="db-1"):
+                assert srv.accept(timeout=5).peer_identity == "db-1"
+        with argonlink.sync.Client(*srv.address, password="pw of db-7", identity="db-7"):
+            pass
+        # Unknown to the lookup: refused like a wrong password, and not asked again at once.
+        for _ in range(3):
+            with pytest.raises(AuthenticationError):
+                argonlink.sync.Client(*srv.address, password="x", identity="nobody").connect()
+        with pytest.raises(AuthenticationError):
+            argonlink.sync.Client(*srv.address, password="x").connect()  # anonymous: never asked
+        assert asked == ["db-1", "db-7", "nobody"]
+        stats = srv.stats()
+        assert stats["key_derivations"] == 1, "one for db-1's password; db-7's hash needs none"
+        assert stats["unknown_identities"] == 4
+        # A revoked identity is not looked up again; a new password admits it.
+        srv.revoke("db-1")
+        with pytest.raises(AuthenticationError):
+            argonlink.sync.Client(*srv.address, password=PEERS["db-1"], identity="db-1").connect()
+        assert asked == ["db-1", "db-7", "nobody"]
+
+
+def test_a_lookup_that_raises_refuses_that_handshake_and_says_only_what_it_raised(caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="argonlink.net.server")
+
+    def lookup(identity: str) -> str:
+        raise KeyError("secret detail " + identity)
+
+    with argonlink.sync.Server(peers=lookup, kdf=KDF) as srv:
+        with pytest.raises(AuthenticationError):
+            argonlink.sync.Client(*srv.address, password="x", identity="db-9").connect()
+    messages = [r.getMessage() for r in caplog.records if "lookup" in r.getMessage()]
+    assert messages == [
+        'looking up the password of identity "db-9" failed: the peers lookup raised KeyError'
+    ]
+    with pytest.raises(ConfigError):
+        argonlink.sync.Server(peers=lambda_async, kdf=KDF)  # type: ignore[arg-type]
+
+
+async def lambda_async(identity: str) -> str:  # not allowed: lookups run on a worker thread
+    return identity

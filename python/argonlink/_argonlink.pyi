@@ -1,5 +1,6 @@
 """Type stubs for the native module (private: use the ``argonlink`` package API)."""
 
+from collections.abc import Callable
 from typing import Any, final
 
 from typing_extensions import disjoint_base
@@ -210,6 +211,10 @@ async def bind(
     password: str | bytes | bytearray | memoryview | None = None,
     password_hash: str | None = None,
     peers: list[tuple[str, str | bytes | bytearray | memoryview | None, str | None]] = ...,
+    peer_lookup: Callable[
+        [str], tuple[str | bytes | bytearray | memoryview | None, str | None] | None
+    ]
+    | None = None,
 ) -> NativeServer: ...
 def bind_blocking(
     host: str,
@@ -219,4 +224,8 @@ def bind_blocking(
     password: str | bytes | bytearray | memoryview | None = None,
     password_hash: str | None = None,
     peers: list[tuple[str, str | bytes | bytearray | memoryview | None, str | None]] = ...,
+    peer_lookup: Callable[
+        [str], tuple[str | bytes | bytearray | memoryview | None, str | None] | None
+    ]
+    | None = None,
 ) -> NativeServer: ...

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
 from . import _argonlink
@@ -12,12 +11,13 @@ from ._options import (
     Credentials,
     KdfParams,
     Password,
-    PeerSecret,
+    Peers,
     ReconnectPolicy,
     RekeyPolicy,
     ThrottlePolicy,
     credentials,
     link_options,
+    peer_lookup,
     peer_specs,
 )
 from .exceptions import ConfigError
@@ -140,7 +140,7 @@ class ServerBase(Generic[H]):
         *,
         password: str | BytesLike | None = None,
         password_hash: str | None = None,
-        peers: Mapping[str, PeerSecret] | None = None,
+        peers: Peers | None = None,
         handler: H | None = None,
         kdf: KdfParams | None = None,
         node_id: bytes | str | None = None,
@@ -171,6 +171,7 @@ class ServerBase(Generic[H]):
         self._host, self._port = host, port
         self._password, self._password_hash = password, password_hash
         self._peers = peer_specs(peers)
+        self._peer_lookup = peer_lookup(peers)
         self._kdf = kdf or SERVER_KDF
         self._handler = handler
         self._options = link_options(
@@ -210,6 +211,7 @@ class ServerBase(Generic[H]):
             "password": self._password,
             "password_hash": self._password_hash,
             "peers": self._peers,
+            "peer_lookup": self._peer_lookup,
         }
         self._password = self._password_hash = None
         self._peers = []

@@ -8,6 +8,7 @@ values have the right Python type before they cross, and gives them a Python sha
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -249,22 +250,50 @@ class PasswordHash:
 PeerSecret: TypeAlias = "str | BytesLike | PasswordHash"
 
 
+#: ``Server(peers=...)``: a mapping, or a function that looks an identity up (None: unknown).
+Peers: TypeAlias = "Mapping[str, PeerSecret] | Callable[[str], PeerSecret | None]"
+
+
+def _split(secret: PeerSecret) -> tuple[str | BytesLike | None, str | None]:
+    if isinstance(secret, PasswordHash):
+        return (None, secret.phc)
+    if isinstance(secret, str | bytes | bytearray | memoryview):
+        return (secret, None)
+    raise ConfigError("a peer's secret is a password (str or bytes) or a PasswordHash")
+
+
+def peer_lookup(
+    peers: Peers | None,
+) -> Callable[[str], tuple[str | BytesLike | None, str | None] | None] | None:
+    """``Server(peers=function)`` as the native bind takes it: a function of the identity that
+    returns None or (password, password hash)."""
+    if peers is None or isinstance(peers, Mapping):
+        return None
+    if not callable(peers) or inspect.iscoroutinefunction(peers):
+        raise ConfigError(
+            "peers= maps identities to passwords, or is a plain function of the identity "
+            "(it runs on a worker thread, so not async)"
+        )
+    lookup = peers
+
+    def ask(identity: str) -> tuple[str | BytesLike | None, str | None] | None:
+        secret = lookup(identity)
+        return None if secret is None else _split(secret)
+
+    return ask
+
+
 def peer_specs(
-    peers: Mapping[str, PeerSecret] | None,
+    peers: Peers | None,
 ) -> list[tuple[str, str | BytesLike | None, str | None]]:
-    """``Server(peers=...)`` as the native bind takes it: (identity, password, password hash)."""
-    if peers is None:
+    """``Server(peers=mapping)`` as the native bind takes it: (identity, password, hash)."""
+    if peers is None or not isinstance(peers, Mapping):
         return []
-    if not isinstance(peers, Mapping):
-        raise ConfigError("peers= maps identities to passwords (or PasswordHash)")
     out: list[tuple[str, str | BytesLike | None, str | None]] = []
     for identity, secret in peers.items():
         if not isinstance(identity, str) or not identity:
             raise ConfigError("peer identities are non-empty strings")
-        if isinstance(secret, PasswordHash):
-            out.append((identity, None, secret.phc))
-        else:
-            out.append((identity, secret, None))
+        out.append((identity, *_split(secret)))
     return out
 
 

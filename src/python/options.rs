@@ -221,20 +221,24 @@ impl LinkOptions {
 /// `(initial_delay, max_delay, multiplier, jitter, max_attempts)` from Python's ReconnectPolicy.
 pub(super) type PolicyTuple = (f64, f64, f64, f64, Option<u32>);
 
+/// A policy's duration field from Python: zero or more seconds (the policy's own check says
+/// what else it must be).
+fn policy_seconds(v: f64, what: &str) -> PyResult<Duration> {
+    parse_timeout(Some(v))
+        .map(|d| d.unwrap_or_default())
+        .map_err(|_| {
+            PyErr::from(Error::config(format!(
+                "{what} must be zero or more seconds, got {v}"
+            )))
+        })
+}
+
 /// A redial policy from Python, checked by [`ReconnectPolicy::validate`].
 pub(super) fn reconnect_policy(t: Option<PolicyTuple>) -> PyResult<Option<ReconnectPolicy>> {
     let Some((initial, max, multiplier, jitter, max_attempts)) = t else {
         return Ok(None);
     };
-    let secs = |v: f64, name: &str| {
-        parse_timeout(Some(v))
-            .map(|d| d.unwrap_or_default())
-            .map_err(|_| {
-                PyErr::from(Error::config(format!(
-                    "{name} must be zero or more seconds, got {v}"
-                )))
-            })
-    };
+    let secs = |v: f64, name: &str| policy_seconds(v, name);
     let p = ReconnectPolicy {
         initial_delay: secs(initial, "initial_delay")?,
         max_delay: secs(max, "max_delay")?,
@@ -253,15 +257,7 @@ pub(super) type ThrottleTuple = (u32, f64, f64, f64, u32);
 /// A throttle policy from Python, checked by [`ThrottlePolicy::validate`].
 fn throttle_policy(t: ThrottleTuple) -> PyResult<ThrottlePolicy> {
     let (free_failures, initial, max, forget, global_failures_per_minute) = t;
-    let secs = |v: f64, name: &str| {
-        parse_timeout(Some(v))
-            .map(|d| d.unwrap_or_default())
-            .map_err(|_| {
-                PyErr::from(Error::config(format!(
-                    "throttle: {name} must be a positive number of seconds, got {v}"
-                )))
-            })
-    };
+    let secs = |v: f64, name: &str| policy_seconds(v, &format!("throttle: {name}"));
     let p = ThrottlePolicy {
         free_failures,
         initial_delay: secs(initial, "initial_delay")?,

@@ -1,6 +1,7 @@
 //! `NativeServer`: a listening server handing out authenticated connections.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -16,7 +17,7 @@ use crate::core::handshake::Identity;
 use crate::core::kdf::KdfParams;
 use crate::error::Error;
 use crate::net::server::Accepted;
-use crate::net::server::ServerSecrets;
+use crate::net::server::{PeerLookup, ServerSecrets};
 use crate::net::{Server, ServerKeySource};
 
 #[pyclass(frozen, module = "argonlink._argonlink")]
@@ -48,15 +49,16 @@ fn key_source(
 /// One peer's identity and password (or PHC string), as the Python layer passes them.
 type PeerSpec<'py> = (String, Option<Bound<'py, PyAny>>, Option<String>);
 
-/// The shared password (if any) and the peers' passwords, each checked now.
+/// The shared password (if any), the peers' passwords, each checked now, and the lookup.
 fn secrets(
     password: Option<&Bound<'_, PyAny>>,
     password_hash: Option<String>,
     peers: Vec<PeerSpec<'_>>,
+    peer_lookup: Option<Py<PyAny>>,
     kdf: (u32, u32, u32),
 ) -> PyResult<ServerSecrets> {
     let shared = match (password, &password_hash) {
-        (None, None) if !peers.is_empty() => None,
+        (None, None) if !peers.is_empty() || peer_lookup.is_some() => None,
         _ => Some(key_source(password, password_hash, kdf)?),
     };
     let mut seen = std::collections::HashSet::new();
@@ -71,7 +73,39 @@ fn secrets(
         }
         out.push((identity, key_source(pw.as_ref(), hash, kdf)?));
     }
-    Ok(ServerSecrets { shared, peers: out })
+    Ok(ServerSecrets {
+        shared,
+        peers: out,
+        lookup: peer_lookup.map(|f| python_lookup(f, kdf)),
+    })
+}
+
+/// The application's lookup, as the Python layer wraps it: called with the identity, it
+/// returns None or `(password, password_hash)`. It runs on a blocking thread, under the GIL
+/// only while it runs. What it raises is reported by its type alone: its text might hold a
+/// secret.
+fn python_lookup(lookup: Py<PyAny>, kdf: (u32, u32, u32)) -> PeerLookup {
+    Arc::new(move |identity: &Identity| {
+        Python::attach(|py| {
+            let answer = lookup.call1(py, (identity.as_str(),)).map_err(|e| {
+                let kind = e
+                    .get_type(py)
+                    .name()
+                    .map_or("an exception".into(), |n| n.to_string());
+                Error::config(format!("the peers lookup raised {kind}"))
+            })?;
+            if answer.is_none(py) {
+                return Ok(None);
+            }
+            let (pw, hash): (Option<Bound<'_, PyAny>>, Option<String>) =
+                answer.extract(py).map_err(|_| {
+                    Error::config("the peers lookup must return None or (password, hash)")
+                })?;
+            key_source(pw.as_ref(), hash, kdf)
+                .map(Some)
+                .map_err(|e| Error::config(format!("the peers lookup's answer: {e}")))
+        })
+    })
 }
 
 /// A named peer's identity (None: the shared password).
@@ -86,7 +120,7 @@ fn peer_identity(identity: Option<&str>) -> PyResult<Option<Identity>> {
 
 /// Awaitable: bind, derive the keys off the event loop, and start accepting.
 #[pyfunction]
-#[pyo3(signature = (host, port, options, kdf, password=None, password_hash=None, peers=Vec::new()))]
+#[pyo3(signature = (host, port, options, kdf, password=None, password_hash=None, peers=Vec::new(), peer_lookup=None))]
 #[allow(clippy::too_many_arguments)] // the binding's flat form of ServerSecrets
 pub fn bind<'py>(
     py: Python<'py>,
@@ -97,8 +131,9 @@ pub fn bind<'py>(
     password: Option<&Bound<'py, PyAny>>,
     password_hash: Option<String>,
     peers: Vec<PeerSpec<'py>>,
+    peer_lookup: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let source = secrets(password, password_hash, peers, kdf)?;
+    let source = secrets(password, password_hash, peers, peer_lookup, kdf)?;
     let config = options.server_config();
     future_into_py(py, async move {
         let inner = Server::bind(&host, port, source, config).await?;
@@ -107,7 +142,7 @@ pub fn bind<'py>(
 }
 
 #[pyfunction]
-#[pyo3(signature = (host, port, options, kdf, password=None, password_hash=None, peers=Vec::new()))]
+#[pyo3(signature = (host, port, options, kdf, password=None, password_hash=None, peers=Vec::new(), peer_lookup=None))]
 #[allow(clippy::too_many_arguments)] // the binding's flat form of ServerSecrets
 pub fn bind_blocking<'py>(
     py: Python<'py>,
@@ -118,8 +153,9 @@ pub fn bind_blocking<'py>(
     password: Option<&Bound<'py, PyAny>>,
     password_hash: Option<String>,
     peers: Vec<PeerSpec<'py>>,
+    peer_lookup: Option<Py<PyAny>>,
 ) -> PyResult<NativeServer> {
-    let source = secrets(password, password_hash, peers, kdf)?;
+    let source = secrets(password, password_hash, peers, peer_lookup, kdf)?;
     let config = options.server_config();
     let inner = block_on(py, None, "bind", async move {
         Server::bind(&host, port, source, config).await

@@ -238,17 +238,25 @@ def _policy_error(exc: ConfigError, policy: type[Any]) -> _Bad:
     return _Bad(str(exc))
 
 
+def _switch_table(
+    value: object, fields: tuple[str, ...], name: str, policy: type[Any]
+) -> dict[str, Any]:
+    """The fields of a setting that is true, false or a table (true and false handled by the
+    caller): a table, or a policy object, else what the setting may be."""
+    if not isinstance(value, policy | Mapping):
+        raise _Bad(
+            f"expected true, false or a table of {name} fields {list(fields)}, "
+            f"got {_show(value)}"
+        )
+    return _fields_of(value, fields, name, policy)
+
+
 def _k_reconnect(value: object) -> ReconnectPolicy | None:
     if value is None or value is False:
         return None
     if value is True:
         return ReconnectPolicy()
-    if not isinstance(value, ReconnectPolicy | Mapping):
-        raise _Bad(
-            f"expected true, false or a table of reconnect fields {list(_RECONNECT_FIELDS)}, "
-            f"got {_show(value)}"
-        )
-    values = _fields_of(value, _RECONNECT_FIELDS, "reconnect", ReconnectPolicy)
+    values = _switch_table(value, _RECONNECT_FIELDS, "reconnect", ReconnectPolicy)
     _checked(
         values,
         {
@@ -269,12 +277,7 @@ def _k_throttle(value: object) -> ThrottlePolicy | bool:
     """``false`` (off), ``true`` (the defaults) or a table of ThrottlePolicy fields."""
     if value is True or value is False:
         return value
-    if not isinstance(value, ThrottlePolicy | Mapping):
-        raise _Bad(
-            f"expected true, false or a table of throttle fields {list(_THROTTLE_FIELDS)}, "
-            f"got {_show(value)}"
-        )
-    values = _fields_of(value, _THROTTLE_FIELDS, "throttle", ThrottlePolicy)
+    values = _switch_table(value, _THROTTLE_FIELDS, "throttle", ThrottlePolicy)
     _checked(
         values,
         {

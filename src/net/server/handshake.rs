@@ -106,6 +106,7 @@ async fn drive(
                 epoch_hint,
                 identity,
             } => {
+                shared.look_up(&identity).await;
                 let node = shared.config.link.node_id;
                 let offer = shared.lock_keys().offer(&identity, epoch_hint, node);
                 if offer.generation.is_none() {

@@ -12,6 +12,7 @@ use crate::core::handshake::{Identity, NodeId, ServerParams, KEY_PARAMS_LEN};
 use crate::core::kdf::{hmac_sha256, KdfParams, Prs, ServerKey, PRS_LEN, SALT_LEN};
 use crate::error::{CloseCode, Result};
 
+use super::lookup::PeerLookup;
 use super::ServerKeySource;
 
 /// What a server is given to authenticate clients with.
@@ -21,13 +22,15 @@ pub struct ServerSecrets {
     pub shared: Option<ServerKeySource>,
     /// A password (or PHC string) per identity.
     pub peers: Vec<(Identity, ServerKeySource)>,
+    /// Asked for the password of an identity that has none here (see `lookup.rs`).
+    pub lookup: Option<PeerLookup>,
 }
 
 impl From<ServerKeySource> for ServerSecrets {
     fn from(shared: ServerKeySource) -> Self {
         ServerSecrets {
             shared: Some(shared),
-            peers: Vec::new(),
+            ..ServerSecrets::default()
         }
     }
 }
@@ -278,6 +281,22 @@ impl Keys {
             Some((_, keys)) if keys.accepts(generation) => None,
             None if self.is_revoked(identity) => Some(CloseCode::REVOKED),
             _ => Some(CloseCode::REAUTHENTICATE),
+        }
+    }
+
+    /// Whether the lookup should be asked about `identity`: named, not revoked, and without a
+    /// password of its own here.
+    pub fn needs_lookup(&self, identity: &Identity) -> bool {
+        !identity.is_anonymous() && !self.is_revoked(identity) && !self.peers.contains_key(identity)
+    }
+
+    /// Keep what the lookup found for `identity`, unless a password was set for it (or it was
+    /// revoked) while the lookup ran.
+    pub fn learn(&mut self, identity: &Identity, key: ServerKey) {
+        if self.needs_lookup(identity) {
+            let ring = self.ring(key, 1);
+            self.peers.insert(identity.clone(), ring);
+            self.decoy_costs = self.typical_costs();
         }
     }
 

@@ -29,9 +29,12 @@ use crate::net::{lock, read_lock, write_lock};
 mod accept;
 mod handshake;
 mod keys;
+mod lookup;
 
 pub use keys::ServerSecrets;
 use keys::{Keys, Ring};
+pub use lookup::PeerLookup;
+use lookup::{Found, Lookups};
 
 /// The logger the server's records go to, whichever file they come from (a stable name for
 /// applications to filter on: `argonlink.net.server` in Python).
@@ -208,6 +211,8 @@ struct Shared {
     pending: Mutex<PendingTable<CancellationToken>>,
     /// Failed handshakes by source (None: throttling is off).
     throttle: Option<Mutex<Throttle>>,
+    /// The application's lookup of peers' passwords, if it gave one.
+    lookups: Option<Lookups>,
     next_id: AtomicU64,
     cancel: CancellationToken,
     /// The accept loop, which owns the listening socket: `close` waits for it to end, so the
@@ -243,8 +248,9 @@ impl Server {
         config: ServerConfig,
     ) -> Result<Server> {
         config.validate()?;
-        let secrets = secrets.into();
-        if secrets.shared.is_none() && secrets.peers.is_empty() {
+        let mut secrets = secrets.into();
+        let lookups = secrets.lookup.take().map(Lookups::new);
+        if secrets.shared.is_none() && secrets.peers.is_empty() && lookups.is_none() {
             return Err(Error::config(
                 "give a password (or password hash), peers, or both",
             ));
@@ -278,6 +284,7 @@ impl Server {
             slots: AtomicUsize::new(0),
             pending: Mutex::new(pending),
             throttle,
+            lookups,
             next_id: AtomicU64::new(0),
             cancel: CancellationToken::new(),
             accepting: Mutex::new(None),
@@ -453,6 +460,27 @@ impl Shared {
 
     fn lock_keys(&self) -> std::sync::RwLockReadGuard<'_, Keys> {
         read_lock(&self.keys)
+    }
+
+    /// If the application's lookup should be asked about `identity`, ask it (once, however
+    /// many handshakes wait) and keep what it found.
+    async fn look_up(&self, identity: &Identity) {
+        let Some(lookups) = &self.lookups else {
+            return;
+        };
+        if !self.lock_keys().needs_lookup(identity) || lookups.known_unknown(identity) {
+            return;
+        }
+        lookups
+            .look_up(identity, |found| {
+                if let Found::Key(key, derived) = found {
+                    self.stats
+                        .key_derivations
+                        .fetch_add(derived as u64, Relaxed);
+                    write_lock(&self.keys).learn(identity, key);
+                }
+            })
+            .await;
     }
 
     /// Close every live connection whose key no longer applies to it (retired, replaced by

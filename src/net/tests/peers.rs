@@ -18,6 +18,7 @@ async fn peers_server(shared: Option<&[u8]>) -> Server {
     let secrets = ServerSecrets {
         shared: shared.map(source),
         peers: vec![(id("a"), source(b"pw-a")), (id("b"), source(b"pw-b"))],
+        lookup: None,
     };
     Server::bind("127.0.0.1", 0, secrets, ServerConfig::default())
         .await
@@ -226,5 +227,35 @@ async fn only_the_identity_that_opened_a_session_resumes_it() {
         .await
         .unwrap();
     assert_eq!(reply.unwrap().status, ResumeStatus::Resumed);
+    srv.close().await;
+}
+
+/// Many handshakes naming one identity at once ask the application's lookup once, and keep
+/// its answer; an identity it does not know is not asked about again right away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_is_asked_once_however_many_handshakes_wait_for_it() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let lookup: crate::net::server::PeerLookup = Arc::new(move |who: &Identity| {
+        counted.fetch_add(1, SeqCst);
+        std::thread::sleep(Duration::from_millis(50)); // a slow directory
+        Ok((who.as_str() == "a").then(|| source(b"pw-a")))
+    });
+    let secrets = ServerSecrets {
+        lookup: Some(lookup),
+        ..ServerSecrets::default()
+    };
+    let srv = Server::bind("127.0.0.1", 0, secrets, ServerConfig::default())
+        .await
+        .unwrap();
+    let dials = futures_util::future::join_all((0..10).map(|_| dial(&srv, "a", b"pw-a"))).await;
+    assert!(dials.iter().all(|d| d.is_ok()));
+    assert_eq!(calls.load(SeqCst), 1);
+    for _ in 0..3 {
+        assert!(dial(&srv, "b", b"pw-a").await.is_err());
+    }
+    assert_eq!(calls.load(SeqCst), 2, "b asked about once");
+    assert_eq!(stat(&srv.stats().key_derivations), 1);
     srv.close().await;
 }
