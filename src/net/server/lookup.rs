@@ -6,8 +6,10 @@
 //!
 //! Bounded: lookups of one identity share one call; at most `MAX_RUNNING` calls run at once
 //! (each on a blocking thread, with any Argon2 run it needs); at most `MAX_UNKNOWN` unknown
-//! identities are remembered. A handshake waiting for a lookup holds only its pending slot,
-//! within its deadline.
+//! identities are remembered; `in_flight` holds one entry per identity being looked up, so no
+//! more than there are pending handshakes. A handshake waiting for a lookup holds only its
+//! pending slot, within its deadline. Keys found stay, one per identity the application
+//! knows: as many as its directory has, not as many as peers invent.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
