@@ -245,8 +245,7 @@ def _switch_table(
     caller): a table, or a policy object, else what the setting may be."""
     if not isinstance(value, policy | Mapping):
         raise _Bad(
-            f"expected true, false or a table of {name} fields {list(fields)}, "
-            f"got {_show(value)}"
+            f"expected true, false or a table of {name} fields {list(fields)}, got {_show(value)}"
         )
     return _fields_of(value, fields, name, policy)
 
