@@ -3,8 +3,8 @@
 //! - [`kdf`]: password → PRS (Argon2id), PHC strings, parameter bounds;
 //! - [`cpace`]: the CPace PAKE (ristretto255, SHA-512) that turns the PRS into a per-connection
 //!   key;
-//! - [`handshake`]: the plaintext hello / server parameters and the Noise NNpsk0 exchange,
-//!   and each side's whole handshake as a state machine over bytes;
+//! - [`handshake`]: the hello / server parameters carrying CPace's shares, the Noise NNpsk0
+//!   exchange, and each side's whole handshake as a state machine over bytes;
 //! - [`cipher`]: one direction's AES-256-GCM state (Noise nonces, rekey);
 //! - [`frame`]: the plaintext layout of transport frames;
 //! - [`message`]: a received message, kept as the decrypted fragments until it is read;
