@@ -272,6 +272,15 @@ impl ServerParams {
     /// Parse a whole parameters message: the key's part, and a share that must be a valid
     /// element (checked now, before the client spends an Argon2 run on it).
     pub fn parse(bytes: &[u8; PARAMS_LEN]) -> Result<Self> {
+        let params = Self::parse_key(bytes)?;
+        if !cpace::is_valid_share(share_of(bytes)) {
+            return Err(Error::Protocol(PeerMisbehaved::BadShare));
+        }
+        Ok(params)
+    }
+
+    /// The key's part alone (the share is judged when CPace uses it).
+    fn parse_key(bytes: &[u8; PARAMS_LEN]) -> Result<Self> {
         let u16_at = |i: usize| u16::from_be_bytes([bytes[i], bytes[i + 1]]);
         let u32_at = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
         let (version, suite) = (u16_at(0), u16_at(2));
@@ -282,9 +291,6 @@ impl ServerParams {
                 our_version: PROTOCOL_VERSION,
                 our_suite: SUITE_CPACE_NNPSK0,
             }));
-        }
-        if !cpace::is_valid_share(share_of(bytes)) {
-            return Err(Error::Protocol(PeerMisbehaved::BadShare));
         }
         let mut salt = [0u8; SALT_LEN];
         salt.copy_from_slice(&bytes[4..20]);
@@ -407,7 +413,9 @@ impl ClientAwaitingReply {
         our_node: NodeId,
         our_max_message: u64,
     ) -> Result<(Self, [u8; MSG1_LEN])> {
-        let params = ServerParams::parse(params_bytes)?;
+        // The share was checked with the rest when the parameters arrived, and CPace's own
+        // decoding below refuses it again if not: no third decoding here.
+        let params = ServerParams::parse_key(params_bytes)?;
         if params.node_id == our_node {
             return Err(Error::Protocol(PeerMisbehaved::DialedItself));
         }
