@@ -49,7 +49,7 @@ fn main() {
         let t = Instant::now();
         let opened = loop {
             match decoder.decode(&mut wire).expect("open") {
-                Some(Event::Message(m)) => break m,
+                Some(Event::Message { message, .. }) => break message,
                 Some(_) => {}
                 None => panic!("a sealed message did not open whole"),
             }

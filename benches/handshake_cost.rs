@@ -25,6 +25,10 @@ use rand::RngCore;
 const SERVER: NodeId = NodeId([1; 16]);
 const CLIENT: NodeId = NodeId([2; 16]);
 
+fn limits() -> argonlink::core::channel::Limits {
+    argonlink::core::channel::Config::default().limits
+}
+
 /// Mean microseconds of `f` over `n` runs.
 fn per_run(n: u32, mut f: impl FnMut()) -> f64 {
     let start = Instant::now();
@@ -47,21 +51,24 @@ fn main() {
     let random_us = per_run(n, || {
         let mut msg1 = [0u8; MSG1_LEN];
         rng.fill_bytes(&mut msg1);
-        assert!(offer().0.read(SERVER, 1, &msg1).is_err());
+        assert!(offer().0.read(SERVER, limits(), &msg1).is_err());
     }) - hello_us;
     let (_, params) = offer();
     let other = Prs::from_bytes([8; 32]);
-    let (_, guess) = ClientAwaitingReply::start(&other, &hello, &params, CLIENT, 1).unwrap();
-    let guess_us = per_run(n, || assert!(offer().0.read(SERVER, 1, &guess).is_err())) - hello_us;
+    let (_, guess) = ClientAwaitingReply::start(&other, &hello, &params, CLIENT, limits()).unwrap();
+    let guess_us = per_run(n, || {
+        assert!(offer().0.read(SERVER, limits(), &guess).is_err())
+    }) - hello_us;
     // The client's part is timed alone and taken out of the whole exchange.
     let client_us = per_run(n, || {
         let (_, params) = offer();
-        ClientAwaitingReply::start(&prs, &hello, &params, CLIENT, 1).unwrap();
+        ClientAwaitingReply::start(&prs, &hello, &params, CLIENT, limits()).unwrap();
     }) - hello_us;
     let exchange_us = per_run(n, || {
         let (offered, params) = offer();
-        let (_, msg1) = ClientAwaitingReply::start(&prs, &hello, &params, CLIENT, 1).unwrap();
-        server_respond(offered, SERVER, 1, &msg1, Admission::Accepted).unwrap();
+        let (_, msg1) =
+            ClientAwaitingReply::start(&prs, &hello, &params, CLIENT, limits()).unwrap();
+        server_respond(offered, SERVER, limits(), &msg1, Admission::Accepted).unwrap();
     });
     let full_us = exchange_us - client_us;
     println!(

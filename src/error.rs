@@ -190,8 +190,6 @@ pub enum PeerMisbehaved {
     #[error("session window {0} is below the minimum of {min} bytes", min = crate::core::frame::MIN_WINDOW)]
     WindowTooSmall(u32),
     // ---- messages and their fragments (§4.2) ----
-    #[error("control frame inside a fragmented message")]
-    ControlInsideMessage,
     #[error("a first fragment must carry a full frame of the message")]
     ShortFirstFragment,
     #[error("a message that fits one frame must travel in one frame")]
@@ -204,6 +202,29 @@ pub enum PeerMisbehaved {
     MessageEndedEarly,
     #[error("DATA frame flags do not fit the reassembly state")]
     FragmentOutOfPlace,
+    // ---- channels (§4.7) ----
+    #[error("{0} may not name channel 0 (the default channel)")]
+    ChannelZero(&'static str),
+    #[error("channel {0} has the other side's parity: a side opens only its own ids")]
+    ChannelParity(u32),
+    #[error("channel {id} opened after channel {last}: ids must increase")]
+    ChannelIdNotIncreasing { id: u32, last: u32 },
+    #[error("the peer opened more than the {0} channels it was allowed")]
+    TooManyChannels(u32),
+    #[error("{what} for channel {id}, which was never opened")]
+    UnknownChannel { what: &'static str, id: u32 },
+    #[error("{what} for channel {id} after the peer's CLOSE or RESET of it")]
+    AfterChannelEnd { what: &'static str, id: u32 },
+    #[error("channel {channel}: data beyond the window granted ({granted} credit units)")]
+    WindowOverrun { channel: u32, granted: u64 },
+    #[error("channel {channel}: BLOCKED asks for credit {needed}, beyond any message")]
+    BlockedOutOfRange { channel: u32, needed: u64 },
+    #[error("channel name or reset reason is not UTF-8, or too long")]
+    ChannelText,
+    #[error("announced windows too small: default channel {window}, channels {channel_window}")]
+    LimitsTooSmall { window: u32, channel_window: u32 },
+    #[error("RESET with reserved code {0}")]
+    ReservedResetCode(u16),
     // ---- after the handshake (§4.4, §4.5) ----
     #[error("ACK outside an acknowledged session")]
     AckOutsideSession,
@@ -257,6 +278,22 @@ pub enum Error {
     /// A message over the limit the receiver announced (or that we accept).
     #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
     MessageTooLarge { size: u64, limit: u64 },
+    /// The channel was reset, by the peer (`by_peer`) or by this side; code and reason say why.
+    #[error("channel reset by {} (code {code}{})", if *.by_peer { "the peer" } else { "this side" }, if .reason.is_empty() { String::new() } else { format!(": {}", .reason) })]
+    ChannelReset {
+        code: u16,
+        reason: String,
+        by_peer: bool,
+    },
+    /// The peer finished the channel (half-close) and every message it sent was taken.
+    #[error("the peer finished the channel")]
+    ChannelFinished,
+    /// This side closed the channel for sending (half-close): nothing more may be sent on it.
+    #[error("the channel is closed for sending")]
+    ChannelClosed,
+    /// The peer allows this many channels open at once, and that many are.
+    #[error("the peer allows at most {0} open channels, and that many are open")]
+    ChannelLimit(u32),
     /// A named deadline passed.
     #[error("{0} timed out")]
     Timeout(&'static str),
@@ -293,6 +330,18 @@ impl Error {
                 size: *size,
                 limit: *limit,
             },
+            Error::ChannelReset {
+                code,
+                reason,
+                by_peer,
+            } => Error::ChannelReset {
+                code: *code,
+                reason: reason.clone(),
+                by_peer: *by_peer,
+            },
+            Error::ChannelClosed => Error::ChannelClosed,
+            Error::ChannelFinished => Error::ChannelFinished,
+            Error::ChannelLimit(n) => Error::ChannelLimit(*n),
             Error::Timeout(w) => Error::Timeout(w),
             Error::Closed(info) => Error::Closed(info.clone()),
             Error::Config(m) => Error::Config(m.clone()),

@@ -49,6 +49,7 @@ __all__ = [
     "CONFIRM_FRAME",
     "DSI",
     "DSI_ISK",
+    "LIMITS_LEN",
     "MSG1_LEN",
     "MSG1_NOISE_LEN",
     "MSG2_LEN",
@@ -72,6 +73,7 @@ __all__ = [
     "generator_string",
     "handshake_generator",
     "isk_ir",
+    "limits",
     "lv_cat",
     "make_hello",
     "noise_hkdf",
@@ -95,12 +97,29 @@ SHARE_LEN = 32
 PARAMS_FIXED_LEN = 56
 #: The parameters that go into CPace's channel identifier: all but the share.
 PARAMS_CI_LEN = 72
-#: Noise message 1 (client ephemeral key, 24-byte payload, tag); on the wire the client's share
-#: comes before it under one u16 length prefix (§3.4). Noise message 2 (server ephemeral key,
-#: 9-byte payload, tag) follows its own u16 prefix (§3.5).
-MSG1_NOISE_LEN = DH_LEN + 24 + TAG_LEN
+#: What each side announces it accepts (§3.4): max message (u64), default window, channel
+#: window, max channels (u32 each).
+LIMITS_LEN = 20
+#: Noise message 1 (client ephemeral key, 36-byte payload: node id and limits, tag); on the
+#: wire the client's share comes before it under one u16 length prefix (§3.4). Noise message 2
+#: (server ephemeral key, 21-byte payload: limits and admission, tag) follows its own u16
+#: prefix (§3.5).
+MSG1_NOISE_LEN = DH_LEN + 16 + LIMITS_LEN + TAG_LEN
 MSG1_LEN = SHARE_LEN + MSG1_NOISE_LEN
-MSG2_LEN = DH_LEN + 9 + TAG_LEN
+MSG2_LEN = DH_LEN + LIMITS_LEN + 1 + TAG_LEN
+
+
+def limits(
+    max_message: int,
+    *,
+    window: int = 4 << 20,
+    channel_window: int = 256 << 10,
+    max_channels: int = 128,
+) -> bytes:
+    """The 20 bytes a side announces: what it accepts (the library's defaults but for the
+    message size)."""
+    return struct.pack(">QIII", max_message, window, channel_window, max_channels)
+
 
 #: CPace's domain separation for G_Ristretto255 and its ISK (draft-irtf-cfrg-cpace-21).
 DSI = b"CPaceRistretto255"
@@ -462,7 +481,7 @@ class ModelClient:
         self._noise = NoiseInitiator(
             noise_prologue(self.hello, params, share), self.psk, self.e_priv
         )
-        payload = self.node_id + self.max_message.to_bytes(8, "big")
+        payload = self.node_id + limits(self.max_message)
         msg1 = share + self._noise.write_message1(payload)
         assert len(msg1) == MSG1_LEN
         return struct.pack(">H", MSG1_LEN) + msg1
@@ -485,7 +504,7 @@ class ModelClient:
         params = recv_exact(sock, PARAMS_LEN)
         sock.sendall(self.message1(params))
         send, recv, payload = self.finish(recv_exact(sock, 2 + MSG2_LEN))
-        assert len(payload) == 9 and payload[8] == 0  # max message size, admitted
+        assert len(payload) == LIMITS_LEN + 1 and payload[LIMITS_LEN] == 0  # limits, admitted
         sock.sendall(send.seal(CONFIRM_FRAME))
         return send, recv
 
@@ -528,7 +547,7 @@ class ModelServer:
         return self.params
 
     def read_message1(self, record: bytes) -> bytes:
-        """The client's message 1 payload (node id, max message size) from the u16-prefixed
+        """The client's message 1 payload (node id, limits) from the u16-prefixed
         record. Raises ValueError for a share that does not decode or gives the identity,
         InvalidTag for a message 1 that does not open (a wrong password among others)."""
         assert struct.unpack_from(">H", record)[0] == len(record) - 2 == MSG1_LEN
@@ -543,7 +562,7 @@ class ModelServer:
         return self._noise.read_message1(record[2 + SHARE_LEN :])
 
     def message2(self, payload: bytes) -> bytes:
-        """The u16-prefixed message 2 carrying ``payload`` (max message size, admission)."""
+        """The u16-prefixed message 2 carrying ``payload`` (limits, admission)."""
         assert self._noise is not None
         msg2 = self._noise.write_message2(payload)
         assert len(msg2) == MSG2_LEN

@@ -38,12 +38,14 @@ from typing import Self
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from noise_model import (
+    LIMITS_LEN,
     MSG1_LEN,
     MSG2_LEN,
     PARAMS_FIXED_LEN,
     ModelClient,
     ModelServer,
     derive_prs,
+    limits,
     noise_nonce,
 )
 from proxy import HELLO_FIXED_LEN, PARAMS_LEN, recv_exact, recv_hello
@@ -546,7 +548,7 @@ class RefClient(Transport):
         sock.sendall(self.recorded[1])
         _, _, payload2 = self.model.finish(recv_exact(sock, 2 + MSG2_LEN))
         #: Message 2's admission byte: 0 accepted, 1 busy (§3.5).
-        self.admission = payload2[8]
+        self.admission = payload2[LIMITS_LEN]
         #: The server's max message size (§3.5).
         self.peer_max_message = int.from_bytes(payload2[:8], "big")
         k_send, k_recv = self.model.keys()
@@ -657,7 +659,7 @@ class RefServer(Closing):
         sock.sendall(exchange.params)
         exchange.message1 = recv_exact(sock, 2 + MSG1_LEN, timeout)
         payload1 = model.read_message1(exchange.message1)
-        payload2 = self.max_message.to_bytes(8, "big") + bytes([self.admission])
+        payload2 = limits(self.max_message) + bytes([self.admission])
         sock.sendall(model.message2(payload2))
         k_c2s, k_s2c = model.keys()
         side = ServerSide(sock, k_s2c, k_c2s, self.bugs)

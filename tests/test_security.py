@@ -49,6 +49,7 @@ from argonlink import (
 )
 from noise_model import (
     CONFIRM_FRAME,
+    LIMITS_LEN,
     MSG1_LEN,
     MSG1_NOISE_LEN,
     MSG2_LEN,
@@ -69,6 +70,7 @@ from noise_model import (
     generator_string,
     handshake_generator,
     isk_ir,
+    limits,
     lv_cat,
     make_hello,
     noise_hkdf,
@@ -244,10 +246,10 @@ def test_model_client_and_model_server_agree() -> None:
         server.scalar, handshake_generator(prs, client.hello, params)
     )
     payload = server.read_message1(client.message1(params))
-    assert payload == client.node_id + client.max_message.to_bytes(8, "big")
+    assert payload == client.node_id + limits(client.max_message)
     assert client.isk == server.isk and client.psk == server.isk[:32]
-    send, recv, payload2 = client.finish(server.message2(bytes(9)))
-    assert payload2 == bytes(9)
+    send, recv, payload2 = client.finish(server.message2(bytes(LIMITS_LEN + 1)))
+    assert payload2 == bytes(LIMITS_LEN + 1)
     k_c2s, k_s2c = server.keys()
     assert FrameCipher(k_c2s).open(send.seal(CONFIRM_FRAME)) == CONFIRM_FRAME
     assert recv.open(FrameCipher(k_s2c).seal(b"back")) == b"back"
@@ -956,9 +958,9 @@ def _psk_only_handshake(hello: bytes, params: bytes, prs: bytes) -> tuple[list[b
     PRS itself as psk and the hello and parameters as prologue (no CPace), then CONFIRM."""
     initiator = NoiseInitiator(hello + params, prs, os.urandom(32))
     responder = NoiseResponder(hello + params, prs)
-    msg1 = initiator.write_message1(os.urandom(16) + (1 << 20).to_bytes(8, "big"))
+    msg1 = initiator.write_message1(os.urandom(16) + limits(1 << 20))
     responder.read_message1(msg1)
-    msg2 = responder.write_message2((1 << 20).to_bytes(8, "big") + b"\x00")
+    msg2 = responder.write_message2(limits(1 << 20) + b"\x00")
     initiator.read_message2(msg2)
     send, _ = initiator.split()
     c2s = [hello, struct.pack(">H", len(msg1)) + msg1, send.seal(CONFIRM_FRAME)]
@@ -1677,19 +1679,20 @@ def test_idle_handshake_is_cut_at_the_deadline(phc: str, prs: bytes, stage: str)
 
 @pytest.mark.parametrize(
     "prefix",
-    [b"\xff\xff", b"\x00\x00", b"\x00\x69", b"\x00\x48", b"\x00\x68\x00"],
-    ids=["0xffff", "zero", "105", "72-as-in-version-1", "104-then-stall"],
+    [b"\xff\xff", b"\x00\x00", b"\x00\x75", b"\x00\x48", b"\x00\x68", b"\x00\x74\x00"],
+    ids=["0xffff", "zero", "117", "72-as-in-version-1", "104-without-limits", "116-then-stall"],
 )
 def test_bad_message1_length_is_refused_at_once(sync_server: sync.Server, prefix: bytes) -> None:
-    """A length prefix other than 104 for message 1 (huge 0xFFFF, zero, 105, version 1's 72) is
-    refused as soon as it is read -- the server waits for no body (handshake_timeout is 5 s) --
-    and a 104-byte message 1 that never comes (b"\\x00\\x68" + 1 byte) waits for the deadline
-    instead of being answered. The server keeps serving."""
+    """A length prefix other than 116 for message 1 (huge 0xFFFF, zero, 117, version 1's 72,
+    104 before the limits were announced) is refused as soon as it is read -- the server waits
+    for no body (handshake_timeout is 5 s) -- and a 116-byte message 1 that never comes
+    (b"\\x00\\x74" + 1 byte) waits for the deadline instead of being answered. The server
+    keeps serving."""
     with raw_connection(sync_server.address) as sock:
         sock.sendall(make_hello())
         recv_exact(sock, PARAMS_LEN)
         sock.sendall(prefix)
-        valid_length = prefix == b"\x00\x68\x00"
+        valid_length = prefix == b"\x00\x74\x00"
         tail, how, elapsed = recv_until_closed(sock, 0.5 if valid_length else 3.0)
     assert tail == b""
     if valid_length:

@@ -304,9 +304,14 @@ fn handshake_seeds() {
 
     // A well-formed message 1 under another PRS: the server must refuse it.
     let other = Prs::from_bytes([0x99; 32]);
-    let (_, msg1) =
-        ClientAwaitingReply::start(&other, &hello, &params, handshake::CLIENT_NODE, 1 << 20)
-            .unwrap();
+    let (_, msg1) = ClientAwaitingReply::start(
+        &other,
+        &hello,
+        &params,
+        handshake::CLIENT_NODE,
+        handshake::limits(),
+    )
+    .unwrap();
     for (name, mode) in [("msg1", 2u8), ("msg1-busy", 0x82)] {
         let mut seed = vec![mode];
         seed.extend_from_slice(&msg1);

@@ -9,6 +9,7 @@
 //! transmission at most (M24); every deadline a side announces lies in the future of the time
 //! it was told.
 
+use argonlink::core::channel::{self, Mux, Role};
 use std::time::{Duration, Instant};
 
 use argonlink::core::codec::FrameDecoder;
@@ -203,12 +204,24 @@ fn keys(first: bool) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) {
     }
 }
 
+/// The channels of a side as both sides announce them (the default ones, and `MAX`).
+fn mux(first: bool) -> Mux {
+    let config = channel::Config::default();
+    let mut peer = config.limits;
+    peer.max_message = MAX;
+    Mux::new(
+        if first { Role::Client } else { Role::Server },
+        config,
+        peer,
+    )
+}
+
 impl Side {
     fn new(first: bool, timers: Timers, now: Instant) -> Side {
         let (send, recv) = keys(first);
         let p = RekeyPolicy::default();
         Side {
-            conn: Connection::new(Sealer::new(&send, p, MAX), timers, first, now),
+            conn: Connection::new(Sealer::new(&send, p, MAX), timers, first, mux(first), now),
             decoder: FrameDecoder {
                 opener: Opener::new(&recv, p, MAX, false),
             },
@@ -248,7 +261,16 @@ impl Side {
                 .conn
                 .handle_input(&mut self.decoder, &mut self.inbound, now)
             {
-                Ok(Some(Event::Message(m))) => self.delivered.push(m.into_bytes()),
+                Ok(Some(Event::Channel(channel::Event::Message {
+                    channel,
+                    message,
+                    credit,
+                }))) => {
+                    // The application takes each message at once: its credit goes back.
+                    self.conn.channels().consumed(channel, credit);
+                    self.delivered.push(message.into_bytes());
+                }
+                Ok(Some(Event::Channel(other))) => panic!("no channels were opened: {other:?}"),
                 Ok(Some(Event::Acked(_))) => {}
                 Ok(None) => break,
                 Err(e) => {
@@ -330,7 +352,7 @@ pub fn run(data: &[u8]) {
             } => {
                 let s = &mut sides[side as usize];
                 let msg = Bytes::from(vec![s.sent.len() as u8; len as usize]);
-                let ok = if direct && s.conn.can_seal_now() {
+                let ok = if direct && s.conn.can_seal_now(len as usize) {
                     let mut out = BytesMut::new();
                     let r = s.conn.seal_now(msg.clone(), &mut out, now);
                     s.wire.extend_from_slice(&out);

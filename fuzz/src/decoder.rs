@@ -203,7 +203,7 @@ impl From<Event> for Seen {
     fn from(ev: Event) -> Seen {
         match ev {
             Event::Confirmed(_) => Seen::Confirmed,
-            Event::Message(m) => Seen::Message(m.into_bytes()),
+            Event::Message { message, .. } => Seen::Message(message.into_bytes()),
             Event::Ping(v) => Seen::Ping(v),
             Event::Pong(v) => Seen::Pong(v),
             Event::Close { code, reason } => Seen::Close(code, reason),

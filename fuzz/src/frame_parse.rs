@@ -9,11 +9,17 @@ pub fn encode(frame: &Frame<'_>) -> Vec<u8> {
     let mut out = Vec::new();
     match frame {
         Frame::Data {
+            channel,
             more,
             total_len,
             chunk,
         } => {
-            out.push(FrameType::Data as u8);
+            if *channel == 0 {
+                out.push(FrameType::Data as u8);
+            } else {
+                out.push(FrameType::ChannelData as u8);
+                out.extend_from_slice(&channel.to_be_bytes());
+            }
             let mut flags = 0;
             if *more {
                 flags |= FLAG_MORE;

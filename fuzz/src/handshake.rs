@@ -81,7 +81,7 @@ pub fn run(data: &[u8]) -> bool {
             let hello = ClientHello::new(0, Identity::default()).encode();
             let (offered, _) =
                 ServerAwaitingMessage1::offer(&prs(), &hello, &server_params(0).encode());
-            match server_respond(offered, SERVER_NODE, 1 << 20, msg1, admission) {
+            match server_respond(offered, SERVER_NODE, limits(), msg1, admission) {
                 Ok(_) => panic!("message 1 forged without the server's CPace share"),
                 Err(e) => assert!(
                     matches!(e, Error::Protocol(_) | Error::Authentication(_)),
@@ -96,7 +96,7 @@ pub fn run(data: &[u8]) -> bool {
             };
             let hello = ClientHello::new(0, Identity::default()).encode();
             let client =
-                match ClientAwaitingReply::start(&prs(), &hello, &params, CLIENT_NODE, 1 << 20) {
+                match ClientAwaitingReply::start(&prs(), &hello, &params, CLIENT_NODE, limits()) {
                     Ok((client, _msg1)) => client,
                     Err(e) => {
                         assert!(matches!(e, Error::Protocol(_)), "{e:?}");
@@ -116,5 +116,12 @@ pub fn run(data: &[u8]) -> bool {
             let phc = String::from_utf8_lossy(r.rest());
             ServerKey::from_phc(&phc).is_ok()
         }
+    }
+}
+
+pub fn limits() -> argonlink::core::channel::Limits {
+    argonlink::core::channel::Limits {
+        max_message: 1 << 20,
+        ..argonlink::core::channel::Config::default().limits
     }
 }

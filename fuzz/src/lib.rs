@@ -88,6 +88,10 @@ pub fn error_kind(e: &Error) -> &'static str {
         Error::Misuse(_) => "misuse",
         Error::Noise(_) => "noise",
         Error::KeyExhausted => "key-exhausted",
+        Error::ChannelReset { .. } => "channel-reset",
+        Error::ChannelFinished => "channel-finished",
+        Error::ChannelClosed => "channel-closed",
+        Error::ChannelLimit(_) => "channel-limit",
         Error::Unresponsive(_) => "unresponsive",
         Error::Io(_) => "io",
     }

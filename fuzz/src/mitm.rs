@@ -212,7 +212,7 @@ fn handshake(input: &Input, out: &mut Outcome) -> Option<(Established, Establish
     };
     let mut client = ClientHandshake::new(ClientSetup {
         node_id: CLIENT_NODE,
-        max_message_size: CLIENT_MAX,
+        limits: limits(CLIENT_MAX),
         kdf_bounds: KdfBounds::default(),
         rekey: policy,
         epoch_hint: input.epoch_hint as u32,
@@ -221,7 +221,7 @@ fn handshake(input: &Input, out: &mut Outcome) -> Option<(Established, Establish
     });
     let mut server = ServerHandshake::new(ServerSetup {
         node_id: SERVER_NODE,
-        max_message_size: SERVER_MAX,
+        limits: limits(SERVER_MAX),
         rekey: policy,
     });
     let admission = if input.flags & 1 != 0 {
@@ -329,7 +329,11 @@ pub fn run(data: &[u8]) -> Outcome {
         let events = decode_all(opener, &wire).expect("the session keys work");
         assert_eq!(
             events,
-            vec![Event::Message(Bytes::from_static(b"established").into())]
+            vec![Event::Message {
+                channel: 0,
+                message: Bytes::from_static(b"established").into(),
+                credit: 11 + 64,
+            }]
         );
     }
     let busy = input.flags & 1 != 0;
@@ -361,4 +365,11 @@ pub fn run(data: &[u8]) -> Outcome {
         }
     }
     out
+}
+
+fn limits(max_message: u64) -> argonlink::core::channel::Limits {
+    argonlink::core::channel::Limits {
+        max_message,
+        ..argonlink::core::channel::Config::default().limits
+    }
 }

@@ -11,7 +11,9 @@ use argonlink::core::cipher::CipherState;
 use argonlink::core::frame::{
     Frame, FrameType, DATA_HEADER, DATA_LENGTH_FIELD, FLAG_LENGTH, FLAG_MORE, MAX_PLAINTEXT_LEN,
 };
-use argonlink::core::record::{Event, Opener, RekeyPolicy, FIRST_FRAGMENT, MAX_CHUNK};
+use std::collections::HashMap;
+
+use argonlink::core::record::{first_fragment, max_chunk, Event, Opener, RekeyPolicy};
 use argonlink::Error;
 
 use crate::{seal_into, test_key, Reader};
@@ -146,6 +148,7 @@ pub const MAX_GENERATED: usize = 1 << 20;
 enum Meant {
     Malformed,
     Data {
+        channel: u32,
         more: bool,
         total: Option<u64>,
         chunk: Vec<u8>,
@@ -157,6 +160,13 @@ enum Meant {
     Confirm,
     Ack(u64),
     Resume(Vec<u8>),
+    /// A channel's control frame, by its debug form; FIN and RESET end its partial message.
+    Channel {
+        channel: u32,
+        fin: bool,
+        reset: bool,
+        text: Vec<u8>,
+    },
 }
 
 /// What the receiver must make of one frame.
@@ -171,6 +181,8 @@ pub enum Expect {
     Ack(u64),
     /// A RESUME frame, by its debug form (the model only passes it through).
     Resume(Vec<u8>),
+    /// A channel's control frame, by its debug form.
+    Channel(Vec<u8>),
     Protocol,
     TooLarge,
     KeyExhausted,
@@ -192,7 +204,8 @@ struct Model {
     frame_cap: u64,
     awaiting_confirm: bool,
     frames: u64,
-    partial: Option<(Vec<u8>, u64)>,
+    /// The message being reassembled on each channel.
+    partials: HashMap<u32, (Vec<u8>, u64)>,
 }
 
 impl Model {
@@ -209,9 +222,7 @@ impl Model {
             }
             self.frames += 1;
         }
-        if self.partial.is_some() && !matches!(frame, Meant::Data { .. } | Meant::Rekey) {
-            return Expect::Protocol;
-        }
+        // Any frame may come between the fragments of a message (other channels' too).
         match frame {
             Meant::Malformed => unreachable!(),
             Meant::Confirm => Expect::Confirmed,
@@ -224,41 +235,63 @@ impl Model {
                 self.frames = 0;
                 Expect::Nothing
             }
-            Meant::Data { more, total, chunk } => match (self.partial.take(), more, total) {
-                (None, false, None) if chunk.len() as u64 > self.max => Expect::TooLarge,
-                (None, false, None) => Expect::Message(chunk),
-                (None, true, Some(t)) if t > self.max => Expect::TooLarge,
-                // Every fragment but the last is full (M14).
-                (None, true, Some(_)) if chunk.len() != FIRST_FRAGMENT => Expect::Protocol,
-                (None, true, Some(t)) if t <= MAX_CHUNK as u64 => Expect::Protocol,
-                (None, true, Some(t)) => {
-                    self.partial = Some((chunk, t));
-                    Expect::Nothing
+            Meant::Channel {
+                channel,
+                fin,
+                reset,
+                text,
+            } => {
+                if fin && self.partials.contains_key(&channel) {
+                    return Expect::Protocol; // a FIN in the middle of a message
                 }
-                (Some((mut got, t)), more, None) => {
-                    if (got.len() + chunk.len()) as u64 > t {
-                        return Expect::Protocol;
-                    }
-                    if more && chunk.len() != MAX_CHUNK {
-                        return Expect::Protocol;
-                    }
-                    got.extend_from_slice(&chunk);
-                    if more {
-                        self.partial = Some((got, t));
+                if reset {
+                    self.partials.remove(&channel);
+                }
+                Expect::Channel(text)
+            }
+            Meant::Data {
+                channel,
+                more,
+                total,
+                chunk,
+            } => {
+                let (first, full) = (first_fragment(channel), max_chunk(channel));
+                match (self.partials.remove(&channel), more, total) {
+                    (None, false, None) if chunk.len() as u64 > self.max => Expect::TooLarge,
+                    (None, false, None) => Expect::Message(chunk),
+                    (None, true, Some(t)) if t > self.max => Expect::TooLarge,
+                    // Every fragment but the last is full (M14).
+                    (None, true, Some(_)) if chunk.len() != first => Expect::Protocol,
+                    (None, true, Some(t)) if t <= full as u64 => Expect::Protocol,
+                    (None, true, Some(t)) => {
+                        self.partials.insert(channel, (chunk, t));
                         Expect::Nothing
-                    } else if got.len() as u64 != t {
-                        Expect::Protocol
-                    } else {
-                        Expect::Message(got)
                     }
+                    (Some((mut got, t)), more, None) => {
+                        if (got.len() + chunk.len()) as u64 > t {
+                            return Expect::Protocol;
+                        }
+                        if more && chunk.len() != full {
+                            return Expect::Protocol;
+                        }
+                        got.extend_from_slice(&chunk);
+                        if more {
+                            self.partials.insert(channel, (got, t));
+                            Expect::Nothing
+                        } else if got.len() as u64 != t {
+                            Expect::Protocol
+                        } else {
+                            Expect::Message(got)
+                        }
+                    }
+                    _ => Expect::Protocol,
                 }
-                _ => Expect::Protocol,
-            },
+            }
         }
     }
 
     fn buffered(&self) -> usize {
-        self.partial.as_ref().map_or(0, |(got, _)| got.len())
+        self.partials.values().map(|(got, _)| got.len()).sum()
     }
 }
 
@@ -287,6 +320,7 @@ fn plaintext(index: usize, op: &Op) -> (Vec<u8>, Meant) {
                 Meant::Malformed
             } else {
                 Meant::Data {
+                    channel: 0,
                     more: flags & FLAG_MORE != 0,
                     total: *total,
                     chunk,
@@ -315,10 +349,12 @@ fn plaintext(index: usize, op: &Op) -> (Vec<u8>, Meant) {
             let meant = match Frame::parse(raw) {
                 Err(_) => Meant::Malformed,
                 Ok(Frame::Data {
+                    channel,
                     more,
                     total_len,
                     chunk,
                 }) => Meant::Data {
+                    channel,
                     more,
                     total: total_len,
                     chunk: chunk.to_vec(),
@@ -330,12 +366,31 @@ fn plaintext(index: usize, op: &Op) -> (Vec<u8>, Meant) {
                 Ok(Frame::Confirm(_)) => Meant::Confirm,
                 Ok(Frame::Ack(v)) => Meant::Ack(v),
                 Ok(Frame::Resume(r)) => Meant::Resume(format!("{r:?}").into_bytes()),
-                #[allow(unreachable_patterns)]
-                Ok(_) => return (raw.clone(), Meant::Malformed),
+                Ok(frame) => {
+                    let channel = match frame {
+                        Frame::Open { channel, .. }
+                        | Frame::Window { channel, .. }
+                        | Frame::Blocked { channel, .. }
+                        | Frame::Fin { channel }
+                        | Frame::Reset { channel, .. } => channel,
+                        _ => unreachable!("every other frame is matched above"),
+                    };
+                    Meant::Channel {
+                        channel,
+                        fin: matches!(frame, Frame::Fin { .. }),
+                        reset: matches!(frame, Frame::Reset { .. }),
+                        text: channel_text(&frame),
+                    }
+                }
             };
             (raw.clone(), meant)
         }
     }
+}
+
+/// A channel frame as both the model and the opener's event name it.
+fn channel_text(frame: &Frame<'_>) -> Vec<u8> {
+    format!("{frame:?}").into_bytes()
 }
 
 fn observed(result: Result<Option<Event>, Error>) -> Expect {
@@ -347,7 +402,9 @@ fn observed(result: Result<Option<Event>, Error>) -> Expect {
         Ok(Some(Event::Ping(v))) => Expect::Ping(v),
         Ok(Some(Event::Pong(v))) => Expect::Pong(v),
         Ok(Some(Event::Close { code, reason })) => Expect::Close(code, reason),
-        Ok(Some(Event::Message(m))) => Expect::Message(m.into_bytes().to_vec()),
+        Ok(Some(Event::Message { message, .. })) => Expect::Message(message.into_bytes().to_vec()),
+        Ok(Some(Event::Fragment { .. })) => Expect::Nothing,
+        Ok(Some(Event::Channel(frame))) => Expect::Channel(channel_text(&frame.as_frame())),
         #[allow(unreachable_patterns)]
         Ok(Some(other)) => panic!("an event the model does not know: {other:?}"),
         Err(Error::Protocol(_)) => Expect::Protocol,
@@ -376,7 +433,7 @@ pub fn run(data: &[u8]) -> Vec<Vec<u8>> {
         frame_cap: policy.frames * 2,
         awaiting_confirm: input.expect_confirm,
         frames: 0,
-        partial: None,
+        partials: HashMap::new(),
     };
     let mut delivered = Vec::new();
     let mut generated = 0;

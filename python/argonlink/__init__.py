@@ -24,7 +24,7 @@ import atexit
 
 from . import _argonlink, sync
 from ._argonlink import __version__
-from ._asyncio import Client, Connection, Handler, Server
+from ._asyncio import Channel, Client, Connection, Handler, Server
 from ._files import FileReceipt, Progress, check_name, remove_stale_partials
 from ._options import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -38,6 +38,10 @@ from ._options import (
 )
 from .exceptions import (
     AuthenticationError,
+    ChannelClosed,
+    ChannelError,
+    ChannelFinished,
+    ChannelReset,
     ConfigError,
     ConnectionClosed,
     ConnectionClosedError,
@@ -57,6 +61,11 @@ from .exceptions import (
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "AuthenticationError",
+    "Channel",
+    "ChannelClosed",
+    "ChannelError",
+    "ChannelFinished",
+    "ChannelReset",
     "Client",
     "ConfigError",
     "Connection",

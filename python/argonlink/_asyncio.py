@@ -17,12 +17,19 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from . import _argonlink
-from ._common import ClientBase, ConnectionInfo, ServerBase
+from ._common import (
+    ChannelInfo,
+    ClientBase,
+    ConnectionInfo,
+    ServerBase,
+    channel_name,
+    channels_of,
+)
 from ._files import AsyncTransfers
 from ._options import BytesLike, KdfParams
-from .exceptions import ConnectionClosed, ConnectionClosedOK, Timeout
+from .exceptions import ChannelFinished, ConnectionClosed, ConnectionClosedOK, Timeout
 
-__all__ = ["Client", "Connection", "Handler", "Server"]
+__all__ = ["Channel", "Client", "Connection", "Handler", "Server"]
 
 logger = logging.getLogger("argonlink")
 
@@ -93,7 +100,7 @@ def _doorbell(loop: asyncio.AbstractEventLoop) -> _Doorbell | None:
     return bell
 
 
-async def _readable(native: _argonlink.NativeChannel) -> None:
+async def _readable(native: _argonlink.NativeEndpoint) -> None:
     """Until ``native.try_recv`` has something to say. Takes nothing (cancel-safe)."""
     bell = _doorbell(asyncio.get_running_loop())
     if bell is None:
@@ -103,7 +110,17 @@ async def _readable(native: _argonlink.NativeChannel) -> None:
     await bell.wait(lambda token: native.arm(ring, token), native.disarm)
 
 
-async def _writable(native: _argonlink.NativeChannel, size: int) -> None:
+async def _acceptable(native: _argonlink.NativeConnection) -> None:
+    """Until ``native.try_accept_channel`` has something to say. Takes nothing."""
+    bell = _doorbell(asyncio.get_running_loop())
+    if bell is None:
+        await native.acceptable()
+        return
+    ring = bell.native
+    await bell.wait(lambda token: native.arm_accept(ring, token), native.disarm_accept)
+
+
+async def _writable(native: _argonlink.NativeEndpoint, size: int) -> None:
     """Until ``native.try_send`` of ``size`` bytes may succeed (room, a new connection, the
     end). Cancel-safe: queues nothing."""
     bell = _doorbell(asyncio.get_running_loop())
@@ -113,7 +130,7 @@ async def _writable(native: _argonlink.NativeChannel, size: int) -> None:
     await bell.wait(lambda token: native.arm_writable(ring, token, size), native.disarm_writable)
 
 
-async def _send_waiting(native: _argonlink.NativeChannel, data: BytesLike, session: bool) -> None:
+async def _send_waiting(native: _argonlink.NativeEndpoint, data: BytesLike, session: bool) -> None:
     """Queue ``data`` once the send buffer has room (``try_send`` just said it had none)."""
     if session or _doorbell(asyncio.get_running_loop()) is None:
         # Exactly-once sessions bound what is unacknowledged, not the send buffer.
@@ -146,6 +163,60 @@ async def _next(
         return item
     result: T = await _bounded(_wait_for(take, ready), timeout, what)
     return result
+
+
+class Channel(ChannelInfo):
+    """One channel of a connection: an ordered stream of messages each way, with its own flow
+    control, so a slow reader here never holds up the connection's other channels.
+    ``async for msg in channel`` reads until the peer finishes it. ``async with`` closes it
+    (resets it if the block raised)."""
+
+    __slots__ = ()
+
+    async def send(self, data: BytesLike, *, timeout: float | None = None) -> None:
+        """Queue one message on the channel; waits (at most ``timeout`` s) while its send
+        buffer is full. Raises :class:`~argonlink.ChannelClosed` after :meth:`finish`,
+        :class:`~argonlink.ChannelReset` after a reset."""
+        native = self._native
+        if not native.try_send(data):
+            await _bounded(_send_waiting(native, data, False), timeout, "send")
+
+    async def recv(self, timeout: float | None = None) -> bytes:
+        """The next message. Raises :class:`~argonlink.ChannelFinished` once the peer finished
+        the channel and every message was taken; :class:`~argonlink.ChannelReset` after a
+        reset; ``ConnectionClosed*`` once the connection ended."""
+        native = self._native
+        return await _next(native.try_recv, functools.partial(_readable, native), timeout, "recv")
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.recv()
+        except ChannelFinished:
+            raise StopAsyncIteration from None
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything sent on the channel was written to the socket."""
+        await _bounded(self._native.flush(), timeout, "flush")
+
+    async def close(self) -> None:
+        """Finish the channel, then wait (at most the connection's ``close_timeout``) for the
+        peer to finish it too, dropping what it still sends; a peer that does not finish in
+        time gets a reset."""
+        await self._native.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if ev is None:
+            await self.close()
+        elif not self.closed:
+            self.reset()
 
 
 class Connection(ConnectionInfo, AsyncTransfers):
@@ -185,6 +256,27 @@ class Connection(ConnectionInfo, AsyncTransfers):
         """Wait until everything sent so far was written to the socket or, on the server's end
         of an exactly-once session, acknowledged by the client's application."""
         await _bounded(self._native.flush(), timeout, "flush")
+
+    async def open_channel(
+        self, name: str | None = None, *, timeout: float | None = None
+    ) -> Channel:
+        """Open a channel (the peer gets it from :meth:`accept_channel`). Waits (at most
+        ``timeout`` s) while the peer's limit of open channels is reached."""
+        native = channels_of(self._native)
+        opened = native.try_open_channel(channel_name(name))
+        if opened is None:
+            opened = await _bounded(
+                native.open_channel(channel_name(name)), timeout, "open_channel"
+            )
+        return Channel(opened)
+
+    async def accept_channel(self, timeout: float | None = None) -> Channel:
+        """The next channel the peer opened. Raises ``ConnectionClosed*`` once the connection
+        ended and every channel it opened was taken."""
+        native = channels_of(self._native)
+        take = native.try_accept_channel
+        ready = functools.partial(_acceptable, native)
+        return Channel(await _next(take, ready, timeout, "accept_channel"))
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Flush what ``send`` accepted, send CLOSE, wait for the peer's (at most
@@ -357,6 +449,21 @@ class Client(ClientBase[Connection], AsyncTransfers):
         :class:`~argonlink.Timeout` after ``timeout`` s (nothing is lost: the messages stay
         queued)."""
         await _bounded(self._link.flush(), timeout, "flush")
+
+    async def open_channel(
+        self, name: str | None = None, *, timeout: float | None = None
+    ) -> Channel:
+        """Open a channel on the current connection (waiting while reconnecting); it ends
+        with that connection."""
+        channels_of(self._link)  # refuses exactly-once sessions before any wait
+        conn = await self.wait_connected(timeout)
+        return await conn.open_channel(name, timeout=timeout)
+
+    async def accept_channel(self, timeout: float | None = None) -> Channel:
+        """The next channel the server opened on the current connection."""
+        channels_of(self._link)
+        conn = await self.wait_connected(timeout)
+        return await conn.accept_channel(timeout)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Stop reconnecting and close the current connection. Idempotent."""

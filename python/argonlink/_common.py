@@ -20,10 +20,76 @@ from ._options import (
     peer_lookup,
     peer_specs,
 )
-from .exceptions import ConfigError
+from .exceptions import ChannelError, ConfigError
 
 H = TypeVar("H")
 C = TypeVar("C", bound="ConnectionInfo")
+
+
+class ChannelInfo:
+    """Properties common to ``argonlink.Channel`` and ``argonlink.sync.Channel``."""
+
+    __slots__ = ("_native",)
+
+    def __init__(self, native: _argonlink.NativeChannel) -> None:
+        self._native = native
+
+    @property
+    def id(self) -> int:
+        """The channel's id on its connection (odd: the client opened it; even: the server)."""
+        return self._native.id
+
+    @property
+    def name(self) -> str:
+        """The name its opener gave it (may be empty)."""
+        return self._native.name
+
+    @property
+    def closed(self) -> bool:
+        """True once the channel was reset (by either side) or its connection ended."""
+        return self._native.closed
+
+    @property
+    def queued(self) -> int:
+        """Messages received and not yet taken."""
+        return self._native.queued
+
+    def finish(self) -> None:
+        """Half-close: no more messages from this side (the peer's ``recv`` raises
+        :class:`~argonlink.ChannelFinished` once it took the last); this side still receives."""
+        self._native.finish()
+
+    def reset(self, code: int = 0, reason: str = "") -> None:
+        """Abandon the channel both ways at once: what is queued or unread is dropped and the
+        peer's calls raise :class:`~argonlink.ChannelReset` with ``code`` (0, or 1000-65535)."""
+        self._native.reset(code, reason)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} id={self.id} name={self.name!r}>"
+
+
+def channel_name(name: str | None) -> str:
+    name = name or ""
+    if len(name.encode()) > 255:
+        raise ConfigError("a channel name is at most 255 bytes of UTF-8")
+    return name
+
+
+def channels_of(
+    native: _argonlink.NativeConnection | _argonlink.NativeLink,
+) -> _argonlink.NativeConnection:
+    """The connection whose channels an endpoint opens and accepts."""
+    if isinstance(native, _argonlink.NativeLink):
+        if native.exactly_once:
+            raise ChannelError(
+                "channels are not carried by exactly-once sessions yet: open them on a "
+                "connection without exactly_once"
+            )
+        conn = native.connection
+        if conn is None:  # pragma: no cover - links start with a connection
+            raise RuntimeError("not connected yet")
+        return conn
+    return native
 
 
 class ConnectionInfo:
@@ -161,6 +227,9 @@ class ServerBase(Generic[H]):
         session_linger: float | None = None,
         max_unacked: int | None = None,
         throttle: ThrottlePolicy | bool | None = None,
+        max_channels: int | None = None,
+        channel_window: int | None = None,
+        channel_buffer: int | None = None,
     ) -> None:
         if password is not None and password_hash is not None:
             raise ConfigError("give password= or password_hash=, not both")
@@ -193,6 +262,9 @@ class ServerBase(Generic[H]):
             session_linger=session_linger,
             max_unacked=max_unacked,
             throttle=throttle,
+            max_channels=max_channels,
+            channel_window=channel_window,
+            channel_buffer=channel_buffer,
         )
         self._native: _argonlink.NativeServer | None = None
         self._init_serving()
@@ -311,6 +383,9 @@ class ClientBase(Generic[C]):
         kdf_cap: KdfParams | None = None,
         exactly_once: bool = False,
         max_unacked: int | None = None,
+        max_channels: int | None = None,
+        channel_window: int | None = None,
+        channel_buffer: int | None = None,
     ) -> None:
         self._host, self._port = host, port
         self._credentials = credentials(password, identity)
@@ -334,6 +409,9 @@ class ClientBase(Generic[C]):
             kdf_cap=kdf_cap,
             exactly_once=exactly_once,
             max_unacked=max_unacked,
+            max_channels=max_channels,
+            channel_window=channel_window,
+            channel_buffer=channel_buffer,
         )
         self._native: _argonlink.NativeLink | None = None
 

@@ -332,6 +332,9 @@ def link_options(
     max_unacked: int | None = None,
     session_linger: float | None = None,
     throttle: ThrottlePolicy | bool | None = None,
+    max_channels: int | None = None,
+    channel_window: int | None = None,
+    channel_buffer: int | None = None,
 ) -> _argonlink.LinkOptions:
     if throttle is not None and not isinstance(throttle, ThrottlePolicy | bool):
         raise ConfigError("throttle must be a ThrottlePolicy, True (the defaults) or False (off)")
@@ -361,6 +364,9 @@ def link_options(
         session_linger=session_linger,
         throttle=throttle.as_tuple() if isinstance(throttle, ThrottlePolicy) else None,
         throttle_off=throttle is False,
+        max_channels=max_channels,
+        channel_window=channel_window,
+        channel_buffer=channel_buffer,
     )
 
 

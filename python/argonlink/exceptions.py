@@ -11,6 +11,10 @@
     ├── ConnectionClosed (ConnectionError)
     │   ├── ConnectionClosedOK       both sides closed in order (code 1000 or 1001)
     │   └── ConnectionClosedError    truncation, integrity failure, protocol violation, ...
+    ├── ChannelError                 a channel of a connection (not the connection) ended
+    │   ├── ChannelFinished          the peer finished the channel and everything was read
+    │   ├── ChannelClosed            this side finished the channel: nothing more is sent
+    │   └── ChannelReset             the channel was reset (``.code``, ``.by_peer``)
     └── TransferError                a file transfer was refused or failed (``.code``)
         ├── UnsafeName               a file name that could escape or misbehave on disk
         ├── DestinationExists        the file is already there (and overwrite is off)
@@ -27,6 +31,10 @@ from typing import Any
 
 __all__ = [
     "AuthenticationError",
+    "ChannelClosed",
+    "ChannelError",
+    "ChannelFinished",
+    "ChannelReset",
     "ConfigError",
     "ConnectionClosed",
     "ConnectionClosedError",
@@ -92,6 +100,40 @@ class ConnectionClosedOK(ConnectionClosed):
 
 class ConnectionClosedError(ConnectionClosed):
     """The connection ended abnormally: truncated, tampered with, or closed with an error."""
+
+
+class ChannelError(Error):
+    """A channel ended, or cannot take what was asked of it; its connection goes on."""
+
+
+class ChannelFinished(ChannelError):
+    """The peer finished the channel (half-close) and every message it sent was received:
+    ``async for`` over a channel ends here."""
+
+
+class ChannelClosed(ChannelError):
+    """This side finished or closed the channel: nothing more may be sent on it."""
+
+
+class ChannelReset(ChannelError):
+    """The channel was reset: by the peer (``by_peer``) or by this side. What was queued or
+    unread on it is gone. ``code`` is 0 (cancelled: reset without a code, or its handle was
+    dropped) or an application's 1000-65535."""
+
+    code: int
+    reason: str
+    by_peer: bool
+
+    def __init__(self, code: int, reason: str = "", by_peer: bool = False) -> None:
+        super().__init__(code, reason, by_peer)
+        self.code = code
+        self.reason = reason
+        self.by_peer = by_peer
+
+    def __str__(self) -> str:
+        who = "the peer" if self.by_peer else "this side"
+        text = f"channel reset by {who} (code {self.code})"
+        return f"{text}: {self.reason}" if self.reason else text
 
 
 class TransferCode(enum.IntEnum):

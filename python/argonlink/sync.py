@@ -13,12 +13,19 @@ from types import TracebackType
 from typing import Self
 
 from . import _argonlink
-from ._common import ClientBase, ConnectionInfo, ServerBase
+from ._common import (
+    ChannelInfo,
+    ClientBase,
+    ConnectionInfo,
+    ServerBase,
+    channel_name,
+    channels_of,
+)
 from ._files import BlockingTransfers, FileReceipt
 from ._options import BytesLike, KdfParams
-from .exceptions import ConnectionClosed, ConnectionClosedOK
+from .exceptions import ChannelFinished, ConnectionClosed, ConnectionClosedOK
 
-__all__ = ["Client", "Connection", "FileReceipt", "Handler", "Server"]
+__all__ = ["Channel", "Client", "Connection", "FileReceipt", "Handler", "Server"]
 
 logger = logging.getLogger("argonlink")
 
@@ -30,6 +37,47 @@ def _until_clean_close(recv: Callable[[], bytes]) -> Iterator[bytes]:
             yield recv()
         except ConnectionClosedOK:
             return
+
+
+class Channel(ChannelInfo):
+    """One channel of a connection; see :class:`argonlink.Channel`. ``for msg in channel``
+    reads until the peer finishes it; ``with`` closes it (resets it if the block raised)."""
+
+    __slots__ = ()
+
+    def send(self, data: BytesLike, *, timeout: float | None = None) -> None:
+        """Queue one message; waits (at most ``timeout`` s) while the send buffer is full."""
+        self._native.send_blocking(data, timeout)
+
+    def recv(self, timeout: float | None = None) -> bytes:
+        """The next message; see :meth:`argonlink.Channel.recv`."""
+        return self._native.recv_blocking(timeout)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            try:
+                yield self.recv()
+            except ChannelFinished:
+                return
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything sent on the channel was written to the socket."""
+        self._native.flush_blocking(timeout)
+
+    def close(self) -> None:
+        """See :meth:`argonlink.Channel.close`."""
+        self._native.close_blocking()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if ev is None:
+            self.close()
+        elif not self.closed:
+            self.reset()
 
 
 class Connection(ConnectionInfo, BlockingTransfers):
@@ -54,6 +102,15 @@ class Connection(ConnectionInfo, BlockingTransfers):
         """Wait until everything sent so far was written to the socket or, on the server's end
         of an exactly-once session, acknowledged by the client's application."""
         self._native.flush_blocking(timeout)
+
+    def open_channel(self, name: str | None = None, *, timeout: float | None = None) -> Channel:
+        """Open a channel; see :meth:`argonlink.Connection.open_channel`."""
+        native = channels_of(self._native)
+        return Channel(native.open_channel_blocking(channel_name(name), timeout))
+
+    def accept_channel(self, timeout: float | None = None) -> Channel:
+        """The next channel the peer opened; see :meth:`argonlink.Connection.accept_channel`."""
+        return Channel(channels_of(self._native).accept_channel_blocking(timeout))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Flush, send CLOSE, wait for the peer's (at most ``close_timeout``). Idempotent."""
@@ -206,6 +263,17 @@ class Client(ClientBase[Connection], BlockingTransfers):
         :class:`~argonlink.Timeout` after ``timeout`` s (nothing is lost: the messages stay
         queued)."""
         self._link.flush_blocking(timeout)
+
+    def open_channel(self, name: str | None = None, *, timeout: float | None = None) -> Channel:
+        """Open a channel on the current connection (waiting while reconnecting); it ends
+        with that connection."""
+        channels_of(self._link)
+        return self.wait_connected(timeout).open_channel(name, timeout=timeout)
+
+    def accept_channel(self, timeout: float | None = None) -> Channel:
+        """The next channel the server opened on the current connection."""
+        channels_of(self._link)
+        return self.wait_connected(timeout).accept_channel(timeout)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Stop reconnecting and close the current connection. Idempotent."""

@@ -6,7 +6,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::frame::{Frame, ResumeReply, SessionRequest, MIN_FRAME_LEN};
-use super::record::{Event, Opener, Sealer};
+use super::record::{ChannelFrame, Event, Opener, Piece, Sealer};
 use crate::error::{Error, PeerMisbehaved, Result};
 
 /// Read at least this much per socket read when the buffer runs dry (fewer, larger reads).
@@ -56,10 +56,21 @@ impl Decoder for FrameDecoder {
 /// What the writing side is asked to put on the wire.
 #[derive(Debug)]
 pub enum Outgoing {
+    /// A whole message on the default channel.
     Message(Bytes),
+    /// One frame's share of a message on a channel (the default one included).
+    Piece {
+        channel: u32,
+        piece: Piece,
+        chunk: Bytes,
+    },
+    Channel(ChannelFrame),
     Ping(u64),
     Pong(u64),
-    Close { code: u16, reason: String },
+    Close {
+        code: u16,
+        reason: String,
+    },
     Confirm(Option<SessionRequest>),
     Ack(u64),
     Resume(ResumeReply),
@@ -83,6 +94,12 @@ impl FrameEncoder {
     pub fn encode_item(&mut self, item: Outgoing, dst: &mut BytesMut) -> Result<()> {
         match item {
             Outgoing::Message(m) => self.sealer.seal_message(&m, dst),
+            Outgoing::Piece {
+                channel,
+                piece,
+                chunk,
+            } => self.sealer.seal_piece(channel, piece, &chunk, dst),
+            Outgoing::Channel(frame) => self.sealer.seal_control(&frame.as_frame(), dst),
             Outgoing::Ping(v) => self.sealer.seal_control(&Frame::Ping(v), dst),
             Outgoing::Pong(v) => self.sealer.seal_control(&Frame::Pong(v), dst),
             Outgoing::Close { code, reason } => self.sealer.seal_control(
@@ -139,7 +156,23 @@ mod tests {
         assert_eq!(
             events,
             vec![
-                Event::Message(Bytes::from(vec![7u8; 200_000]).into()),
+                Event::Fragment {
+                    channel: 0,
+                    credit: 65_509 + 64
+                },
+                Event::Fragment {
+                    channel: 0,
+                    credit: 65_517
+                },
+                Event::Fragment {
+                    channel: 0,
+                    credit: 65_517
+                },
+                Event::Message {
+                    channel: 0,
+                    message: Bytes::from(vec![7u8; 200_000]).into(),
+                    credit: 200_000 - 65_509 - 2 * 65_517
+                },
                 Event::Ping(9)
             ]
         );
@@ -175,6 +208,10 @@ mod tests {
         // Cut after the first two whole frames: no partial frame, but a partial message.
         let first_two = 2 * (2 + 65_535);
         let mut src = wire.split_to(first_two);
+        for _ in 0..2 {
+            let fragment = dec.decode(&mut src).unwrap();
+            assert!(matches!(fragment, Some(Event::Fragment { channel: 0, .. })));
+        }
         assert!(dec.decode(&mut src).unwrap().is_none());
         assert!(matches!(dec.decode_eof(&mut src), Err(Error::Io(_))));
         let (_, mut dec) = codecs();

@@ -12,6 +12,12 @@
 //! ACK     0x07  next_expected:u64 — acknowledged sessions: every message below it was delivered
 //! RESUME  0x08  status:u8 next_expected:u64 window:u32 — the server's first frame when a
 //!               session was asked for
+//! CH_DATA 0x09  channel:u32 flags:u8 [total_len:u64 if flags & LENGTH] chunk... (channel ≠ 0)
+//! OPEN    0x0a  channel:u32 name:utf-8 (at most 255 bytes)
+//! WINDOW  0x0b  channel:u32 limit:u64 — the peer may send on the channel up to this credit
+//! BLOCKED 0x0c  channel:u32 needed:u64 — the sender waits for credit up to this
+//! FIN     0x0d  channel:u32 — no more messages from the sender on the channel (half-close)
+//! RESET   0x0e  channel:u32 code:u16 reason:utf-8 (at most 123 bytes) — abandon the channel
 //!
 //! session request: flags:u8 (bit 0: resume) session_id:16 next_expected:u64 window:u32
 //! ```
@@ -30,6 +36,12 @@ pub const MAX_CLOSE_REASON: usize = 123;
 
 pub const DATA_HEADER: usize = 2;
 pub const DATA_LENGTH_FIELD: usize = 8;
+/// CH_DATA: the type, the channel id and the flags.
+pub const CHANNEL_DATA_HEADER: usize = 6;
+pub const MAX_CHANNEL_NAME: usize = 255;
+/// Reset codes below this (but 0) are the protocol's and none is defined yet: a peer sending
+/// one breaks the protocol. 0 is "cancelled" (a reset without a code, or a dropped handle).
+pub const MIN_APPLICATION_RESET_CODE: u16 = 1000;
 
 /// More fragments of this message follow.
 pub const FLAG_MORE: u8 = 0x01;
@@ -47,6 +59,12 @@ pub enum FrameType {
     Confirm = 0x06,
     Ack = 0x07,
     Resume = 0x08,
+    ChannelData = 0x09,
+    Open = 0x0a,
+    Window = 0x0b,
+    Blocked = 0x0c,
+    Fin = 0x0d,
+    Reset = 0x0e,
 }
 
 impl TryFrom<u8> for FrameType {
@@ -62,6 +80,12 @@ impl TryFrom<u8> for FrameType {
             0x06 => FrameType::Confirm,
             0x07 => FrameType::Ack,
             0x08 => FrameType::Resume,
+            0x09 => FrameType::ChannelData,
+            0x0a => FrameType::Open,
+            0x0b => FrameType::Window,
+            0x0c => FrameType::Blocked,
+            0x0d => FrameType::Fin,
+            0x0e => FrameType::Reset,
             other => return Err(Error::Protocol(PeerMisbehaved::UnknownFrameType(other))),
         })
     }
@@ -70,7 +94,9 @@ impl TryFrom<u8> for FrameType {
 /// A parsed plaintext frame, borrowing its body.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
+    /// DATA (channel 0, the default channel) or CH_DATA.
     Data {
+        channel: u32,
         more: bool,
         total_len: Option<u64>,
         chunk: &'a [u8],
@@ -85,6 +111,26 @@ pub enum Frame<'a> {
     Confirm(Option<SessionRequest>),
     Ack(u64),
     Resume(ResumeReply),
+    Open {
+        channel: u32,
+        name: &'a str,
+    },
+    Window {
+        channel: u32,
+        limit: u64,
+    },
+    Blocked {
+        channel: u32,
+        needed: u64,
+    },
+    Fin {
+        channel: u32,
+    },
+    Reset {
+        channel: u32,
+        code: u16,
+        reason: &'a str,
+    },
 }
 
 pub const SESSION_ID_LEN: usize = 16;
@@ -142,6 +188,73 @@ fn exact<const N: usize>(body: &[u8], what: &'static str) -> Result<[u8; N]> {
     })
 }
 
+/// A DATA body after its channel: flags, the total length if flagged, the chunk.
+fn data(channel: u32, body: &[u8]) -> Result<Frame<'_>> {
+    let (&flags, rest) = body
+        .split_first()
+        .ok_or(Error::Protocol(PeerMisbehaved::DataWithoutFlags))?;
+    if flags & !(FLAG_MORE | FLAG_LENGTH) != 0 {
+        return Err(Error::Protocol(PeerMisbehaved::UnknownDataFlags(flags)));
+    }
+    let (total_len, chunk) = if flags & FLAG_LENGTH != 0 {
+        if rest.len() < DATA_LENGTH_FIELD {
+            return Err(Error::Protocol(PeerMisbehaved::DataLengthFieldMissing));
+        }
+        let (len, chunk) = rest.split_at(DATA_LENGTH_FIELD);
+        (
+            Some(u64::from_be_bytes(len.try_into().expect("8 bytes"))),
+            chunk,
+        )
+    } else {
+        (None, rest)
+    };
+    Ok(Frame::Data {
+        channel,
+        more: flags & FLAG_MORE != 0,
+        total_len,
+        chunk,
+    })
+}
+
+/// The channel id at the start of a channel frame's body, and the rest. Channel 0 (the default
+/// channel) is never opened, finished, reset or sent CH_DATA: its messages are DATA frames.
+fn channel_of<'a>(body: &'a [u8], what: &'static str) -> Result<(u32, &'a [u8])> {
+    let channel = channel_id(body, what)?;
+    if channel == 0 {
+        return Err(Error::Protocol(PeerMisbehaved::ChannelZero(what)));
+    }
+    Ok((channel, &body[4..]))
+}
+
+/// The channel id at the start of a body, which may be 0 (WINDOW, BLOCKED).
+fn channel_id(body: &[u8], what: &'static str) -> Result<u32> {
+    let id: [u8; 4] = body
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(Error::Protocol(PeerMisbehaved::FrameBody {
+            what,
+            expected: 4,
+            len: body.len(),
+        }))?;
+    Ok(u32::from_be_bytes(id))
+}
+
+/// A WINDOW or BLOCKED body: channel (0 allowed) and a u64.
+fn channel_and_u64(body: &[u8], what: &'static str) -> Result<(u32, u64)> {
+    let b: [u8; 12] = exact(body, what)?;
+    Ok((
+        u32::from_be_bytes(b[..4].try_into().expect("4 bytes")),
+        u64::from_be_bytes(b[4..].try_into().expect("8 bytes")),
+    ))
+}
+
+fn text(bytes: &[u8], max: usize) -> Result<&str> {
+    if bytes.len() > max {
+        return Err(Error::Protocol(PeerMisbehaved::ChannelText));
+    }
+    std::str::from_utf8(bytes).map_err(|_| Error::Protocol(PeerMisbehaved::ChannelText))
+}
+
 fn window(field: &[u8]) -> Result<u32> {
     let window = u32::from_be_bytes(field.try_into().expect("4 bytes"));
     if window < MIN_WINDOW {
@@ -157,30 +270,10 @@ impl<'a> Frame<'a> {
             .split_first()
             .ok_or(Error::Protocol(PeerMisbehaved::EmptyFrame))?;
         Ok(match FrameType::try_from(kind)? {
-            FrameType::Data => {
-                let (&flags, rest) = body
-                    .split_first()
-                    .ok_or(Error::Protocol(PeerMisbehaved::DataWithoutFlags))?;
-                if flags & !(FLAG_MORE | FLAG_LENGTH) != 0 {
-                    return Err(Error::Protocol(PeerMisbehaved::UnknownDataFlags(flags)));
-                }
-                let (total_len, chunk) = if flags & FLAG_LENGTH != 0 {
-                    if rest.len() < DATA_LENGTH_FIELD {
-                        return Err(Error::Protocol(PeerMisbehaved::DataLengthFieldMissing));
-                    }
-                    let (len, chunk) = rest.split_at(DATA_LENGTH_FIELD);
-                    (
-                        Some(u64::from_be_bytes(len.try_into().expect("8 bytes"))),
-                        chunk,
-                    )
-                } else {
-                    (None, rest)
-                };
-                Frame::Data {
-                    more: flags & FLAG_MORE != 0,
-                    total_len,
-                    chunk,
-                }
+            FrameType::Data => data(0, body)?,
+            FrameType::ChannelData => {
+                let (channel, rest) = channel_of(body, "CH_DATA")?;
+                data(channel, rest)?
             }
             FrameType::Ping => Frame::Ping(u64::from_be_bytes(exact(body, "PING")?)),
             FrameType::Pong => Frame::Pong(u64::from_be_bytes(exact(body, "PONG")?)),
@@ -235,6 +328,45 @@ impl<'a> Frame<'a> {
                     window: window(&b[9..])?,
                 })
             }
+            FrameType::Open => {
+                let (channel, name) = channel_of(body, "OPEN")?;
+                Frame::Open {
+                    channel,
+                    name: text(name, MAX_CHANNEL_NAME)?,
+                }
+            }
+            FrameType::Window => {
+                let (channel, limit) = channel_and_u64(body, "WINDOW")?;
+                Frame::Window { channel, limit }
+            }
+            FrameType::Blocked => {
+                let (channel, needed) = channel_and_u64(body, "BLOCKED")?;
+                Frame::Blocked { channel, needed }
+            }
+            FrameType::Fin => {
+                let (channel, rest) = channel_of(body, "FIN")?;
+                exact::<0>(rest, "FIN")?;
+                Frame::Fin { channel }
+            }
+            FrameType::Reset => {
+                let (channel, rest) = channel_of(body, "RESET")?;
+                if rest.len() < 2 {
+                    return Err(Error::Protocol(PeerMisbehaved::FrameBody {
+                        what: "RESET",
+                        expected: 6,
+                        len: body.len(),
+                    }));
+                }
+                let code = u16::from_be_bytes([rest[0], rest[1]]);
+                if code != 0 && code < MIN_APPLICATION_RESET_CODE {
+                    return Err(Error::Protocol(PeerMisbehaved::ReservedResetCode(code)));
+                }
+                Frame::Reset {
+                    channel,
+                    code,
+                    reason: text(&rest[2..], MAX_CLOSE_REASON)?,
+                }
+            }
         })
     }
 
@@ -273,6 +405,35 @@ impl<'a> Frame<'a> {
                 out.push(r.status as u8);
                 out.extend_from_slice(&r.next_expected.to_be_bytes());
                 out.extend_from_slice(&r.window.to_be_bytes());
+            }
+            Frame::Open { channel, name } => {
+                out.push(FrameType::Open as u8);
+                out.extend_from_slice(&channel.to_be_bytes());
+                out.extend_from_slice(truncate_utf8(name, MAX_CHANNEL_NAME).as_bytes());
+            }
+            Frame::Window { channel, limit } => {
+                out.push(FrameType::Window as u8);
+                out.extend_from_slice(&channel.to_be_bytes());
+                out.extend_from_slice(&limit.to_be_bytes());
+            }
+            Frame::Blocked { channel, needed } => {
+                out.push(FrameType::Blocked as u8);
+                out.extend_from_slice(&channel.to_be_bytes());
+                out.extend_from_slice(&needed.to_be_bytes());
+            }
+            Frame::Fin { channel } => {
+                out.push(FrameType::Fin as u8);
+                out.extend_from_slice(&channel.to_be_bytes());
+            }
+            Frame::Reset {
+                channel,
+                code,
+                reason,
+            } => {
+                out.push(FrameType::Reset as u8);
+                out.extend_from_slice(&channel.to_be_bytes());
+                out.extend_from_slice(&code.to_be_bytes());
+                out.extend_from_slice(truncate_utf8(reason, MAX_CLOSE_REASON).as_bytes());
             }
             Frame::Data { .. } => unreachable!("DATA frames are written by the session's sealer"),
         }
@@ -336,6 +497,7 @@ mod tests {
         assert_eq!(
             Frame::parse(&[1, 0, b'h', b'i']).unwrap(),
             Frame::Data {
+                channel: 0,
                 more: false,
                 total_len: None,
                 chunk: b"hi"
@@ -347,6 +509,7 @@ mod tests {
         assert_eq!(
             Frame::parse(&first).unwrap(),
             Frame::Data {
+                channel: 0,
                 more: true,
                 total_len: Some(100_000),
                 chunk: b"abc"

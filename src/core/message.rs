@@ -1,101 +1,48 @@
-//! A received message as the frames delivered it: one decrypted buffer, or the fragments of a
-//! long message, which are copied exactly once, into whatever the application reads into.
+//! A received message: one buffer of exactly its bytes (a fragmented message was reassembled
+//! into one allocation of its announced length), copied once more only into whatever the
+//! application reads it into.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-#[derive(Clone)]
-pub struct Message {
-    parts: Vec<Bytes>,
-    len: usize,
-}
+/// One allocation per message and no more: a queue of many tiny messages costs their bytes
+/// and a small fixed overhead each (what the per-message credit stands for).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Message(Bytes);
 
 impl Message {
-    pub fn new() -> Self {
-        Message {
-            parts: Vec::new(),
-            len: 0,
-        }
-    }
-
-    pub fn push(&mut self, part: Bytes) {
-        self.len += part.len();
-        if !part.is_empty() {
-            self.parts.push(part);
-        }
-    }
-
     pub fn len(&self) -> usize {
-        self.len
+        self.0.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.0.is_empty()
     }
 
     /// Copy the whole message into `dst`, which must be exactly `len()` bytes.
     pub fn copy_to(&self, dst: &mut [u8]) {
         assert_eq!(
             dst.len(),
-            self.len,
+            self.0.len(),
             "destination must fit the message exactly"
         );
-        let mut at = 0;
-        for part in &self.parts {
-            dst[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        }
+        dst.copy_from_slice(&self.0);
     }
 
-    /// One contiguous buffer (no copy for a single-frame message).
-    pub fn into_bytes(mut self) -> Bytes {
-        match self.parts.len() {
-            0 => Bytes::new(),
-            1 => self.parts.pop().expect("one part"),
-            _ => {
-                let mut out = BytesMut::zeroed(self.len);
-                self.copy_to(&mut out);
-                out.freeze()
-            }
-        }
+    /// The bytes, without a copy.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
     }
 }
-
-/// Equal when the bytes are equal, however they are split.
-impl PartialEq for Message {
-    fn eq(&self, other: &Self) -> bool {
-        self.len == other.len
-            && self
-                .parts
-                .iter()
-                .flat_map(|p| p.iter())
-                .eq(other.parts.iter().flat_map(|p| p.iter()))
-    }
-}
-
-impl Eq for Message {}
 
 impl std::fmt::Debug for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Message({} bytes in {} parts)",
-            self.len,
-            self.parts.len()
-        )
-    }
-}
-
-impl Default for Message {
-    fn default() -> Self {
-        Message::new()
+        write!(f, "Message({} bytes)", self.0.len())
     }
 }
 
 impl From<Bytes> for Message {
     fn from(b: Bytes) -> Self {
-        let mut m = Message::new();
-        m.push(b);
-        m
+        Message(b)
     }
 }
 
@@ -104,16 +51,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fragments_copy_in_order() {
-        let mut m = Message::new();
-        for part in [&b"ab"[..], b"", b"cde", b"f"] {
-            m.push(Bytes::copy_from_slice(part));
-        }
+    fn copies_exactly_its_bytes() {
+        let m = Message::from(Bytes::from_static(b"abcdef"));
         assert_eq!(m.len(), 6);
         let mut out = vec![0u8; 6];
         m.copy_to(&mut out);
         assert_eq!(out, b"abcdef");
         assert_eq!(m.into_bytes(), Bytes::from_static(b"abcdef"));
-        assert!(Message::new().into_bytes().is_empty());
+        assert!(Message::default().into_bytes().is_empty());
     }
 }

@@ -16,6 +16,7 @@
 //! - [`connection`]: one authenticated connection as a state machine over frames and time
 //!   (closing handshake, keepalive, idle and close deadlines, ACK gating, reply slots).
 
+pub mod channel;
 pub mod cipher;
 pub mod codec;
 pub mod connection;

@@ -197,6 +197,13 @@ fn send_script(pipe: &mut Pipe, encoder: &mut FrameEncoder, client: bool) {
     }
 }
 
+fn limits() -> crate::core::channel::Limits {
+    crate::core::channel::Limits {
+        max_message: MAX_MESSAGE,
+        ..crate::core::channel::Config::default().limits
+    }
+}
+
 /// Decode the rest of a pipe the way `FramedRead` does, until the end of the stream.
 fn receive(pipe: &mut Pipe, opener: Opener, expect_confirm: bool) -> Received {
     let mut decoder = FrameDecoder { opener };
@@ -206,7 +213,8 @@ fn receive(pipe: &mut Pipe, opener: Opener, expect_confirm: bool) -> Received {
         match decoder.decode_eof(&mut src) {
             // The opener only lets CONFIRM through as the server's first frame.
             Ok(Some(Event::Confirmed(_))) => assert!(expect_confirm),
-            Ok(Some(Event::Message(m))) => got.messages.push(m.into_bytes()),
+            Ok(Some(Event::Message { message, .. })) => got.messages.push(message.into_bytes()),
+            Ok(Some(Event::Fragment { .. })) => {}
             Ok(Some(Event::Ping(_))) => {}
             Ok(Some(Event::Close { .. })) => got.closed = true,
             Ok(Some(other)) => panic!("unexpected {other:?}"),
@@ -277,7 +285,7 @@ fn handshake_and_transport(s: &mut Session) -> Option<()> {
 
     let params_seen: [u8; PARAMS_LEN] = s.s2c.read_exact(PARAMS_LEN)?.try_into().unwrap();
     let (client, msg1) =
-        ClientAwaitingReply::start(&prs, &hello, &params_seen, CLIENT_NODE, MAX_MESSAGE).ok()?;
+        ClientAwaitingReply::start(&prs, &hello, &params_seen, CLIENT_NODE, limits()).ok()?;
     s.c2s
         .write(&[&(msg1.len() as u16).to_be_bytes()[..], &msg1].concat());
 
@@ -285,7 +293,7 @@ fn handshake_and_transport(s: &mut Session) -> Option<()> {
     let (server, msg2) = server_respond(
         offered,
         SERVER_NODE,
-        MAX_MESSAGE,
+        limits(),
         &msg1_seen,
         Admission::Accepted,
     )

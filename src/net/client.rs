@@ -364,7 +364,7 @@ async fn handshake(
     let link = &config.link;
     let mut hs = ClientHandshake::new(ClientSetup {
         node_id: link.node_id,
-        max_message_size: link.max_message_size,
+        limits: link.limits(),
         kdf_bounds: config.kdf_bounds,
         rekey: link.rekey,
         epoch_hint,
@@ -386,6 +386,7 @@ async fn handshake(
             acknowledged: done.reply.is_some(),
             on_done: None,
             peer_identity: Default::default(),
+            server: false,
         },
     )?;
     Ok((conn, done.reply))

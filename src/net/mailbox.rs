@@ -18,6 +18,13 @@ struct State<T, E> {
 use super::wake::WakeList;
 pub use super::wake::Wakeup;
 
+/// An item taken, with what it cost and whether it was the last one queued.
+pub struct Taken<T> {
+    pub item: T,
+    pub cost: usize,
+    pub emptied: bool,
+}
+
 pub struct Mailbox<T, E> {
     state: Mutex<State<T, E>>,
     /// Armed under the state lock (checked and registered at once), rung outside it.
@@ -50,13 +57,23 @@ impl<T, E: Clone> Mailbox<T, E> {
 
     /// Take the next item; `Ok(None)` when empty, `Err(end)` when empty and ended.
     pub fn try_pop(&self) -> Result<Option<T>, E> {
+        Ok(self.try_take()?.map(|t| t.item))
+    }
+
+    /// [`Mailbox::try_pop`], with the item's cost and whether the queue is empty after it.
+    pub fn try_take(&self) -> Result<Option<Taken<T>>, E> {
         let mut st = self.lock();
         match st.items.pop_front() {
             Some((item, cost)) => {
                 st.used -= cost;
+                let emptied = st.items.is_empty();
                 drop(st);
                 self.writable.notify_waiters();
-                Ok(Some(item))
+                Ok(Some(Taken {
+                    item,
+                    cost,
+                    emptied,
+                }))
             }
             None => match &st.end {
                 Some(e) => Err(e.clone()),
@@ -166,6 +183,11 @@ impl<T, E: Clone> Mailbox<T, E> {
 
     pub fn len(&self) -> usize {
         self.lock().items.len()
+    }
+
+    /// How it ended, if it has (items may still be queued).
+    pub fn ended(&self) -> Option<E> {
+        self.lock().end.clone()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -15,12 +15,13 @@ mod wire;
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use crate::core::channel::{self, Limits};
 use crate::core::handshake::NodeId;
 use crate::core::record::RekeyPolicy;
 use crate::error::{Error, Result};
 
 pub use client::{connect, ClientConfig, Credentials};
-pub use connection::Connection;
+pub use connection::{Channel, Connection};
 pub use link::{Link, ReconnectPolicy};
 pub use server::{Server, ServerConfig, ServerKeySource};
 pub use session::SessionConfig;
@@ -60,12 +61,22 @@ pub struct LinkConfig {
     pub ping_timeout: Duration,
     /// Close (code 1000, "idle timeout") after this long without application messages.
     pub idle_timeout: Option<Duration>,
+    /// Channels the peer may have open at once (0: it may open none).
+    pub max_channels: u32,
+    /// Each channel's initial window (what it may hold unread before the sender waits).
+    pub channel_window: u32,
+    /// How far channels' windows may grow beyond their initial size, all together.
+    pub channel_buffer: u64,
+    /// The largest a channel's window grows (toward the path's bandwidth-delay product).
+    pub max_channel_window: u64,
 }
 
 pub const DEFAULT_MAX_MESSAGE: u64 = 16 << 20;
+const _: () = assert!(DEFAULT_MAX_MESSAGE == 16 << 20); // the channels' default too
 
 impl Default for LinkConfig {
     fn default() -> Self {
+        let channels = channel::Config::default();
         LinkConfig {
             node_id: NodeId::random(),
             max_message_size: DEFAULT_MAX_MESSAGE,
@@ -76,12 +87,36 @@ impl Default for LinkConfig {
             ping_interval: Some(Duration::from_secs(15)),
             ping_timeout: Duration::from_secs(45),
             idle_timeout: None,
+            max_channels: channels.limits.max_channels,
+            channel_window: channels.limits.channel_window,
+            channel_buffer: channels.channel_buffer,
+            max_channel_window: channels.max_channel_window,
         }
     }
 }
 
 impl LinkConfig {
+    /// What this side announces in the handshake.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_message: self.max_message_size,
+            window: self.recv_buffer.min(u32::MAX as usize) as u32,
+            channel_window: self.channel_window,
+            max_channels: self.max_channels,
+        }
+    }
+
+    /// The channels' settings.
+    pub fn channels(&self) -> channel::Config {
+        channel::Config {
+            limits: self.limits(),
+            channel_buffer: self.channel_buffer,
+            max_channel_window: self.max_channel_window,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
+        self.channels().validate()?;
         if self.max_message_size == 0 || self.max_message_size > u32::MAX as u64 {
             return Err(Error::config(
                 "max_message_size must be between 1 byte and 4 GiB",

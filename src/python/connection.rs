@@ -7,21 +7,23 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use super::buffers::secret_bytes;
-use super::channel::{Chan, NativeChannel};
+use super::channel::{self, NativeChannel};
+use super::doorbell::Doorbell;
+use super::endpoint::{Chan, NativeEndpoint};
 use crate::core::handshake::Identity;
 use crate::net::{Connection, Credentials};
 
-/// One authenticated connection: the channel methods of `NativeChannel`, and what only a
+/// One authenticated connection: the message methods of `NativeEndpoint`, and what only a
 /// connection has (its addresses, its peer, its handshake).
-#[pyclass(extends = NativeChannel, frozen, module = "argonlink._argonlink")]
+#[pyclass(extends = NativeEndpoint, frozen, module = "argonlink._argonlink")]
 pub struct NativeConnection {
     pub(crate) inner: Connection,
 }
 
 impl NativeConnection {
-    /// The Python object for `conn` (its base carries the channel).
+    /// The Python object for `conn` (its base carries the messages).
     pub(crate) fn create(py: Python<'_>, conn: Connection) -> PyResult<Py<NativeConnection>> {
-        let base = NativeChannel {
+        let base = NativeEndpoint {
             chan: Chan::Connection(conn.clone()),
         };
         Py::new(
@@ -89,6 +91,64 @@ impl NativeConnection {
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         stats(py, &self.inner)
+    }
+
+    // ---- channels (see `channel.rs`) ----
+
+    /// A new channel if the peer's limit allows one now; None otherwise.
+    fn try_open_channel(&self, py: Python<'_>, name: &str) -> PyResult<Option<Py<NativeChannel>>> {
+        channel::try_open(py, &self.inner, name)
+    }
+
+    /// Awaitable: a new channel, waiting while the peer's limit of open channels is reached.
+    fn open_channel<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        channel::open(py, &self.inner, name)
+    }
+
+    #[pyo3(signature = (name, timeout=None))]
+    fn open_channel_blocking(
+        &self,
+        py: Python<'_>,
+        name: String,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<NativeChannel>> {
+        channel::open_blocking(py, &self.inner, name, timeout)
+    }
+
+    /// The next channel the peer opened, or None if none waits. Raises ConnectionClosed* once
+    /// the connection ended and every waiting channel was taken.
+    fn try_accept_channel(&self, py: Python<'_>) -> PyResult<Option<Py<NativeChannel>>> {
+        channel::try_accept(py, &self.inner)
+    }
+
+    /// Ring `bell` with `token` once `try_accept_channel` may have something to say (once);
+    /// True, and nothing registered, if it has already.
+    fn arm_accept(&self, bell: &Doorbell, token: u64) -> bool {
+        channel::arm_accept(&self.inner, bell, token)
+    }
+
+    fn disarm_accept(&self, token: u64) {
+        self.inner.disarm_accept(token);
+    }
+
+    /// Awaitable that completes when `try_accept_channel` has something to say.
+    fn acceptable<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        channel::acceptable(py, &self.inner)
+    }
+
+    #[pyo3(signature = (timeout=None))]
+    fn accept_channel_blocking(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<NativeChannel>> {
+        channel::accept_blocking(py, &self.inner, timeout)
+    }
+
+    /// Channels open on this connection now.
+    #[getter]
+    fn open_channels(&self) -> usize {
+        self.inner.open_channels()
     }
 
     fn __repr__(&self) -> String {

@@ -11,6 +11,10 @@ pyo3::import_exception!(argonlink.exceptions, Timeout);
 pyo3::import_exception!(argonlink.exceptions, ConnectionClosedOK);
 pyo3::import_exception!(argonlink.exceptions, ConnectionClosedError);
 pyo3::import_exception!(argonlink.exceptions, ConfigError);
+pyo3::import_exception!(argonlink.exceptions, ChannelError);
+pyo3::import_exception!(argonlink.exceptions, ChannelReset);
+pyo3::import_exception!(argonlink.exceptions, ChannelFinished);
+pyo3::import_exception!(argonlink.exceptions, ChannelClosed);
 
 pub fn closed(info: &CloseInfo) -> PyErr {
     let args = (info.code.0, info.reason.clone());
@@ -41,6 +45,14 @@ fn to_py(err: Error) -> PyErr {
         Error::Integrity | Error::KeyExhausted | Error::Unresponsive(_) => {
             closed(&err.to_close_info())
         }
+        Error::ChannelReset {
+            code,
+            reason,
+            by_peer,
+        } => ChannelReset::new_err((code, reason, by_peer)),
+        Error::ChannelFinished => ChannelFinished::new_err(err.to_string()),
+        Error::ChannelClosed => ChannelClosed::new_err(err.to_string()),
+        Error::ChannelLimit(_) => ChannelError::new_err(err.to_string()),
         Error::Io(e) => e.into(),
     }
 }

@@ -5,24 +5,24 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::channel::{Chan, NativeChannel};
 use super::connection::{self, NativeConnection, NativeCredentials};
+use super::endpoint::{Chan, NativeEndpoint};
 use super::options::{reconnect_policy, LinkOptions, PolicyTuple};
 use super::runtime::future_into_py;
 use super::wait::block_on;
 use crate::net::Link;
 
 /// A client's link to one server (reconnecting if asked), or a server's end of an
-/// exactly-once session: the channel methods of `NativeChannel`, and the link's own.
-#[pyclass(extends = NativeChannel, frozen, module = "argonlink._argonlink")]
+/// exactly-once session: the message methods of `NativeEndpoint`, and the link's own.
+#[pyclass(extends = NativeEndpoint, frozen, module = "argonlink._argonlink")]
 pub struct NativeLink {
     pub(crate) inner: Link,
 }
 
 impl NativeLink {
-    /// The Python object for `link` (its base carries the channel).
+    /// The Python object for `link` (its base carries the messages).
     pub(crate) fn create(py: Python<'_>, link: Link) -> PyResult<Py<NativeLink>> {
-        let base = NativeChannel {
+        let base = NativeEndpoint {
             chan: Chan::Link(link.clone()),
         };
         Py::new(

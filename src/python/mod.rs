@@ -8,6 +8,7 @@ mod buffers;
 mod channel;
 mod connection;
 mod doorbell;
+mod endpoint;
 mod errors;
 mod link;
 mod options;
@@ -51,8 +52,9 @@ fn _argonlink(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(options::check_rekey, m)?)?;
     m.add_function(wrap_pyfunction!(options::check_reconnect, m)?)?;
     m.add_function(wrap_pyfunction!(options::check_throttle, m)?)?;
-    m.add_class::<channel::NativeChannel>()?;
+    m.add_class::<endpoint::NativeEndpoint>()?;
     m.add_class::<connection::NativeConnection>()?;
+    m.add_class::<channel::NativeChannel>()?;
     m.add_class::<connection::NativeCredentials>()?;
     m.add_class::<server::NativeServer>()?;
     m.add_class::<link::NativeLink>()?;

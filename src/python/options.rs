@@ -59,7 +59,8 @@ impl LinkOptions {
         accept_backlog=None, rekey_bytes=None, rekey_frames=None,
         rekey_interval=None, kdf_floor=None, kdf_cap=None, ping_interval=None, ping_timeout=None,
         idle_timeout=None, max_connections=None, exactly_once=false, max_unacked=None,
-        session_linger=None, throttle=None, throttle_off=false))]
+        session_linger=None, throttle=None, throttle_off=false, max_channels=None,
+        channel_window=None, channel_buffer=None, max_channel_window=None))]
     // Long: one line per setting (its default, its check), the one place Python's keyword
     // arguments meet the Rust config structs.
     #[allow(clippy::too_many_arguments)]
@@ -89,6 +90,10 @@ impl LinkOptions {
         session_linger: Option<f64>,
         throttle: Option<ThrottleTuple>,
         throttle_off: bool,
+        max_channels: Option<u32>,
+        channel_window: Option<u32>,
+        channel_buffer: Option<u64>,
+        max_channel_window: Option<u64>,
     ) -> PyResult<Self> {
         let (ld, cd, sd) = (
             LinkConfig::default(),
@@ -130,6 +135,10 @@ impl LinkOptions {
             idle_timeout: idle_timeout
                 .map(|v| seconds(Some(v), Duration::ZERO, "idle_timeout"))
                 .transpose()?,
+            max_channels: max_channels.unwrap_or(ld.max_channels),
+            channel_window: channel_window.unwrap_or(ld.channel_window),
+            channel_buffer: channel_buffer.unwrap_or(ld.channel_buffer),
+            max_channel_window: max_channel_window.unwrap_or(ld.max_channel_window),
         };
         let opts = LinkOptions {
             link,

@@ -152,6 +152,9 @@ class ServerConfig:
     accept_backlog: int | None = None
     max_connections: int | None = None
     max_unacked: int | None = None
+    max_channels: int | None = None
+    channel_window: int | None = None
+    channel_buffer: int | None = None
     session_linger: float | None = None
     #: ``False``: no throttling of failed handshakes; None: the defaults.
     throttle: ThrottlePolicy | bool | None = None
@@ -253,6 +256,9 @@ class ClientConfig:
     reconnect: ReconnectPolicy | None = None
     exactly_once: bool | None = None
     max_unacked: int | None = None
+    max_channels: int | None = None
+    channel_window: int | None = None
+    channel_buffer: int | None = None
     open_timeout: float | None = None
     kdf_floor: KdfParams | None = None  # None: KdfParams.OWASP
     kdf_cap: KdfParams | None = None  # None: KdfParams.CLIENT_CAP

@@ -64,6 +64,9 @@ _LINK_KEYS: Final = (
     "session_linger",
     "exactly_once",
     "throttle",
+    "max_channels",
+    "channel_window",
+    "channel_buffer",
 )
 #: A server's settings for receiving files -> the keyword of recv_file they become.
 _FILE_KEYS: Final = {
@@ -104,6 +107,9 @@ _COMMON_SPECS: Final[dict[str, _Spec]] = {
     "ping_timeout": _Spec(_k_timeout, "float"),
     "idle_timeout": _Spec(_k_timeout, "float"),
     "max_unacked": _Spec(_k_size, "int"),
+    "max_channels": _Spec(_k_size, "int"),
+    "channel_window": _Spec(_k_size, "int"),
+    "channel_buffer": _Spec(_k_size, "int"),
 }
 _SPECS: Final[dict[str, dict[str, _Spec]]] = {
     "server": {

@@ -37,15 +37,17 @@ pub use outbox::{Batch, Transmit};
 
 use self::liveness::Liveness;
 use self::outbox::Outbox;
+use crate::core::channel::{self, Mux, DEFAULT};
 use crate::core::codec::{FrameDecoder, FrameEncoder, Outgoing};
-use crate::core::message::Message;
 use crate::core::record::{Event as Frame, Sealer};
 use crate::error::{CloseCode, CloseInfo, Error, PeerMisbehaved, Result};
 
 /// What the application is told.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {
-    Message(Message),
+    /// What happened on a channel: a message (on the default channel too), a channel the peer
+    /// opened, finished or reset.
+    Channel(channel::Event),
     /// The peer delivered every message below this number (acknowledged sessions, once
     /// [`Connection::attach_acks`] was called).
     Acked(u64),
@@ -69,6 +71,9 @@ pub struct Connection {
     peer_max_message: u64,
     rekeys_sent: u64,
     outbox: Outbox,
+    channels: Mux,
+    /// An ACK event for the application (the latest; they only grow).
+    acked: Option<u64>,
     close: CloseState,
     liveness: Liveness,
     acks: AckGate,
@@ -80,14 +85,22 @@ pub struct Connection {
 
 impl Connection {
     /// A connection whose handshake just finished with this sealer (the driver keeps the
-    /// matching opener in its [`FrameDecoder`]). `acknowledged`: it carries an exactly-once
-    /// session, whose ACKs are held until [`Connection::attach_acks`].
-    pub fn new(sealer: Sealer, timers: Timers, acknowledged: bool, now: Instant) -> Self {
+    /// matching opener in its [`FrameDecoder`]) and these channels. `acknowledged`: it carries
+    /// an exactly-once session, whose ACKs are held until [`Connection::attach_acks`].
+    pub fn new(
+        sealer: Sealer,
+        timers: Timers,
+        acknowledged: bool,
+        channels: Mux,
+        now: Instant,
+    ) -> Self {
         Connection {
             peer_max_message: sealer.peer_max_message(),
             rekeys_sent: sealer.rekeys(),
             encoder: Some(FrameEncoder { sealer }),
             outbox: Outbox::default(),
+            channels,
+            acked: None,
             close: CloseState::default(),
             liveness: Liveness::new(timers, now),
             acks: if acknowledged {
@@ -105,13 +118,17 @@ impl Connection {
     /// Open the next frames of `src` with `decoder` and handle them, up to the first event
     /// for the application. `Ok(None)`: `src` holds no complete frame more (what a partial
     /// frame needs stays in it), or nothing more is read. An error has been recorded (see
-    /// [`Connection::fail`]) when it is returned.
+    /// [`Connection::fail`]) when it is returned. More events may wait: see
+    /// [`Connection::poll_event`].
     pub fn handle_input(
         &mut self,
         decoder: &mut FrameDecoder,
         src: &mut BytesMut,
         now: Instant,
     ) -> Result<Option<Event>> {
+        if let Some(event) = self.poll_event() {
+            return Ok(Some(event));
+        }
         while self.reading {
             let frame = match decoder.decode(src) {
                 Ok(Some(frame)) => frame,
@@ -125,41 +142,66 @@ impl Connection {
         Ok(None)
     }
 
-    /// Handle one frame the peer sent (opened by the driver's decoder). Frames after the peer's
-    /// CLOSE or a failure are ignored: nothing more is read then.
+    /// Handle one frame the peer sent (opened by the driver's decoder), and return the first
+    /// event it made (a frame makes at most two: the rest wait for [`Connection::poll_event`]).
+    /// Frames after the peer's CLOSE or a failure are ignored: nothing more is read then.
     pub fn handle_frame(&mut self, frame: Frame, now: Instant) -> Result<Option<Event>> {
         if !self.reading {
             return Ok(None);
         }
         self.liveness.heard(now);
-        match frame {
-            Frame::Message(m) => {
+        let handled = match frame {
+            Frame::Message {
+                channel,
+                message,
+                credit,
+            } => {
                 self.liveness.traffic(now);
-                return Ok(Some(Event::Message(m)));
+                self.channels.handle_message(channel, message, credit)
             }
-            Frame::Ping(v) => self.outbox.pong(v),
-            Frame::Pong(_) => {}
+            Frame::Fragment { channel, credit } => {
+                self.liveness.traffic(now);
+                self.channels.handle_fragment(channel, credit)
+            }
+            Frame::Channel(frame) => self.channels.handle_control(frame),
+            Frame::Ping(v) => {
+                self.outbox.pong(v);
+                Ok(())
+            }
+            Frame::Pong(_) => Ok(()),
             Frame::Close { code, reason } => {
                 self.reading = false;
                 if let Some((code, reason)) = self.close.peer_closed(code, reason) {
                     self.outbox.push(Outgoing::Close { code, reason }, 0);
                 }
+                Ok(())
             }
             Frame::Ack(next_expected) => match &mut self.acks {
-                AckGate::Attached => return Ok(Some(Event::Acked(next_expected))),
-                AckGate::Held(held) => *held = (*held).max(Some(next_expected)),
-                AckGate::Refused => {
-                    return Err(self.fail(Error::Protocol(PeerMisbehaved::AckOutsideSession)))
+                AckGate::Attached => {
+                    self.acked = self.acked.max(Some(next_expected));
+                    Ok(())
                 }
+                AckGate::Held(held) => {
+                    *held = (*held).max(Some(next_expected));
+                    Ok(())
+                }
+                AckGate::Refused => Err(Error::Protocol(PeerMisbehaved::AckOutsideSession)),
             },
-            Frame::Confirmed(_) => {
-                return Err(self.fail(Error::Protocol(PeerMisbehaved::UnexpectedConfirm)))
-            }
-            Frame::Resume(_) => {
-                return Err(self.fail(Error::Protocol(PeerMisbehaved::UnexpectedResume)))
-            }
+            Frame::Confirmed(_) => Err(Error::Protocol(PeerMisbehaved::UnexpectedConfirm)),
+            Frame::Resume(_) => Err(Error::Protocol(PeerMisbehaved::UnexpectedResume)),
+        };
+        if let Err(e) = handled {
+            return Err(self.fail(e));
         }
-        Ok(None)
+        Ok(self.poll_event())
+    }
+
+    /// The next event for the application, if one waits.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(n) = self.acked.take() {
+            return Some(Event::Acked(n));
+        }
+        self.channels.poll_event().map(Event::Channel)
     }
 
     /// The stream ended. Without the peer's CLOSE first that is a truncation.
@@ -191,34 +233,57 @@ impl Connection {
         self.close.closing_error()
     }
 
-    /// Queue a message behind what is queued; `cost` is what the driver counted it as.
+    /// Queue a message on the default channel; `cost` is what the driver counted it as.
     pub fn send(&mut self, msg: Bytes, cost: usize, now: Instant) -> Result<()> {
+        self.send_on(DEFAULT, msg, cost, now)
+    }
+
+    /// Queue a message on `channel` behind what is queued there.
+    pub fn send_on(&mut self, channel: u32, msg: Bytes, cost: usize, now: Instant) -> Result<()> {
         Sealer::check_len(self.peer_max_message, msg.len())?;
         if let Some(e) = self.close.closing_error() {
             return Err(e);
         }
+        self.channels.send(channel, msg, cost)?;
         self.liveness.traffic(now);
-        self.outbox.push(Outgoing::Message(msg), cost);
         Ok(())
     }
 
-    /// True when a message may be sealed at once by [`Connection::seal_now`]: nothing is
-    /// queued ahead of it, no batch is out being sealed, and we are not closing.
-    pub fn can_seal_now(&self) -> bool {
+    /// The channels, for what does not go through a frame: opening, finishing, resetting,
+    /// and telling them what the application took ([`Mux::consumed`]).
+    pub fn channels(&mut self) -> &mut Mux {
+        &mut self.channels
+    }
+
+    /// Open a channel (refused once we are closing).
+    pub fn open_channel(&mut self, name: &str) -> Result<u32> {
+        if let Some(e) = self.close.closing_error() {
+            return Err(e);
+        }
+        self.channels.open(name)
+    }
+
+    /// True when a message of `len` bytes may be sealed at once by [`Connection::seal_now`]:
+    /// nothing is queued ahead of it on the default channel, its credit is there, no batch
+    /// is out being sealed, and we are not closing.
+    pub fn can_seal_now(&self, len: usize) -> bool {
         self.encoder.is_some()
             && self.outbox.is_empty()
             && !self.outbox.is_done()
             && !self.close.is_closing()
+            && self.channels.can_send_now(len)
     }
 
-    /// Seal a message straight into `out`, skipping the queue (see `can_seal_now`).
+    /// Seal a default-channel message straight into `out`, skipping the queue (see
+    /// `can_seal_now`).
     pub fn seal_now(&mut self, msg: Bytes, out: &mut BytesMut, now: Instant) -> Result<()> {
         Sealer::check_len(self.peer_max_message, msg.len())?;
-        if !self.can_seal_now() {
+        if !self.can_seal_now(msg.len()) {
             return Err(self.close.closing_error().unwrap_or({
                 Error::Misuse("messages are queued or being sealed: seal_now would reorder")
             }));
         }
+        self.channels.take_now(msg.len());
         let encoder = self.encoder.as_mut().expect("checked by can_seal_now");
         let sealed = encoder.encode_item(Outgoing::Message(msg), out);
         self.rekeys_sent = encoder.sealer.rekeys();
@@ -244,7 +309,7 @@ impl Connection {
 
     /// True when [`Connection::begin_transmit`] has something to seal now.
     pub fn wants_transmit(&self) -> bool {
-        self.encoder.is_some() && self.outbox.wants_transmit()
+        self.encoder.is_some() && self.outbox.wants_transmit(&self.channels)
     }
 
     /// Take what waits (replies first, then messages and our CLOSE in the order they were
@@ -255,7 +320,7 @@ impl Connection {
             return None;
         }
         let encoder = self.encoder.take().expect("checked by wants_transmit");
-        Some(self.outbox.take_batch(encoder, max))
+        Some(self.outbox.take_batch(encoder, max, &mut self.channels))
     }
 
     /// The batch was sealed (`sealed`) into the driver's buffer: the sealer comes back. A

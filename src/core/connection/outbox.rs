@@ -1,19 +1,21 @@
-//! What waits to be sealed: messages and our CLOSE in order, and the replies a peer can ask
-//! for as often as it likes.
+//! What waits to be sealed: the replies a peer can ask for as often as it likes, what the
+//! channels have to send ([`Mux::poll`]), and our CLOSE once they have sent everything.
 
 use std::collections::VecDeque;
 
 use bytes::BytesMut;
 
+use crate::core::channel::{Mux, Output, DEFAULT};
 use crate::core::codec::{FrameEncoder, Outgoing};
 use crate::error::Result;
 
 /// The queue in front of the sealer.
 ///
-/// Bounds: the items are counted against the driver's send budget (each carries its cost,
-/// handed back once written); each reply is one slot holding the latest value (one ACK, one
-/// PONG, one PING at most, however many the peer provokes: HTTP/2's ping flood is the same
-/// attack against an unbounded reply queue).
+/// Bounds: messages wait in the channels' queues, counted against the driver's send budgets
+/// (each carries its cost, handed back once sealed and written); `items` holds our CLOSE at
+/// most; each reply is one slot holding the latest value (one ACK, one PONG, one PING at most,
+/// however many the peer provokes: HTTP/2's ping flood is the same attack against an unbounded
+/// reply queue), and the channels keep one control frame of each kind per channel.
 #[derive(Default)]
 pub struct Outbox {
     items: VecDeque<(Outgoing, usize)>,
@@ -31,8 +33,11 @@ pub struct Outbox {
 /// What one batch carried.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Transmit {
-    /// The send budget of the items sealed: the driver gives it back once they are written.
+    /// The send budget of the default channel's messages sealed: the driver gives it back once
+    /// they are written.
     pub cost: usize,
+    /// The same for other channels' messages: (channel, cost), one entry per message.
+    pub released: Vec<(u32, usize)>,
     /// Our CLOSE was among them: after writing, the driver shuts the stream down (FIN).
     pub fin: bool,
 }
@@ -75,17 +80,19 @@ impl Outbox {
     }
 
     /// True when [`Outbox::take_batch`] has something to take.
-    pub fn wants_transmit(&self) -> bool {
+    pub fn wants_transmit(&self, mux: &Mux) -> bool {
         !self.is_done()
-            && (!self.items.is_empty()
+            && (mux.wants_transmit()
+                || (!self.items.is_empty() && mux.is_drained())
                 || self.ack.is_some()
                 || self.pong.is_some()
                 || self.ping.is_some())
     }
 
-    /// Take replies, then items in order, until about `max` bytes or our CLOSE, for `encoder`
-    /// to seal (see [`Batch::seal`]).
-    pub fn take_batch(&mut self, encoder: FrameEncoder, max: usize) -> Batch {
+    /// Take replies, then what the channels have (control frames first, then data in turn),
+    /// until about `max` bytes, then our CLOSE once the channels sent everything, for
+    /// `encoder` to seal (see [`Batch::seal`]).
+    pub fn take_batch(&mut self, encoder: FrameEncoder, max: usize, mux: &mut Mux) -> Batch {
         let mut items = std::mem::take(&mut self.spare);
         let mut transmit = Transmit::default();
         let mut size = 0;
@@ -94,20 +101,32 @@ impl Outbox {
             items.extend(self.pong.take().map(Outgoing::Pong));
             items.extend(self.ping.take().map(Outgoing::Ping));
             while size < max {
-                let Some((item, cost)) = self.items.pop_front() else {
-                    break;
-                };
-                transmit.cost += cost;
-                size += match &item {
-                    Outgoing::Message(m) => m.len() + ITEM_WIRE_OVERHEAD,
-                    _ => ITEM_WIRE_OVERHEAD,
-                };
-                let closing = matches!(item, Outgoing::Close { .. });
-                items.push(item);
-                if closing {
+                let Some(out) = mux.poll() else { break };
+                size += ITEM_WIRE_OVERHEAD;
+                items.push(match out {
+                    Output::Control(frame) => Outgoing::Channel(frame),
+                    Output::Piece(p) => {
+                        size += p.chunk.len();
+                        match (p.released, p.channel) {
+                            (Some(cost), DEFAULT) => transmit.cost += cost,
+                            (Some(cost), channel) => transmit.released.push((channel, cost)),
+                            (None, _) => {}
+                        }
+                        Outgoing::Piece {
+                            channel: p.channel,
+                            piece: p.piece,
+                            chunk: p.chunk,
+                        }
+                    }
+                });
+            }
+            if size < max && mux.is_drained() {
+                if let Some((item, cost)) = self.items.pop_front() {
+                    transmit.cost += cost;
+                    debug_assert!(matches!(item, Outgoing::Close { .. }));
+                    items.push(item);
                     self.fin = true;
                     transmit.fin = true;
-                    break;
                 }
             }
         }

@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use zeroize::Zeroizing;
 
 use super::*;
+use crate::core::channel::Role;
 use crate::core::record::{Opener, RekeyPolicy};
 use crate::error::PeerMisbehaved;
 
@@ -23,6 +24,14 @@ fn timers() -> Timers {
 
 fn keys() -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) {
     (Zeroizing::new([1u8; 32]), Zeroizing::new([2u8; 32]))
+}
+
+/// Channels as both sides of these tests announce them.
+fn mux(role: Role) -> Mux {
+    let config = channel::Config::default();
+    let mut peer = config.limits;
+    peer.max_message = MAX;
+    Mux::new(role, config, peer)
 }
 
 struct Side {
@@ -64,7 +73,7 @@ impl Side {
         self.events
             .iter()
             .filter_map(|e| match e {
-                Event::Message(m) => {
+                Event::Channel(channel::Event::Message { message: m, .. }) => {
                     let mut v = vec![0; m.len()];
                     m.copy_to(&mut v);
                     Some(v)
@@ -91,8 +100,20 @@ impl Pair {
         let (k1, k2) = keys();
         let p = RekeyPolicy::default();
         let now = Instant::now();
-        let a = Connection::new(Sealer::new(&k1, p, MAX), ta, acknowledged, now);
-        let b = Connection::new(Sealer::new(&k2, p, MAX), tb, acknowledged, now);
+        let a = Connection::new(
+            Sealer::new(&k1, p, MAX),
+            ta,
+            acknowledged,
+            mux(Role::Client),
+            now,
+        );
+        let b = Connection::new(
+            Sealer::new(&k2, p, MAX),
+            tb,
+            acknowledged,
+            mux(Role::Server),
+            now,
+        );
         Pair {
             a: Side::new(a, Opener::new(&k2, p, MAX, false)),
             b: Side::new(b, Opener::new(&k1, p, MAX, false)),
@@ -169,6 +190,13 @@ fn step(from: &mut Side, to: &mut Side, now: Instant) -> bool {
     loop {
         match to.conn.handle_input(&mut to.decoder, &mut to.inbound, now) {
             Ok(Some(ev)) => {
+                // The application takes every message at once: its credit goes back.
+                if let Event::Channel(channel::Event::Message {
+                    channel, credit, ..
+                }) = &ev
+                {
+                    to.conn.channels().consumed(*channel, *credit);
+                }
                 to.events.push(ev);
                 moved = true;
             }
@@ -277,7 +305,7 @@ fn seal_now_never_overtakes_a_queued_message() {
     let mut out = BytesMut::new();
     p.a.conn.seal_now(msg("first"), &mut out, p.now).unwrap();
     p.a.conn.send(msg("second"), 0, p.now).unwrap();
-    assert!(!p.a.conn.can_seal_now());
+    assert!(!p.a.conn.can_seal_now(1));
     assert!(p.a.conn.seal_now(msg("third"), &mut out, p.now).is_err());
     p.b.inbound.extend_from_slice(&out);
     p.drive();
@@ -297,7 +325,10 @@ fn input_stops_at_each_event() {
         p.b.conn
             .handle_input(&mut p.b.decoder, &mut out, p.now)
             .unwrap();
-    assert_eq!(first, Some(Event::Message(msg("1").into())));
+    assert!(matches!(
+        first,
+        Some(Event::Channel(channel::Event::Message { message, .. })) if message == msg("1").into()
+    ));
     assert!(out.len() > total / 2, "only the first frame was taken");
 }
 
@@ -548,7 +579,7 @@ fn while_a_batch_is_out_nothing_else_is_sealed_and_order_is_kept() {
     p.a.conn.send(msg("one"), 7, p.now).unwrap();
     let mut batch = p.a.conn.begin_transmit(usize::MAX).unwrap();
     let mut out = BytesMut::new();
-    assert!(!p.a.conn.can_seal_now());
+    assert!(!p.a.conn.can_seal_now(1));
     assert!(p.a.conn.seal_now(msg("x"), &mut out, p.now).is_err());
     p.a.conn.send(msg("two"), 5, p.now).unwrap();
     p.a.conn.ping(1);
@@ -559,6 +590,7 @@ fn while_a_batch_is_out_nothing_else_is_sealed_and_order_is_kept() {
     assert_eq!(
         t,
         Transmit {
+            released: Vec::new(),
             cost: 7,
             fin: false
         }

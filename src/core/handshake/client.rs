@@ -22,8 +22,8 @@ use crate::error::{CloseCode, CloseInfo, Error, PeerMisbehaved, Result};
 #[derive(Clone, Debug)]
 pub struct ClientSetup {
     pub node_id: NodeId,
-    /// The largest message we accept, told to the server in message 1.
-    pub max_message_size: u64,
+    /// What we accept (the largest message, windows, channels), told to the peer.
+    pub limits: crate::core::channel::Limits,
     /// The Argon2 costs we are willing to pay for a server we do not know yet.
     pub kdf_bounds: KdfBounds,
     pub rekey: RekeyPolicy,
@@ -171,7 +171,7 @@ impl ClientHandshake {
                     let opener = Opener::new(
                         &established.recv_key,
                         rekey,
-                        self.setup.max_message_size,
+                        self.setup.limits.max_message,
                         false,
                     );
                     let request = self.setup.session;
@@ -238,7 +238,7 @@ impl ClientHandshake {
             &self.hello,
             &params_bytes,
             self.setup.node_id,
-            self.setup.max_message_size,
+            self.setup.limits,
         )?;
         framed(&msg1, &mut self.transmit);
         self.state = State::AwaitReply {

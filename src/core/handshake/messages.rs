@@ -6,8 +6,11 @@
 //!                            n:u8 identity[n]                                        (29 + n bytes)
 //! server → client  params    version:u16 suite:u16 salt[16] m:u32 t:u32 p:u32 epoch:u32
 //!                            server_node_id[16] other_epoch:u32 nonce[16] share[32]  (104 bytes)
-//! client → server  len:u16   share[32] ‖ msg1: -> psk, e   payload: client_node_id[16] max_message:u64
-//! server → client  len:u16   msg2: <- e, ee                payload: max_message:u64 status:u8
+//! client → server  len:u16   share[32] ‖ msg1: -> psk, e   payload: client_node_id[16] limits[20]
+//! server → client  len:u16   msg2: <- e, ee                payload: limits[20] status:u8
+//!
+//! limits: max_message:u64 window:u32 channel_window:u32 max_channels:u32 (what the sender
+//! accepts: see `channel::Limits`)
 //! client → server  first transport frame: CONFIRM (see frame.rs)
 //! ```
 //! Each state is its own type, so a message can only be processed in the state that expects it.
@@ -17,6 +20,7 @@ use std::fmt;
 use rand::RngCore;
 use zeroize::Zeroizing;
 
+use crate::core::channel::{Limits, LIMITS_LEN};
 use crate::core::cipher::KEY_LEN;
 use crate::core::cpace::{self, SHARE_LEN};
 use crate::core::kdf::{KdfParams, Prs, Salt, SALT_LEN};
@@ -44,8 +48,8 @@ pub const PARAMS_LEN: usize = CI_PARAMS_LEN + SHARE_LEN;
 pub const NODE_ID_LEN: usize = 16;
 const DH_LEN: usize = 32;
 const TAG_LEN: usize = 16;
-const CLIENT_PAYLOAD_LEN: usize = NODE_ID_LEN + 8;
-const SERVER_PAYLOAD_LEN: usize = 9;
+const CLIENT_PAYLOAD_LEN: usize = NODE_ID_LEN + LIMITS_LEN;
+const SERVER_PAYLOAD_LEN: usize = LIMITS_LEN + 1;
 const NOISE_MSG1_LEN: usize = DH_LEN + CLIENT_PAYLOAD_LEN + TAG_LEN;
 /// Message 1: the client's CPace share, then Noise message 1 (ephemeral key + payload).
 pub const MSG1_LEN: usize = SHARE_LEN + NOISE_MSG1_LEN;
@@ -322,6 +326,8 @@ pub struct Established {
     pub recv_key: Zeroizing<[u8; KEY_LEN]>,
     /// The largest message the peer accepts; `send` refuses bigger ones locally.
     pub peer_max_message: u64,
+    /// What the peer accepts on channels (its `max_message` is `peer_max_message`).
+    pub peer_limits: Limits,
     pub peer_node_id: NodeId,
     /// Noise handshake hash: a unique, public name for this session (channel binding).
     pub handshake_hash: [u8; 32],
@@ -376,7 +382,7 @@ fn noise_builder_for(
 fn split(
     noise: &mut snow::HandshakeState,
     initiator: bool,
-    peer_max_message: u64,
+    peer_limits: Limits,
     peer_node_id: NodeId,
 ) -> Established {
     let (i_to_r, r_to_i) = noise.dangerously_get_raw_split();
@@ -391,7 +397,8 @@ fn split(
     Established {
         send_key,
         recv_key,
-        peer_max_message,
+        peer_max_message: peer_limits.max_message,
+        peer_limits,
         peer_node_id,
         handshake_hash,
     }
@@ -411,7 +418,7 @@ impl ClientAwaitingReply {
         hello: &[u8],
         params_bytes: &[u8; PARAMS_LEN],
         our_node: NodeId,
-        our_max_message: u64,
+        ours: Limits,
     ) -> Result<(Self, [u8; MSG1_LEN])> {
         // The share was checked with the rest when the parameters arrived, and CPace's own
         // decoding below refuses it again if not: no third decoding here.
@@ -429,7 +436,7 @@ impl ClientAwaitingReply {
         let mut noise = noise_builder_for(&isk, hello, params_bytes, &our_share, true)?;
         let mut payload = [0u8; CLIENT_PAYLOAD_LEN];
         payload[..NODE_ID_LEN].copy_from_slice(&our_node.0);
-        payload[NODE_ID_LEN..].copy_from_slice(&our_max_message.to_be_bytes());
+        payload[NODE_ID_LEN..].copy_from_slice(&ours.encode());
         let mut msg1 = [0u8; MSG1_LEN];
         msg1[..SHARE_LEN].copy_from_slice(&our_share);
         let n = noise
@@ -464,7 +471,7 @@ impl ClientAwaitingReply {
         if n != SERVER_PAYLOAD_LEN {
             return Err(Error::Protocol(PeerMisbehaved::ReplyPayloadSize));
         }
-        match payload[8] {
+        match payload[LIMITS_LEN] {
             0 => {}
             1 => {
                 return Err(Error::Closed(crate::error::CloseInfo::error(
@@ -474,8 +481,8 @@ impl ClientAwaitingReply {
             }
             other => return Err(Error::Protocol(PeerMisbehaved::UnknownAdmission(other))),
         }
-        let peer_max = u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
-        Ok(split(&mut self.noise, true, peer_max, self.server_node_id))
+        let peer = Limits::decode(payload[..LIMITS_LEN].try_into().expect("20 bytes"))?;
+        Ok(split(&mut self.noise, true, peer, self.server_node_id))
     }
 }
 
@@ -515,7 +522,7 @@ impl ServerAwaitingMessage1 {
     pub fn read(
         self,
         our_node: NodeId,
-        our_max_message: u64,
+        ours: Limits,
         msg1: &[u8],
     ) -> Result<ServerAwaitingAdmission> {
         if msg1.len() != MSG1_LEN {
@@ -544,13 +551,12 @@ impl ServerAwaitingMessage1 {
         if client_node == our_node {
             return Err(Error::Protocol(PeerMisbehaved::Reflected));
         }
-        let peer_max_message =
-            u64::from_be_bytes(payload[NODE_ID_LEN..n].try_into().expect("8 bytes"));
+        let peer = Limits::decode(payload[NODE_ID_LEN..n].try_into().expect("20 bytes"))?;
         Ok(ServerAwaitingAdmission {
             noise,
             client_node,
-            peer_max_message,
-            our_max_message,
+            peer,
+            ours,
         })
     }
 }
@@ -560,8 +566,8 @@ impl ServerAwaitingMessage1 {
 pub struct ServerAwaitingAdmission {
     noise: snow::HandshakeState,
     client_node: NodeId,
-    peer_max_message: u64,
-    our_max_message: u64,
+    peer: Limits,
+    ours: Limits,
 }
 
 impl ServerAwaitingAdmission {
@@ -569,20 +575,15 @@ impl ServerAwaitingAdmission {
     /// it only once the client's first transport frame (CONFIRM) opens.
     pub fn reply(mut self, admission: Admission) -> Result<(Established, [u8; MSG2_LEN])> {
         let mut reply = [0u8; SERVER_PAYLOAD_LEN];
-        reply[..8].copy_from_slice(&self.our_max_message.to_be_bytes());
-        reply[8] = admission as u8;
+        reply[..LIMITS_LEN].copy_from_slice(&self.ours.encode());
+        reply[LIMITS_LEN] = admission as u8;
         let mut msg2 = [0u8; MSG2_LEN];
         let n = self
             .noise
             .write_message(&reply, &mut msg2)
             .map_err(|e| Error::Noise(e.to_string()))?;
         debug_assert_eq!(n, MSG2_LEN);
-        let est = split(
-            &mut self.noise,
-            false,
-            self.peer_max_message,
-            self.client_node,
-        );
+        let est = split(&mut self.noise, false, self.peer, self.client_node);
         Ok((est, msg2))
     }
 }
@@ -591,19 +592,24 @@ impl ServerAwaitingAdmission {
 pub fn server_respond(
     offered: ServerAwaitingMessage1,
     our_node: NodeId,
-    our_max_message: u64,
+    ours: Limits,
     msg1: &[u8],
     admission: Admission,
 ) -> Result<(Established, [u8; MSG2_LEN])> {
-    offered
-        .read(our_node, our_max_message, msg1)?
-        .reply(admission)
+    offered.read(our_node, ours, msg1)?.reply(admission)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::kdf::{derive_prs, random_salt};
+
+    fn limits(max_message: u64) -> Limits {
+        Limits {
+            max_message,
+            ..crate::core::channel::Config::default().limits
+        }
+    }
 
     const FAST: KdfParams = KdfParams {
         m_cost: 256,
@@ -643,14 +649,56 @@ mod tests {
             ServerAwaitingMessage1::offer(&s.prs, hello_seen_by_server, &s.key_params);
         edit_params(&mut params);
         let (client, msg1) =
-            ClientAwaitingReply::start(client_prs, &s.hello, &params, s.client_node, 1000)?;
-        let (server, msg2) =
-            server_respond(offered, s.server_node, 2000, &msg1, Admission::Accepted)?;
+            ClientAwaitingReply::start(client_prs, &s.hello, &params, s.client_node, limits(1000))?;
+        let (server, msg2) = server_respond(
+            offered,
+            s.server_node,
+            limits(2000),
+            &msg1,
+            Admission::Accepted,
+        )?;
         Ok((client.finish(&msg2)?, server))
     }
 
     fn run(s: &Setup, client_prs: &Prs) -> Result<(Established, Established)> {
         run_seen(s, client_prs, &s.hello, |_| {})
+    }
+
+    #[test]
+    fn limits_below_the_minimum_are_refused() {
+        // M29: a window under a frame's worth could never carry a full fragment.
+        let s = setup(b"pw", "db-1");
+        for (window, channel_window) in [(1023, 256 << 10), (1 << 20, (128 << 10) - 1)] {
+            let small = Limits {
+                window,
+                channel_window,
+                ..limits(1000)
+            };
+            let (offered, params) = ServerAwaitingMessage1::offer(&s.prs, &s.hello, &s.key_params);
+            let (client, msg1) =
+                ClientAwaitingReply::start(&s.prs, &s.hello, &params, s.client_node, small)
+                    .unwrap();
+            let err = offered
+                .read(s.server_node, limits(2000), &msg1)
+                .err()
+                .unwrap();
+            assert!(
+                matches!(err, Error::Protocol(PeerMisbehaved::LimitsTooSmall { .. })),
+                "{err:?}"
+            );
+            // And a server announcing them fails the client the same way.
+            let (offered, params) = ServerAwaitingMessage1::offer(&s.prs, &s.hello, &s.key_params);
+            let (client2, msg1) =
+                ClientAwaitingReply::start(&s.prs, &s.hello, &params, s.client_node, limits(1))
+                    .unwrap();
+            let (_, msg2) =
+                server_respond(offered, s.server_node, small, &msg1, Admission::Accepted).unwrap();
+            assert!(matches!(
+                client2.finish(&msg2),
+                Err(Error::Protocol(PeerMisbehaved::LimitsTooSmall { .. }))
+            ));
+            drop(client);
+        }
     }
 
     #[test]
@@ -689,11 +737,12 @@ mod tests {
         let s = setup(b"pw", "");
         let (_, params) = ServerAwaitingMessage1::offer(&s.prs, &s.hello, &s.key_params);
         let (_, msg1) =
-            ClientAwaitingReply::start(&s.prs, &s.hello, &params, s.client_node, 1).unwrap();
+            ClientAwaitingReply::start(&s.prs, &s.hello, &params, s.client_node, limits(1))
+                .unwrap();
         // The same hello again: the server's nonce and share are new, so the old message 1
         // opens under nothing the server holds.
         let (offered, _) = ServerAwaitingMessage1::offer(&s.prs, &s.hello, &s.key_params);
-        let err = offered.read(s.server_node, 1, &msg1).err().unwrap();
+        let err = offered.read(s.server_node, limits(1), &msg1).err().unwrap();
         assert!(matches!(err, Error::Authentication(_)), "{err}");
     }
 
@@ -704,8 +753,9 @@ mod tests {
         let guess = derive_prs(b"guess", &s.key_params[4..20].try_into().unwrap(), &FAST).unwrap();
         let (impostor, params) = ServerAwaitingMessage1::offer(&guess, &s.hello, &s.key_params);
         let (client, msg1) =
-            ClientAwaitingReply::start(&s.prs, &s.hello, &params, s.client_node, 1).unwrap();
-        assert!(impostor.read(s.server_node, 1, &msg1).is_err());
+            ClientAwaitingReply::start(&s.prs, &s.hello, &params, s.client_node, limits(1))
+                .unwrap();
+        assert!(impostor.read(s.server_node, limits(1), &msg1).is_err());
         let mut fake = [0u8; MSG2_LEN];
         rand::rng().fill_bytes(&mut fake);
         assert!(matches!(
@@ -742,9 +792,10 @@ mod tests {
         for i in 0..SHARE_LEN {
             let (offered, params) = ServerAwaitingMessage1::offer(&s.prs, &s.hello, &s.key_params);
             let (_, mut msg1) =
-                ClientAwaitingReply::start(&s.prs, &s.hello, &params, s.client_node, 1).unwrap();
+                ClientAwaitingReply::start(&s.prs, &s.hello, &params, s.client_node, limits(1))
+                    .unwrap();
             msg1[i] ^= 0x01;
-            let err = offered.read(s.server_node, 1, &msg1).err().unwrap();
+            let err = offered.read(s.server_node, limits(1), &msg1).err().unwrap();
             assert!(matches!(err, Error::Authentication(_)), "byte {i}: {err}");
         }
     }
@@ -769,15 +820,16 @@ mod tests {
     fn reflection_is_refused_both_ways() {
         let s = setup(b"pw", "");
         let (_, params) = ServerAwaitingMessage1::offer(&s.prs, &s.hello, &s.key_params);
-        let r = ClientAwaitingReply::start(&s.prs, &s.hello, &params, s.server_node, 1);
+        let r = ClientAwaitingReply::start(&s.prs, &s.hello, &params, s.server_node, limits(1));
         assert!(matches!(
             r,
             Err(Error::Protocol(PeerMisbehaved::DialedItself))
         ));
         let (offered, params) = ServerAwaitingMessage1::offer(&s.prs, &s.hello, &s.key_params);
         let (_, msg1) =
-            ClientAwaitingReply::start(&s.prs, &s.hello, &params, s.client_node, 1).unwrap();
-        let r = offered.read(s.client_node, 1, &msg1);
+            ClientAwaitingReply::start(&s.prs, &s.hello, &params, s.client_node, limits(1))
+                .unwrap();
+        let r = offered.read(s.client_node, limits(1), &msg1);
         assert!(matches!(r, Err(Error::Protocol(PeerMisbehaved::Reflected))));
     }
 

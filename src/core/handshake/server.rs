@@ -23,8 +23,8 @@ use crate::error::{CloseCode, CloseInfo, Error, PeerMisbehaved, Result};
 #[derive(Clone, Debug)]
 pub struct ServerSetup {
     pub node_id: NodeId,
-    /// The largest message we accept, told to the client in message 2.
-    pub max_message_size: u64,
+    /// What we accept (the largest message, windows, channels), told to the peer.
+    pub limits: crate::core::channel::Limits,
     pub rekey: RekeyPolicy,
 }
 
@@ -153,8 +153,7 @@ impl ServerHandshake {
                     else {
                         unreachable!("matched above")
                     };
-                    let opened =
-                        offered.read(self.setup.node_id, self.setup.max_message_size, &msg1)?;
+                    let opened = offered.read(self.setup.node_id, self.setup.limits, &msg1)?;
                     self.state = State::NeedAdmission(Box::new(opened), key);
                 }
                 State::NeedAdmission(..) => return Ok(ServerStep::NeedAdmission),
@@ -231,7 +230,7 @@ impl ServerHandshake {
         let opener = Opener::new(
             &established.recv_key,
             rekey,
-            self.setup.max_message_size,
+            self.setup.limits.max_message,
             true,
         );
         let sealer = Sealer::new(&established.send_key, rekey, established.peer_max_message);

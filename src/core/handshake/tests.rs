@@ -1,5 +1,6 @@
 //! Both drivers against each other over in-memory bytes: no sockets, no clock.
 
+use crate::core::channel::{Config, Limits};
 use bytes::BytesMut;
 
 use super::client::{ClientHandshake, ClientSetup, ClientStep};
@@ -26,7 +27,10 @@ fn prs(password: &[u8]) -> Prs {
 fn client(session: Option<SessionRequest>) -> ClientHandshake {
     ClientHandshake::new(ClientSetup {
         node_id: CLIENT_NODE,
-        max_message_size: 1 << 20,
+        limits: Limits {
+            max_message: 1 << 20,
+            ..Config::default().limits
+        },
         kdf_bounds: KdfBounds {
             floor: FAST,
             cap: KdfParams::DEFAULT_CAP,
@@ -41,7 +45,10 @@ fn client(session: Option<SessionRequest>) -> ClientHandshake {
 fn server() -> ServerHandshake {
     ServerHandshake::new(ServerSetup {
         node_id: SERVER_NODE,
-        max_message_size: 1 << 16,
+        limits: Limits {
+            max_message: 1 << 16,
+            ..Config::default().limits
+        },
         rekey: RekeyPolicy::default(),
     })
 }
@@ -209,9 +216,11 @@ fn bytes_after_the_handshake_are_left_for_the_connection() {
         let event = server.opener.open_frame(&mut record).unwrap();
         assert_eq!(
             event,
-            Some(Event::Message(
-                bytes::Bytes::from_static(b"after CONFIRM").into()
-            ))
+            Some(Event::Message {
+                channel: 0,
+                message: bytes::Bytes::from_static(b"after CONFIRM").into(),
+                credit: 13 + 64,
+            })
         );
     }
     // Driven by bytes: what follows the handshake in the buffer is not consumed.

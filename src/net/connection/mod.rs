@@ -20,8 +20,11 @@
 //! back once the bytes are written; received messages are counted against the mailbox's
 //! capacity; the core holds at most one reply of each kind.
 
+mod channels;
 mod read;
 mod write;
+
+pub use channels::Channel;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -36,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use super::mailbox::{Mailbox, Wakeup};
 use super::wake::WakeList;
 use super::{lock, LinkConfig};
+use crate::core::channel::{Mux, Role, DEFAULT};
 use crate::core::codec::FrameDecoder;
 use crate::core::connection::{self as core_conn, Timers};
 use crate::core::handshake::{Established, Identity, NodeId};
@@ -70,6 +74,8 @@ pub(crate) struct Start {
     pub acknowledged: bool,
     /// The identity the peer authenticated as (servers; a client's peer has none).
     pub peer_identity: Identity,
+    /// The server's end of the connection (it opens even channel ids, the client odd ones).
+    pub server: bool,
 }
 
 /// The connection's state behind its one lock. Never held across an await, nor while sealing
@@ -103,6 +109,9 @@ struct Effects {
     /// Nothing more will be written (it failed): waiting senders fail at once. After a clean
     /// closing handshake they wait for `finish` instead, so `flushed` still means written.
     fail_senders: bool,
+    /// Channel events the change made outside the reader (a channel freed when our FIN or
+    /// RESET went out): the reader takes those of the frames it hands over itself.
+    events: Vec<core_conn::Event>,
 }
 
 impl Locked {
@@ -112,6 +121,9 @@ impl Locked {
             ring: !self.writing && (pending || self.conn.wants_transmit()),
             ..Effects::default()
         };
+        while let Some(e) = self.conn.poll_event() {
+            fx.events.push(e);
+        }
         if !self.told_closing && self.conn.is_closing() {
             self.told_closing = true;
             fx.closing = true;
@@ -130,7 +142,19 @@ impl Locked {
 struct Shared {
     config: LinkConfig,
     state: Mutex<Locked>,
+    /// The default channel's received messages. Bound: its credit (the window we announced,
+    /// `recv_buffer`, plus the one message per connection a window lets through beyond itself),
+    /// so the reader never waits for room.
     inbound: Mailbox<Message, CloseInfo>,
+    /// Credit the application took from `inbound` and the core was not told yet.
+    unreported: AtomicU64,
+    /// The channels with handles, by id (locked after `state` where both are).
+    channels: Mutex<channels::Table>,
+    /// Channels the peer opened, not yet accepted. Bound: the peer's open channels, at most
+    /// our `max_channels` (the core refuses more).
+    accepts: Mailbox<Arc<channels::Slot>, CloseInfo>,
+    /// Rung when a channel was freed (or the connection ended): openers waiting for room.
+    channel_room: Notify,
     /// Rung when the writer task may have something to do (a permit is kept if it is busy).
     doorbell: Notify,
     /// Rung when a deadline may have moved earlier (a close began): the reader re-arms.
@@ -204,7 +228,13 @@ impl Connection {
             close_timeout: config.close_timeout,
         };
         let now = Instant::now();
-        let conn = core_conn::Connection::new(sealer, timers, start.acknowledged, now);
+        let role = if start.server {
+            Role::Server
+        } else {
+            Role::Client
+        };
+        let mux = Mux::new(role, config.channels(), est.peer_limits);
+        let conn = core_conn::Connection::new(sealer, timers, start.acknowledged, mux, now);
         let sock = Arc::new(wr);
         let (finished_tx, finished_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -217,7 +247,11 @@ impl Connection {
                 told_closing: false,
                 told_outcome: false,
             }),
-            inbound: Mailbox::new(config.recv_buffer),
+            inbound: Mailbox::new(usize::MAX),
+            unreported: AtomicU64::new(0),
+            channels: Mutex::new(channels::Table::new()),
+            accepts: Mailbox::new(usize::MAX),
+            channel_room: Notify::new(),
             doorbell: Notify::new(),
             timers: Notify::new(),
             send_budget: Semaphore::new(config.send_buffer),
@@ -348,7 +382,20 @@ impl Connection {
     /// Take the next received message; `Ok(None)` if none is queued yet. After the connection
     /// ended and every queued message was taken: `Err(Closed)`.
     pub fn try_recv(&self) -> Result<Option<Message>> {
-        self.shared.inbound.try_pop().map_err(Error::Closed)
+        let Some(taken) = self.shared.inbound.try_take().map_err(Error::Closed)? else {
+            return Ok(None);
+        };
+        // The credit goes back to the peer in batches, and at once when the queue empties.
+        let shared = &self.shared;
+        let cost = taken.cost as u64;
+        let pending = shared.unreported.fetch_add(cost, Relaxed) + cost;
+        if pending >= (shared.config.recv_buffer as u64 / 8).max(1) || taken.emptied {
+            let credit = shared.unreported.swap(0, Relaxed);
+            if credit > 0 {
+                shared.update(|st| st.conn.channels().consumed(DEFAULT, credit));
+            }
+        }
+        Ok(Some(taken.item))
     }
 
     /// Resolves when `try_recv` has something to say. Cancel-safe; takes nothing.
@@ -368,7 +415,12 @@ impl Connection {
     }
 
     pub async fn recv(&self) -> Result<Message> {
-        self.shared.inbound.pop().await.map_err(Error::Closed)
+        loop {
+            if let Some(m) = self.try_recv()? {
+                return Ok(m);
+            }
+            self.shared.inbound.readable().await;
+        }
     }
 
     /// Start the closing handshake without waiting: queued messages go first, then CLOSE; the
@@ -525,11 +577,15 @@ impl Shared {
     }
 
     fn apply(&self, fx: Effects) {
+        for event in fx.events {
+            self.leftover_event(event);
+        }
         if fx.ring {
             self.doorbell.notify_one();
         }
         if let Some(info) = fx.outcome {
             // No more messages arrive: readers drain what is queued, then see the end.
+            self.end_channels(&info);
             self.inbound.end(info);
         }
         if fx.fail_senders {

@@ -1,6 +1,10 @@
 //! The reading side: the reader task opens frames (outside the lock), hands them to the core,
-//! delivers messages and ACKs, and keeps the core's timers; when the connection ends it lets
-//! the last frames out and releases the socket.
+//! delivers messages, channel events and ACKs, and keeps the core's timers; when the connection
+//! ends it lets the last frames out and releases the socket.
+//!
+//! It never stops reading to wait for the application: every message is within credit the
+//! core granted (per channel), so a channel nobody reads holds its window and no more, and
+//! the other channels, PINGs and ACKs keep moving.
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
@@ -15,7 +19,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 use tokio_util::codec::Decoder;
 
-use super::{Shared, ITEM_OVERHEAD};
+use super::Shared;
+use crate::core::channel::{self, DEFAULT};
 use crate::core::codec::FrameDecoder;
 use crate::core::connection::Event;
 use crate::core::message::Message;
@@ -67,7 +72,7 @@ impl Deadline {
 }
 
 struct Reader<'a> {
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     rd: OwnedReadHalf,
     decoder: FrameDecoder,
     /// Read from the socket, not yet opened. Bound: about one frame (2 + 65,535 B) beyond the read
@@ -76,6 +81,10 @@ struct Reader<'a> {
     /// announced (M16).
     buf: BytesMut,
     deadline: Deadline,
+    /// The events one frame made (at most two), taken under the lock, handled outside it.
+    events: Vec<Event>,
+    /// Channels ended under the lock, kept until it is released (see `end_channels_now`).
+    ended: Vec<Arc<super::channels::Slot>>,
 }
 
 impl Reader<'_> {
@@ -92,19 +101,44 @@ impl Reader<'_> {
             match frame {
                 Ok(Some(frame)) => {
                     let now = Instant::now();
-                    let (event, deadline, reading) = self.shared.update(|st| {
-                        let event = st.conn.handle_frame(frame, now);
-                        (event, st.conn.poll_timeout(), st.conn.is_reading())
+                    let mut events = std::mem::take(&mut self.events);
+                    let mut ended = std::mem::take(&mut self.ended);
+                    let (handled, deadline, reading) = self.shared.update(|st| {
+                        let handled = st.conn.handle_frame(frame, now).map(|first| {
+                            events.extend(first);
+                            while let Some(e) = st.conn.poll_event() {
+                                events.push(e);
+                            }
+                        });
+                        // A channel's end reaches its handle in the same step as the core
+                        // learns it: a send right after sees the reset, not a vanished channel.
+                        self.shared.end_channels_now(&events, &mut ended);
+                        (handled, st.conn.poll_timeout(), st.conn.is_reading())
                     });
+                    ended.clear(); // their handles, released with no lock held
+                    self.ended = ended;
                     self.deadline.arm(deadline);
-                    match event? {
-                        Some(Event::Message(m)) => {
-                            let Some(()) = self.deliver(m).await else {
-                                return Ok(Stop::Ended);
-                            };
+                    let handled = handled.and_then(|()| {
+                        for event in events.drain(..) {
+                            match event {
+                                Event::Channel(channel::Event::Message {
+                                    channel: DEFAULT,
+                                    message,
+                                    credit,
+                                }) => {
+                                    if !self.deliver(message, credit) {
+                                        return Ok(false);
+                                    }
+                                }
+                                Event::Channel(e) => self.shared.channel_event(e),
+                                Event::Acked(next_expected) => self.acked(next_expected)?,
+                            }
                         }
-                        Some(Event::Acked(next_expected)) => self.acked(next_expected)?,
-                        None => {}
+                        Ok(true)
+                    });
+                    self.events = events;
+                    if !handled? {
+                        return Ok(Stop::Ended);
                     }
                     if !reading {
                         return Ok(Stop::PeerClosed);
@@ -158,52 +192,18 @@ impl Reader<'_> {
         handled.map_err(|e| self.fail(e))
     }
 
-    /// Hand a message to the application, waiting (with reading paused, the timers running)
-    /// while its mailbox is full. None when the connection ended meanwhile.
-    async fn deliver(&mut self, m: Message) -> Option<()> {
+    /// Hand a default-channel message to the application. False when the connection ended
+    /// meanwhile. Its queue has no room limit of its own: what it can hold is the credit the
+    /// core granted.
+    fn deliver(&mut self, m: Message, credit: u64) -> bool {
         let len = m.len();
-        let cost = len + ITEM_OVERHEAD;
-        match self.shared.inbound.try_push(m, cost) {
-            Ok(()) => {}
-            Err((_, Some(_))) => return None,
-            Err((m, None)) => self.deliver_paused(m, cost).await?,
+        if self.shared.inbound.try_push(m, credit as usize).is_err() {
+            return false;
         }
         let stats = &self.shared.stats;
         stats.messages_received.fetch_add(1, Relaxed);
         stats.bytes_received.fetch_add(len as u64, Relaxed);
-        Some(())
-    }
-
-    async fn deliver_paused(&mut self, m: Message, cost: usize) -> Option<()> {
-        let shared = self.shared;
-        let at = shared.update(|st| {
-            st.conn.pause_reading();
-            st.conn.poll_timeout()
-        });
-        self.deadline.arm(at);
-        let push = shared.inbound.push(m, cost);
-        tokio::pin!(push);
-        loop {
-            tokio::select! {
-                biased;
-                _ = shared.cancel.cancelled() => return None,
-                pushed = &mut push => {
-                    pushed.ok()?;
-                    break;
-                }
-                _ = shared.timers.notified() => self.rearm(),
-                // Keepalive PINGs go on (the peer must not declare us dead while the
-                // application catches up); an unanswered close still ends the connection.
-                _ = self.deadline.passed() => self.timeout().ok()?,
-            }
-        }
-        let now = Instant::now();
-        let at = shared.update(|st| {
-            st.conn.resume_reading(now);
-            st.conn.poll_timeout()
-        });
-        self.deadline.arm(at);
-        Some(())
+        true
     }
 }
 
@@ -224,6 +224,8 @@ pub(super) async fn run(
         decoder,
         buf: BytesMut::new(),
         deadline: Deadline::new(),
+        events: Vec::with_capacity(2),
+        ended: Vec::new(),
     };
     let stopped = reader.read().await;
     let close_timeout = shared.config.close_timeout;

@@ -50,7 +50,7 @@ impl Shared {
         let direct = !burst && msg.len() <= DIRECT_MAX;
         let mut failed = false;
         let sent = self.update(|st| {
-            if !(direct && st.may_write_directly()) {
+            if !(direct && st.may_write_directly(msg.len())) {
                 return st.conn.send(msg, cost, now).map(|()| 0);
             }
             let r = st.write_directly(msg, cost, now);
@@ -78,11 +78,11 @@ impl Shared {
 }
 
 impl Locked {
-    fn may_write_directly(&self) -> bool {
+    fn may_write_directly(&self, len: usize) -> bool {
         !self.writing
             && self.unwritten.is_empty()
             && self.sock.is_some()
-            && self.conn.can_seal_now()
+            && self.conn.can_seal_now(len)
     }
 
     /// Seal `msg` and write what the socket takes now; true when all of it went. What is left
@@ -174,6 +174,7 @@ pub(super) async fn run(shared: Arc<Shared>, sock: Arc<OwnedWriteHalf>) {
                         t
                     })?;
                     write_all(&sock, &mut out).await?;
+                    shared.channel_budget(&t.released);
                     (t.cost, t.fin)
                 }
             };

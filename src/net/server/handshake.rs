@@ -29,7 +29,7 @@ pub(super) async fn server_handshake(
     let link = &shared.config.link;
     let mut hs = ServerHandshake::new(ServerSetup {
         node_id: link.node_id,
-        max_message_size: link.max_message_size,
+        limits: link.limits(),
         rekey: link.rekey,
     });
     let mut slot = None;
@@ -70,6 +70,7 @@ pub(super) async fn server_handshake(
             acknowledged: !matches!(route, Route::Plain),
             on_done: Some(on_done),
             peer_identity: done.identity,
+            server: true,
         },
     )?;
     Ok(Confirmed {

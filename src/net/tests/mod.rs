@@ -17,6 +17,7 @@ use crate::error::{CloseCode, Error};
 use crate::net::link::{Link, ReconnectPolicy};
 use crate::net::mailbox::Wakeup;
 
+mod channels;
 mod connections;
 mod keys;
 mod links;
@@ -186,30 +187,33 @@ async fn raw_pair(acknowledged: bool) -> (Connection, Connection) {
     let (k1, k2) = ([1u8; 32], [2u8; 32]);
     let p = RekeyPolicy::default();
     let max = crate::net::DEFAULT_MAX_MESSAGE;
-    let side = |stream: tokio::net::TcpStream, send: [u8; 32], recv: [u8; 32], ack: bool| {
-        let (rd, wr) = stream.into_split();
-        let est = crate::core::handshake::Established {
-            send_key: send.into(),
-            recv_key: recv.into(),
-            peer_max_message: max,
-            peer_node_id: crate::core::handshake::NodeId::random(),
-            handshake_hash: [0; 32],
+    let side =
+        |stream: tokio::net::TcpStream, send: [u8; 32], recv: [u8; 32], ack: bool, server: bool| {
+            let (rd, wr) = stream.into_split();
+            let est = crate::core::handshake::Established {
+                send_key: send.into(),
+                recv_key: recv.into(),
+                peer_max_message: max,
+                peer_limits: LinkConfig::default().limits(),
+                peer_node_id: crate::core::handshake::NodeId::random(),
+                handshake_hash: [0; 32],
+            };
+            let socket = connection::Socket {
+                rd,
+                wr,
+                opener: Opener::new(&recv.into(), p, max, false),
+                sealer: Sealer::new(&send.into(), p, max),
+            };
+            let start = connection::Start {
+                acknowledged: ack,
+                on_done: None,
+                peer_identity: Default::default(),
+                server,
+            };
+            Connection::spawn(socket, &est, 0, LinkConfig::default(), start).unwrap()
         };
-        let socket = connection::Socket {
-            rd,
-            wr,
-            opener: Opener::new(&recv.into(), p, max, false),
-            sealer: Sealer::new(&send.into(), p, max),
-        };
-        let start = connection::Start {
-            acknowledged: ack,
-            on_done: None,
-            peer_identity: Default::default(),
-        };
-        Connection::spawn(socket, &est, 0, LinkConfig::default(), start).unwrap()
-    };
-    let a = side(dialled.unwrap(), k1, k2, acknowledged);
-    let b = side(accepted.unwrap().0, k2, k1, false);
+    let a = side(dialled.unwrap(), k1, k2, acknowledged, false);
+    let b = side(accepted.unwrap().0, k2, k1, false, true);
     (a, b)
 }
 

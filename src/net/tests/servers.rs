@@ -168,8 +168,14 @@ async fn a_handshake_that_never_confirms_gives_its_slot_back() {
     s.read_exact(&mut params).await.unwrap();
     let p = ServerParams::parse(&params).unwrap();
     let prs = derive_prs(b"pw", &p.salt, &p.kdf).unwrap();
-    let (_, msg1) =
-        ClientAwaitingReply::start(&prs, &hello, &params, NodeId::random(), 1 << 20).unwrap();
+    let (_, msg1) = ClientAwaitingReply::start(
+        &prs,
+        &hello,
+        &params,
+        NodeId::random(),
+        crate::net::LinkConfig::default().limits(),
+    )
+    .unwrap();
     s.write_all(&(msg1.len() as u16).to_be_bytes())
         .await
         .unwrap();
