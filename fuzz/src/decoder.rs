@@ -233,6 +233,7 @@ fn drive(decoder: &mut FrameDecoder, wire: &[u8], piece: usize) -> Outcome {
         src.extend_from_slice(read);
         loop {
             match decoder.decode(&mut src) {
+                Ok(Some(Event::Fragment { .. })) => {} // only charges credit
                 Ok(Some(ev)) => events.push(Seen::from(ev)),
                 Ok(None) => break,
                 Err(e) => return fail(events, e),
@@ -241,6 +242,7 @@ fn drive(decoder: &mut FrameDecoder, wire: &[u8], piece: usize) -> Outcome {
     }
     loop {
         match decoder.decode_eof(&mut src) {
+            Ok(Some(Event::Fragment { .. })) => {}
             Ok(Some(ev)) => events.push(Seen::from(ev)),
             Ok(None) => break,
             Err(e) => return fail(events, e),

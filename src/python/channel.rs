@@ -7,7 +7,7 @@ use super::doorbell::{self, Doorbell};
 use super::endpoint::{Chan, NativeEndpoint};
 use super::runtime::future_into_py;
 use super::wait::{block_on, take_blocking};
-use crate::net::{Channel, Connection};
+use crate::net::{Channel, Connection, Queue};
 
 /// One channel: the message methods of `NativeEndpoint`, and its id, name, half-close and
 /// reset.
@@ -120,19 +120,36 @@ pub(crate) fn open_blocking(
     NativeChannel::create(py, ch)
 }
 
-pub(crate) fn try_accept(py: Python<'_>, conn: &Connection) -> PyResult<Option<Py<NativeChannel>>> {
-    let ch = conn.try_accept_channel()?;
+/// The queue `requests` names: the peer's request channels, or the application's channels.
+pub(crate) fn queue(requests: bool) -> Queue {
+    if requests {
+        Queue::Requests
+    } else {
+        Queue::Channels
+    }
+}
+
+pub(crate) fn try_accept(
+    py: Python<'_>,
+    conn: &Connection,
+    q: Queue,
+) -> PyResult<Option<Py<NativeChannel>>> {
+    let ch = conn.try_accept_channel(q)?;
     created(py, ch)
 }
 
-pub(crate) fn arm_accept(conn: &Connection, bell: &Doorbell, token: u64) -> bool {
-    conn.arm_accept(token, doorbell::wakeup(bell, token))
+pub(crate) fn arm_accept(conn: &Connection, q: Queue, bell: &Doorbell, token: u64) -> bool {
+    conn.arm_accept(q, token, doorbell::wakeup(bell, token))
 }
 
-pub(crate) fn acceptable<'py>(py: Python<'py>, conn: &Connection) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn acceptable<'py>(
+    py: Python<'py>,
+    conn: &Connection,
+    q: Queue,
+) -> PyResult<Bound<'py, PyAny>> {
     let conn = conn.clone();
     future_into_py(py, async move {
-        conn.acceptable().await;
+        conn.acceptable(q).await;
         Ok(())
     })
 }
@@ -140,15 +157,16 @@ pub(crate) fn acceptable<'py>(py: Python<'py>, conn: &Connection) -> PyResult<Bo
 pub(crate) fn accept_blocking(
     py: Python<'_>,
     conn: &Connection,
+    q: Queue,
     timeout: Option<f64>,
 ) -> PyResult<Py<NativeChannel>> {
     let ch = take_blocking(
         py,
         timeout,
         "accept_channel",
-        || conn.try_accept_channel(),
-        |token, wakeup| conn.arm_accept(token, wakeup),
-        |token| conn.disarm_accept(token),
+        || conn.try_accept_channel(q),
+        |token, wakeup| conn.arm_accept(q, token, wakeup),
+        |token| conn.disarm_accept(q, token),
     )?;
     NativeChannel::create(py, ch)
 }

@@ -115,34 +115,44 @@ impl NativeConnection {
         channel::open_blocking(py, &self.inner, name, timeout)
     }
 
-    /// The next channel the peer opened, or None if none waits. Raises ConnectionClosed* once
-    /// the connection ended and every waiting channel was taken.
-    fn try_accept_channel(&self, py: Python<'_>) -> PyResult<Option<Py<NativeChannel>>> {
-        channel::try_accept(py, &self.inner)
+    /// The next channel the peer opened, or None if none waits; with `requests`, the next of
+    /// the peer's request channels instead. Raises ConnectionClosed* once the connection ended
+    /// and every waiting channel was taken.
+    #[pyo3(signature = (requests=false))]
+    fn try_accept_channel(
+        &self,
+        py: Python<'_>,
+        requests: bool,
+    ) -> PyResult<Option<Py<NativeChannel>>> {
+        channel::try_accept(py, &self.inner, channel::queue(requests))
     }
 
     /// Ring `bell` with `token` once `try_accept_channel` may have something to say (once);
     /// True, and nothing registered, if it has already.
-    fn arm_accept(&self, bell: &Doorbell, token: u64) -> bool {
-        channel::arm_accept(&self.inner, bell, token)
+    #[pyo3(signature = (bell, token, requests=false))]
+    fn arm_accept(&self, bell: &Doorbell, token: u64, requests: bool) -> bool {
+        channel::arm_accept(&self.inner, channel::queue(requests), bell, token)
     }
 
-    fn disarm_accept(&self, token: u64) {
-        self.inner.disarm_accept(token);
+    #[pyo3(signature = (token, requests=false))]
+    fn disarm_accept(&self, token: u64, requests: bool) {
+        self.inner.disarm_accept(channel::queue(requests), token);
     }
 
     /// Awaitable that completes when `try_accept_channel` has something to say.
-    fn acceptable<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        channel::acceptable(py, &self.inner)
+    #[pyo3(signature = (requests=false))]
+    fn acceptable<'py>(&self, py: Python<'py>, requests: bool) -> PyResult<Bound<'py, PyAny>> {
+        channel::acceptable(py, &self.inner, channel::queue(requests))
     }
 
-    #[pyo3(signature = (timeout=None))]
+    #[pyo3(signature = (timeout=None, requests=false))]
     fn accept_channel_blocking(
         &self,
         py: Python<'_>,
         timeout: Option<f64>,
+        requests: bool,
     ) -> PyResult<Py<NativeChannel>> {
-        channel::accept_blocking(py, &self.inner, timeout)
+        channel::accept_blocking(py, &self.inner, channel::queue(requests), timeout)
     }
 
     /// Channels open on this connection now.

@@ -28,6 +28,29 @@ use crate::net::lock;
 use crate::net::mailbox::{Mailbox, Wakeup};
 use crate::net::wake::WakeList;
 
+/// The name of the channels requests travel on (PROTOCOL.md §10): the peer's channels of this
+/// name wait in the request queue, never in the one `accept_channel` takes from.
+pub const REQUESTS: &str = "argonlink.requests";
+
+/// Which of a connection's two queues of channels the peer opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Queue {
+    /// The application's channels (`accept_channel`).
+    Channels = 0,
+    /// Channels carrying requests to this side ([`REQUESTS`]).
+    Requests = 1,
+}
+
+impl Queue {
+    fn of(name: &str) -> Queue {
+        if name == REQUESTS {
+            Queue::Requests
+        } else {
+            Queue::Channels
+        }
+    }
+}
+
 /// How a channel's receiving side ended.
 #[derive(Clone, Debug)]
 pub(crate) enum End {
@@ -118,9 +141,10 @@ impl Shared {
     pub(super) fn channel_event(self: &Arc<Self>, event: channel::Event) {
         match event {
             channel::Event::Opened { channel, name } => {
+                let queue = Queue::of(&name);
                 let slot = self.new_slot(channel, name);
                 lock(&self.channels).insert(channel, Arc::downgrade(&slot));
-                if let Err((slot, _)) = self.accepts.try_push(slot, 1) {
+                if let Err((slot, _)) = self.accepts[queue as usize].try_push(slot, 1) {
                     drop(slot); // the connection is ending: dropped, it resets
                 }
             }
@@ -200,7 +224,11 @@ impl Shared {
         for slot in &slots {
             slot.end_all(End::Closed(info.clone()));
         }
-        let unaccepted = self.accepts.end_and_drain(info.clone());
+        let unaccepted: Vec<_> = self
+            .accepts
+            .iter()
+            .flat_map(|queue| queue.end_and_drain(info.clone()))
+            .collect();
         self.channel_room.notify_waiters();
         drop(unaccepted);
         drop(slots);
@@ -278,36 +306,41 @@ impl Connection {
         }
     }
 
-    /// The next channel the peer opened, if one waits. After the connection ended and every
-    /// waiting channel was taken: `Err(Closed)`.
-    pub fn try_accept_channel(&self) -> Result<Option<Channel>> {
-        let slot = self.shared.accepts.try_pop().map_err(Error::Closed)?;
+    /// The next channel the peer opened onto `queue`, if one waits. After the connection
+    /// ended and every waiting channel was taken: `Err(Closed)`.
+    pub fn try_accept_channel(&self, queue: Queue) -> Result<Option<Channel>> {
+        let slot = self.shared.accepts[queue as usize]
+            .try_pop()
+            .map_err(Error::Closed)?;
         Ok(slot.map(|slot| Channel {
             conn: self.clone(),
             slot,
         }))
     }
 
-    pub async fn accept_channel(&self) -> Result<Channel> {
-        let slot = self.shared.accepts.pop().await.map_err(Error::Closed)?;
+    pub async fn accept_channel(&self, queue: Queue) -> Result<Channel> {
+        let slot = self.shared.accepts[queue as usize]
+            .pop()
+            .await
+            .map_err(Error::Closed)?;
         Ok(Channel {
             conn: self.clone(),
             slot,
         })
     }
 
-    /// Call `wakeup` once, when `try_accept_channel` may have something to say (see `arm`).
-    pub fn arm_accept(&self, key: u64, wakeup: Wakeup) -> bool {
-        self.shared.accepts.arm(key, wakeup)
+    /// Call `wakeup` once, when `try_accept_channel(queue)` may have something to say.
+    pub fn arm_accept(&self, queue: Queue, key: u64, wakeup: Wakeup) -> bool {
+        self.shared.accepts[queue as usize].arm(key, wakeup)
     }
 
-    pub fn disarm_accept(&self, key: u64) {
-        self.shared.accepts.disarm(key);
+    pub fn disarm_accept(&self, queue: Queue, key: u64) {
+        self.shared.accepts[queue as usize].disarm(key);
     }
 
-    /// Resolves when `try_accept_channel` has something to say. Cancel-safe; takes nothing.
-    pub async fn acceptable(&self) {
-        self.shared.accepts.readable().await
+    /// Resolves when `try_accept_channel(queue)` has something to say. Cancel-safe.
+    pub async fn acceptable(&self, queue: Queue) {
+        self.shared.accepts[queue as usize].readable().await
     }
 
     /// Channels open on this connection now (the default one not counted).

@@ -24,7 +24,7 @@ mod channels;
 mod read;
 mod write;
 
-pub use channels::Channel;
+pub use channels::{Channel, Queue, REQUESTS};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -150,9 +150,9 @@ struct Shared {
     unreported: AtomicU64,
     /// The channels with handles, by id (locked after `state` where both are).
     channels: Mutex<channels::Table>,
-    /// Channels the peer opened, not yet accepted. Bound: the peer's open channels, at most
-    /// our `max_channels` (the core refuses more).
-    accepts: Mailbox<Arc<channels::Slot>, CloseInfo>,
+    /// Channels the peer opened, not yet accepted, in two queues (see [`Queue`]). Bound: the
+    /// peer's open channels, at most our `max_channels` (the core refuses more).
+    accepts: [Mailbox<Arc<channels::Slot>, CloseInfo>; 2],
     /// Rung when a channel was freed (or the connection ended): openers waiting for room.
     channel_room: Notify,
     /// Rung when the writer task may have something to do (a permit is kept if it is busy).
@@ -250,7 +250,7 @@ impl Connection {
             inbound: Mailbox::new(usize::MAX),
             unreported: AtomicU64::new(0),
             channels: Mutex::new(channels::Table::new()),
-            accepts: Mailbox::new(usize::MAX),
+            accepts: [Mailbox::new(usize::MAX), Mailbox::new(usize::MAX)],
             channel_room: Notify::new(),
             doorbell: Notify::new(),
             timers: Notify::new(),

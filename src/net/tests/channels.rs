@@ -4,6 +4,7 @@
 //! connection's end ends its channels.
 
 use super::*;
+use crate::net::Queue;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_channel_holds_its_window_and_the_others_move_on() {
@@ -12,8 +13,8 @@ async fn a_stalled_channel_holds_its_window_and_the_others_move_on() {
     let slow = client.open_channel("slow").await.unwrap();
     let fast = client.open_channel("fast").await.unwrap();
     let (slow_in, fast_in) = (
-        accepted.accept_channel().await.unwrap(),
-        accepted.accept_channel().await.unwrap(),
+        accepted.accept_channel(Queue::Channels).await.unwrap(),
+        accepted.accept_channel(Queue::Channels).await.unwrap(),
     );
     assert_eq!((slow_in.name(), fast_in.name()), ("slow", "fast"));
     // The slow channel's reader never reads: its sender fills the window, then waits.
@@ -81,7 +82,7 @@ async fn half_close_both_ways_frees_the_channel() {
         ch.send(Bytes::from_static(b"more")).await,
         Err(Error::ChannelClosed)
     ));
-    let other = accepted.accept_channel().await.unwrap();
+    let other = accepted.accept_channel(Queue::Channels).await.unwrap();
     assert_eq!(&other.recv().await.unwrap().into_bytes()[..], b"question");
     assert!(matches!(other.recv().await, Err(Error::ChannelFinished)));
     // The other side still sends on it: the answer arrives after our FIN.
@@ -108,8 +109,8 @@ async fn a_dropped_handle_finishes_and_the_connection_end_ends_every_channel() {
         .unwrap();
     drop(dropped);
     let (kept_in, dropped_in) = (
-        accepted.accept_channel().await.unwrap(),
-        accepted.accept_channel().await.unwrap(),
+        accepted.accept_channel(Queue::Channels).await.unwrap(),
+        accepted.accept_channel(Queue::Channels).await.unwrap(),
     );
     // What it sent arrives, then its end; what the other side sends on resets it.
     assert_eq!(
@@ -149,7 +150,7 @@ async fn a_dropped_handle_finishes_and_the_connection_end_ends_every_channel() {
     assert!(matches!(kept_in.recv().await, Err(Error::Closed(_))));
     assert!(matches!(kept.recv().await, Err(Error::Closed(_))));
     assert!(matches!(
-        accepted.accept_channel().await,
+        accepted.accept_channel(Queue::Channels).await,
         Err(Error::Closed(_))
     ));
     srv.close().await;
@@ -176,7 +177,7 @@ async fn a_thousand_channels_on_one_connection() {
         opened.push(ch);
     }
     for i in 0..1000u32 {
-        let ch = accepted.accept_channel().await.unwrap();
+        let ch = accepted.accept_channel(Queue::Channels).await.unwrap();
         assert_eq!(ch.name(), i.to_string());
         let m = ch.recv().await.unwrap().into_bytes();
         assert_eq!(&m[..], &i.to_be_bytes());
