@@ -292,6 +292,47 @@ def test_async_fixtures(run, mode: str) -> None:
     result.stdout.fnmatch_lines(["*AssertionError: deliberate*"])
 
 
+RESPONDER_TESTS = """
+    import argonlink
+    import pytest
+
+
+    def lookup(data):
+        if data == b"missing":
+            raise KeyError("missing")
+        return data.upper()
+
+
+    async def lookup_async(data):
+        return data[::-1]
+
+
+    @pytest.mark.argonlink(responder=lookup)
+    def test_blocking_responder(argonlink_client):
+        assert argonlink_client.request(b"key", timeout=5) == b"KEY"
+        with pytest.raises(argonlink.RemoteError) as info:
+            argonlink_client.request(b"missing", timeout=5)
+        assert info.value.type_name == "KeyError"
+
+
+    @pytest.mark.asyncio
+    @pytest.mark.argonlink(responder=lookup_async)
+    async def test_async_responder(argonlink_async_client):
+        assert await argonlink_async_client.request(b"abc", timeout=5) == b"cba"
+
+
+    @pytest.mark.argonlink(responder=lookup, handler=print)
+    def test_not_both(argonlink_server):
+        pass
+"""
+
+
+def test_responder_marker(run) -> None:
+    result = run(RESPONDER_TESTS)
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*handler= or responder=, not both*"])
+
+
 TEARDOWN_TESTS = """
     import json
     import threading

@@ -24,7 +24,7 @@ import atexit
 
 from . import _argonlink, sync
 from ._argonlink import __version__
-from ._asyncio import Channel, Client, Connection, Handler, Server
+from ._asyncio import Channel, Client, Connection, Handler, Request, Server
 from ._files import FileReceipt, Progress, check_name, remove_stale_partials
 from ._options import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -50,6 +50,7 @@ from .exceptions import (
     Error,
     MessageTooLarge,
     ProtocolError,
+    RemoteError,
     Timeout,
     TransferCode,
     TransferError,
@@ -84,6 +85,8 @@ __all__ = [
     "ProtocolError",
     "ReconnectPolicy",
     "RekeyPolicy",
+    "RemoteError",
+    "Request",
     "Server",
     "ThrottlePolicy",
     "Timeout",

@@ -12,7 +12,7 @@ import functools
 import itertools
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -27,9 +27,18 @@ from ._common import (
 )
 from ._files import AsyncTransfers
 from ._options import BytesLike, KdfParams
+from ._requests import (
+    DEFAULT_CONCURRENCY,
+    REQUESTS_CHANNEL,
+    AsyncHandler,
+    AsyncRequester,
+    Request,
+    iterate_requests,
+    serve_requests,
+)
 from .exceptions import ChannelFinished, ConnectionClosed, ConnectionClosedOK, Timeout
 
-__all__ = ["Channel", "Client", "Connection", "Handler", "Server"]
+__all__ = ["Channel", "Client", "Connection", "Handler", "Request", "Server"]
 
 logger = logging.getLogger("argonlink")
 
@@ -110,14 +119,17 @@ async def _readable(native: _argonlink.NativeEndpoint) -> None:
     await bell.wait(lambda token: native.arm(ring, token), native.disarm)
 
 
-async def _acceptable(native: _argonlink.NativeConnection) -> None:
-    """Until ``native.try_accept_channel`` has something to say. Takes nothing."""
+async def _acceptable(native: _argonlink.NativeConnection, requests: bool = False) -> None:
+    """Until ``native.try_accept_channel(requests)`` has something to say. Takes nothing."""
     bell = _doorbell(asyncio.get_running_loop())
     if bell is None:
-        await native.acceptable()
+        await native.acceptable(requests)
         return
     ring = bell.native
-    await bell.wait(lambda token: native.arm_accept(ring, token), native.disarm_accept)
+    await bell.wait(
+        lambda token: native.arm_accept(ring, token, requests),
+        lambda token: native.disarm_accept(token, requests),
+    )
 
 
 async def _writable(native: _argonlink.NativeEndpoint, size: int) -> None:
@@ -278,6 +290,64 @@ class Connection(ConnectionInfo, AsyncTransfers):
         ready = functools.partial(_acceptable, native)
         return Channel(await _next(take, ready, timeout, "accept_channel"))
 
+    async def request(self, data: BytesLike, *, timeout: float | None = None) -> bytes:
+        """Send a request and return the peer's reply (its ``serve_requests`` handler's, or
+        what its ``requests()`` loop answered). Many may be outstanding at once. Raises
+        :class:`~argonlink.RemoteError` when the peer's handler raised,
+        :class:`~argonlink.Timeout` after ``timeout`` s; a timeout or a cancellation cancels
+        the handler's side too."""
+        return await (await self._requester()).request(data, timeout)
+
+    async def _requester(self) -> AsyncRequester:
+        current = self._requests
+        if isinstance(current, AsyncRequester) and current.usable:
+            return current
+        if isinstance(current, asyncio.Future):
+            requester: AsyncRequester = await asyncio.shield(current)
+            return requester
+        opening: asyncio.Future[AsyncRequester] = asyncio.get_running_loop().create_future()
+        self._requests = opening
+        try:
+            native = channels_of(self._native)
+            requester = AsyncRequester(Channel(await native.open_channel(REQUESTS_CHANNEL)))
+        except BaseException as exc:
+            self._requests = None
+            opening.set_exception(exc)
+            opening.exception()  # retrieved: waiters get it, nobody else needs to
+            raise
+        self._requests = requester
+        opening.set_result(requester)
+        return requester
+
+    async def serve_requests(
+        self,
+        handler: AsyncHandler,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        tracebacks: bool = False,
+    ) -> None:
+        """Answer the peer's requests with ``handler(data) -> bytes`` (a coroutine function, or
+        a plain one that does not block), at most ``concurrency`` at once, until the
+        connection ends. A handler's exception goes back as
+        :class:`~argonlink.RemoteError` (its type and message; its traceback too with
+        ``tracebacks=True``); a request the caller gave up on is cancelled."""
+        await serve_requests(
+            self._accept_requests, handler, concurrency=concurrency, tracebacks=tracebacks
+        )
+
+    def requests(self, *, concurrency: int = DEFAULT_CONCURRENCY) -> AsyncIterator[Request]:
+        """``async for req in conn.requests(): await req.reply(...)``: the peer's requests as
+        they come, until the connection ends; at most ``concurrency`` taken and not yet
+        answered (more wait at the caller). ``req.cancelled`` turns true if the caller gives
+        up (a late answer is dropped)."""
+        return iterate_requests(self._accept_requests, concurrency=concurrency)
+
+    async def _accept_requests(self) -> Channel:
+        native = channels_of(self._native)
+        take = functools.partial(native.try_accept_channel, True)
+        ready = functools.partial(_acceptable, native, True)
+        return Channel(await _next(take, ready, None, "accept requests"))
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Flush what ``send`` accepted, send CLOSE, wait for the peer's (at most
         ``close_timeout``). Idempotent."""
@@ -413,6 +483,8 @@ class Client(ClientBase[Connection], AsyncTransfers):
     """
 
     _connection_type = Connection
+    #: The connection requests go on (kept: its requests channel is opened once).
+    _request_conn: Connection | None = None
 
     async def connect(self) -> Connection:
         """Connect (with a policy: keep trying until connected or out of attempts). Raises
@@ -464,6 +536,17 @@ class Client(ClientBase[Connection], AsyncTransfers):
         channels_of(self._link)
         conn = await self.wait_connected(timeout)
         return await conn.accept_channel(timeout)
+
+    async def request(self, data: BytesLike, *, timeout: float | None = None) -> bytes:
+        """A request on the current connection (waiting while reconnecting); see
+        :meth:`argonlink.Connection.request`. A request in flight when the connection drops
+        fails with its error: whether the server ran it is unknown."""
+        channels_of(self._link)
+        conn = await self.wait_connected(timeout)
+        held = self._request_conn
+        if held is None or held.handshake_hash != conn.handshake_hash:
+            self._request_conn = held = conn
+        return await held.request(data, timeout=timeout)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Stop reconnecting and close the current connection. Idempotent."""

@@ -72,6 +72,8 @@ def channel_name(name: str | None) -> str:
     name = name or ""
     if len(name.encode()) > 255:
         raise ConfigError("a channel name is at most 255 bytes of UTF-8")
+    if name.startswith("argonlink."):
+        raise ConfigError(f"channel names starting with 'argonlink.' are reserved: {name!r}")
     return name
 
 
@@ -100,10 +102,12 @@ class ConnectionInfo:
     connections; both look the same. Address and handshake facts are the current (or last)
     connection's."""
 
-    __slots__ = ("_native",)
+    __slots__ = ("_native", "_requests")
 
     def __init__(self, native: _argonlink.NativeConnection | _argonlink.NativeLink) -> None:
         self._native = native
+        #: The caller's end of request/response on this connection, once used.
+        self._requests: Any = None
 
     @property
     def _conn(self) -> _argonlink.NativeConnection:

@@ -15,6 +15,7 @@
     │   ├── ChannelFinished          the peer finished the channel and everything was read
     │   ├── ChannelClosed            this side finished the channel: nothing more is sent
     │   └── ChannelReset             the channel was reset (``.code``, ``.by_peer``)
+    ├── RemoteError                  a request's handler raised (``.type_name``, ``.message``)
     └── TransferError                a file transfer was refused or failed (``.code``)
         ├── UnsafeName               a file name that could escape or misbehave on disk
         ├── DestinationExists        the file is already there (and overwrite is off)
@@ -43,6 +44,7 @@ __all__ = [
     "Error",
     "MessageTooLarge",
     "ProtocolError",
+    "RemoteError",
     "Timeout",
     "TransferCode",
     "TransferError",
@@ -134,6 +136,25 @@ class ChannelReset(ChannelError):
         who = "the peer" if self.by_peer else "this side"
         text = f"channel reset by {who} (code {self.code})"
         return f"{text}: {self.reason}" if self.reason else text
+
+
+class RemoteError(Error):
+    """The peer's handler of a request raised: ``type_name`` is its exception's type (with its
+    module, unless a builtin), ``message`` its text, ``traceback`` the peer's formatted
+    traceback when the peer chose to send it (``serve_requests(tracebacks=True)``), else None."""
+
+    type_name: str
+    message: str
+    traceback: str | None
+
+    def __init__(self, type_name: str, message: str, traceback: str | None = None) -> None:
+        super().__init__(type_name, message, traceback)
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}" if self.message else self.type_name
 
 
 class TransferCode(enum.IntEnum):

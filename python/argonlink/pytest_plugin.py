@@ -48,6 +48,11 @@ Example, a complete test module::
         await argonlink_async_client.send(b"ping")
         assert await argonlink_async_client.recv(timeout=5) == b"ping"
 
+
+    @pytest.mark.argonlink(responder=lambda data: data.upper())  # answers requests
+    def test_request(argonlink_client: argonlink.sync.Client) -> None:
+        assert argonlink_client.request(b"get", timeout=5) == b"GET"
+
 Fixtures (all function-scoped):
 
 ``argonlink_password``
@@ -193,14 +198,36 @@ def _parse_kdf(value: str) -> argonlink.KdfParams:
         ) from None
 
 
-def _marker_kwargs(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """The merged ``@pytest.mark.argonlink`` keywords: module, then class, then test."""
+def _marker_kwargs(request: pytest.FixtureRequest, *, asynchronous: bool = False) -> dict[str, Any]:
+    """The merged ``@pytest.mark.argonlink`` keywords: module, then class, then test. A
+    ``responder=f`` becomes the handler that answers each connection's requests with ``f``."""
     kwargs: dict[str, Any] = {}
     for mark in reversed(list(request.node.iter_markers("argonlink"))):
         if mark.args:
             raise TypeError("@pytest.mark.argonlink takes keyword arguments only")
         kwargs.update(mark.kwargs)
+    responder = kwargs.pop("responder", None)
+    if responder is not None:
+        if kwargs.get("handler") is not None:
+            raise TypeError("@pytest.mark.argonlink takes handler= or responder=, not both")
+        kwargs["handler"] = _answering(responder, asynchronous)
     return kwargs
+
+
+def _answering(responder: Callable[[bytes], Any], asynchronous: bool) -> Callable[[Any], Any]:
+    """A connection handler that serves the peer's requests with ``responder`` until the
+    connection ends."""
+    if asynchronous:
+
+        async def serve(conn: argonlink.Connection) -> None:
+            await conn.serve_requests(responder)
+
+        return serve
+
+    def serve_blocking(conn: argonlink.sync.Connection) -> None:
+        conn.serve_requests(responder)
+
+    return serve_blocking
 
 
 def _server_kwargs(
@@ -525,7 +552,7 @@ async def argonlink_async_server(
     __tracebackhide__ = True
     import argonlink
 
-    overrides = _marker_kwargs(request)
+    overrides = _marker_kwargs(request, asynchronous=True)
     handler = overrides.pop("handler", None)
     if inspect.isfunction(handler) and not inspect.iscoroutinefunction(handler):
         raise TypeError(

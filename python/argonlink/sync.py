@@ -23,11 +23,21 @@ from ._common import (
 )
 from ._files import BlockingTransfers, FileReceipt
 from ._options import BytesLike, KdfParams
+from ._requests import (
+    DEFAULT_CONCURRENCY,
+    REQUESTS_CHANNEL,
+    BlockingHandler,
+    BlockingRequester,
+    serve_requests_blocking,
+)
 from .exceptions import ChannelFinished, ConnectionClosed, ConnectionClosedOK
 
 __all__ = ["Channel", "Client", "Connection", "FileReceipt", "Handler", "Server"]
 
 logger = logging.getLogger("argonlink")
+
+#: Opening a connection's requests channel happens once, whichever thread asks first.
+_requesters_lock = threading.Lock()
 
 
 def _until_clean_close(recv: Callable[[], bytes]) -> Iterator[bytes]:
@@ -111,6 +121,40 @@ class Connection(ConnectionInfo, BlockingTransfers):
     def accept_channel(self, timeout: float | None = None) -> Channel:
         """The next channel the peer opened; see :meth:`argonlink.Connection.accept_channel`."""
         return Channel(channels_of(self._native).accept_channel_blocking(timeout))
+
+    def request(self, data: BytesLike, *, timeout: float | None = None) -> bytes:
+        """Send a request and return the peer's reply; see
+        :meth:`argonlink.Connection.request`. Any number of threads may wait at once."""
+        return self._requester().request(data, timeout)
+
+    def _requester(self) -> BlockingRequester:
+        with _requesters_lock:
+            current = self._requests
+            if isinstance(current, BlockingRequester) and current.usable:
+                return current
+            native = channels_of(self._native)
+            channel = Channel(native.open_channel_blocking(REQUESTS_CHANNEL, None))
+            self._requests = requester = BlockingRequester(channel)
+            return requester
+
+    def serve_requests(
+        self,
+        handler: BlockingHandler,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        tracebacks: bool = False,
+    ) -> None:
+        """Answer the peer's requests with ``handler(data) -> bytes`` in ``concurrency``
+        threads until the connection ends; see :meth:`argonlink.Connection.serve_requests`.
+        A request the caller gave up on while its handler runs cannot be stopped (threads
+        cannot be interrupted): its answer is dropped."""
+        native = channels_of(self._native)
+        serve_requests_blocking(
+            lambda: Channel(native.accept_channel_blocking(None, True)),
+            handler,
+            concurrency=concurrency,
+            tracebacks=tracebacks,
+        )
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Flush, send CLOSE, wait for the peer's (at most ``close_timeout``). Idempotent."""
@@ -238,6 +282,8 @@ class Client(ClientBase[Connection], BlockingTransfers):
     :class:`argonlink.Client` (the same options, ``reconnect=`` included)."""
 
     _connection_type = Connection
+    #: The connection requests go on (kept: its requests channel is opened once).
+    _request_conn: Connection | None = None
 
     def connect(self) -> Connection:
         """Connect (with a policy: keep trying until connected or out of attempts)."""
@@ -274,6 +320,16 @@ class Client(ClientBase[Connection], BlockingTransfers):
         """The next channel the server opened on the current connection."""
         channels_of(self._link)
         return self.wait_connected(timeout).accept_channel(timeout)
+
+    def request(self, data: BytesLike, *, timeout: float | None = None) -> bytes:
+        """A request on the current connection; see :meth:`argonlink.Client.request`."""
+        channels_of(self._link)
+        conn = self.wait_connected(timeout)
+        with _requesters_lock:
+            held = self._request_conn
+            if held is None or held.handshake_hash != conn.handshake_hash:
+                self._request_conn = held = conn
+        return held.request(data, timeout=timeout)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Stop reconnecting and close the current connection. Idempotent."""
