@@ -52,6 +52,7 @@ from proxy import HELLO_FIXED_LEN, PARAMS_LEN, recv_exact, recv_hello
 
 __all__ = [
     "ACK",
+    "CHANNEL_WINDOW",
     "CLOSE",
     "CONFIRM",
     "CONFIRM_BARE",
@@ -60,6 +61,7 @@ __all__ = [
     "LENGTH",
     "MAX_CHUNK",
     "MAX_PLAINTEXT",
+    "MESSAGE_CREDIT",
     "MORE",
     "PING",
     "PONG",
@@ -78,20 +80,27 @@ __all__ = [
     "ServerSide",
     "Transport",
     "ack",
+    "blocked",
+    "ch_data",
     "close",
     "confirm",
     "data",
     "derive_prs",
     "expect_close",
+    "fin",
     "fragments",
     "is_valid_close_code",
+    "open_channel",
     "ping",
     "pong",
+    "reset",
     "resume",
+    "window",
 ]
 
 # Frame types and DATA flags (PROTOCOL.md §4.1).
 DATA, PING, PONG, CLOSE, REKEY, CONFIRM, ACK, RESUME = range(1, 9)
+CH_DATA, OPEN, WINDOW, BLOCKED, FIN, RESET = range(9, 15)
 MORE, LENGTH = 0x01, 0x02
 #: The largest plaintext a frame holds: 65535 - 16 (tag).
 MAX_PLAINTEXT = 65519
@@ -166,6 +175,42 @@ def fragments(
         pos += middle
     out.append(data(message[pos:]))
     return out
+
+
+# Channels (§4.7): each builder takes any id, 0 and unopened ones included.
+
+
+def ch_data(channel: int, chunk: bytes, *, more: bool = False, total: int | None = None) -> bytes:
+    """CH_DATA: channel, flags, the total if given, the chunk."""
+    flags = (MORE if more else 0) | (LENGTH if total is not None else 0)
+    head = bytes([CH_DATA]) + struct.pack(">IB", channel, flags)
+    return head + (struct.pack(">Q", total) if total is not None else b"") + chunk
+
+
+def open_channel(channel: int, name: bytes = b"") -> bytes:
+    return bytes([OPEN]) + struct.pack(">I", channel) + name
+
+
+def window(channel: int, limit: int) -> bytes:
+    return bytes([WINDOW]) + struct.pack(">IQ", channel, limit)
+
+
+def blocked(channel: int, needed: int) -> bytes:
+    return bytes([BLOCKED]) + struct.pack(">IQ", channel, needed)
+
+
+def fin(channel: int) -> bytes:
+    return bytes([FIN]) + struct.pack(">I", channel)
+
+
+def reset(channel: int, code: int = 0, reason: bytes = b"") -> bytes:
+    return bytes([RESET]) + struct.pack(">IH", channel, code) + reason
+
+
+#: A channel's initial window by default (the credit a peer may use before any WINDOW), and
+#: what a message costs besides its bytes (§4.7).
+CHANNEL_WINDOW = 256 * 1024
+MESSAGE_CREDIT = 64
 
 
 def ping(value: int) -> bytes:

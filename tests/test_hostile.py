@@ -28,11 +28,13 @@ from argonlink import sync
 from noise_model import prs_from_phc
 from proxy import C2S_HELLO, C2S_MSG1, Direction, Proxy
 from refpeer import (
+    CHANNEL_WINDOW,
     CLOSE,
     CONFIRM,
     DATA,
     FIRST_FRAGMENT,
     MAX_CHUNK,
+    MESSAGE_CREDIT,
     PING,
     PONG,
     REKEY_FRAME,
@@ -43,14 +45,20 @@ from refpeer import (
     RefServer,
     ServerSide,
     ack,
+    blocked,
+    ch_data,
     close,
     confirm,
     data,
     expect_close,
+    fin,
     fragments,
+    open_channel,
     ping,
     pong,
+    reset,
     resume,
+    window,
 )
 
 PASSWORD = "hostile peer test password"
@@ -641,6 +649,16 @@ PROTOCOL_ERRORS: dict[str, bytes] = {
     "CLOSE reason not UTF-8": close(1000, b"\xff\xfe"),
     "CLOSE reason of 124 bytes": close(1000, b"r" * 124),
     "empty plaintext": b"",
+    # Channels (§4.7, M31, M32): frames naming what does not exist, or may not be named.
+    "CH_DATA on a channel never opened": ch_data(1, b"x"),
+    "OPEN with the server's parity": open_channel(2),
+    "OPEN of channel 0": open_channel(0),
+    "FIN of the default channel": fin(0),
+    "RESET of a channel never opened": reset(5),
+    "RESET with a reserved code": reset(1, 7),
+    "WINDOW for a channel never opened": window(3, 1 << 20),
+    "BLOCKED for a channel never opened": blocked(3, 1),
+    "a channel name that is not UTF-8": open_channel(1, b"\xff"),
 }
 
 
@@ -653,6 +671,98 @@ def test_protocol_errors_send_close_1002_before_fin(
         peer.send(PROTOCOL_ERRORS[case])
         expect_close(peer, 1002)
         assert_app_sees_error(conn)
+
+
+def _full_messages(channel: int, credit: int) -> list[bytes]:
+    """Single-frame CH_DATA messages of the largest size, enough to use ``credit`` and pass it
+    by one message."""
+    chunk = b"w" * (MAX_CHUNK - 4)
+    count = credit // (len(chunk) + MESSAGE_CREDIT) + 1
+    return [ch_data(channel, chunk)] * count
+
+
+def test_a_channel_past_its_window_gets_1002(srv: sync.Server, prs: bytes) -> None:
+    """M30: a peer that sends past a channel's credit (its initial window: no WINDOW came) is
+    cut off at the frame that goes past, with CLOSE 1002; everything before was delivered."""
+    with RefClient(srv.address, prs) as peer:
+        conn = accepted(srv)
+        peer.send(open_channel(1, b"greedy"))
+        messages = _full_messages(1, CHANNEL_WINDOW)
+        peer.send_each(messages)
+        expect_close(peer, 1002)
+        ch = conn.accept_channel(timeout=5)
+        got = 0
+        with pytest.raises(argonlink.ConnectionClosedError) as info:
+            while True:
+                ch.recv(timeout=5)
+                got += 1
+        assert got == len(messages) - 1, got
+        assert "beyond the window" in str(info.value)
+
+
+def test_data_after_a_channels_fin_gets_1002(srv: sync.Server, prs: bytes) -> None:
+    with RefClient(srv.address, prs) as peer:
+        conn = accepted(srv)
+        peer.send(open_channel(1), ch_data(1, b"last"), fin(1), ch_data(1, b"one more"))
+        expect_close(peer, 1002)
+        ch = conn.accept_channel(timeout=5)
+        assert ch.recv(timeout=5) == b"last"
+        with pytest.raises(argonlink.ChannelFinished):  # it had ended cleanly, then the rest
+            ch.recv(timeout=5)
+        with pytest.raises(argonlink.ConnectionClosedError):
+            conn.recv(timeout=5)
+
+
+def test_a_fin_in_the_middle_of_a_message_gets_1002(srv: sync.Server, prs: bytes) -> None:
+    first = ch_data(1, b"x" * (MAX_CHUNK - 12), more=True, total=200_000)
+    with RefClient(srv.address, prs) as peer:
+        accepted(srv)
+        peer.send(open_channel(1), first, fin(1))
+        expect_close(peer, 1002)
+
+
+def test_channels_interleave_between_fragments(srv: sync.Server, prs: bytes) -> None:
+    """M15: another channel's message, a PING and the default channel's message between the
+    fragments of a long message on channel 1: all delivered, in each channel's order."""
+    chunk = MAX_CHUNK - 4
+    total = (chunk - 8) + chunk + 10
+    parts = [
+        ch_data(1, b"a" * (chunk - 8), more=True, total=total),
+        ch_data(1, b"b" * chunk, more=True),
+        ch_data(1, b"c" * 10),
+    ]
+    with RefClient(srv.address, prs) as peer:
+        conn = accepted(srv)
+        peer.send(open_channel(1), open_channel(3))
+        peer.send(parts[0], ch_data(3, b"short"), ping(7), data(b"plain"), parts[1], parts[2])
+        ch1, ch3 = conn.accept_channel(timeout=5), conn.accept_channel(timeout=5)
+        assert ch3.recv(timeout=5) == b"short"
+        assert conn.recv(timeout=5) == b"plain"
+        assert ch1.recv(timeout=5) == b"a" * (chunk - 8) + b"b" * chunk + b"c" * 10
+        frames = peer.frames_for(0.5)
+        assert any(f.type == PONG and f.value == 7 for f in frames), frames
+
+
+@pytest.mark.slow
+def test_a_channel_open_flood_holds_its_windows_and_no_more(phc: str, prs: bytes) -> None:
+    """M31 and §4.6: a peer opens as many channels as the server allows (16 here), fills each
+    window while the application reads none, then opens one more: CLOSE 1002 at that OPEN, and
+    the server held about the windows' bytes meanwhile."""
+    limit = 16
+    with ServerProcess(phc, max_channels=limit, throttle=False) as server:
+        before = server.settled_rss()
+        with RefClient(server.address, prs) as peer:
+            for i in range(limit):
+                channel = 2 * i + 1
+                peer.send(open_channel(channel))
+                peer.send_each(_full_messages(channel, CHANNEL_WINDOW)[:-1])
+            growth = server.settled_rss() - before
+            peer.send(open_channel(2 * limit + 1))
+            frames = peer.frames_until_closed()
+        print(f"RSS growth with {limit} full channels: {growth >> 10} KiB")
+        assert frames and frames[-1].type == CLOSE and frames[-1].close_code == 1002
+        windows = limit * CHANNEL_WINDOW
+        assert growth <= 3 * windows, (growth, windows)
 
 
 def test_a_tag_failure_gets_nothing_back(srv: sync.Server, prs: bytes) -> None:

@@ -222,6 +222,26 @@ fn the_window_grows_for_a_reader_that_keeps_up_within_its_bounds() {
 }
 
 #[test]
+fn blocked_alone_grows_nothing() {
+    // A peer that sends no data and claims to be blocked, again and again, on a channel our
+    // application never read: its window stays as it was (growth needs our reader to read).
+    let mut p = Pair::new(8);
+    let ch = p.a.mux.open("x").unwrap();
+    p.drive().unwrap();
+    for round in 1..=20u64 {
+        let granted = p.b.mux.channels[&ch].window.granted;
+        p.b.mux
+            .handle_control(ChannelFrame::Blocked {
+                channel: ch,
+                needed: granted + round,
+            })
+            .unwrap();
+    }
+    assert_eq!(p.b.mux.channels[&ch].window.window, 256 * KIB);
+    assert_eq!(p.b.mux.grown, 0);
+}
+
+#[test]
 fn growth_is_bounded_by_the_connection_budget() {
     let mut small = config(8);
     small.channel_buffer = 256 * KIB;

@@ -215,22 +215,22 @@ impl Shared {
         }
     }
 
-    /// The connection ended: every channel ends with it.
+    /// The connection ended: every channel ends with it. What arrived before the end stays
+    /// readable (channels not yet accepted too), as on the default channel: a message that
+    /// arrived is never lost to the application.
     pub(super) fn end_channels(&self, info: &CloseInfo) {
         let slots: Vec<Arc<Slot>> = lock(&self.channels)
             .values()
             .filter_map(Weak::upgrade)
             .collect();
         for slot in &slots {
-            slot.end_all(End::Closed(info.clone()));
+            slot.end_sending(End::Closed(info.clone()));
+            slot.inbound.end(End::Closed(info.clone()));
         }
-        let unaccepted: Vec<_> = self
-            .accepts
-            .iter()
-            .flat_map(|queue| queue.end_and_drain(info.clone()))
-            .collect();
+        for queue in &self.accepts {
+            queue.end(info.clone());
+        }
         self.channel_room.notify_waiters();
-        drop(unaccepted);
         drop(slots);
     }
 
@@ -246,9 +246,14 @@ impl Shared {
 }
 
 impl Slot {
+    /// A reset: nothing more is sent or read; what was queued either way is dropped.
     fn end_all(&self, end: End) {
-        let _ = self.send_end.set(end.clone());
+        self.end_sending(end.clone());
         drop(self.inbound.end_and_drain(end));
+    }
+
+    fn end_sending(&self, end: End) {
+        let _ = self.send_end.set(end);
         self.send_budget.close();
         self.writers.wake_all();
     }
@@ -508,15 +513,18 @@ impl Channel {
             )));
         }
         let id = self.slot.id;
-        self.conn
-            .shared
-            .update(|st| st.conn.channels().reset(id, code, reason))?;
-        self.slot.end_all(End::Reset {
-            code,
-            reason: reason.to_owned(),
-            by_peer: false,
-        });
-        Ok(())
+        let slot = &self.slot;
+        self.conn.shared.update(|st| {
+            st.conn.channels().reset(id, code, reason)?;
+            // Under the lock: the handle ends as reset by us before the reader can see the
+            // peer's answering RESET (which would end it as reset by the peer).
+            slot.end_all(End::Reset {
+                code,
+                reason: reason.to_owned(),
+                by_peer: false,
+            });
+            Ok(())
+        })
     }
 
     /// Resolves once everything queued on the channel was written to the socket.
