@@ -207,7 +207,7 @@ pub enum PeerMisbehaved {
     ChannelZero(&'static str),
     #[error("channel {0} has the other side's parity: a side opens only its own ids")]
     ChannelParity(u32),
-    #[error("channel {id} opened after channel {last}: ids must increase")]
+    #[error("channel {id} opened after channel {last}: ids go up by two, without gaps")]
     ChannelIdNotIncreasing { id: u32, last: u32 },
     #[error("the peer opened more than the {0} channels it was allowed")]
     TooManyChannels(u32),

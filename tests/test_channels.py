@@ -97,6 +97,7 @@ async def test_reset_reaches_the_peer_with_its_code(server: argonlink.Server) ->
         assert await conn.recv(timeout=5) == b"after"
 
 
+@pytest.mark.slow
 async def test_a_slow_channel_holds_up_neither_the_others_nor_the_connection(
     server: argonlink.Server,
 ) -> None:
@@ -112,7 +113,7 @@ async def test_a_slow_channel_holds_up_neither_the_others_nor_the_connection(
                 await slow.send(chunk)
 
         stuffer = asyncio.create_task(stuff())
-        total = 128 * MIB
+        total = 1024 * MIB  # 1 GiB
 
         async def pump() -> None:
             block = b"f" * MIB
@@ -128,7 +129,7 @@ async def test_a_slow_channel_holds_up_neither_the_others_nor_the_connection(
         await pumper
         elapsed = time.monotonic() - started
         assert got == total
-        # Nobody read the slow channel: it holds its window (256 KiB), not 128 MiB.
+        # Nobody read the slow channel: it holds its window (256 KiB), whatever was sent.
         assert slow_in.queued * len(chunk) <= 256 * 1024
         assert not stuffer.done()
         # Pings and the connection's own messages still get through.
@@ -153,9 +154,9 @@ async def test_async_with_closes_and_resets_on_error(server: argonlink.Server) -
         with pytest.raises(RuntimeError):
             async with await client.open_channel("bad") as bad:
                 raise RuntimeError("boom")
-        other = await conn.accept_channel(5)
-        with pytest.raises(ChannelReset):
-            await other.recv(5)
+        # Reset before anyone accepted it: it never reaches accept_channel (nothing held).
+        with pytest.raises(Timeout):
+            await conn.accept_channel(0.5)
         assert bad.closed
 
 

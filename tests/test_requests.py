@@ -5,6 +5,7 @@ timeouts and cancellation reach the handler; the blocking API; a request channel
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 
@@ -12,7 +13,7 @@ import argonlink
 import argonlink.sync
 import pytest
 from argonlink import ChannelError, ConfigError, RemoteError, Timeout
-from support import PASSWORD
+from support import KDF, PASSWORD
 
 
 async def test_ten_thousand_outstanding_requests(server: argonlink.Server) -> None:
@@ -189,3 +190,74 @@ def test_blocking_requests_from_many_threads(sync_server: argonlink.sync.Server)
         client.close()
         serving.join(10)
         assert not serving.is_alive()
+
+
+async def test_a_reply_larger_than_the_caller_accepts_comes_back_as_an_error() -> None:
+    async with argonlink.Server("127.0.0.1", 0, password=PASSWORD, kdf=KDF) as srv:
+        host, port = srv.address
+        async with argonlink.Client(
+            host, port, password=PASSWORD, max_message_size=100_000
+        ) as client:
+            conn = await srv.accept(timeout=5)
+
+            async def big(data: bytes) -> bytes:
+                return b"z" * 200_000
+
+            for handler in (big, lambda data: b"z" * 200_000):  # a task, and inline
+                serving = asyncio.create_task(conn.serve_requests(handler))
+                with pytest.raises(RemoteError) as info:
+                    await client.request(b"big", timeout=5)
+                assert info.value.type_name == "argonlink.exceptions.MessageTooLarge"
+                serving.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await serving
+
+
+async def test_requests_given_up_while_queued_free_their_place(server: argonlink.Server) -> None:
+    host, port = server.address
+    async with argonlink.Client(host, port, password=PASSWORD) as client:
+        conn = await server.accept(timeout=5)
+        gate = asyncio.Event()
+
+        async def handler(data: bytes) -> bytes:
+            if data == b"slow":
+                await gate.wait()
+            return data
+
+        serving = asyncio.create_task(conn.serve_requests(handler, concurrency=2))
+        # Far more give-ups than places, many cancelled before their handler started.
+        for _ in range(20):
+            with pytest.raises(Timeout):
+                await asyncio.gather(*(client.request(b"slow", timeout=0.05) for _ in range(5)))
+        gate.set()
+        assert await client.request(b"after", timeout=5) == b"after"
+        serving.cancel()
+
+
+async def test_a_hostile_responder_cannot_hang_the_caller(server: argonlink.Server) -> None:
+    """Answers no honest responder sends: an ERROR that is not JSON (or nested too deeply to
+    parse), an answer for an id never sent. The requests fail, the channel is reset, nothing
+    hangs."""
+    from argonlink._asyncio import Channel
+    from argonlink._requests import ERROR, REPLY, encode
+
+    host, port = server.address
+    for bad in (
+        encode(ERROR, 1, b"not json"),
+        encode(ERROR, 1, b"[" * 100_000),
+        encode(REPLY, 7, b"never asked"),
+        encode(REPLY, 0, b"zero"),
+    ):
+        async with argonlink.Client(host, port, password=PASSWORD) as client:
+            conn = await server.accept(timeout=5)
+            pending = asyncio.create_task(client.request(b"q"))
+            native = conn._conn
+            raw = None
+            while raw is None:
+                raw = native.try_accept_channel(True)
+                await asyncio.sleep(0.01)
+            channel = Channel(raw)
+            await channel.recv(timeout=5)
+            await channel.send(bad)
+            with pytest.raises(ChannelError):
+                await asyncio.wait_for(pending, 5)

@@ -326,9 +326,10 @@ class Connection(ConnectionInfo, AsyncTransfers):
         concurrency: int = DEFAULT_CONCURRENCY,
         tracebacks: bool = False,
     ) -> None:
-        """Answer the peer's requests with ``handler(data) -> bytes`` (a coroutine function, or
-        a plain one that does not block), at most ``concurrency`` at once, until the
-        connection ends. A handler's exception goes back as
+        """Answer the peer's requests with ``handler(data) -> bytes`` until the connection
+        ends: a coroutine function runs as a task per request, at most ``concurrency`` at
+        once; a plain function (it must not block) runs inline, one request after the other,
+        which is faster for quick answers. A handler's exception goes back as
         :class:`~argonlink.RemoteError` (its type and message; its traceback too with
         ``tracebacks=True``); a request the caller gave up on is cancelled."""
         await serve_requests(

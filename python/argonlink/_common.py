@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Generic, TypeVar
 
 from . import _argonlink
@@ -102,12 +103,14 @@ class ConnectionInfo:
     connections; both look the same. Address and handshake facts are the current (or last)
     connection's."""
 
-    __slots__ = ("_native", "_requests")
+    __slots__ = ("_native", "_opening", "_requests")
 
     def __init__(self, native: _argonlink.NativeConnection | _argonlink.NativeLink) -> None:
         self._native = native
         #: The caller's end of request/response on this connection, once used.
         self._requests: Any = None
+        #: Held while the blocking API opens the requests channel (one opener at a time).
+        self._opening = threading.Lock()
 
     @property
     def _conn(self) -> _argonlink.NativeConnection:

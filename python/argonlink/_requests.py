@@ -29,15 +29,16 @@ import json
 import logging
 import struct
 import threading
+import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 from .exceptions import (
     ChannelError,
-    ChannelFinished,
     ConfigError,
     ConnectionClosed,
+    MessageTooLarge,
     RemoteError,
     Timeout,
 )
@@ -102,13 +103,27 @@ def error_body(exc: BaseException, *, with_traceback: bool) -> bytes:
 
 
 def remote_error(body: memoryview) -> RemoteError:
+    if len(body) > MAX_ERROR:
+        raise ProtocolViolation(f"an ERROR of {len(body)} bytes (at most {MAX_ERROR})")
     try:
         fields = json.loads(bytes(body))
         name, message = str(fields["type"]), str(fields["message"])
         tb = fields.get("traceback")
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise ProtocolViolation("an ERROR that is not the JSON object of §10") from None
     return RemoteError(name, message, tb if isinstance(tb, str) else None)
+
+
+def answer_of(kind: int, request_id: int, body: memoryview, sent: int) -> bytes | RemoteError:
+    """What an answer from the responder means, checked before any request is touched: the
+    reply's bytes or the RemoteError; ProtocolViolation for one no honest responder sends."""
+    if not 0 < request_id < sent:
+        raise ProtocolViolation(f"an answer for request {request_id}, which was never sent")
+    if kind == REPLY:
+        return bytes(body)
+    if kind == ERROR:
+        return remote_error(body)
+    raise ProtocolViolation(f"kind {kind} from a responder")
 
 
 def check_concurrency(concurrency: int) -> int:
@@ -122,7 +137,8 @@ def check_concurrency(concurrency: int) -> int:
 
 class AsyncRequester:
     """The caller's end on one connection: one channel, the requests waiting for an answer,
-    and the task that reads the answers."""
+    and the task that reads the answers. Bound: one pending entry per request sent and not
+    yet answered or given up."""
 
     def __init__(self, channel: Channel) -> None:
         self._channel = channel
@@ -130,6 +146,8 @@ class AsyncRequester:
         self._pending: dict[int, asyncio.Future[bytes]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._failed: BaseException | None = None
+        #: CANCELs waiting for room in the channel (one per request given up, at most).
+        self._cancels: set[asyncio.Task[None]] = set()
 
     async def request(self, data: bytes | bytearray | memoryview, timeout: float | None) -> bytes:
         if self._failed is not None:
@@ -141,32 +159,37 @@ class AsyncRequester:
         if self._reader is None:
             self._reader = asyncio.create_task(self._read(), name="argonlink-replies")
         try:
-            await self._channel.send(encode(REQUEST, request_id, data))
-            if timeout is None:
+            # The timeout bounds the whole request, the wait to send included (a saturated
+            # responder holds the channel's window back).
+            async with asyncio.timeout(timeout):
+                await self._channel.send(encode(REQUEST, request_id, data))
                 return await reply
-            try:
-                async with asyncio.timeout(timeout):
-                    return await reply
-            except TimeoutError:
-                raise Timeout(f"request timed out after {timeout} s") from None
+        except TimeoutError as exc:
+            self._give_up(request_id)
+            if isinstance(exc, Timeout):
+                raise
+            raise Timeout(f"request timed out after {timeout} s") from None
         except BaseException:
-            # Cancelled, timed out, or not sent: the handler's side is told to stop. Still
-            # pending means no answer came (the reader takes answered ones out); the future
-            # itself may be cancelled by now, with the waiting task.
-            if self._pending.pop(request_id, None) is not None:
-                self._cancel(request_id)
+            self._give_up(request_id)
             raise
         finally:
             self._pending.pop(request_id, None)
 
-    def _cancel(self, request_id: int) -> None:
+    def _give_up(self, request_id: int) -> None:
+        """Cancelled, timed out, or not sent: the handler's side is told to stop. Still pending
+        means no answer came (the reader takes answered ones out); the future itself may be
+        cancelled by now, with the waiting task."""
+        if self._pending.pop(request_id, None) is None:
+            return
+        message = encode(CANCEL, request_id)
         try:
-            if not self._channel._native.try_send(encode(CANCEL, request_id)):
-                asyncio.get_running_loop().create_task(
-                    self._send_quietly(encode(CANCEL, request_id))
-                )
+            if self._channel._native.try_send(message):
+                return
         except (ChannelError, ConnectionClosed):
-            pass  # the channel is gone: so is the handler's side
+            return  # the channel is gone: so is the handler's side
+        task = asyncio.get_running_loop().create_task(self._send_quietly(message))
+        self._cancels.add(task)
+        task.add_done_callback(self._cancels.discard)
 
     async def _send_quietly(self, message: bytes) -> None:
         with contextlib.suppress(ChannelError, ConnectionClosed):
@@ -176,15 +199,14 @@ class AsyncRequester:
         try:
             async for message in self._channel:
                 kind, request_id, body = decode(message)
-                if request_id >= self._next or kind not in (REPLY, ERROR):
-                    raise ProtocolViolation(f"answer kind {kind} for request {request_id}")
+                answer = answer_of(kind, request_id, body, self._next)
                 reply = self._pending.pop(request_id, None)
                 if reply is None or reply.done():
                     continue  # the caller gave up on it
-                if kind == REPLY:
-                    reply.set_result(bytes(body))
+                if isinstance(answer, RemoteError):
+                    reply.set_exception(answer)
                 else:
-                    reply.set_exception(remote_error(body))
+                    reply.set_result(answer)
             raise ChannelError("the responder finished the requests channel")
         except ProtocolViolation as exc:
             self._channel.reset()
@@ -213,7 +235,7 @@ class Request:
     """One request to answer: ``data``, then :meth:`reply` (or :meth:`fail`) once. ``cancelled``
     turns true when the caller gave up; an answer after that is dropped."""
 
-    __slots__ = ("_answered", "_channel", "cancelled", "data", "id")
+    __slots__ = ("_answered", "_channel", "_on_done", "cancelled", "data", "id")
 
     def __init__(self, channel: Channel, request_id: int, data: bytes) -> None:
         self._channel = channel
@@ -221,8 +243,12 @@ class Request:
         self.data = data
         self.cancelled = False
         self._answered = False
+        #: Called once, when the request is answered or its caller gave up.
+        self._on_done: Callable[[], None] | None = None
 
     async def reply(self, data: bytes | bytearray | memoryview) -> None:
+        """Send the reply. Raises MessageTooLarge (nothing sent: answer with :meth:`fail`)
+        when it is larger than the caller accepts."""
         await self._answer(encode(REPLY, self.id, data))
 
     async def fail(self, exc: BaseException, *, with_traceback: bool = False) -> None:
@@ -232,9 +258,15 @@ class Request:
     async def _answer(self, message: bytes) -> None:
         if self._answered:
             raise RuntimeError(f"request {self.id} was answered already")
-        self._answered = True
         if not self.cancelled:
-            await self._channel.send(message)
+            await self._channel.send(message)  # marked answered only once it went
+        self._answered = True
+        self._done()
+
+    def _done(self) -> None:
+        on_done, self._on_done = self._on_done, None
+        if on_done is not None:
+            on_done()
 
     def __repr__(self) -> str:
         return f"<Request id={self.id} {len(self.data)} bytes>"
@@ -248,7 +280,8 @@ async def read_requests(
     """Read one request channel until the caller finishes it: each REQUEST goes to
     ``on_request`` (which applies backpressure by not returning, and raises ProtocolViolation
     for an id still outstanding), each CANCEL to ``on_cancel``. A message that breaks the
-    protocol resets the channel."""
+    protocol resets the channel; a channel that ends (reset, or with its connection) ends the
+    reading quietly."""
     try:
         async for message in channel:
             kind, request_id, body = decode(message)
@@ -261,8 +294,27 @@ async def read_requests(
     except ProtocolViolation as exc:
         logger.warning("requests channel reset: %s", exc, extra={"reason": str(exc)})
         channel.reset()
-    except (ChannelFinished, ConnectionClosed):
+    except (ChannelError, ConnectionClosed):
         pass
+
+
+async def _answer(req: Request, handler: AsyncHandler, tracebacks: bool, inline: bool) -> None:
+    """Run ``handler`` for ``req`` and answer it; an exception (a reply the caller cannot take
+    among them) goes back as an ERROR. Cancelled (the caller gave up): no answer."""
+    try:
+        result = handler(req.data)
+        if inspect.isawaitable(result):
+            result = await result
+        await req.reply(result)
+    except asyncio.CancelledError:
+        if inline:
+            raise  # not a CANCEL (a request running inline is never cancelled): our own task's
+        req.cancelled = True
+    except (ChannelError, ConnectionClosed):
+        pass
+    except Exception as exc:
+        with contextlib.suppress(ChannelError, ConnectionClosed, RuntimeError):
+            await req.fail(exc, with_traceback=tracebacks)
 
 
 async def serve_requests(
@@ -276,32 +328,36 @@ async def serve_requests(
     most ``concurrency`` at once (per connection); returns when the connection ends."""
     limit = asyncio.Semaphore(check_concurrency(concurrency))
     readers: set[asyncio.Task[None]] = set()
+    inline = not inspect.iscoroutinefunction(handler)
 
     async def serve_channel(channel: Channel) -> None:
+        # Bound: the requests running, at most `concurrency`.
         running: dict[int, asyncio.Task[None]] = {}
 
-        async def answer(req: Request) -> None:
-            try:
-                result = handler(req.data)
-                if inspect.isawaitable(result):
-                    result = await result
-                await req.reply(result)
-            except asyncio.CancelledError:
-                req.cancelled = True  # the caller gave up: no answer
-            except (ChannelError, ConnectionClosed):
-                pass
-            except Exception as exc:
-                with contextlib.suppress(ChannelError, ConnectionClosed):
-                    await req.fail(exc, with_traceback=tracebacks)
-            finally:
-                running.pop(req.id, None)
+        def finished(request_id: int) -> Callable[[asyncio.Task[None]], None]:
+            # A done-callback, not a `finally` in the task: a task cancelled before it ever
+            # ran (a CANCEL right behind its REQUEST) runs no code of its own.
+            def done(_: asyncio.Task[None]) -> None:
+                running.pop(request_id, None)
                 limit.release()
+
+            return done
 
         async def on_request(req: Request) -> None:
             if req.id in running:
                 raise ProtocolViolation(f"request {req.id} sent while still outstanding")
             await limit.acquire()
-            running[req.id] = asyncio.create_task(answer(req))
+            if inline:
+                # A plain handler runs right here: no task, no extra turn of the event loop
+                # (the next request is read once it returned).
+                try:
+                    await _answer(req, handler, tracebacks, inline=True)
+                finally:
+                    limit.release()
+                return
+            task = asyncio.create_task(_answer(req, handler, tracebacks, inline=False))
+            running[req.id] = task
+            task.add_done_callback(finished(req.id))
 
         def on_cancel(request_id: int) -> None:
             task = running.get(request_id)
@@ -313,7 +369,7 @@ async def serve_requests(
             if running:
                 await asyncio.gather(*running.values(), return_exceptions=True)
         finally:
-            for task in running.values():
+            for task in list(running.values()):
                 task.cancel()
 
     try:
@@ -328,7 +384,7 @@ async def serve_requests(
         if readers:
             await asyncio.gather(*readers, return_exceptions=True)
     finally:
-        for task in readers:
+        for task in list(readers):
             task.cancel()
 
 
@@ -336,22 +392,34 @@ async def iterate_requests(
     accept: Callable[[], Awaitable[Channel]], *, concurrency: int
 ) -> AsyncIterator[Request]:
     """Every request of every requests channel ``accept`` yields, in arrival order per
-    channel; at most ``concurrency`` taken and not yet answered (more wait in the channel).
-    A request the caller cancelled while queued is skipped."""
-    queue: asyncio.Queue[Request | None] = asyncio.Queue(maxsize=check_concurrency(concurrency))
-    waiting: dict[tuple[int, int], Request] = {}
+    channel. At most ``concurrency`` are taken and not yet answered (queued here or handed
+    out): more wait in the channel, at the caller. A request the caller cancels is marked
+    (``cancelled``), and skipped if not handed out yet."""
+    limit = asyncio.Semaphore(check_concurrency(concurrency))
+    queue: asyncio.Queue[Request | None] = asyncio.Queue()
+    # Bound: the requests taken and not answered, at most `concurrency`.
+    outstanding: dict[tuple[int, int], Request] = {}
 
     async def feed_channel(channel: Channel) -> None:
         async def on_request(req: Request) -> None:
-            if (channel.id, req.id) in waiting:
+            key = (channel.id, req.id)
+            if key in outstanding:
                 raise ProtocolViolation(f"request {req.id} sent while still outstanding")
-            waiting[(channel.id, req.id)] = req
-            await queue.put(req)
+            await limit.acquire()
+
+            def done() -> None:
+                outstanding.pop(key, None)
+                limit.release()
+
+            req._on_done = done
+            outstanding[key] = req
+            queue.put_nowait(req)
 
         def on_cancel(request_id: int) -> None:
-            req = waiting.pop((channel.id, request_id), None)
+            req = outstanding.get((channel.id, request_id))
             if req is not None:
                 req.cancelled = True
+                req._done()  # its late answer is dropped; its place is free
 
         await read_requests(channel, on_request, on_cancel)
 
@@ -369,9 +437,9 @@ async def iterate_requests(
             if feeders:
                 await asyncio.gather(*feeders, return_exceptions=True)
         finally:
-            for task in feeders:
+            for task in list(feeders):
                 task.cancel()
-            await queue.put(None)
+            queue.put_nowait(None)
 
     feeder = asyncio.create_task(feed(), name="argonlink-requests")
     try:
@@ -381,7 +449,6 @@ async def iterate_requests(
                 return
             if req.cancelled:
                 continue
-            waiting.pop((req._channel.id, req.id), None)
             yield req
     finally:
         feeder.cancel()
@@ -404,6 +471,7 @@ class BlockingRequester:
 
     def request(self, data: bytes | bytearray | memoryview, timeout: float | None) -> bytes:
         reply: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             if self._failed is not None:
                 raise self._failed
@@ -417,8 +485,9 @@ class BlockingRequester:
                 self._reader.start()
         try:
             self._channel.send(encode(REQUEST, request_id, data), timeout=timeout)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                return reply.result(timeout)
+                return reply.result(left)
             except concurrent.futures.TimeoutError:
                 raise Timeout(f"request timed out after {timeout} s") from None
         except BaseException:
@@ -437,15 +506,16 @@ class BlockingRequester:
             for message in self._channel:
                 kind, request_id, body = decode(message)
                 with self._lock:
-                    if request_id >= self._next or kind not in (REPLY, ERROR):
-                        raise ProtocolViolation(f"answer kind {kind} for request {request_id}")
+                    sent = self._next
+                answer = answer_of(kind, request_id, body, sent)
+                with self._lock:
                     reply = self._pending.pop(request_id, None)
                 if reply is None:
                     continue
-                if kind == REPLY:
-                    reply.set_result(bytes(body))
+                if isinstance(answer, RemoteError):
+                    reply.set_exception(answer)
                 else:
-                    reply.set_exception(remote_error(body))
+                    reply.set_result(answer)
             raise ChannelError("the responder finished the requests channel")
         except ProtocolViolation as exc:
             self._channel.reset()
@@ -501,9 +571,14 @@ def serve_requests_blocking(
                     if request_id in cancelled:
                         cancelled.discard(request_id)
                         return
-                channel.send(message)
+                try:
+                    channel.send(message)
+                except MessageTooLarge as exc:  # a reply larger than the caller accepts
+                    channel.send(encode(ERROR, request_id, error_body(exc, with_traceback=False)))
             except (ChannelError, ConnectionClosed):
                 pass
+            except Exception:
+                logger.exception("answering request %d failed", request_id)
             finally:
                 slots.release()
 
@@ -526,7 +601,7 @@ def serve_requests_blocking(
         except ProtocolViolation as exc:
             logger.warning("requests channel reset: %s", exc, extra={"reason": str(exc)})
             channel.reset()
-        except (ChannelFinished, ConnectionClosed):
+        except (ChannelError, ConnectionClosed):
             pass
 
     try:
@@ -537,6 +612,8 @@ def serve_requests_blocking(
                 break
             reader = threading.Thread(target=serve_channel, args=(channel,), daemon=True)
             reader.start()
+            # Bound: the channels being read (those whose reader ended are let go).
+            readers[:] = [r for r in readers if r.is_alive()]
             readers.append(reader)
         for reader in readers:
             reader.join()

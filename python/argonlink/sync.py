@@ -36,7 +36,7 @@ __all__ = ["Channel", "Client", "Connection", "FileReceipt", "Handler", "Server"
 
 logger = logging.getLogger("argonlink")
 
-#: Opening a connection's requests channel happens once, whichever thread asks first.
+#: Guards a client's choice of the connection its requests go on.
 _requesters_lock = threading.Lock()
 
 
@@ -125,15 +125,19 @@ class Connection(ConnectionInfo, BlockingTransfers):
     def request(self, data: BytesLike, *, timeout: float | None = None) -> bytes:
         """Send a request and return the peer's reply; see
         :meth:`argonlink.Connection.request`. Any number of threads may wait at once."""
-        return self._requester().request(data, timeout)
+        return self._requester(timeout).request(data, timeout)
 
-    def _requester(self) -> BlockingRequester:
-        with _requesters_lock:
+    def _requester(self, timeout: float | None) -> BlockingRequester:
+        current = self._requests
+        if isinstance(current, BlockingRequester) and current.usable:
+            return current
+        # This connection's lock only: another connection's open never waits behind it.
+        with self._opening:
             current = self._requests
             if isinstance(current, BlockingRequester) and current.usable:
                 return current
             native = channels_of(self._native)
-            channel = Channel(native.open_channel_blocking(REQUESTS_CHANNEL, None))
+            channel = Channel(native.open_channel_blocking(REQUESTS_CHANNEL, timeout))
             self._requests = requester = BlockingRequester(channel)
             return requester
 

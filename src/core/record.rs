@@ -380,10 +380,11 @@ impl ChannelFrame {
     }
 }
 
-/// A fragmented message being reassembled: one buffer of the announced length, into which each
-/// fragment is copied as it arrives.
+/// A fragmented message being reassembled: the fragments so far (each copied out of the frame
+/// as it arrived: nothing is reserved for the announced total), and that total.
 struct Partial {
-    buf: BytesMut,
+    parts: Vec<Bytes>,
+    have: usize,
     total: usize,
 }
 
@@ -432,7 +433,7 @@ impl Opener {
 
     /// Bytes held for messages still being reassembled.
     pub fn buffered(&self) -> usize {
-        self.partials.iter().map(|(_, p)| p.buf.len()).sum()
+        self.partials.iter().map(|(_, p)| p.have).sum()
     }
 
     /// Open one sealed frame (without its length prefix), decrypting it in place. Nothing of a
@@ -557,12 +558,16 @@ impl Opener {
                 if total <= max_chunk(channel) as u64 {
                     return Err(Error::Protocol(PeerMisbehaved::NeedlessFragments));
                 }
-                // `total` is authenticated and within our limit: reserved once, filled as the
-                // fragments arrive (untouched pages cost nothing until then).
-                let total = total as usize;
-                let mut buf = BytesMut::with_capacity(total);
-                buf.extend_from_slice(chunk);
-                self.partials.push((channel, Partial { buf, total }));
+                // Held as the fragments arrive: their channel's credit bounds it, not the
+                // total (a peer could announce 16 MiB on every channel and send 64 KiB).
+                self.partials.push((
+                    channel,
+                    Partial {
+                        parts: vec![Bytes::copy_from_slice(chunk)],
+                        have: chunk.len(),
+                        total: total as usize,
+                    },
+                ));
                 Ok(Event::Fragment {
                     channel,
                     credit: credit + MESSAGE_CREDIT,
@@ -570,7 +575,7 @@ impl Opener {
             }
             (Some(i), more, None) => {
                 let p = &mut self.partials[i].1;
-                let have = p.buf.len() + chunk.len();
+                let have = p.have + chunk.len();
                 if have > p.total {
                     return Err(Error::Protocol(PeerMisbehaved::FragmentsExceedLength));
                 }
@@ -580,14 +585,15 @@ impl Opener {
                 if !more && have != p.total {
                     return Err(Error::Protocol(PeerMisbehaved::MessageEndedEarly));
                 }
-                p.buf.extend_from_slice(chunk);
+                p.parts.push(Bytes::copy_from_slice(chunk));
+                p.have = have;
                 if more {
                     return Ok(Event::Fragment { channel, credit });
                 }
                 let (_, p) = self.partials.swap_remove(i);
                 Ok(Event::Message {
                     channel,
-                    message: Message::from(p.buf.freeze()),
+                    message: Message::from_parts(p.parts),
                     credit,
                 })
             }

@@ -173,6 +173,26 @@ impl<T, E: Clone> Mailbox<T, E> {
         self.writable.notify_waiters();
     }
 
+    /// Take out the queued items `pred` picks (returned: the caller disposes of them once no
+    /// lock is held).
+    pub fn take_where(&self, mut pred: impl FnMut(&T) -> bool) -> Vec<T> {
+        let mut st = self.lock();
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(st.items.len());
+        for (item, cost) in st.items.drain(..) {
+            if pred(&item) {
+                taken.push((item, cost));
+            } else {
+                kept.push_back((item, cost));
+            }
+        }
+        st.items = kept;
+        st.used -= taken.iter().map(|(_, c)| c).sum::<usize>();
+        drop(st);
+        self.writable.notify_waiters();
+        taken.into_iter().map(|(item, _)| item).collect()
+    }
+
     /// End and drop everything still queued (returned to the caller to dispose of).
     pub fn end_and_drain(&self, end: E) -> Vec<T> {
         self.end(end);

@@ -85,6 +85,9 @@ pub struct RecvWindow {
     /// Credit of the fragments received of a message not yet complete (the application
     /// cannot take them before the message is whole).
     pub in_message: u64,
+    /// The peer said it is blocked at this limit (BLOCKED): any credit freed from now on goes
+    /// out at once, not only half a window at a time (its next message may need just that).
+    pub blocked_at: Option<u64>,
 }
 
 /// Why a charge was refused: the peer went past the limit we granted.
@@ -104,6 +107,7 @@ impl RecvWindow {
             consumed_at_growth: 0,
             wants: None,
             in_message: 0,
+            blocked_at: None,
         }
     }
 
@@ -132,12 +136,15 @@ impl RecvWindow {
     }
 
     /// Move the limit to `consumed + window` if that is at least half a window more than
-    /// granted (or at all, with `any`). True when the limit moved.
+    /// granted, or at all with `any` or while the peer is blocked at the current limit. True
+    /// when the limit moved.
     pub fn regrant(&mut self, any: bool) -> bool {
         let target = self.consumed + self.window;
+        let any = any || self.blocked_at == Some(self.granted);
         let step = if any { 1 } else { (self.window / 2).max(1) };
         if target >= self.granted + step {
             self.granted = target;
+            self.blocked_at = None;
             return true;
         }
         false

@@ -279,6 +279,9 @@ pub struct Mux {
     events: VecDeque<Event>,
     /// Bytes of messages queued and not yet handed to the sealer, all channels.
     queued_bytes: usize,
+    /// Channels the peer opens are reset at once (a connection of an exactly-once session:
+    /// sessions carry the default channel only, §4.7), so nothing of theirs is held.
+    refusing: bool,
 }
 
 impl Mux {
@@ -306,7 +309,13 @@ impl Mux {
             grown: 0,
             events: VecDeque::new(),
             queued_bytes: 0,
+            refusing: false,
         }
+    }
+
+    /// Reset every channel the peer opens from now on (see `refusing`).
+    pub fn refuse_channels(&mut self) {
+        self.refusing = true;
     }
 
     pub fn peer_limits(&self) -> &Limits {
@@ -461,6 +470,12 @@ impl Mux {
             return;
         };
         ch.abandoned = true;
+        if ch.window.unread() > 0 && !ch.peer_ended {
+            // What it held unread is gone with the handle, and its credit with it: a sender
+            // waiting for that credit would wait for good.
+            let _ = self.reset(channel, CANCELLED, "nobody reads this channel");
+            return;
+        }
         if ch.sending {
             ch.sending = false;
             ch.queue.push_back(Item::Fin);
@@ -578,7 +593,17 @@ impl Mux {
         if channel % 2 == self.next_id % 2 {
             return Err(Error::Protocol(PeerMisbehaved::ChannelParity(channel)));
         }
-        if channel <= self.last_peer_id {
+        // Ids come in order without gaps: so `existed` knows every id the peer ever opened.
+        let expected = if self.last_peer_id == 0 {
+            if self.next_id % 2 == 1 {
+                2
+            } else {
+                1
+            }
+        } else {
+            self.last_peer_id + 2
+        };
+        if channel != expected {
             return Err(Error::Protocol(PeerMisbehaved::ChannelIdNotIncreasing {
                 id: channel,
                 last: self.last_peer_id,
@@ -599,6 +624,9 @@ impl Mux {
                 self.ours.limits.channel_window as u64,
             ),
         );
+        if self.refusing {
+            return self.reset(channel, CANCELLED, "this connection carries no channels");
+        }
         self.events.push_back(Event::Opened { channel, name });
         Ok(())
     }
@@ -607,7 +635,7 @@ impl Mux {
         let max_message = self.ours.limits.max_message;
         let max_window = self.ours.max_channel_window;
         let budget = self.ours.channel_buffer - self.grown;
-        let (grown, oversize, update) = {
+        let (grown, oversize, update, abandoned) = {
             let ch = self.receiving(channel, "BLOCKED")?;
             if needed > ch.window.max_needed(max_message) {
                 return Err(Error::Protocol(PeerMisbehaved::BlockedOutOfRange {
@@ -618,26 +646,40 @@ impl Mux {
             if ch.reset_by_us {
                 return Ok(()); // we take nothing more on it
             }
-            // The sender ran dry while our reader keeps up: the window, not the reader, limits
-            // the channel (a WINDOW may be on its way: a round trip is what the window does
-            // not cover), so it grows.
-            let grown = if channel == DEFAULT {
-                0 // its window is the application's recv_buffer
+            if ch.abandoned {
+                (0, false, false, true)
             } else {
-                ch.window.grow(max_window, budget)
-            };
-            if grown > 0 && ch.window.regrant(true) {
-                ch.pending.window = true;
+                if needed > ch.window.granted {
+                    ch.window.blocked_at = Some(ch.window.granted);
+                }
+                // The sender ran dry while our reader keeps up: the window, not the reader, limits
+                // the channel (a WINDOW may be on its way: a round trip is what the window does
+                // not cover), so it grows.
+                let grown = if channel == DEFAULT {
+                    0 // its window is the application's recv_buffer
+                } else {
+                    ch.window.grow(max_window, budget)
+                };
+                // Whatever reading freed goes out now: the peer waits for it.
+                if ch.window.regrant(grown > 0) {
+                    ch.pending.window = true;
+                }
+                // A message larger than the window: reading cannot make room for it. One such
+                // message at a time per connection gets credit to its end.
+                let oversize = needed > ch.window.granted
+                    && !ch.window.fits(needed)
+                    && ch.window.wants.is_none();
+                if oversize {
+                    ch.window.wants = Some(needed);
+                }
+                (grown, oversize, ch.pending.window, false)
             }
-            // A message larger than the window: reading cannot make room for it. One such
-            // message at a time per connection gets credit to its end.
-            let oversize =
-                needed > ch.window.granted && !ch.window.fits(needed) && ch.window.wants.is_none();
-            if oversize {
-                ch.window.wants = Some(needed);
-            }
-            (grown, oversize, ch.pending.window)
         };
+        if abandoned {
+            // Nobody will read what it waits to send: tell it, instead of leaving it blocked
+            // for good.
+            return self.reset(channel, CANCELLED, "nobody reads this channel");
+        }
         self.grown += grown;
         if oversize {
             self.oversize_waiting.push_back(channel);
@@ -862,6 +904,7 @@ impl Mux {
         } else {
             self.opened_by_peer -= 1;
         }
+        self.oversize_waiting.retain(|c| *c != id);
         if self.oversize.is_some_and(|(c, _)| c == id) {
             self.oversize = None;
             self.next_oversize();

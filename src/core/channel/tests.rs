@@ -222,6 +222,32 @@ fn the_window_grows_for_a_reader_that_keeps_up_within_its_bounds() {
 }
 
 #[test]
+fn a_message_that_crosses_the_limit_gets_the_credit_reading_freed() {
+    // Less than half a window read, then a message that needs a little more than the limit
+    // left: the credit the reader freed goes out as soon as the sender says it is blocked
+    // (half-window updates alone would never send it, and both sides would wait for good).
+    for (kind, first, second) in [
+        ("default", 1usize << 20, 3 << 19),
+        ("channel", 100 << 10, 200 << 10),
+    ] {
+        let mut p = Pair::new(8);
+        let ch = if kind == "default" {
+            DEFAULT
+        } else {
+            let ch = p.a.mux.open("x").unwrap();
+            p.drive().unwrap();
+            p.b.read(ch);
+            ch
+        };
+        p.a.mux.send(ch, bytes(first, 1), 0).unwrap();
+        p.a.mux.send(ch, bytes(second, 2), 0).unwrap();
+        p.drive().unwrap();
+        assert_eq!(p.b.messages(ch).len(), 2, "{kind}");
+        assert!(p.a.mux.is_drained(), "{kind}");
+    }
+}
+
+#[test]
 fn blocked_alone_grows_nothing() {
     // A peer that sends no data and claims to be blocked, again and again, on a channel our
     // application never read: its window stays as it was (growth needs our reader to read).
@@ -375,13 +401,24 @@ fn ids_parity_and_order_are_checked() {
         p.b.mux.handle_control(open(2)),
         Err(Error::Protocol(PeerMisbehaved::ChannelParity(2)))
     ));
-    p.b.mux.handle_control(open(7)).unwrap();
+    // In order, without gaps (so every id below the last one was opened).
     assert!(matches!(
-        p.b.mux.handle_control(open(5)),
+        p.b.mux.handle_control(open(3)),
         Err(Error::Protocol(
             PeerMisbehaved::ChannelIdNotIncreasing { .. }
         ))
     ));
+    let mut p = Pair::new(8);
+    p.b.mux.handle_control(open(1)).unwrap();
+    p.b.mux.handle_control(open(3)).unwrap();
+    for bad in [3, 7] {
+        assert!(matches!(
+            p.b.mux.handle_control(open(bad)),
+            Err(Error::Protocol(
+                PeerMisbehaved::ChannelIdNotIncreasing { .. }
+            ))
+        ));
+    }
     // Data on a channel nobody opened.
     assert!(matches!(
         p.b.mux
@@ -559,4 +596,27 @@ fn many_channels_move_messages_in_order() {
         }
     }
     assert_eq!(p.b.mux.open_channels(), 1000);
+}
+
+#[test]
+fn a_connection_that_refuses_channels_resets_them_and_holds_nothing() {
+    let mut p = Pair::new(8);
+    p.b.mux.refuse_channels();
+    let ch = p.a.mux.open("x").unwrap();
+    for _ in 0..4 {
+        p.a.mux.send(ch, bytes(60_000, 1), 0).unwrap();
+    }
+    p.drive().unwrap();
+    assert!(p
+        .b
+        .events
+        .iter()
+        .all(|e| !matches!(e, Event::Opened { .. })));
+    assert!(p.b.messages(ch).is_empty());
+    assert!(p
+        .a
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Reset { code: 0, .. })));
+    assert_eq!((p.a.mux.open_channels(), p.b.mux.open_channels()), (0, 0));
 }

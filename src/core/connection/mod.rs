@@ -91,9 +91,12 @@ impl Connection {
         sealer: Sealer,
         timers: Timers,
         acknowledged: bool,
-        channels: Mux,
+        mut channels: Mux,
         now: Instant,
     ) -> Self {
+        if acknowledged {
+            channels.refuse_channels(); // sessions carry the default channel only (§4.7)
+        }
         Connection {
             peer_max_message: sealer.peer_max_message(),
             rekeys_sent: sealer.rekeys(),
@@ -309,7 +312,7 @@ impl Connection {
 
     /// True when [`Connection::begin_transmit`] has something to seal now.
     pub fn wants_transmit(&self) -> bool {
-        self.encoder.is_some() && self.outbox.wants_transmit(&self.channels)
+        self.encoder.is_some() && self.outbox.wants_transmit(&self.channels, !self.reading)
     }
 
     /// Take what waits (replies first, then messages and our CLOSE in the order they were
@@ -320,7 +323,10 @@ impl Connection {
             return None;
         }
         let encoder = self.encoder.take().expect("checked by wants_transmit");
-        Some(self.outbox.take_batch(encoder, max, &mut self.channels))
+        Some(
+            self.outbox
+                .take_batch(encoder, max, &mut self.channels, !self.reading),
+        )
     }
 
     /// The batch was sealed (`sealed`) into the driver's buffer: the sealer comes back. A

@@ -80,19 +80,28 @@ impl Outbox {
     }
 
     /// True when [`Outbox::take_batch`] has something to take.
-    pub fn wants_transmit(&self, mux: &Mux) -> bool {
+    /// `close_now`: our CLOSE need not wait for the channels to send everything (nothing more
+    /// is read: no credit can come for what waits).
+    pub fn wants_transmit(&self, mux: &Mux, close_now: bool) -> bool {
         !self.is_done()
             && (mux.wants_transmit()
-                || (!self.items.is_empty() && mux.is_drained())
+                || (!self.items.is_empty() && (close_now || mux.is_drained()))
                 || self.ack.is_some()
                 || self.pong.is_some()
                 || self.ping.is_some())
     }
 
     /// Take replies, then what the channels have (control frames first, then data in turn),
-    /// until about `max` bytes, then our CLOSE once the channels sent everything, for
-    /// `encoder` to seal (see [`Batch::seal`]).
-    pub fn take_batch(&mut self, encoder: FrameEncoder, max: usize, mux: &mut Mux) -> Batch {
+    /// until about `max` bytes, then our CLOSE once the channels sent everything (or at once
+    /// with `close_now`: what still waits for credit then is never sent), for `encoder` to
+    /// seal (see [`Batch::seal`]).
+    pub fn take_batch(
+        &mut self,
+        encoder: FrameEncoder,
+        max: usize,
+        mux: &mut Mux,
+        close_now: bool,
+    ) -> Batch {
         let mut items = std::mem::take(&mut self.spare);
         let mut transmit = Transmit::default();
         let mut size = 0;
@@ -120,7 +129,7 @@ impl Outbox {
                     }
                 });
             }
-            if size < max && mux.is_drained() {
+            if size < max && (close_now || mux.is_drained()) {
                 if let Some((item, cost)) = self.items.pop_front() {
                     transmit.cost += cost;
                     debug_assert!(matches!(item, Outgoing::Close { .. }));

@@ -48,6 +48,9 @@ struct Side {
     sent: Vec<u8>,
     /// Not taking events (the application stopped reading).
     paused: bool,
+    /// Takes messages but never gives their credit back (an application that stopped
+    /// reading while the connection goes on).
+    keep_credit: bool,
     /// Neither reads nor writes: a host that vanished.
     dead: bool,
     fin: bool,
@@ -64,6 +67,7 @@ impl Side {
             error: None,
             sent: Vec::new(),
             paused: false,
+            keep_credit: false,
             dead: false,
             fin: false,
         }
@@ -195,7 +199,9 @@ fn step(from: &mut Side, to: &mut Side, now: Instant) -> bool {
                     channel, credit, ..
                 }) = &ev
                 {
-                    to.conn.channels().consumed(*channel, *credit);
+                    if !to.keep_credit {
+                        to.conn.channels().consumed(*channel, *credit);
+                    }
                 }
                 to.events.push(ev);
                 moved = true;
@@ -263,6 +269,27 @@ fn a_close_is_echoed_once_and_both_outcomes_name_the_closer() {
     );
     assert!(p.a.fin && p.b.fin, "CLOSE is each side's last frame");
     assert!(p.a.error.is_none() && p.b.error.is_none());
+}
+
+#[test]
+fn the_echo_does_not_wait_for_messages_the_closer_gives_no_credit_for() {
+    // a stops reading (its window fills) and closes: b's CLOSE echo goes out at once, ahead
+    // of b's messages still waiting for credit that can no longer come (M17).
+    let mut p = Pair::new(timers(), timers());
+    p.a.keep_credit = true;
+    for _ in 0..100 {
+        p.b.conn
+            .send(msg("x").repeat(60_000).into(), 0, p.now)
+            .unwrap();
+    }
+    p.drive();
+    assert!(!p.b.conn.channels().is_drained(), "b waits for credit");
+    p.a.conn.close(CloseCode::NORMAL, "done", p.now);
+    p.drive();
+    let expect = CloseInfo::clean(CloseCode::NORMAL, "done");
+    assert_eq!(p.a.conn.outcome(), Some(&expect));
+    assert_eq!(p.b.conn.outcome(), Some(&expect));
+    assert!(p.a.fin && p.b.fin);
 }
 
 #[test]

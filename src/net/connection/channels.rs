@@ -160,11 +160,22 @@ impl Shared {
             }
             // Ended under the lock already (`end_channels_now`).
             channel::Event::Finished { .. } | channel::Event::Reset { .. } => {}
-            channel::Event::Freed { channel } => {
-                lock(&self.channels).remove(&channel);
-                self.channel_room.notify_waiters();
-            }
+            channel::Event::Freed { channel } => self.freed(channel),
         }
+    }
+
+    /// A channel ended both ways: it leaves the table, and the accept queues if nobody took it
+    /// yet (the peer opened and reset it: it is gone, and must not pile up there); openers
+    /// waiting for room try again.
+    fn freed(&self, channel: u32) {
+        lock(&self.channels).remove(&channel);
+        let unaccepted: Vec<_> = self
+            .accepts
+            .iter()
+            .flat_map(|queue| queue.take_where(|slot| slot.id == channel))
+            .collect();
+        self.channel_room.notify_waiters();
+        drop(unaccepted); // no lock held: a slot's drop takes the connection's
     }
 
     /// Under the connection's lock: end the handles of the channels the peer finished or reset
@@ -208,8 +219,7 @@ impl Shared {
     pub(super) fn leftover_event(&self, event: crate::core::connection::Event) {
         match event {
             crate::core::connection::Event::Channel(channel::Event::Freed { channel }) => {
-                lock(&self.channels).remove(&channel);
-                self.channel_room.notify_waiters();
+                self.freed(channel)
             }
             other => debug_assert!(false, "only the reader's frames make {other:?}"),
         }
@@ -282,6 +292,10 @@ impl Connection {
     pub fn try_open_channel(&self, name: &str) -> Result<Option<Channel>> {
         let shared = &self.shared;
         let opened = shared.update(|st| -> Result<Option<Arc<Slot>>> {
+            let limit = st.conn.channels().peer_limits().max_channels;
+            if limit == 0 {
+                return Err(Error::ChannelLimit(0)); // waiting would be for ever
+            }
             if !st.conn.channels().can_open() && st.conn.closing_error().is_none() {
                 return Ok(None);
             }
@@ -447,7 +461,9 @@ impl Channel {
         };
         let slot = &self.slot;
         let pending = slot.unreported.fetch_add(taken.cost as u64, Relaxed) + taken.cost as u64;
-        if pending >= slot.report_step || taken.emptied {
+        // Looked at after the add: with two readers, the one that emptied the queue may have
+        // reported before this credit was added.
+        if pending >= slot.report_step || taken.emptied || slot.inbound.is_empty() {
             let credit = slot.unreported.swap(0, Relaxed);
             if credit > 0 {
                 let id = slot.id;

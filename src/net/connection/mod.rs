@@ -389,7 +389,10 @@ impl Connection {
         let shared = &self.shared;
         let cost = taken.cost as u64;
         let pending = shared.unreported.fetch_add(cost, Relaxed) + cost;
-        if pending >= (shared.config.recv_buffer as u64 / 8).max(1) || taken.emptied {
+        if pending >= (shared.config.recv_buffer as u64 / 8).max(1)
+            || taken.emptied
+            || shared.inbound.is_empty()
+        {
             let credit = shared.unreported.swap(0, Relaxed);
             if credit > 0 {
                 shared.update(|st| st.conn.channels().consumed(DEFAULT, credit));
@@ -593,6 +596,7 @@ impl Shared {
         }
         if fx.closing || fx.fail_senders {
             self.wake_writers(); // their next try_send reports the close
+            self.channel_room.notify_waiters(); // and openers waiting for room
         }
     }
 

@@ -192,3 +192,21 @@ async fn a_thousand_channels_on_one_connection() {
     assert_eq!(client.open_channels(), 1000);
     srv.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_opened_and_reset_before_anyone_accepted_them_leave_no_trace() {
+    let srv = server(b"pw").await;
+    let (client, accepted) = pair(&srv).await;
+    for _ in 0..500 {
+        let ch = client.open_channel("brief").await.unwrap();
+        ch.send(Bytes::from_static(b"x")).await.unwrap();
+        ch.reset(0, "").unwrap();
+    }
+    until("every reset answered", || client.open_channels() == 0).await;
+    until("freed on the server", || accepted.open_channels() == 0).await;
+    assert!(accepted
+        .try_accept_channel(Queue::Channels)
+        .unwrap()
+        .is_none());
+    srv.close().await;
+}
