@@ -193,17 +193,16 @@ def test_blocking_requests_from_many_threads(sync_server: argonlink.sync.Server)
 
 
 async def test_a_reply_larger_than_the_caller_accepts_comes_back_as_an_error() -> None:
+    async def big(data: bytes) -> bytes:
+        return b"z" * 200_000
+
     async with argonlink.Server("127.0.0.1", 0, password=PASSWORD, kdf=KDF) as srv:
         host, port = srv.address
-        async with argonlink.Client(
-            host, port, password=PASSWORD, max_message_size=100_000
-        ) as client:
-            conn = await srv.accept(timeout=5)
-
-            async def big(data: bytes) -> bytes:
-                return b"z" * 200_000
-
-            for handler in (big, lambda data: b"z" * 200_000):  # a task, and inline
+        for handler in (big, lambda data: b"z" * 200_000):  # a task, and inline
+            async with argonlink.Client(
+                host, port, password=PASSWORD, max_message_size=100_000
+            ) as client:
+                conn = await srv.accept(timeout=5)
                 serving = asyncio.create_task(conn.serve_requests(handler))
                 with pytest.raises(RemoteError) as info:
                     await client.request(b"big", timeout=5)
