@@ -160,7 +160,8 @@ impl Shared {
             }
             // Ended under the lock already (`end_channels_now`).
             channel::Event::Finished { .. } | channel::Event::Reset { .. } => {}
-            channel::Event::Freed { channel } => self.freed(channel),
+            // Out of the table and the accept queues already (`end_channels_now`).
+            channel::Event::Freed { .. } => self.channel_room.notify_waiters(),
         }
     }
 
@@ -179,8 +180,9 @@ impl Shared {
     }
 
     /// Under the connection's lock: end the handles of the channels the peer finished or reset
-    /// in `events`. The handles are pushed to `keep`, for the caller to drop once the lock is
-    /// released (the last one's drop takes the lock).
+    /// in `events`, and take the freed ones out of the table and the accept queues. The handles
+    /// are pushed to `keep`, for the caller to drop once the lock is released (the last one's
+    /// drop takes the lock).
     pub(super) fn end_channels_now(
         &self,
         events: &[crate::core::connection::Event],
@@ -188,6 +190,14 @@ impl Shared {
     ) {
         use crate::core::connection::Event as E;
         for event in events {
+            if let E::Channel(channel::Event::Freed { channel }) = event {
+                // In the same step too: once the core forgot it, no accept finds it.
+                lock(&self.channels).remove(channel);
+                for queue in &self.accepts {
+                    keep.extend(queue.take_where(|slot| slot.id == *channel));
+                }
+                continue;
+            }
             let (id, end) = match event {
                 E::Channel(channel::Event::Finished { channel }) => (*channel, End::Finished),
                 E::Channel(channel::Event::Reset {
