@@ -126,6 +126,16 @@ def answer_of(kind: int, request_id: int, body: memoryview, sent: int) -> bytes 
     raise ProtocolViolation(f"kind {kind} from a responder")
 
 
+def settle(
+    reply: asyncio.Future[bytes] | concurrent.futures.Future[bytes], answer: bytes | RemoteError
+) -> None:
+    """Complete a waiting request with its answer (either driver's future)."""
+    if isinstance(answer, RemoteError):
+        reply.set_exception(answer)
+    else:
+        reply.set_result(answer)
+
+
 def check_concurrency(concurrency: int) -> int:
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
         raise ConfigError(f"concurrency must be a positive integer, got {concurrency!r}")
@@ -201,12 +211,8 @@ class AsyncRequester:
                 kind, request_id, body = decode(message)
                 answer = answer_of(kind, request_id, body, self._next)
                 reply = self._pending.pop(request_id, None)
-                if reply is None or reply.done():
-                    continue  # the caller gave up on it
-                if isinstance(answer, RemoteError):
-                    reply.set_exception(answer)
-                else:
-                    reply.set_result(answer)
+                if reply is not None and not reply.done():  # else the caller gave up on it
+                    settle(reply, answer)
             raise ChannelError("the responder finished the requests channel")
         except ProtocolViolation as exc:
             self._channel.reset()
@@ -510,12 +516,8 @@ class BlockingRequester:
                 answer = answer_of(kind, request_id, body, sent)
                 with self._lock:
                     reply = self._pending.pop(request_id, None)
-                if reply is None:
-                    continue
-                if isinstance(answer, RemoteError):
-                    reply.set_exception(answer)
-                else:
-                    reply.set_result(answer)
+                if reply is not None:
+                    settle(reply, answer)
             raise ChannelError("the responder finished the requests channel")
         except ProtocolViolation as exc:
             self._channel.reset()

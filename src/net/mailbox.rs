@@ -13,17 +13,12 @@ struct State<T, E> {
     items: VecDeque<(T, usize)>,
     used: usize,
     end: Option<E>,
+    /// Costs of items taken by [`Mailbox::try_take`] and not yet handed back as its report.
+    unreported: usize,
 }
 
 use super::wake::WakeList;
 pub use super::wake::Wakeup;
-
-/// An item taken, with what it cost and whether it was the last one queued.
-pub struct Taken<T> {
-    pub item: T,
-    pub cost: usize,
-    pub emptied: bool,
-}
 
 pub struct Mailbox<T, E> {
     state: Mutex<State<T, E>>,
@@ -43,6 +38,7 @@ impl<T, E: Clone> Mailbox<T, E> {
                 items: VecDeque::new(),
                 used: 0,
                 end: None,
+                unreported: 0,
             }),
             armed: WakeList::default(),
             readable: Notify::new(),
@@ -57,23 +53,39 @@ impl<T, E: Clone> Mailbox<T, E> {
 
     /// Take the next item; `Ok(None)` when empty, `Err(end)` when empty and ended.
     pub fn try_pop(&self) -> Result<Option<T>, E> {
-        Ok(self.try_take()?.map(|t| t.item))
-    }
-
-    /// [`Mailbox::try_pop`], with the item's cost and whether the queue is empty after it.
-    pub fn try_take(&self) -> Result<Option<Taken<T>>, E> {
         let mut st = self.lock();
         match st.items.pop_front() {
             Some((item, cost)) => {
                 st.used -= cost;
-                let emptied = st.items.is_empty();
                 drop(st);
                 self.writable.notify_waiters();
-                Ok(Some(Taken {
-                    item,
-                    cost,
-                    emptied,
-                }))
+                Ok(Some(item))
+            }
+            None => match &st.end {
+                Some(e) => Err(e.clone()),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// [`Mailbox::try_pop`], counting what the items taken cost: with each item, the costs to
+    /// report now (0 most of the time), once they add up to `step` or the queue is empty.
+    /// Counted under the queue's lock, so however many readers take at once, nothing taken
+    /// stays unreported once the queue is empty.
+    pub fn try_take(&self, step: usize) -> Result<Option<(T, usize)>, E> {
+        let mut st = self.lock();
+        match st.items.pop_front() {
+            Some((item, cost)) => {
+                st.used -= cost;
+                st.unreported += cost;
+                let report = if st.unreported >= step || st.items.is_empty() {
+                    std::mem::take(&mut st.unreported)
+                } else {
+                    0
+                };
+                drop(st);
+                self.writable.notify_waiters();
+                Ok(Some((item, report)))
             }
             None => match &st.end {
                 Some(e) => Err(e.clone()),

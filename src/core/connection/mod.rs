@@ -243,11 +243,10 @@ impl Connection {
 
     /// Queue a message on `channel` behind what is queued there.
     pub fn send_on(&mut self, channel: u32, msg: Bytes, cost: usize, now: Instant) -> Result<()> {
-        Sealer::check_len(self.peer_max_message, msg.len())?;
         if let Some(e) = self.close.closing_error() {
             return Err(e);
         }
-        self.channels.send(channel, msg, cost)?;
+        self.channels.send(channel, msg, cost)?; // checks the size against the peer's limit
         self.liveness.traffic(now);
         Ok(())
     }

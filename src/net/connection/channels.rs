@@ -13,7 +13,6 @@
 //!   while the sender waits).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -99,9 +98,8 @@ pub(crate) struct Slot {
     /// Why sending ended, once it has for a reason of the channel's own (a reset, or the
     /// connection's end); the receiving side may have ended earlier (the peer's FIN).
     send_end: std::sync::OnceLock<End>,
-    /// Credit the application took and the core was not told yet.
-    unreported: AtomicU64,
-    report_step: u64,
+    /// Credit taken is reported to the core once this much adds up (or the queue empties).
+    report_step: usize,
     shared: Weak<Shared>,
 }
 
@@ -127,8 +125,7 @@ impl Shared {
             send_buffer: self.config.send_buffer,
             writers: WakeList::default(),
             send_end: std::sync::OnceLock::new(),
-            unreported: AtomicU64::new(0),
-            report_step: (self.config.channel_window as u64 / 8).max(1),
+            report_step: (self.config.channel_window as usize / 8).max(1),
             shared: Arc::downgrade(self),
         })
     }
@@ -465,24 +462,18 @@ impl Channel {
     /// channel and every message was taken: `Err(ChannelFinished)`; after a reset or the
     /// connection's end, that error.
     pub fn try_recv(&self) -> Result<Option<Message>> {
-        let taken = self.slot.inbound.try_take().map_err(|e| e.error())?;
-        let Some(taken) = taken else {
+        let slot = &self.slot;
+        let taken = slot.inbound.try_take(slot.report_step);
+        let Some((message, credit)) = taken.map_err(|e| e.error())? else {
             return Ok(None);
         };
-        let slot = &self.slot;
-        let pending = slot.unreported.fetch_add(taken.cost as u64, Relaxed) + taken.cost as u64;
-        // Looked at after the add: with two readers, the one that emptied the queue may have
-        // reported before this credit was added.
-        if pending >= slot.report_step || taken.emptied || slot.inbound.is_empty() {
-            let credit = slot.unreported.swap(0, Relaxed);
-            if credit > 0 {
-                let id = slot.id;
-                self.conn
-                    .shared
-                    .update(|st| st.conn.channels().consumed(id, credit));
-            }
+        if credit > 0 {
+            let (id, credit) = (slot.id, credit as u64);
+            self.conn
+                .shared
+                .update(|st| st.conn.channels().consumed(id, credit));
         }
-        Ok(Some(taken.item))
+        Ok(Some(message))
     }
 
     pub async fn recv(&self) -> Result<Message> {

@@ -146,8 +146,6 @@ struct Shared {
     /// `recv_buffer`, plus the one message per connection a window lets through beyond itself),
     /// so the reader never waits for room.
     inbound: Mailbox<Message, CloseInfo>,
-    /// Credit the application took from `inbound` and the core was not told yet.
-    unreported: AtomicU64,
     /// The channels with handles, by id (locked after `state` where both are).
     channels: Mutex<channels::Table>,
     /// Channels the peer opened, not yet accepted, in two queues (see [`Queue`]). Bound: the
@@ -248,7 +246,6 @@ impl Connection {
                 told_outcome: false,
             }),
             inbound: Mailbox::new(usize::MAX),
-            unreported: AtomicU64::new(0),
             channels: Mutex::new(channels::Table::new()),
             accepts: [Mailbox::new(usize::MAX), Mailbox::new(usize::MAX)],
             channel_room: Notify::new(),
@@ -382,23 +379,18 @@ impl Connection {
     /// Take the next received message; `Ok(None)` if none is queued yet. After the connection
     /// ended and every queued message was taken: `Err(Closed)`.
     pub fn try_recv(&self) -> Result<Option<Message>> {
-        let Some(taken) = self.shared.inbound.try_take().map_err(Error::Closed)? else {
+        // The credit goes back to the peer in batches, and at once when the queue empties.
+        let step = (self.shared.config.recv_buffer / 8).max(1);
+        let Some((message, credit)) = self.shared.inbound.try_take(step).map_err(Error::Closed)?
+        else {
             return Ok(None);
         };
-        // The credit goes back to the peer in batches, and at once when the queue empties.
-        let shared = &self.shared;
-        let cost = taken.cost as u64;
-        let pending = shared.unreported.fetch_add(cost, Relaxed) + cost;
-        if pending >= (shared.config.recv_buffer as u64 / 8).max(1)
-            || taken.emptied
-            || shared.inbound.is_empty()
-        {
-            let credit = shared.unreported.swap(0, Relaxed);
-            if credit > 0 {
-                shared.update(|st| st.conn.channels().consumed(DEFAULT, credit));
-            }
+        if credit > 0 {
+            let credit = credit as u64;
+            self.shared
+                .update(|st| st.conn.channels().consumed(DEFAULT, credit));
         }
-        Ok(Some(taken.item))
+        Ok(Some(message))
     }
 
     /// Resolves when `try_recv` has something to say. Cancel-safe; takes nothing.
