@@ -379,18 +379,23 @@ def test_serve_timeout_ends_a_stalled_transfer(tmp_path: Path, key: Path) -> Non
     incoming = tmp_path / "in"
     incoming.mkdir()
     data = b"never sent"
-    body = {"name": "stalled.bin", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    raw_offer = b"ALNKFILE\x01\x01" + json.dumps(body).encode()
+    body = {"name": "stalled.bin", "size": len(data), "resume": True}
+    raw_offer = b"ALNKFILE\x02\x01" + json.dumps(body).encode()
     with serving(
         "--password-file", str(key), "--dir", str(incoming), "--once", "--timeout", "1"
     ) as server:
         with argonlink.sync.Client("127.0.0.1", server.port, password=PASSWORD) as client:
-            client.send(raw_offer)
-            assert client.recv(timeout=30)[:10] == b"ALNKFILE\x01\x02"  # ACCEPT
-            # ... and no data: the server gives up and ends the connection.
-            with pytest.raises(argonlink.ConnectionClosed):
-                client.recv(timeout=30)
+            native = client.connection._conn.open_channel_blocking("argonlink.file")
+            channel = argonlink.sync.Channel(native)
+            channel.send(raw_offer)
+            assert channel.recv(timeout=30)[:10] == b"ALNKFILE\x02\x02"  # ACCEPT
+            # ... and no data: the server gives up on the transfer (its channel), and the
+            # connection carries on.
+            with pytest.raises(argonlink.ChannelReset):
+                channel.recv(timeout=30)
+            client.send(b"still here")
         server.finish()
+    assert "still here" in server.stdout
     assert server.returncode == cli.EXIT_NETWORK, server.stderr
     assert "total_timeout" in server.stderr
     assert not (incoming / "stalled.bin").exists()

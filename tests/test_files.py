@@ -42,7 +42,7 @@ from support import PASSWORD
 
 MIB = 1 << 20
 CHUNK = 1 << 20  # the default chunk size
-HEAD = b"ALNKFILE\x01"  # magic and version 1
+HEAD = b"ALNKFILE\x02"  # magic and version 2
 
 
 def content(size: int, seed: int = 0) -> bytes:
@@ -113,10 +113,21 @@ def dest(tmp_path: Path) -> Path:
     return d
 
 
-def offer(body: Any, *, version: int = 1) -> bytes:
+def offer(body: Any, *, version: int = 2) -> bytes:
     """An OFFER built from the documented wire format."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()  # \uXXXX escapes
     return b"ALNKFILE" + bytes([version, 0x01]) + raw
+
+
+def file_channel(side: Any) -> argonlink.sync.Channel:
+    """A channel of the kind ``send_file`` opens, to send offers built by hand on."""
+    conn = side.connection if isinstance(side, argonlink.sync.Client) else side
+    return argonlink.sync.Channel(conn._conn.open_channel_blocking("argonlink.file"))
+
+
+async def async_file_channel(side: Any) -> argonlink.Channel:
+    conn = side.connection if isinstance(side, argonlink.Client) else side
+    return argonlink.Channel(await conn._conn.open_channel("argonlink.file"))
 
 
 def parse_refuse(msg: bytes) -> tuple[int, str]:
@@ -298,20 +309,85 @@ async def test_cancelling_an_async_receiver_keeps_the_partial_for_a_resume(
         receiving.cancel()
         with pytest.raises(asyncio.CancelledError):
             await receiving
-        conn.abort()  # a cancelled transfer leaves the connection mid-protocol: end it
-        with pytest.raises(ConnectionClosed):
+        # The transfer had a channel of its own: the sender learns at once, and the
+        # connection carries on.
+        with pytest.raises(TransferError) as err:
             await sending
-    assert not (dest / "k.bin").exists()
-    [part] = partials(dest)
-    assert 0 < part.stat().st_size < len(data)
-    assert part.read_bytes() == data[: part.stat().st_size]
-
-    async with argonlink.Client(*server.address, password=PASSWORD) as client:
-        conn = await server.accept(timeout=5)
+        assert err.value.code == TransferCode.CANCELLED and err.value.by_peer
+        assert not (dest / "k.bin").exists()
+        [part] = partials(dest)
+        assert 0 < part.stat().st_size < len(data)
+        assert part.read_bytes() == data[: part.stat().st_size]
         receipt, got = await asyncio.gather(client.send_file(src), conn.recv_file(dest))
     assert receipt.resumed_from == got.resumed_from > 0
     assert (dest / "k.bin").read_bytes() == data
     assert os.listdir(dest) == ["k.bin"]
+
+
+async def test_transfers_and_messages_move_at_once(
+    server: argonlink.Server, tmp_path: Path
+) -> None:
+    """Each transfer has a channel of its own: two files and a stream of messages cross one
+    connection at the same time, and each arrives whole."""
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    files = [write(tmp_path / f"f{i}.bin", content(6 * MIB, seed=30 + i)) for i in range(2)]
+    async with argonlink.Client(*server.address, password=PASSWORD) as client:
+        conn = await server.accept(timeout=5)
+        seen: list[int] = []  # bytes received of each file whenever a message arrives
+
+        async def messages() -> list[bytes]:
+            got = []
+            for _ in range(200):
+                got.append(await conn.recv(timeout=10))
+                seen.append(len(partials(dest)))
+            return got
+
+        async def chatter() -> None:
+            for i in range(200):
+                await client.send(b"m%d" % i)
+                await asyncio.sleep(0.002)
+
+        results = await asyncio.gather(
+            *(client.send_file(f, timeout=10, chunk_size=256 << 10) for f in files),
+            *(conn.recv_file(dest, timeout=10) for _ in files),
+            messages(),
+            chatter(),
+        )
+    assert results[4] == [b"m%d" % i for i in range(200)]
+    assert max(seen) == 2, "the two transfers were never under way at the same time"
+    for f in files:
+        assert (dest / f.name).read_bytes() == f.read_bytes()
+
+
+def test_send_file_reads_the_file_once(
+    link: Any, dest: Path, tmp_path: Path, pool: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, conn = link
+    data = content(5 * MIB + 7, seed=31)
+    src = write(tmp_path / "once.bin", data)
+    real, read = _files._Source._fill, [0]
+
+    def counting(self: Any, view: memoryview) -> int:
+        n: int = real(self, view)
+        read[0] += n
+        return n
+
+    monkeypatch.setattr(_files._Source, "_fill", counting)
+    fut = pool.submit(conn.recv_file, dest, timeout=10)
+    client.send_file(src, timeout=10)
+    fut.result(10)
+    assert read[0] == len(data)
+    # A resumed transfer reads the kept part (to hash it) and the rest (to send it): once too.
+    (dest / "once.bin").unlink()
+    key = _files._partial_key("once.bin", len(data), None)
+    write(dest / _files._partial_name("once.bin", key), data[: 3 * MIB])
+    read[0] = 0
+    fut = pool.submit(conn.recv_file, dest, timeout=10)
+    assert client.send_file(src, timeout=10).resumed_from == 3 * MIB
+    fut.result(10)
+    assert read[0] == len(data)
+    assert (dest / "once.bin").read_bytes() == data
 
 
 def test_another_file_of_the_same_name_never_resumes_from_a_partial(
@@ -337,8 +413,8 @@ def test_another_file_of_the_same_name_never_resumes_from_a_partial(
             fut = pool.submit(conn.recv_file, dest, timeout=10)
             receipt = client.send_file(src, timeout=10)
             assert fut.result(10).resumed_from == receipt.resumed_from == 0
-    assert (dest / "same.bin").read_bytes() == other
-    assert partials(dest) == [part_of_one]  # the first file's partial is untouched
+    assert (dest / "same.bin").read_bytes() == other  # none of the first file's bytes in it
+    assert partials(dest) == []  # its partial was found, did not match, and was started over
 
 
 def test_a_raising_progress_callback_cancels_and_the_partial_stays(
@@ -374,7 +450,7 @@ def test_a_second_receiver_of_the_same_file_waits_then_reports_busy(
     monkeypatch.setattr(_files.steps, "_LOCK_WAIT", 0.3)
     data = content(1000, seed=9)
     src = write(tmp_path / "d.bin", data)
-    key = _files._partial_key("d.bin", len(data), hashlib.sha256(data).digest())
+    key = _files._partial_key("d.bin", len(data), None)
     holder = os.open(dest / _files._partial_name("d.bin", key), os.O_RDWR | os.O_CREAT)
     try:
         assert _files._try_lock(holder)  # another transfer of this file is under way
@@ -401,9 +477,7 @@ async def test_contended_offers_never_hold_up_other_work(
     monkeypatch.setattr(_files.steps, "_LOCK_WAIT", 20.0)  # the waiters outlast the unrelated work
     dest = tmp_path / "dest"
     dest.mkdir()
-    data = b"held by another transfer"
-    digest = hashlib.sha256(data).digest()
-    part = dest / _files._partial_name("held.bin", _files._partial_key("held.bin", 24, digest))
+    part = dest / _files._partial_name("held.bin", _files._partial_key("held.bin", 24, None))
     holder = os.open(part, os.O_RDWR | os.O_CREAT, 0o600)
     real_try_lock, refused = _files._try_lock, [0]
 
@@ -418,13 +492,16 @@ async def test_contended_offers_never_hold_up_other_work(
         assert real_try_lock(holder)
         stack.callback(os.close, holder)
         tasks: list[asyncio.Task[FileReceipt]] = []
+        held: list[argonlink.Channel] = []
         for _ in range(waiters):
             client = await stack.enter_async_context(
                 argonlink.Client(*server.address, password=PASSWORD)
             )
             conn = await server.accept(timeout=10)
             tasks.append(asyncio.create_task(conn.recv_file(dest)))
-            await client.send(offer({"name": "held.bin", "size": 24, "sha256": digest.hex()}))
+            channel = await async_file_channel(client)
+            held.append(channel)  # kept open while the offer waits
+            await channel.send(offer({"name": "held.bin", "size": 24, "resume": True}))
         stack.push_async_callback(cancel_all, tasks)
         while refused[0] < 2 * waiters:  # they are all waiting (or, before the fix, many are)
             assert not any(t.done() for t in tasks), [t.exception() for t in tasks if t.done()]
@@ -462,7 +539,7 @@ async def test_a_contended_offer_is_refused_as_busy_after_the_wait(
     dest.mkdir()
     data = content(100, seed=23)
     src = write(tmp_path / "b.bin", data)
-    key = _files._partial_key("b.bin", len(data), hashlib.sha256(data).digest())
+    key = _files._partial_key("b.bin", len(data), None)
     holder = os.open(dest / _files._partial_name("b.bin", key), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         assert _files._try_lock(holder)
@@ -578,8 +655,9 @@ def test_unsafe_names_are_refused_and_nothing_is_written(
     client, conn = link
     before = sorted(tmp_path.rglob("*"))
     fut = pool.submit(conn.recv_file, dest, timeout=10)
-    client.send(offer({"name": name, "size": 5, "sha256": sha(b"hello")}))
-    code, reason = parse_refuse(client.recv(timeout=10))
+    channel = file_channel(client)
+    channel.send(offer({"name": name, "size": 5, "resume": True}))
+    code, reason = parse_refuse(channel.recv(timeout=10))
     assert code == TransferCode.UNSAFE_NAME, reason
     with pytest.raises(UnsafeName):
         fut.result(10)
@@ -598,6 +676,7 @@ def test_unsafe_names_are_refused_by_the_sender_before_sending(
         client.send_file(src, name=name)
     with pytest.raises(Timeout):
         conn.recv(timeout=0.1)  # nothing was sent
+    assert conn._conn.try_accept_channel("argonlink.file") is None  # no channel was opened
 
 
 @pytest.mark.parametrize("name", GOOD_NAMES, ids=repr)
@@ -678,7 +757,7 @@ def test_a_resumed_partial_gets_the_receivers_mode(
     client, conn = link
     data = content(3000, seed=21)
     src = write(tmp_path / "r.bin", data)
-    key = _files._partial_key("r.bin", len(data), hashlib.sha256(data).digest())
+    key = _files._partial_key("r.bin", len(data), None)
     part = write(dest / _files._partial_name("r.bin", key), data[:1000])
     part.chmod(0o644)  # left by an older receiver
     fut = pool.submit(conn.recv_file, dest, timeout=10)
@@ -694,7 +773,7 @@ def test_a_symlink_in_place_of_the_partial_file_is_not_followed(
     data = b"secret payload"
     src = write(tmp_path / "f.bin", data)
     victim = write(tmp_path / "victim", b"untouched")
-    key = _files._partial_key("f.bin", len(data), hashlib.sha256(data).digest())
+    key = _files._partial_key("f.bin", len(data), None)
     (dest / _files._partial_name("f.bin", key)).symlink_to(victim)
     fut = pool.submit(conn.recv_file, dest, timeout=10)
     with pytest.raises(TransferError) as err:
@@ -759,13 +838,21 @@ def test_a_file_that_appears_during_the_transfer_is_not_overwritten(
 
 def test_a_plain_message_is_handed_back_not_lost(link: Any, dest: Path, tmp_path: Path) -> None:
     client, conn = link
+    # Messages on the connection are not a transfer's: recv_file leaves them for recv.
     client.send(b"just a message")
+    with pytest.raises(Timeout):
+        conn.recv_file(dest, timeout=0.2)
+    assert conn.recv(timeout=5) == b"just a message"
+    # On a file channel, what is not an offer is handed back.
+    channel = file_channel(client)
+    channel.send(b"not an offer")
     with pytest.raises(UnexpectedMessage) as err:
         conn.recv_file(dest, timeout=5)
-    assert err.value.message == b"just a message"
-    assert b"just a message" not in str(err.value).encode()
+    assert err.value.message == b"not an offer"
+    assert b"not an offer" not in str(err.value).encode()
     stray_data = HEAD + b"\x04" + struct.pack(">Q", 0) + b"xyz"
-    client.send(stray_data)
+    channel = file_channel(client)
+    channel.send(stray_data)
     with pytest.raises(UnexpectedMessage) as err:
         conn.recv_file(dest, timeout=5)
     assert err.value.message == stray_data
@@ -783,12 +870,14 @@ def test_a_plain_message_is_handed_back_not_lost(link: Any, dest: Path, tmp_path
         offer({"name": "a", "size": True}),
         offer({"name": "a", "size": 2**63}),
         offer({"name": "a", "size": 1.5}),
-        offer({"name": "a", "size": 1, "sha256": "ZZ" * 32}),
-        offer({"name": "a", "size": 1, "sha256": "AB" * 32}),
-        offer({"name": "a", "sha256": "ab" * 32}),
+        offer({"name": "a", "size": 1, "resume": "yes"}),
+        offer({"name": "a", "resume": True}),
+        offer({"name": "a", "size": 1, "folders": "sub"}),
+        offer({"name": "a", "size": 1, "folders": [1]}),
+        offer({"name": "a", "size": 1, "folders": ["d"] * 65}),
         offer({"name": "a" * 5000}),
         offer(b"[" * 3000 + b"]" * 3000),
-        offer({"name": "a"}, version=2),
+        offer({"name": "a"}, version=1),
         b"ALNKFILE\x01",
     ],
     ids=lambda raw: repr(raw[8:40]),
@@ -798,8 +887,9 @@ def test_malformed_offers_are_refused_without_harm(
 ) -> None:
     client, conn = link
     fut = pool.submit(conn.recv_file, dest, timeout=10)
-    client.send(raw)
-    code, _ = parse_refuse(client.recv(timeout=10))
+    channel = file_channel(client)
+    channel.send(raw)
+    code, _ = parse_refuse(channel.recv(timeout=10))
     assert code == TransferCode.PROTOCOL
     with pytest.raises(TransferError) as err:
         fut.result(10)
@@ -883,7 +973,7 @@ def test_the_byte_quota_counts_what_partials_hold(
     assert not first.exists() and second.exists()
     # Resuming a partial that is already there needs no room: nothing else is removed.
     data = content(3000, seed=24)
-    key = _files._partial_key("r.bin", len(data), hashlib.sha256(data).digest())
+    key = _files._partial_key("r.bin", len(data), None)
     write(dest / _files._partial_name("r.bin", key), data[:1000])
     fut = pool.submit(conn.recv_file, dest, max_partials=1, max_partial_bytes=0, timeout=10)
     assert client.send_file(write(tmp_path / "r.bin", data), timeout=10).resumed_from == 1000
@@ -974,8 +1064,9 @@ def test_total_timeout_bounds_a_transfer_from_its_offer_on(
     # A sender that offers and then stalls is given up on, however slowly it trickles.
     data = b"y" * 100
     fut = pool.submit(conn.recv_file, dest, total_timeout=0.5, timeout=10)
-    client.send(offer({"name": "slow.bin", "size": 100, "sha256": sha(data)}))
-    assert client.recv(timeout=10)[:10] == HEAD + b"\x02"  # ACCEPT
+    channel = file_channel(client)
+    channel.send(offer({"name": "slow.bin", "size": len(data), "resume": True}))
+    assert channel.recv(timeout=10)[:10] == HEAD + b"\x02"  # ACCEPT
     with pytest.raises(Timeout, match="total_timeout"):
         fut.result(10)
     assert not (dest / "slow.bin").exists()
@@ -990,8 +1081,10 @@ def test_send_to_a_peer_that_answers_with_a_plain_message(
     client, conn = link
 
     def not_a_file_receiver() -> None:
-        conn.recv(timeout=5)  # the offer
-        conn.send(b"I only do messages")
+        native = conn._conn.accept_channel_blocking(5, "argonlink.file")
+        channel = argonlink.sync.Channel(native)
+        channel.recv(timeout=5)  # the offer
+        channel.send(b"I only do messages")
 
     pool.submit(not_a_file_receiver)
     with pytest.raises(UnexpectedMessage) as err:
@@ -999,12 +1092,15 @@ def test_send_to_a_peer_that_answers_with_a_plain_message(
     assert err.value.message == b"I only do messages"
 
 
-def test_recv_file_needs_an_existing_directory(link: Any, tmp_path: Path) -> None:
+def test_recv_file_needs_an_existing_directory(
+    link: Any, dest: Path, tmp_path: Path, pool: Any
+) -> None:
     client, conn = link
-    client.send(b"kept")
+    sending = pool.submit(client.send_file, write(tmp_path / "kept", b"kept"), timeout=10)
     with pytest.raises(NotADirectoryError):
         conn.recv_file(tmp_path / "missing")
-    assert conn.recv(timeout=5) == b"kept"  # nothing was taken
+    assert conn.recv_file(dest, timeout=5).size == 4  # the offer was not taken
+    assert sending.result(10).size == 4
 
 
 def test_transfer_errors_survive_pickling() -> None:

@@ -253,7 +253,7 @@ async def test_a_hostile_responder_cannot_hang_the_caller(server: argonlink.Serv
             native = conn._conn
             raw = None
             while raw is None:
-                raw = native.try_accept_channel(True)
+                raw = native.try_accept_channel("argonlink.requests")
                 await asyncio.sleep(0.01)
             channel = Channel(raw)
             await channel.recv(timeout=5)

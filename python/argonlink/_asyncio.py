@@ -8,6 +8,7 @@ Rust runtime, and a cancelled wait never loses a message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
@@ -18,12 +19,14 @@ from typing import Any, Self, TypeVar
 
 from . import _argonlink
 from ._common import (
+    FILES_CHANNEL,
     ChannelInfo,
     ClientBase,
     ConnectionInfo,
     ServerBase,
     channel_name,
     channels_of,
+    file_carrier,
 )
 from ._files import AsyncTransfers
 from ._options import BytesLike, KdfParams
@@ -119,16 +122,16 @@ async def _readable(native: _argonlink.NativeEndpoint) -> None:
     await bell.wait(lambda token: native.arm(ring, token), native.disarm)
 
 
-async def _acceptable(native: _argonlink.NativeConnection, requests: bool = False) -> None:
-    """Until ``native.try_accept_channel(requests)`` has something to say. Takes nothing."""
+async def _acceptable(native: _argonlink.NativeConnection, queue: str = "") -> None:
+    """Until ``native.try_accept_channel(queue)`` has something to say. Takes nothing."""
     bell = _doorbell(asyncio.get_running_loop())
     if bell is None:
-        await native.acceptable(requests)
+        await native.acceptable(queue)
         return
     ring = bell.native
     await bell.wait(
-        lambda token: native.arm_accept(ring, token, requests),
-        lambda token: native.disarm_accept(token, requests),
+        lambda token: native.arm_accept(ring, token, queue),
+        lambda token: native.disarm_accept(token, queue),
     )
 
 
@@ -269,6 +272,32 @@ class Connection(ConnectionInfo, AsyncTransfers):
         of an exactly-once session, acknowledged by the client's application."""
         await _bounded(self._native.flush(), timeout, "flush")
 
+    @contextlib.asynccontextmanager
+    async def _file_stream(
+        self, incoming: bool, timeout: float | None
+    ) -> AsyncIterator[Connection | Channel]:
+        """Where one file transfer runs: a channel of its own (accepted from the peer's file
+        channels, or opened), or this connection when it carries no channels for files."""
+        native = file_carrier(self._native, incoming)
+        if native is None:
+            yield self
+            return
+        if incoming:
+            take = functools.partial(native.try_accept_channel, FILES_CHANNEL)
+            ready = functools.partial(_acceptable, native, FILES_CHANNEL)
+            channel = Channel(await _next(take, ready, timeout, "recv_file"))
+        else:
+            opened = native.try_open_channel(FILES_CHANNEL)
+            if opened is None:
+                opened = await _bounded(native.open_channel(FILES_CHANNEL), timeout, "send_file")
+            channel = Channel(opened)
+        try:
+            yield channel
+        except BaseException as exc:
+            channel._end_transfer(exc)
+            raise
+        channel._end_transfer(None)
+
     async def open_channel(
         self, name: str | None = None, *, timeout: float | None = None
     ) -> Channel:
@@ -345,8 +374,8 @@ class Connection(ConnectionInfo, AsyncTransfers):
 
     async def _accept_requests(self) -> Channel:
         native = channels_of(self._native)
-        take = functools.partial(native.try_accept_channel, True)
-        ready = functools.partial(_acceptable, native, True)
+        take = functools.partial(native.try_accept_channel, REQUESTS_CHANNEL)
+        ready = functools.partial(_acceptable, native, REQUESTS_CHANNEL)
         return Channel(await _next(take, ready, None, "accept requests"))
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
@@ -522,6 +551,17 @@ class Client(ClientBase[Connection], AsyncTransfers):
         :class:`~argonlink.Timeout` after ``timeout`` s (nothing is lost: the messages stay
         queued)."""
         await _bounded(self._link.flush(), timeout, "flush")
+
+    @contextlib.asynccontextmanager
+    async def _file_stream(
+        self, incoming: bool, timeout: float | None
+    ) -> AsyncIterator[Client | Channel | Connection]:
+        if self.exactly_once:  # the session's default channel (channels are not carried yet)
+            yield self
+            return
+        conn = await self.wait_connected(timeout)
+        async with conn._file_stream(incoming, timeout) as stream:
+            yield stream
 
     async def open_channel(
         self, name: str | None = None, *, timeout: float | None = None

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from . import _argonlink
 from ._options import (
@@ -21,7 +22,14 @@ from ._options import (
     peer_lookup,
     peer_specs,
 )
-from .exceptions import ChannelError, ConfigError
+from .exceptions import (
+    ChannelError,
+    ChannelReset,
+    ConfigError,
+    Error,
+    TransferCode,
+    TransferError,
+)
 
 H = TypeVar("H")
 C = TypeVar("C", bound="ConnectionInfo")
@@ -68,6 +76,32 @@ class ChannelInfo:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self.id} name={self.name!r}>"
 
+    def _end_transfer(self, exc: BaseException | None) -> None:
+        """After a file transfer on its own channel: finish the channel when both sides agree
+        the exchange is over (it completed, or one side told the other why it stopped); reset
+        it otherwise (a timeout, a cancellation), so that the peer learns at once. The
+        connection carries on either way."""
+        agreed = (
+            exc is None
+            or isinstance(exc, TransferError)
+            or (isinstance(exc, Exception) and not isinstance(exc, Error))
+        )
+        with contextlib.suppress(Error):
+            if agreed:
+                self._native.finish()
+            else:
+                self._native.reset(0, "the transfer was abandoned")
+        if isinstance(exc, ChannelReset) and exc.by_peer:
+            # The peer gave the transfer up (cancelled, timed out) without a word in the file
+            # protocol: to the caller that is the peer cancelling it.
+            raise TransferError(
+                TransferCode.CANCELLED, f"the peer abandoned the transfer ({exc})", by_peer=True
+            ) from exc
+
+
+#: The channels single files travel on (docs/PROTOCOL.md, "File transfer").
+FILES_CHANNEL: Final = "argonlink.file"
+
 
 def channel_name(name: str | None) -> str:
     name = name or ""
@@ -93,6 +127,18 @@ def channels_of(
             raise RuntimeError("not connected yet")
         return conn
     return native
+
+
+def file_carrier(
+    native: _argonlink.NativeConnection | _argonlink.NativeLink, incoming: bool
+) -> _argonlink.NativeConnection | None:
+    """The connection on whose channels a file transfer runs, or None: on the default channel,
+    when the connection carries no channels for it (an exactly-once session, or the receiving
+    side announced ``max_channels=0``). Both sides come to the same answer."""
+    if isinstance(native, _argonlink.NativeLink):  # the server's end of a session
+        return None
+    limit = native.max_channels if incoming else native.peer_max_channels
+    return native if limit > 0 else None
 
 
 class ConnectionInfo:

@@ -5,6 +5,7 @@ Every wait releases the GIL, honours Ctrl-C, and takes an optional ``timeout`` i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -14,12 +15,14 @@ from typing import Self
 
 from . import _argonlink
 from ._common import (
+    FILES_CHANNEL,
     ChannelInfo,
     ClientBase,
     ConnectionInfo,
     ServerBase,
     channel_name,
     channels_of,
+    file_carrier,
 )
 from ._files import BlockingTransfers, FileReceipt
 from ._options import BytesLike, KdfParams
@@ -113,6 +116,24 @@ class Connection(ConnectionInfo, BlockingTransfers):
         of an exactly-once session, acknowledged by the client's application."""
         self._native.flush_blocking(timeout)
 
+    @contextlib.contextmanager
+    def _file_stream(self, incoming: bool, timeout: float | None) -> Iterator[Connection | Channel]:
+        """Where one file transfer runs; see :meth:`argonlink.Connection._file_stream`."""
+        native = file_carrier(self._native, incoming)
+        if native is None:
+            yield self
+            return
+        if incoming:
+            channel = Channel(native.accept_channel_blocking(timeout, FILES_CHANNEL))
+        else:
+            channel = Channel(native.open_channel_blocking(FILES_CHANNEL, timeout))
+        try:
+            yield channel
+        except BaseException as exc:
+            channel._end_transfer(exc)
+            raise
+        channel._end_transfer(None)
+
     def open_channel(self, name: str | None = None, *, timeout: float | None = None) -> Channel:
         """Open a channel; see :meth:`argonlink.Connection.open_channel`."""
         native = channels_of(self._native)
@@ -154,7 +175,7 @@ class Connection(ConnectionInfo, BlockingTransfers):
         cannot be interrupted): its answer is dropped."""
         native = channels_of(self._native)
         serve_requests_blocking(
-            lambda: Channel(native.accept_channel_blocking(None, True)),
+            lambda: Channel(native.accept_channel_blocking(None, REQUESTS_CHANNEL)),
             handler,
             concurrency=concurrency,
             tracebacks=tracebacks,
@@ -313,6 +334,16 @@ class Client(ClientBase[Connection], BlockingTransfers):
         :class:`~argonlink.Timeout` after ``timeout`` s (nothing is lost: the messages stay
         queued)."""
         self._link.flush_blocking(timeout)
+
+    @contextlib.contextmanager
+    def _file_stream(
+        self, incoming: bool, timeout: float | None
+    ) -> Iterator[Client | Channel | Connection]:
+        if self.exactly_once:  # the session's default channel (channels are not carried yet)
+            yield self
+            return
+        with self.wait_connected(timeout)._file_stream(incoming, timeout) as stream:
+            yield stream
 
     def open_channel(self, name: str | None = None, *, timeout: float | None = None) -> Channel:
         """Open a channel on the current connection (waiting while reconnecting); it ends

@@ -21,7 +21,7 @@ use crate::core::record::RekeyPolicy;
 use crate::error::{Error, Result};
 
 pub use client::{connect, ClientConfig, Credentials};
-pub use connection::{Channel, Connection, Queue};
+pub use connection::{Channel, Connection};
 pub use link::{Link, ReconnectPolicy};
 pub use server::{Server, ServerConfig, ServerKeySource};
 pub use session::SessionConfig;

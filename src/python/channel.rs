@@ -7,7 +7,7 @@ use super::doorbell::{self, Doorbell};
 use super::endpoint::{Chan, NativeEndpoint};
 use super::runtime::future_into_py;
 use super::wait::{block_on, take_blocking};
-use crate::net::{Channel, Connection, Queue};
+use crate::net::{Channel, Connection};
 
 /// One channel: the message methods of `NativeEndpoint`, and its id, name, half-close and
 /// reset.
@@ -120,36 +120,32 @@ pub(crate) fn open_blocking(
     NativeChannel::create(py, ch)
 }
 
-/// The queue `requests` names: the peer's request channels, or the application's channels.
-pub(crate) fn queue(requests: bool) -> Queue {
-    if requests {
-        Queue::Requests
-    } else {
-        Queue::Channels
-    }
-}
-
 pub(crate) fn try_accept(
     py: Python<'_>,
     conn: &Connection,
-    q: Queue,
+    queue: &str,
 ) -> PyResult<Option<Py<NativeChannel>>> {
-    let ch = conn.try_accept_channel(q)?;
+    let ch = conn.try_accept_channel(queue)?;
     created(py, ch)
 }
 
-pub(crate) fn arm_accept(conn: &Connection, q: Queue, bell: &Doorbell, token: u64) -> bool {
-    conn.arm_accept(q, token, doorbell::wakeup(bell, token))
+pub(crate) fn arm_accept(
+    conn: &Connection,
+    queue: &str,
+    bell: &Doorbell,
+    token: u64,
+) -> PyResult<bool> {
+    Ok(conn.arm_accept(queue, token, doorbell::wakeup(bell, token))?)
 }
 
 pub(crate) fn acceptable<'py>(
     py: Python<'py>,
     conn: &Connection,
-    q: Queue,
+    queue: String,
 ) -> PyResult<Bound<'py, PyAny>> {
     let conn = conn.clone();
     future_into_py(py, async move {
-        conn.acceptable(q).await;
+        conn.acceptable(&queue).await?;
         Ok(())
     })
 }
@@ -157,16 +153,16 @@ pub(crate) fn acceptable<'py>(
 pub(crate) fn accept_blocking(
     py: Python<'_>,
     conn: &Connection,
-    q: Queue,
+    queue: &str,
     timeout: Option<f64>,
 ) -> PyResult<Py<NativeChannel>> {
     let ch = take_blocking(
         py,
         timeout,
         "accept_channel",
-        || conn.try_accept_channel(q),
-        |token, wakeup| conn.arm_accept(q, token, wakeup),
-        |token| conn.disarm_accept(q, token),
+        || conn.try_accept_channel(queue),
+        |token, wakeup| conn.arm_accept(queue, token, wakeup).unwrap_or(true),
+        |token| conn.disarm_accept(queue, token),
     )?;
     NativeChannel::create(py, ch)
 }

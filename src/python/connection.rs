@@ -78,6 +78,18 @@ impl NativeConnection {
         self.inner.peer_max_message()
     }
 
+    /// Channels the peer may have open on this connection (0: it may open none).
+    #[getter]
+    fn max_channels(&self) -> u32 {
+        self.inner.max_channels().0
+    }
+
+    /// Channels this side may have open (the peer's limit; 0: none).
+    #[getter]
+    fn peer_max_channels(&self) -> u32 {
+        self.inner.max_channels().1
+    }
+
     /// The server key epoch this connection authenticated under.
     #[getter]
     fn key_epoch(&self) -> u32 {
@@ -115,44 +127,55 @@ impl NativeConnection {
         channel::open_blocking(py, &self.inner, name, timeout)
     }
 
-    /// The next channel the peer opened, or None if none waits; with `requests`, the next of
-    /// the peer's request channels instead. Raises ConnectionClosed* once the connection ended
-    /// and every waiting channel was taken.
-    #[pyo3(signature = (requests=false))]
+    /// The next channel the peer opened onto `queue` ("": the application's; a reserved
+    /// name: that name's own queue, see `listen`), or None if none waits. Raises
+    /// ConnectionClosed* once the connection ended and every waiting channel was taken.
+    #[pyo3(signature = (queue=""))]
     fn try_accept_channel(
         &self,
         py: Python<'_>,
-        requests: bool,
+        queue: &str,
     ) -> PyResult<Option<Py<NativeChannel>>> {
-        channel::try_accept(py, &self.inner, channel::queue(requests))
+        channel::try_accept(py, &self.inner, queue)
     }
 
-    /// Ring `bell` with `token` once `try_accept_channel` may have something to say (once);
-    /// True, and nothing registered, if it has already.
-    #[pyo3(signature = (bell, token, requests=false))]
-    fn arm_accept(&self, bell: &Doorbell, token: u64, requests: bool) -> bool {
-        channel::arm_accept(&self.inner, channel::queue(requests), bell, token)
+    /// Ring `bell` with `token` once `try_accept_channel(queue)` may have something to say
+    /// (once); True, and nothing registered, if it has already.
+    #[pyo3(signature = (bell, token, queue=""))]
+    fn arm_accept(&self, bell: &Doorbell, token: u64, queue: &str) -> PyResult<bool> {
+        channel::arm_accept(&self.inner, queue, bell, token)
     }
 
-    #[pyo3(signature = (token, requests=false))]
-    fn disarm_accept(&self, token: u64, requests: bool) {
-        self.inner.disarm_accept(channel::queue(requests), token);
+    #[pyo3(signature = (token, queue=""))]
+    fn disarm_accept(&self, token: u64, queue: &str) {
+        self.inner.disarm_accept(queue, token);
     }
 
-    /// Awaitable that completes when `try_accept_channel` has something to say.
-    #[pyo3(signature = (requests=false))]
-    fn acceptable<'py>(&self, py: Python<'py>, requests: bool) -> PyResult<Bound<'py, PyAny>> {
-        channel::acceptable(py, &self.inner, channel::queue(requests))
+    /// Awaitable that completes when `try_accept_channel(queue)` has something to say.
+    #[pyo3(signature = (queue=""))]
+    fn acceptable<'py>(&self, py: Python<'py>, queue: &str) -> PyResult<Bound<'py, PyAny>> {
+        channel::acceptable(py, &self.inner, queue.to_owned())
     }
 
-    #[pyo3(signature = (timeout=None, requests=false))]
+    #[pyo3(signature = (timeout=None, queue=""))]
     fn accept_channel_blocking(
         &self,
         py: Python<'_>,
         timeout: Option<f64>,
-        requests: bool,
+        queue: &str,
     ) -> PyResult<Py<NativeChannel>> {
-        channel::accept_blocking(py, &self.inner, channel::queue(requests), timeout)
+        channel::accept_blocking(py, &self.inner, queue, timeout)
+    }
+
+    /// Give the peer's channels named `name` (a reserved name) a queue of their own, instead
+    /// of resetting them.
+    fn listen(&self, name: &str) -> PyResult<()> {
+        Ok(self.inner.listen(name)?)
+    }
+
+    /// Stop listening for `name`: waiting channels of that name are reset, and later ones.
+    fn unlisten(&self, name: &str) {
+        self.inner.unlisten(name);
     }
 
     /// Channels open on this connection now.

@@ -7,11 +7,12 @@ what the caller passed, builds the steps with a source or a sink, and hands them
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 from ..exceptions import ConfigError
 from .defaults import (
@@ -24,11 +25,34 @@ from .defaults import (
 from .effects import _Steps
 from .names import check_name
 from .receipt import FileReceipt, Progress
-from .runner import _AsyncPeer, _BlockingPeer, _run_async, _run_blocking
+from .runner import _AsyncStream, _BlockingStream, _run_async, _run_blocking
 from .sink import Writable, _DirLimits, _DirSink, _StreamSink
 from .source import Readable, _open_file, _Source
 from .steps import _receive_steps, _Receiving, _send_steps
 from .wire import _MAX_SIZE
+
+
+class _AsyncPeer(Protocol):
+    """A connection or a client, as the transfer methods see it."""
+
+    def _peer_message_limit(self) -> int: ...
+    def _file_stream(
+        self, incoming: bool, timeout: float | None
+    ) -> contextlib.AbstractAsyncContextManager[_AsyncStream]: ...
+
+
+class _BlockingPeer(Protocol):
+    def _peer_message_limit(self) -> int: ...
+    def _file_stream(
+        self, incoming: bool, timeout: float | None
+    ) -> contextlib.AbstractContextManager[_BlockingStream]: ...
+
+
+def _peer_of(side: object) -> str | None:
+    """The identity the peer authenticated as, which a resumable partial file belongs to."""
+    identity = getattr(side, "peer_identity", None)
+    return identity if isinstance(identity, str) else None
+
 
 #: A chunk leaves this much room below the peer's message limit (for the DATA header and for
 #: any framing a wrapping client might add).
@@ -88,7 +112,7 @@ def _file_steps(
     name = check_name(
         os.path.basename(os.fspath(path)) if name is None else name, allow_hidden=True
     )
-    return _send_steps(functools.partial(_open_file, path, resume), name, resume, progress, chunk)
+    return _send_steps(functools.partial(_open_file, path, resume), name, progress, chunk)
 
 
 def _stream_steps(
@@ -98,11 +122,9 @@ def _stream_steps(
         raise ConfigError(f"size must be a non-negative integer or None, got {size!r}")
 
     def open_source() -> _Source:
-        source = _Source(fileobj, owned=False)
-        source.size = size
-        return source
+        return _Source(fileobj, owned=False, size=size)
 
-    return _send_steps(open_source, check_name(name, allow_hidden=True), False, progress, chunk)
+    return _send_steps(open_source, check_name(name, allow_hidden=True), progress, chunk)
 
 
 def _dest_steps(
@@ -111,11 +133,12 @@ def _dest_steps(
     progress: Progress | None,
     choices: _Receiving,
     limits: _DirLimits,
+    peer: str | None,
 ) -> _Steps:
     dest = Path(dest_dir)
     if not dest.is_dir():  # before a message is taken: nothing is lost
         raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(dest))
-    return _receive_steps(lambda: _DirSink(dest, overwrite, limits), progress, choices)
+    return _receive_steps(lambda: _DirSink(dest, overwrite, limits, peer), progress, choices)
 
 
 def _dir_limits(
@@ -153,9 +176,12 @@ class AsyncTransfers:
         ``timeout`` bounds each single wait for the peer (a reply, or room in the send buffer), not
         the whole transfer.
 
-        With ``resume`` (the default) the file is hashed first, and a transfer that was cut off is
-        resumed by calling ``send_file`` again on a new connection: the receiver kept what arrived
-        and asks only for the rest. ``resume=False`` skips that first read of the file.
+        The file is read once, hashed as it is sent. The transfer runs on a channel of its own,
+        so messages and other transfers move beside it. With ``resume`` (the default) a transfer
+        that was cut off is resumed by calling ``send_file`` again (usually on a new
+        connection): the receiver kept what arrived, and the rest follows once the sender has
+        checked that what was kept is this file's first bytes. ``resume=False``: the receiver
+        deletes what arrived of an interrupted transfer.
 
         Raises :class:`~argonlink.TransferError` (a subclass for a refused name, an existing file, a
         failed verification) when either side refuses, ``OSError`` when the file cannot be read, and
@@ -163,7 +189,9 @@ class AsyncTransfers:
         after those two, close the connection (the receiver keeps its partial file for a resume). A
         ``progress`` callback that raises cancels the transfer (the receiver is told)."""
         chunk = _chunk(chunk_size, self._peer_message_limit())
-        return await _run_async(_file_steps(path, name, progress, chunk, resume), self, timeout)
+        steps = _file_steps(path, name, progress, chunk, resume)
+        async with self._file_stream(False, timeout) as stream:
+            return await _run_async(steps, stream, timeout)
 
     async def recv_file(
         self: _AsyncPeer,
@@ -207,8 +235,9 @@ class AsyncTransfers:
         removes old ones."""
         limits = _dir_limits(mode, max_partials, max_partial_bytes, min_free_space)
         choices = _receiving(max_size, allow_hidden, total_timeout)
-        steps = _dest_steps(dest_dir, overwrite, progress, choices, limits)
-        return await _run_async(steps, self, timeout)
+        steps = _dest_steps(dest_dir, overwrite, progress, choices, limits, _peer_of(self))
+        async with self._file_stream(True, timeout) as stream:
+            return await _run_async(steps, stream, timeout)
 
     async def send_stream(
         self: _AsyncPeer,
@@ -226,7 +255,9 @@ class AsyncTransfers:
         the end. Streams are not resumable: an interrupted stream is sent again from the start.
         Otherwise as :meth:`send_file`."""
         chunk = _chunk(chunk_size, self._peer_message_limit())
-        return await _run_async(_stream_steps(fileobj, name, size, progress, chunk), self, timeout)
+        steps = _stream_steps(fileobj, name, size, progress, chunk)
+        async with self._file_stream(False, timeout) as stream:
+            return await _run_async(steps, stream, timeout)
 
     async def recv_stream(
         self: _AsyncPeer,
@@ -245,7 +276,8 @@ class AsyncTransfers:
         :meth:`recv_file`; the receipt's ``path`` is None."""
         choices = _receiving(max_size, allow_hidden, total_timeout)
         steps = _receive_steps(lambda: _StreamSink(fileobj), progress, choices)
-        return await _run_async(steps, self, timeout)
+        async with self._file_stream(True, timeout) as stream:
+            return await _run_async(steps, stream, timeout)
 
 
 class BlockingTransfers:
@@ -265,7 +297,9 @@ class BlockingTransfers:
     ) -> FileReceipt:
         """See :meth:`argonlink.Connection.send_file`."""
         chunk = _chunk(chunk_size, self._peer_message_limit())
-        return _run_blocking(_file_steps(path, name, progress, chunk, resume), self, timeout)
+        steps = _file_steps(path, name, progress, chunk, resume)
+        with self._file_stream(False, timeout) as stream:
+            return _run_blocking(steps, stream, timeout)
 
     def recv_file(
         self: _BlockingPeer,
@@ -285,8 +319,9 @@ class BlockingTransfers:
         """See :meth:`argonlink.Connection.recv_file`."""
         limits = _dir_limits(mode, max_partials, max_partial_bytes, min_free_space)
         choices = _receiving(max_size, allow_hidden, total_timeout)
-        steps = _dest_steps(dest_dir, overwrite, progress, choices, limits)
-        return _run_blocking(steps, self, timeout)
+        steps = _dest_steps(dest_dir, overwrite, progress, choices, limits, _peer_of(self))
+        with self._file_stream(True, timeout) as stream:
+            return _run_blocking(steps, stream, timeout)
 
     def send_stream(
         self: _BlockingPeer,
@@ -300,7 +335,9 @@ class BlockingTransfers:
     ) -> FileReceipt:
         """See :meth:`argonlink.Connection.send_stream`."""
         chunk = _chunk(chunk_size, self._peer_message_limit())
-        return _run_blocking(_stream_steps(fileobj, name, size, progress, chunk), self, timeout)
+        steps = _stream_steps(fileobj, name, size, progress, chunk)
+        with self._file_stream(False, timeout) as stream:
+            return _run_blocking(steps, stream, timeout)
 
     def recv_stream(
         self: _BlockingPeer,
@@ -315,4 +352,5 @@ class BlockingTransfers:
         """See :meth:`argonlink.Connection.recv_stream`."""
         choices = _receiving(max_size, allow_hidden, total_timeout)
         steps = _receive_steps(lambda: _StreamSink(fileobj), progress, choices)
-        return _run_blocking(steps, self, timeout)
+        with self._file_stream(True, timeout) as stream:
+            return _run_blocking(steps, stream, timeout)

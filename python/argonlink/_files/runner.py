@@ -25,16 +25,16 @@ from .receipt import FileReceipt
 _FILE_WORKERS: Final = 8  # threads for the file operations of all asyncio transfers
 
 
-class _BlockingPeer(Protocol):
+class _BlockingStream(Protocol):
+    """What a transfer runs on: its own channel, or a connection's default channel."""
+
     def send(self, data: BytesLike, *, timeout: float | None = None) -> None: ...
     def recv(self, timeout: float | None = None) -> bytes: ...
-    def _peer_message_limit(self) -> int: ...
 
 
-class _AsyncPeer(Protocol):
+class _AsyncStream(Protocol):
     async def send(self, data: BytesLike, *, timeout: float | None = None) -> None: ...
     async def recv(self, timeout: float | None = None) -> bytes: ...
-    def _peer_message_limit(self) -> int: ...
 
 
 def _wait(timeout: float | None, deadline: float | None) -> float | None:
@@ -54,7 +54,7 @@ def _past_deadline(exc: BaseException, deadline: float | None) -> BaseException:
     return exc
 
 
-def _run_blocking(steps: _Steps, peer: _BlockingPeer, timeout: float | None) -> FileReceipt:
+def _run_blocking(steps: _Steps, peer: _BlockingStream, timeout: float | None) -> FileReceipt:
     value: Any = None
     error: BaseException | None = None
     deadline: float | None = None
@@ -122,7 +122,7 @@ async def _in_thread(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         raise
 
 
-async def _run_async(steps: _Steps, peer: _AsyncPeer, timeout: float | None) -> FileReceipt:
+async def _run_async(steps: _Steps, peer: _AsyncStream, timeout: float | None) -> FileReceipt:
     value: Any = None
     error: BaseException | None = None
     deadline: float | None = None

@@ -58,10 +58,12 @@ def _partial_name(name: str, key: str) -> str:
 _PARTIAL = re.compile(r"\..*\.[0-9a-f]{32}" + re.escape(PARTIAL_SUFFIX), re.DOTALL)
 
 
-def _partial_key(name: str, size: int, sha256: bytes) -> str:
-    """A resumable partial belongs to one (name, size, content): another file of the same name
-    never resumes from it."""
-    material = b"argonlink partial\0" + name.encode() + b"\0" + _U64.pack(size) + sha256
+def _partial_key(path: str, size: int, peer: str | None) -> str:
+    """A resumable partial belongs to one (path, size, peer): a transfer of another size or from
+    another peer never finds it. Whether its bytes are the sender's own is settled at ACCEPT
+    (the sender compares the hash of what is kept with its own first bytes)."""
+    who = b"" if peer is None else peer.encode()
+    material = b"argonlink partial\0" + path.encode() + b"\0" + _U64.pack(size) + b"\0" + who
     return hashlib.sha256(material).hexdigest()[:32]
 
 
@@ -197,6 +199,7 @@ def _write_all(fd: int, data: memoryview) -> None:
 class _Sink(Protocol):
     def open(self, name: str, offer: Offer) -> int | None: ...
     def hash_prefix(self, limit: int) -> bool: ...
+    def restart(self) -> None: ...
     def write(self, data: memoryview) -> None: ...
     def digest(self) -> bytes: ...
     def commit(self) -> Path | None: ...
@@ -208,8 +211,11 @@ class _DirSink:
     """Receives into ``dest/.NAME.<key>.argonlink-part``; after verification, fsync and an
     atomic no-clobber move to ``dest/NAME``."""
 
-    def __init__(self, dest: Path, overwrite: bool, limits: _DirLimits) -> None:
+    def __init__(
+        self, dest: Path, overwrite: bool, limits: _DirLimits, peer: str | None = None
+    ) -> None:
         self._dest = dest
+        self._peer = peer
         self._overwrite = overwrite
         self._limits = limits
         self._fd: int | None = None
@@ -238,9 +244,9 @@ class _DirSink:
         while another transfer of the same file holds it (the caller tries again)."""
         final = self._dest / name
         self._check_destination(final, name)
-        resumable = offer.sha256 is not None and offer.size is not None
-        if offer.size is not None and offer.sha256 is not None:
-            key = _partial_key(name, offer.size, offer.sha256)
+        resumable = offer.resume and offer.size is not None
+        if offer.resume and offer.size is not None:
+            key = _partial_key(name, offer.size, self._peer)
         else:
             key = secrets.token_hex(16)
         part = self._dest / _partial_name(name, key)
@@ -293,6 +299,16 @@ class _DirSink:
             return False
         os.lseek(self._fd, self._offset, os.SEEK_SET)
         return True
+
+    def restart(self) -> None:
+        """The sender's first bytes differ from what the partial file kept: empty it."""
+        assert self._fd is not None
+        if self._remaining is not None:
+            self._remaining += self._offset
+        os.ftruncate(self._fd, 0)
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        self._hash = hashlib.sha256()
+        self._hashed = self._offset = 0
 
     def write(self, data: memoryview) -> None:
         assert self._fd is not None
@@ -371,6 +387,9 @@ class _StreamSink:
 
     def hash_prefix(self, limit: int) -> bool:
         return True
+
+    def restart(self) -> None:  # pragma: no cover - a stream sink accepts at 0: no restart
+        raise AssertionError("a stream is received from its first byte")
 
     def write(self, data: memoryview) -> None:
         self._f.write(bytes(data))

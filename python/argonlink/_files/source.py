@@ -14,6 +14,7 @@ import stat
 from collections.abc import Callable
 from typing import Protocol
 
+from ..exceptions import TransferCode, TransferError
 from .defaults import DEFAULT_CHUNK_SIZE
 from .wire import _HEAD, _HEAD_LEN, _U64, DATA, DATA_HEAD_LEN, MAGIC, VERSION
 
@@ -26,15 +27,27 @@ class Readable(Protocol):
 
 
 class _Source:
-    """Reads chunks into DATA messages and hashes what it read."""
+    """Reads chunks into DATA messages and hashes what it read: the file is read once, whether
+    the transfer is new or resumed (the part the receiver has is hashed, not sent)."""
 
-    def __init__(self, fileobj: Readable, *, owned: bool) -> None:
+    def __init__(
+        self,
+        fileobj: Readable,
+        *,
+        owned: bool,
+        size: int | None = None,
+        resumable: bool = False,
+        stamp: tuple[int, int] | None = None,
+    ) -> None:
         self._f = fileobj
         self._owned = owned
         self._hash = hashlib.sha256()
         self._hashed = 0
-        self.size: int | None = None
-        self.sha256: bytes | None = None
+        self.size = size
+        self.resumable = resumable and size is not None
+        #: A file's (size, mtime_ns) when it was opened: a file changed during the transfer is
+        #: not sent as if it were one version of it.
+        self._stamp = stamp
 
     def _fill(self, view: memoryview) -> int:
         """Fill ``view`` unless the end comes first (pipes return short reads)."""
@@ -68,24 +81,39 @@ class _Source:
         del buf[DATA_HEAD_LEN + got :]
         return buf
 
-    def prehash(self, limit: int) -> bool:
-        """Hash up to ``limit`` more bytes of the file; True once it reached the end. Then
-        ``size``/``sha256`` describe the file and the source is rewound."""
-        buf = bytearray(min(limit, DEFAULT_CHUNK_SIZE))
+    def hash_prefix(self, offset: int, limit: int) -> bool:
+        """Hash up to ``limit`` more of the first ``offset`` bytes (the part the receiver says it
+        has); True once all of them are hashed. The file is then positioned at ``offset``."""
+        buf = bytearray(min(limit, offset - self._hashed, DEFAULT_CHUNK_SIZE))
         done = 0
         with memoryview(buf) as view:
-            while done < limit:
-                n = self._fill(view)
+            while done < limit and self._hashed < offset:
+                want = min(len(view), offset - self._hashed)
+                n = self._fill(view[:want])
                 if n == 0:
-                    # What was read is what is offered: size and hash always belong together.
-                    self.sha256, self.size = self._hash.digest(), self._hashed
-                    self._hash = hashlib.sha256()
-                    self.seek(0)
-                    return True
+                    raise TransferError(TransferCode.CANCELLED, "the file shrank while being sent")
                 self._hash.update(view[:n])
                 self._hashed += n
                 done += n
-        return False
+        return self._hashed >= offset
+
+    def restart(self) -> None:
+        """Back to the first byte, with a fresh hash (the receiver's copy was not ours)."""
+        self.seek(0)
+        self._hash = hashlib.sha256()
+        self._hashed = 0
+
+    def check_unchanged(self, name: str) -> None:
+        """After the last byte: a file whose size or modification time moved since it was
+        opened was not read as one version of it, and is not offered as one."""
+        if self._stamp is None:
+            return
+        fileno = getattr(self._f, "fileno", None)
+        if fileno is None:  # pragma: no cover - files opened here have one
+            return
+        st = os.fstat(fileno())
+        if (st.st_size, st.st_mtime_ns) != self._stamp:
+            raise TransferError(TransferCode.CANCELLED, f"{name} changed while it was being sent")
 
     def seek(self, offset: int) -> None:
         seek = getattr(self._f, "seek", None)
@@ -112,7 +140,5 @@ def _open_file(path: str | os.PathLike[str], resume: bool) -> _Source:
     except BaseException:
         f.close()
         raise
-    source = _Source(f, owned=True)
-    if not resume:
-        source.size = st.st_size
-    return source
+    stamp = (st.st_size, st.st_mtime_ns)
+    return _Source(f, owned=True, size=st.st_size, resumable=resume, stamp=stamp)

@@ -9,6 +9,7 @@ the clock only to time itself); :mod:`.runner` drives it, blocking or with ``awa
 from __future__ import annotations
 
 import contextlib
+import hmac
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -102,26 +103,30 @@ def _local_failure(exc: BaseException, side: str) -> tuple[int, str]:
 def _send_steps(
     open_source: Callable[[], _Source],
     name: str,
-    resume: bool,
     progress: Progress | None,
     chunk: int,
+    folders: tuple[str, ...] = (),
 ) -> _Steps:
     start = time.monotonic()
     source: _Source = yield _Run(open_source)
     try:
-        if resume:
-            while not (yield _Run(source.prehash, (_HASH_STEP,))):
-                pass
-        size, sha = source.size, source.sha256
+        size, resumable = source.size, source.resumable
         total = -1 if size is None else size
-        yield _Send(encode_offer(name, size, sha))
+        yield _Send(encode_offer(name, size, resumable, folders))
         accept: Accept = _reply((yield _RECV), Accept, "the file offer")
-        offset = pos = accept.offset
+        offset = accept.offset
         try:  # from here on the receiver waits for data: any failure must reach it as CANCEL
-            if (sha is None and offset != 0) or (size is not None and offset > size):
+            if (not resumable and offset != 0) or (size is not None and offset > size):
                 raise _protocol_error(f"the receiver asked to resume from offset {offset}")
             if offset:
-                yield _Run(source.seek, (offset,))
+                # The receiver continues only if what it has is ours: hash our own first
+                # `offset` bytes (the hash of the whole file needs them anyway) and compare.
+                while not (yield _Run(source.hash_prefix, (offset, _HASH_STEP))):
+                    pass
+                if not hmac.compare_digest(source.digest(), accept.sha256):
+                    yield _Run(source.restart)  # another file's bytes: start over (DATA at 0)
+                    offset = 0
+            pos = offset
             if progress is not None:
                 progress(offset, total)
             while True:
@@ -144,10 +149,7 @@ def _send_steps(
                 raise TransferError(
                     TransferCode.CANCELLED, f"{_shown(name)} shrank while it was being sent"
                 )
-            if sha is not None and offset == 0 and source.digest() != sha:
-                raise TransferError(
-                    TransferCode.CANCELLED, f"{_shown(name)} changed while it was being sent"
-                )
+            yield _Run(source.check_unchanged, (_shown(name),))
         except Exception as exc:
             if _is_link_failure(exc):
                 raise
@@ -157,7 +159,7 @@ def _send_steps(
             with contextlib.suppress(Error):  # the receiver drains until it hears this
                 yield _Send(encode_cancel(code, reason))
             raise
-        digest = sha if sha is not None else source.digest()
+        digest = source.digest()
         yield _Send(encode_end(pos, digest))
         done: Done = _reply((yield _RECV), Done, "the end of the file")
         if done.size != pos or done.sha256 != digest:
@@ -244,13 +246,14 @@ def _receive_steps(
             offset = yield from _open_sink(sink, name, offer)
             while not (yield _Run(sink.hash_prefix, (_HASH_STEP,))):
                 pass
+            prefix = sink.digest()
         except Exception as exc:
             if _is_link_failure(exc):
                 raise
             code, reason = _local_failure(exc, "receiver")
             yield _Send(encode_refuse(code, reason))
             raise
-        yield _Send(encode_accept(offset))
+        yield _Send(encode_accept(offset, prefix))
         total = -1 if offer.size is None else offer.size
         if progress is not None:
             progress(offset, total)
@@ -277,7 +280,11 @@ def _receive_steps(
                 if not isinstance(part, Data):
                     raise _protocol_error(f"{kind_name(msg)} in the middle of a transfer")
                 if part.offset != pos:
-                    raise _protocol_error(f"data for offset {part.offset}, expected {pos}")
+                    if not (part.offset == 0 and pos == offset):
+                        raise _protocol_error(f"data for offset {part.offset}, expected {pos}")
+                    # The sender's first bytes differ from what we kept: it starts over.
+                    yield _Run(sink.restart)
+                    pos = offset = 0
                 end = pos + len(part.data)
                 if (offer.size is not None and end > offer.size) or (
                     max_size is not None and end > max_size
@@ -301,7 +308,7 @@ def _receive_steps(
         problem = None
         if end_msg.size != pos or (offer.size is not None and offer.size != pos):
             problem = f"{_shown(name)}: {pos} bytes arrived, the sender announced {end_msg.size}"
-        elif end_msg.sha256 != digest or (offer.sha256 is not None and offer.sha256 != digest):
+        elif not hmac.compare_digest(end_msg.sha256, digest):
             problem = f"{_shown(name)}: the SHA-256 of what arrived does not match the sender's"
         if problem is not None:
             sink.discard()  # a resume from this partial would fail again

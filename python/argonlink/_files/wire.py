@@ -8,7 +8,6 @@ must match docs/PROTOCOL.md, "File transfer", byte for byte.
 from __future__ import annotations
 
 import json
-import re
 import struct
 import unicodedata
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from ..exceptions import UnsafeName
 # Every message starts with MAGIC, a version byte and a type byte.
 
 MAGIC: Final = b"ALNKFILE"
-VERSION: Final = 1
+VERSION: Final = 2
 _HEAD = struct.Struct(">8sBB")
 _U64 = struct.Struct(">Q")
 _U16 = struct.Struct(">H")
@@ -27,8 +26,8 @@ _HEAD_LEN: Final = _HEAD.size  # 10
 DATA_HEAD_LEN: Final = _HEAD_LEN + _U64.size  # 18: DATA's header and offset
 MAX_OFFER: Final = 4096  # bytes of JSON
 MAX_REASON: Final = 1024  # bytes of UTF-8
+MAX_DEPTH: Final = 64  # folders a file of a directory transfer may be nested in
 _MAX_SIZE: Final = (1 << 63) - 1
-_SHA_HEX = re.compile(r"[0-9a-f]{64}")
 
 OFFER, ACCEPT, REFUSE, DATA, END, DONE, CANCEL = 1, 2, 3, 4, 5, 6, 7
 _KIND_NAMES: Final = {
@@ -46,12 +45,14 @@ _KIND_NAMES: Final = {
 class Offer:
     name: str
     size: int | None  # None: a stream of unknown length
-    sha256: bytes | None  # None: not known in advance (no resume)
+    resume: bool  # the sender can resume (only with a size)
+    folders: tuple[str, ...] = ()  # in a directory transfer: the folders the file is in
 
 
 @dataclass(frozen=True, slots=True)
 class Accept:
     offset: int
+    sha256: bytes  # of the receiver's bytes 0 .. offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,16 +96,18 @@ def _head(kind: int) -> bytes:
     return _HEAD.pack(MAGIC, VERSION, kind)
 
 
-def encode_offer(name: str, size: int | None, sha256: bytes | None) -> bytes:
-    body = {"name": name, "size": size, "sha256": None if sha256 is None else sha256.hex()}
+def encode_offer(name: str, size: int | None, resume: bool, folders: tuple[str, ...] = ()) -> bytes:
+    body: dict[str, object] = {"name": name, "size": size, "resume": resume and size is not None}
+    if folders:
+        body["folders"] = list(folders)
     text = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     if len(text) > MAX_OFFER:  # cannot happen for a checked name; a guard, not a limit
         raise UnsafeName("the file offer would be too large")
     return _head(OFFER) + text
 
 
-def encode_accept(offset: int) -> bytes:
-    return _head(ACCEPT) + _U64.pack(offset)
+def encode_accept(offset: int, sha256: bytes) -> bytes:
+    return _head(ACCEPT) + _U64.pack(offset) + sha256
 
 
 def _coded(kind: int, code: int, reason: str) -> bytes:
@@ -165,9 +168,9 @@ def decode(msg: bytes) -> Message:
         code, reason = _U16.unpack_from(body)[0], _peer_text(bytes(body[_U16.size :]))
         return Refuse(code, reason) if kind == REFUSE else Cancel(code, reason)
     if kind == ACCEPT:
-        if len(body) != _U64.size:
+        if len(body) != _U64.size + 32:
             raise Malformed("an ACCEPT message of the wrong length")
-        return Accept(_U64.unpack_from(body)[0])
+        return Accept(_U64.unpack_from(body)[0], bytes(body[_U64.size :]))
     if kind in (END, DONE):
         if len(body) != _U64.size + 32:
             raise Malformed(f"a {_KIND_NAMES[kind]} message of the wrong length")
@@ -185,15 +188,22 @@ def _decode_offer(body: bytes) -> Offer:
         raise Malformed("a file offer that is not a UTF-8 JSON object") from None
     if not isinstance(obj, dict):
         raise Malformed("a file offer that is not a JSON object")
-    name, size, sha = obj.get("name"), obj.get("size"), obj.get("sha256")
+    name, size, resume = obj.get("name"), obj.get("size"), obj.get("resume", False)
+    folders = obj.get("folders", [])
     if not isinstance(name, str):
         raise Malformed("a file offer without a name")
     if size is not None and (
         not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= _MAX_SIZE
     ):
         raise Malformed("a file offer with an invalid size")
-    if sha is not None and (not isinstance(sha, str) or not _SHA_HEX.fullmatch(sha)):
-        raise Malformed("a file offer with an invalid sha256 (64 lowercase hex digits)")
-    if sha is not None and size is None:
-        raise Malformed("a file offer with a sha256 but no size")
-    return Offer(name, size, None if sha is None else bytes.fromhex(sha))
+    if not isinstance(resume, bool):
+        raise Malformed("a file offer whose resume is not true or false")
+    if resume and size is None:
+        raise Malformed("a resumable file offer without a size")
+    if (
+        not isinstance(folders, list)
+        or len(folders) > MAX_DEPTH
+        or not all(isinstance(f, str) for f in folders)
+    ):
+        raise Malformed(f"a file offer whose folders are not a list of at most {MAX_DEPTH} names")
+    return Offer(name, size, resume, tuple(folders))

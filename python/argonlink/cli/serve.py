@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import sync
-from .._files import encode_refuse, is_file_message, kind_name
+from .._common import FILES_CHANNEL, file_carrier
+from .._files import FileReceipt, encode_refuse, is_file_message, kind_name
 from ..exceptions import (
+    ChannelError,
     ConnectionClosed,
     ConnectionClosedOK,
     Timeout,
@@ -151,6 +153,10 @@ class _Tally:
             self.status = exit_status(exc)
 
 
+#: Transfers one connection may run at once (each on its own channel).
+_TRANSFERS_PER_CONNECTION = 4
+
+
 def _serve_connection(
     conn: sync.Connection,
     args: argparse.Namespace,
@@ -161,16 +167,111 @@ def _serve_connection(
     peer = show_target(*conn.remote_address)
     if args.verbose:
         out.note(f"{peer}: connected")
+    if file_carrier(conn._native, incoming=True) is None:
+        _serve_default_channel(conn, peer, args, out, tally, receiving)
+    else:
+        # Files come on channels of their own, messages on the connection: both at once.
+        workers = [
+            threading.Thread(
+                target=_serve_files,
+                args=(conn, peer, args, out, tally, receiving),
+                name=f"argonlink-serve-files-{i}",
+                daemon=True,
+            )
+            for i in range(_TRANSFERS_PER_CONNECTION)
+        ]
+        for worker in workers:
+            worker.start()
+        _print_messages(conn, peer, out, tally)
+        for worker in workers:
+            worker.join()
+    if args.verbose:
+        out.note(f"{peer}: disconnected")
+
+
+def _ended(exc: BaseException, peer: str, out: Output, tally: _Tally) -> None:
+    if not isinstance(exc, ConnectionClosedOK):
+        out.error(f"{peer}: {describe(exc)}")
+        tally.failed(exc)
+
+
+def _print_messages(conn: sync.Connection, peer: str, out: Output, tally: _Tally) -> None:
+    while True:
+        try:
+            print_message(conn.recv(), out)
+        except ConnectionClosed as exc:
+            _ended(exc, peer, out, tally)
+            return
+
+
+def _received(receipt: FileReceipt, peer: str, args: argparse.Namespace, out: Output) -> None:
+    out.result(f"{receipt.sha256}  {receipt.name}")
+    if args.verbose:
+        note = f", resumed from {receipt.resumed_from}" if receipt.resumed_from else ""
+        out.note(f"{peer}: received {receipt.name} ({receipt.size} bytes{note})")
+
+
+def _serve_files(
+    conn: sync.Connection,
+    peer: str,
+    args: argparse.Namespace,
+    out: Output,
+    tally: _Tally,
+    receiving: dict[str, Any],
+) -> None:
+    """One of a connection's transfer workers: each file on its own channel, so a failed or
+    refused transfer ends its channel only, never the connection."""
+    while True:
+        try:
+            if args.dir is None:
+                _refuse_file(conn)
+                out.error(f"{peer}: refused a file: this server prints messages only")
+                continue
+            receipt = conn.recv_file(args.dir, overwrite=args.overwrite, **receiving)
+            with tally.lock:
+                tally.files += 1
+            _received(receipt, peer, args, out)
+        except ConnectionClosed:
+            return  # the message loop tells how the connection ended
+        except UnexpectedMessage as exc:
+            out.error(f"{peer}: a file channel carried {kind_name(exc.message)}")
+        except (TransferError, OSError, Timeout) as exc:
+            out.error(f"{peer}: {describe(exc)}")
+            tally.failed(exc)
+
+
+def _refuse_file(conn: sync.Connection) -> None:
+    """Take the next file channel and answer its offer with REFUSE (NOT_ACCEPTED)."""
+    native = conn._conn.accept_channel_blocking(None, FILES_CHANNEL)
+    channel = sync.Channel(native)
+    try:
+        channel.recv()  # the offer
+        reason = "this server prints messages; it takes no files"
+        channel.send(encode_refuse(TransferCode.NOT_ACCEPTED, reason))
+        channel.finish()
+    except ChannelError:
+        pass  # the sender gave up first
+
+
+# Over 40 lines: one loop over everything the default channel can carry (files, messages,
+# leftovers of a transfer), each with what it owes the peer; read top to bottom.
+def _serve_default_channel(
+    conn: sync.Connection,
+    peer: str,
+    args: argparse.Namespace,
+    out: Output,
+    tally: _Tally,
+    receiving: dict[str, Any],
+) -> None:
+    """A connection whose files travel on its default channel (an exactly-once session): one
+    thing at a time, files and messages in the order they come."""
     while True:
         try:
             if args.dir is not None:
                 receipt = conn.recv_file(args.dir, overwrite=args.overwrite, **receiving)
                 with tally.lock:
                     tally.files += 1
-                out.result(f"{receipt.sha256}  {receipt.name}")
-                if args.verbose:
-                    note = f", resumed from {receipt.resumed_from}" if receipt.resumed_from else ""
-                    out.note(f"{peer}: received {receipt.name} ({receipt.size} bytes{note})")
+                _received(receipt, peer, args, out)
                 continue
             msg = conn.recv()
             if not is_file_message(msg):
@@ -188,9 +289,10 @@ def _serve_connection(
                 out.error(f"{peer}: ignored {kind_name(exc.message)} outside a transfer")
             else:
                 print_message(exc.message, out)
-        except ConnectionClosedOK:
+        except ConnectionClosed as exc:
+            _ended(exc, peer, out, tally)
             break
-        except (ConnectionClosed, Timeout) as exc:  # after a Timeout it is out of step
+        except Timeout as exc:  # after a Timeout it is out of step
             out.error(f"{peer}: {describe(exc)}")
             tally.failed(exc)
             break
@@ -199,8 +301,6 @@ def _serve_connection(
             tally.failed(exc)
             if isinstance(exc, TransferError) and exc.code == TransferCode.PROTOCOL:
                 break  # out of step with the peer: this connection is done
-    if args.verbose:
-        out.note(f"{peer}: disconnected")
 
 
 #: serve's options for receiving files -> their [server] settings.

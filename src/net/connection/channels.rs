@@ -28,25 +28,57 @@ use crate::net::mailbox::{Mailbox, Wakeup};
 use crate::net::wake::WakeList;
 
 /// The name of the channels requests travel on (PROTOCOL.md §10): the peer's channels of this
-/// name wait in the request queue, never in the one `accept_channel` takes from.
+/// name wait in their own queue, never in the one `accept_channel` takes from.
 pub const REQUESTS: &str = "argonlink.requests";
+/// The name of the channels single files travel on (PROTOCOL.md §9).
+pub const FILES: &str = "argonlink.file";
+/// Names starting with this are the library's own: the peer's channels of such a name wait in
+/// the queue of that exact name, and are reset at once if this side does not listen for it.
+pub const RESERVED: &str = "argonlink.";
 
-/// Which of a connection's two queues of channels the peer opened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Queue {
-    /// The application's channels (`accept_channel`).
-    Channels = 0,
-    /// Channels carrying requests to this side ([`REQUESTS`]).
-    Requests = 1,
+type AcceptQueue = Mailbox<Arc<Slot>, CloseInfo>;
+
+/// The channels the peer opened and nobody accepted yet, by queue. Bound: the peer's open
+/// channels, at most our `max_channels` (the core refuses more); the reserved queues are the
+/// two above plus those the application listens on (`Connection::listen`), never the peer's
+/// choice.
+pub(crate) struct Accepts {
+    /// The application's channels: every name outside [`RESERVED`].
+    apps: Arc<AcceptQueue>,
+    reserved: std::sync::Mutex<HashMap<String, Arc<AcceptQueue>>>,
 }
 
-impl Queue {
-    fn of(name: &str) -> Queue {
-        if name == REQUESTS {
-            Queue::Requests
-        } else {
-            Queue::Channels
+impl Accepts {
+    pub(crate) fn new() -> Accepts {
+        let queues = [REQUESTS, FILES]
+            .into_iter()
+            .map(|name| (name.to_owned(), Arc::new(Mailbox::new(usize::MAX))))
+            .collect();
+        Accepts {
+            apps: Arc::new(Mailbox::new(usize::MAX)),
+            reserved: std::sync::Mutex::new(queues),
         }
+    }
+
+    /// The queue a channel of this name waits in ("" and every name outside [`RESERVED`]: the
+    /// application's); None for a reserved name nobody listens for.
+    fn find(&self, name: &str) -> Option<Arc<AcceptQueue>> {
+        if name.starts_with(RESERVED) {
+            lock(&self.reserved).get(name).cloned()
+        } else {
+            Some(self.apps.clone())
+        }
+    }
+
+    fn all(&self) -> Vec<Arc<AcceptQueue>> {
+        let mut all = vec![self.apps.clone()];
+        all.extend(lock(&self.reserved).values().cloned());
+        all
+    }
+
+    fn queue(&self, name: &str) -> Result<Arc<AcceptQueue>> {
+        self.find(name)
+            .ok_or_else(|| Error::config(format!("not listening for channels named {name:?}")))
     }
 }
 
@@ -138,10 +170,15 @@ impl Shared {
     pub(super) fn channel_event(self: &Arc<Self>, event: channel::Event) {
         match event {
             channel::Event::Opened { channel, name } => {
-                let queue = Queue::of(&name);
+                let Some(queue) = self.accepts.find(&name) else {
+                    // A reserved name this side does not listen for: nobody would ever take it.
+                    let reason = "nobody here accepts channels of that name";
+                    let _ = self.update(|st| st.conn.channels().reset(channel, CANCELLED, reason));
+                    return;
+                };
                 let slot = self.new_slot(channel, name);
                 lock(&self.channels).insert(channel, Arc::downgrade(&slot));
-                if let Err((slot, _)) = self.accepts[queue as usize].try_push(slot, 1) {
+                if let Err((slot, _)) = queue.try_push(slot, 1) {
                     drop(slot); // the connection is ending: dropped, it resets
                 }
             }
@@ -169,6 +206,7 @@ impl Shared {
         lock(&self.channels).remove(&channel);
         let unaccepted: Vec<_> = self
             .accepts
+            .all()
             .iter()
             .flat_map(|queue| queue.take_where(|slot| slot.id == channel))
             .collect();
@@ -190,7 +228,7 @@ impl Shared {
             if let E::Channel(channel::Event::Freed { channel }) = event {
                 // In the same step too: once the core forgot it, no accept finds it.
                 lock(&self.channels).remove(channel);
-                for queue in &self.accepts {
+                for queue in self.accepts.all() {
                     keep.extend(queue.take_where(|slot| slot.id == *channel));
                 }
                 continue;
@@ -244,7 +282,7 @@ impl Shared {
             slot.end_sending(End::Closed(info.clone()));
             slot.inbound.end(End::Closed(info.clone()));
         }
-        for queue in &self.accepts {
+        for queue in self.accepts.all() {
             queue.end(info.clone());
         }
         self.channel_room.notify_waiters();
@@ -332,10 +370,56 @@ impl Connection {
         }
     }
 
-    /// The next channel the peer opened onto `queue`, if one waits. After the connection
-    /// ended and every waiting channel was taken: `Err(Closed)`.
-    pub fn try_accept_channel(&self, queue: Queue) -> Result<Option<Channel>> {
-        let slot = self.shared.accepts[queue as usize]
+    /// Listen for the peer's channels named `name` (one starting with [`RESERVED`]): from now
+    /// on they wait in their own queue (`accept_channel(name)`) instead of being reset.
+    pub fn listen(&self, name: &str) -> Result<()> {
+        if !name.starts_with(RESERVED) || name.len() > 255 {
+            return Err(Error::config(format!(
+                "only names starting with {RESERVED:?} have queues of their own"
+            )));
+        }
+        // Under the connection's lock (taken before the queues', as everywhere): either the
+        // end has not come yet, and `end_channels` will find the new queue, or it has.
+        let st = self.shared.lock();
+        let mut reserved = lock(&self.shared.accepts.reserved);
+        let queue = reserved
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(Mailbox::new(usize::MAX)));
+        if let Some(info) = st.conn.outcome() {
+            queue.end(info.clone());
+        }
+        Ok(())
+    }
+
+    /// Stop listening for channels named `name`: those still waiting are reset, later ones
+    /// are reset at once.
+    pub fn unlisten(&self, name: &str) {
+        let queue = lock(&self.shared.accepts.reserved).remove(name);
+        let Some(queue) = queue else { return };
+        let waiting = queue.take_where(|_| true);
+        let reason = "nobody here accepts channels of that name any more";
+        self.shared.update(|st| {
+            for slot in &waiting {
+                if st.conn.channels().reset(slot.id, CANCELLED, reason).is_ok() {
+                    slot.end_all(End::Reset {
+                        code: CANCELLED,
+                        reason: reason.to_owned(),
+                        by_peer: false,
+                    });
+                }
+            }
+        });
+        drop(waiting); // no lock held: a slot's drop takes the connection's
+    }
+
+    /// The next channel the peer opened onto the queue `queue` ("": the application's), if
+    /// one waits. After the connection ended and every waiting channel was taken:
+    /// `Err(Closed)`.
+    pub fn try_accept_channel(&self, queue: &str) -> Result<Option<Channel>> {
+        let slot = self
+            .shared
+            .accepts
+            .queue(queue)?
             .try_pop()
             .map_err(Error::Closed)?;
         Ok(slot.map(|slot| Channel {
@@ -344,8 +428,11 @@ impl Connection {
         }))
     }
 
-    pub async fn accept_channel(&self, queue: Queue) -> Result<Channel> {
-        let slot = self.shared.accepts[queue as usize]
+    pub async fn accept_channel(&self, queue: &str) -> Result<Channel> {
+        let slot = self
+            .shared
+            .accepts
+            .queue(queue)?
             .pop()
             .await
             .map_err(Error::Closed)?;
@@ -356,17 +443,20 @@ impl Connection {
     }
 
     /// Call `wakeup` once, when `try_accept_channel(queue)` may have something to say.
-    pub fn arm_accept(&self, queue: Queue, key: u64, wakeup: Wakeup) -> bool {
-        self.shared.accepts[queue as usize].arm(key, wakeup)
+    pub fn arm_accept(&self, queue: &str, key: u64, wakeup: Wakeup) -> Result<bool> {
+        Ok(self.shared.accepts.queue(queue)?.arm(key, wakeup))
     }
 
-    pub fn disarm_accept(&self, queue: Queue, key: u64) {
-        self.shared.accepts[queue as usize].disarm(key);
+    pub fn disarm_accept(&self, queue: &str, key: u64) {
+        if let Some(queue) = self.shared.accepts.find(queue) {
+            queue.disarm(key);
+        }
     }
 
     /// Resolves when `try_accept_channel(queue)` has something to say. Cancel-safe.
-    pub async fn acceptable(&self, queue: Queue) {
-        self.shared.accepts[queue as usize].readable().await
+    pub async fn acceptable(&self, queue: &str) -> Result<()> {
+        self.shared.accepts.queue(queue)?.readable().await;
+        Ok(())
     }
 
     /// Channels open on this connection now (the default one not counted).

@@ -24,7 +24,7 @@ mod channels;
 mod read;
 mod write;
 
-pub use channels::{Channel, Queue, REQUESTS};
+pub use channels::{Channel, FILES, REQUESTS, RESERVED};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -148,9 +148,9 @@ struct Shared {
     inbound: Mailbox<Message, CloseInfo>,
     /// The channels with handles, by id (locked after `state` where both are).
     channels: Mutex<channels::Table>,
-    /// Channels the peer opened, not yet accepted, in two queues (see [`Queue`]). Bound: the
+    /// Channels the peer opened, not yet accepted (see [`channels::Accepts`]). Bound: the
     /// peer's open channels, at most our `max_channels` (the core refuses more).
-    accepts: [Mailbox<Arc<channels::Slot>, CloseInfo>; 2],
+    accepts: channels::Accepts,
     /// Rung when a channel was freed (or the connection ended): openers waiting for room.
     channel_room: Notify,
     /// Rung when the writer task may have something to do (a permit is kept if it is busy).
@@ -247,7 +247,7 @@ impl Connection {
             }),
             inbound: Mailbox::new(usize::MAX),
             channels: Mutex::new(channels::Table::new()),
-            accepts: [Mailbox::new(usize::MAX), Mailbox::new(usize::MAX)],
+            accepts: channels::Accepts::new(),
             channel_room: Notify::new(),
             doorbell: Notify::new(),
             timers: Notify::new(),
@@ -301,6 +301,19 @@ impl Connection {
     /// The largest message the peer accepts (announced in the handshake).
     pub fn peer_max_message(&self) -> u64 {
         self.shared.peer_max_message
+    }
+
+    /// How many channels this side and the peer each let the other have open (announced in
+    /// the handshake); 0: none.
+    pub fn max_channels(&self) -> (u32, u32) {
+        let peer = self
+            .shared
+            .lock()
+            .conn
+            .channels()
+            .peer_limits()
+            .max_channels;
+        (self.shared.config.max_channels, peer)
     }
 
     /// The Noise handshake hash: a public name unique to this connection (channel binding).

@@ -4,7 +4,6 @@
 //! connection's end ends its channels.
 
 use super::*;
-use crate::net::Queue;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_channel_holds_its_window_and_the_others_move_on() {
@@ -13,8 +12,8 @@ async fn a_stalled_channel_holds_its_window_and_the_others_move_on() {
     let slow = client.open_channel("slow").await.unwrap();
     let fast = client.open_channel("fast").await.unwrap();
     let (slow_in, fast_in) = (
-        accepted.accept_channel(Queue::Channels).await.unwrap(),
-        accepted.accept_channel(Queue::Channels).await.unwrap(),
+        accepted.accept_channel("").await.unwrap(),
+        accepted.accept_channel("").await.unwrap(),
     );
     assert_eq!((slow_in.name(), fast_in.name()), ("slow", "fast"));
     // The slow channel's reader never reads: its sender fills the window, then waits.
@@ -82,7 +81,7 @@ async fn half_close_both_ways_frees_the_channel() {
         ch.send(Bytes::from_static(b"more")).await,
         Err(Error::ChannelClosed)
     ));
-    let other = accepted.accept_channel(Queue::Channels).await.unwrap();
+    let other = accepted.accept_channel("").await.unwrap();
     assert_eq!(&other.recv().await.unwrap().into_bytes()[..], b"question");
     assert!(matches!(other.recv().await, Err(Error::ChannelFinished)));
     // The other side still sends on it: the answer arrives after our FIN.
@@ -109,8 +108,8 @@ async fn a_dropped_handle_finishes_and_the_connection_end_ends_every_channel() {
         .unwrap();
     drop(dropped);
     let (kept_in, dropped_in) = (
-        accepted.accept_channel(Queue::Channels).await.unwrap(),
-        accepted.accept_channel(Queue::Channels).await.unwrap(),
+        accepted.accept_channel("").await.unwrap(),
+        accepted.accept_channel("").await.unwrap(),
     );
     // What it sent arrives, then its end; what the other side sends on resets it.
     assert_eq!(
@@ -150,7 +149,7 @@ async fn a_dropped_handle_finishes_and_the_connection_end_ends_every_channel() {
     assert!(matches!(kept_in.recv().await, Err(Error::Closed(_))));
     assert!(matches!(kept.recv().await, Err(Error::Closed(_))));
     assert!(matches!(
-        accepted.accept_channel(Queue::Channels).await,
+        accepted.accept_channel("").await,
         Err(Error::Closed(_))
     ));
     srv.close().await;
@@ -177,7 +176,7 @@ async fn a_thousand_channels_on_one_connection() {
         opened.push(ch);
     }
     for i in 0..1000u32 {
-        let ch = accepted.accept_channel(Queue::Channels).await.unwrap();
+        let ch = accepted.accept_channel("").await.unwrap();
         assert_eq!(ch.name(), i.to_string());
         let m = ch.recv().await.unwrap().into_bytes();
         assert_eq!(&m[..], &i.to_be_bytes());
@@ -204,9 +203,45 @@ async fn channels_opened_and_reset_before_anyone_accepted_them_leave_no_trace() 
     }
     until("every reset answered", || client.open_channels() == 0).await;
     until("freed on the server", || accepted.open_channels() == 0).await;
-    assert!(accepted
-        .try_accept_channel(Queue::Channels)
-        .unwrap()
-        .is_none());
+    assert!(accepted.try_accept_channel("").unwrap().is_none());
+    srv.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_names_wait_only_where_this_side_listens() {
+    let srv = server(b"pw").await;
+    let (client, accepted) = pair(&srv).await;
+    // Nobody listens for this name: reset at once, and no queue holds it.
+    let stray = client.open_channel("argonlink.nobody").await.unwrap();
+    let reset = stray.recv().await;
+    assert!(
+        matches!(reset, Err(Error::ChannelReset { by_peer: true, .. })),
+        "{reset:?}"
+    );
+    until("freed on the server", || accepted.open_channels() == 0).await;
+    assert!(accepted.try_accept_channel("").unwrap().is_none());
+    assert!(matches!(
+        accepted.try_accept_channel("argonlink.nobody"),
+        Err(Error::Config(_))
+    ));
+    // Listened for: it waits in its own queue, not in the application's.
+    accepted.listen("argonlink.dir/7").unwrap();
+    let lane = client.open_channel("argonlink.dir/7").await.unwrap();
+    lane.send(Bytes::from_static(b"x")).await.unwrap();
+    let got = accepted.accept_channel("argonlink.dir/7").await.unwrap();
+    assert_eq!(&got.recv().await.unwrap().into_bytes()[..], b"x");
+    assert!(accepted.try_accept_channel("").unwrap().is_none());
+    // Unlistened: what still waits is reset, and so is what comes later.
+    let waiting = client.open_channel("argonlink.dir/7").await.unwrap();
+    until("queued", || accepted.open_channels() == 2).await;
+    accepted.unlisten("argonlink.dir/7");
+    for ch in [
+        &waiting,
+        &client.open_channel("argonlink.dir/7").await.unwrap(),
+    ] {
+        let end = ch.recv().await;
+        assert!(matches!(end, Err(Error::ChannelReset { .. })), "{end:?}");
+    }
+    assert!(accepted.listen("not.reserved").is_err());
     srv.close().await;
 }
