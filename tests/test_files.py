@@ -360,6 +360,60 @@ async def test_transfers_and_messages_move_at_once(
         assert (dest / f.name).read_bytes() == f.read_bytes()
 
 
+def test_a_wrong_proof_empties_the_partial_and_reveals_nothing(
+    link: Any, dest: Path, tmp_path: Path, pool: Any
+) -> None:
+    """A peer offering another's name and size learns nothing of the kept bytes (the ACCEPT
+    carries a random challenge, not their hash), and without the PROOF of them it starts
+    over: the kept bytes never end up in what it sends."""
+    client, conn = link
+    victim = content(2000, seed=40)
+    key = _files._partial_key("v.bin", len(victim), None)
+    write(dest / _files._partial_name("v.bin", key), victim[:1000])
+    challenges = []
+    for _ in range(2):
+        fut = pool.submit(conn.recv_file, dest, timeout=10)
+        channel = file_channel(client)
+        channel.send(offer({"name": "v.bin", "size": len(victim), "resume": True}))
+        accept = channel.recv(timeout=10)
+        assert accept[:10] == HEAD + b"\x02" and struct.unpack(">Q", accept[10:18])[0] == 1000
+        challenges.append(accept[18:])
+        assert hashlib.sha256(victim[:1000]).digest() not in accept
+        channel.reset()
+        with pytest.raises(TransferError):
+            fut.result(10)
+    assert challenges[0] != challenges[1]  # fresh each time
+    # A wrong proof: told to start at 0, and the partial is emptied.
+    fut = pool.submit(conn.recv_file, dest, timeout=10)
+    channel = file_channel(client)
+    channel.send(offer({"name": "v.bin", "size": len(victim), "resume": True}))
+    channel.recv(timeout=10)
+    channel.send(HEAD + b"\x0a" + bytes(32))  # PROOF
+    verdict = channel.recv(timeout=10)
+    assert verdict[:10] == HEAD + b"\x02" and struct.unpack(">Q", verdict[10:18])[0] == 0
+    mine = b"m" * len(victim)
+    channel.send(HEAD + b"\x04" + struct.pack(">Q", 0) + mine)
+    channel.send(HEAD + b"\x05" + struct.pack(">Q", len(mine)) + hashlib.sha256(mine).digest())
+    assert channel.recv(timeout=10)[:10] == HEAD + b"\x06"  # DONE
+    assert fut.result(10).resumed_from == 0
+    assert (dest / "v.bin").read_bytes() == mine
+
+
+def test_a_sender_that_gives_up_before_its_offer_leaves_the_receiver_usable(
+    link: Any, dest: Path, tmp_path: Path, pool: Any
+) -> None:
+    client, conn = link
+    fut = pool.submit(conn.recv_file, dest, timeout=10)
+    with pytest.raises(FileNotFoundError):
+        client.send_file(tmp_path / "missing.bin", timeout=10)
+    with pytest.raises(TransferError) as err:
+        fut.result(10)
+    assert err.value.code == TransferCode.CANCELLED and err.value.by_peer
+    fut = pool.submit(conn.recv_file, dest, timeout=10)
+    client.send_file(write(tmp_path / "there.bin", b"there"), timeout=10)
+    assert fut.result(10).size == 5
+
+
 def test_send_file_reads_the_file_once(
     link: Any, dest: Path, tmp_path: Path, pool: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

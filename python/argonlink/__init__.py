@@ -25,7 +25,7 @@ import atexit
 from . import _argonlink, sync
 from ._argonlink import __version__
 from ._asyncio import Channel, Client, Connection, Handler, Request, Server
-from ._files import FileReceipt, Progress, check_name, remove_stale_partials
+from ._files import DirReceipt, FileReceipt, Progress, check_name, remove_stale_partials
 from ._options import (
     DEFAULT_MAX_MESSAGE_SIZE,
     Credentials,
@@ -48,6 +48,7 @@ from .exceptions import (
     ConnectionClosedOK,
     DestinationExists,
     Error,
+    IncompleteDirectory,
     MessageTooLarge,
     ProtocolError,
     RemoteError,
@@ -75,9 +76,11 @@ __all__ = [
     "ConnectionClosedOK",
     "Credentials",
     "DestinationExists",
+    "DirReceipt",
     "Error",
     "FileReceipt",
     "Handler",
+    "IncompleteDirectory",
     "KdfParams",
     "MessageTooLarge",
     "PasswordHash",

@@ -39,7 +39,13 @@ from ._requests import (
     iterate_requests,
     serve_requests,
 )
-from .exceptions import ChannelFinished, ConnectionClosed, ConnectionClosedOK, Timeout
+from .exceptions import (
+    ChannelError,
+    ChannelFinished,
+    ConnectionClosed,
+    ConnectionClosedOK,
+    Timeout,
+)
 
 __all__ = ["Channel", "Client", "Connection", "Handler", "Request", "Server"]
 
@@ -272,25 +278,45 @@ class Connection(ConnectionInfo, AsyncTransfers):
         of an exactly-once session, acknowledged by the client's application."""
         await _bounded(self._native.flush(), timeout, "flush")
 
+    async def _open_reserved(self, name: str, timeout: float | None) -> Channel:
+        """Open a channel of one of the library's own names (no check of the prefix)."""
+        native = channels_of(self._native)
+        opened = native.try_open_channel(name)
+        if opened is None:
+            opened = await _bounded(native.open_channel(name), timeout, "open_channel")
+        return Channel(opened)
+
+    async def _accept_reserved(self, name: str, timeout: float | None) -> Channel:
+        native = channels_of(self._native)
+        take = functools.partial(native.try_accept_channel, name)
+        ready = functools.partial(_acceptable, native, name)
+        return Channel(await _next(take, ready, timeout, "accept_channel"))
+
+    def _listen(self, name: str) -> None:
+        channels_of(self._native).listen(name)
+
+    def _unlisten(self, name: str) -> None:
+        channels_of(self._native).unlisten(name)
+
+    async def _lanes(self, timeout: float | None) -> Connection:
+        """The connection a directory transfer opens its channels on: this one."""
+        if file_carrier(self._native, incoming=True) is None:
+            raise ChannelError("directories need channels, which this connection does not carry")
+        return self
+
     @contextlib.asynccontextmanager
     async def _file_stream(
         self, incoming: bool, timeout: float | None
     ) -> AsyncIterator[Connection | Channel]:
         """Where one file transfer runs: a channel of its own (accepted from the peer's file
         channels, or opened), or this connection when it carries no channels for files."""
-        native = file_carrier(self._native, incoming)
-        if native is None:
+        if file_carrier(self._native, incoming) is None:
             yield self
             return
         if incoming:
-            take = functools.partial(native.try_accept_channel, FILES_CHANNEL)
-            ready = functools.partial(_acceptable, native, FILES_CHANNEL)
-            channel = Channel(await _next(take, ready, timeout, "recv_file"))
+            channel = await self._accept_reserved(FILES_CHANNEL, timeout)
         else:
-            opened = native.try_open_channel(FILES_CHANNEL)
-            if opened is None:
-                opened = await _bounded(native.open_channel(FILES_CHANNEL), timeout, "send_file")
-            channel = Channel(opened)
+            channel = await self._open_reserved(FILES_CHANNEL, timeout)
         try:
             yield channel
         except BaseException as exc:
@@ -551,6 +577,14 @@ class Client(ClientBase[Connection], AsyncTransfers):
         :class:`~argonlink.Timeout` after ``timeout`` s (nothing is lost: the messages stay
         queued)."""
         await _bounded(self._link.flush(), timeout, "flush")
+
+    async def _lanes(self, timeout: float | None) -> Connection:
+        if self.exactly_once:
+            raise ChannelError(
+                "directories need channels: exactly-once sessions do not carry them yet"
+            )
+        conn = await self.wait_connected(timeout)
+        return await conn._lanes(timeout)
 
     @contextlib.asynccontextmanager
     async def _file_stream(

@@ -24,6 +24,7 @@ from ._options import (
 )
 from .exceptions import (
     ChannelError,
+    ChannelFinished,
     ChannelReset,
     ConfigError,
     Error,
@@ -38,10 +39,12 @@ C = TypeVar("C", bound="ConnectionInfo")
 class ChannelInfo:
     """Properties common to ``argonlink.Channel`` and ``argonlink.sync.Channel``."""
 
-    __slots__ = ("_native",)
+    __slots__ = ("_native", "_settled")
 
     def __init__(self, native: _argonlink.NativeChannel) -> None:
         self._native = native
+        #: A file transfer on this channel exchanged its last word (DONE, REFUSE or CANCEL).
+        self._settled = False
 
     @property
     def id(self) -> int:
@@ -78,19 +81,19 @@ class ChannelInfo:
 
     def _end_transfer(self, exc: BaseException | None) -> None:
         """After a file transfer on its own channel: finish the channel when both sides agree
-        the exchange is over (it completed, or one side told the other why it stopped); reset
-        it otherwise (a timeout, a cancellation), so that the peer learns at once. The
-        connection carries on either way."""
-        agreed = (
-            exc is None
-            or isinstance(exc, TransferError)
-            or (isinstance(exc, Exception) and not isinstance(exc, Error))
-        )
+        the exchange is over (DONE, REFUSE or CANCEL was sent or read: a reset would drop it
+        unread); reset it otherwise (a timeout, a cancellation, a failure before a word was
+        said), so that the peer learns at once. The connection carries on either way."""
+        agreed = exc is None or self._settled
         with contextlib.suppress(Error):
             if agreed:
                 self._native.finish()
             else:
                 self._native.reset(0, "the transfer was abandoned")
+        if isinstance(exc, ChannelFinished):
+            raise TransferError(
+                TransferCode.CANCELLED, "the peer ended the transfer without a word", by_peer=True
+            ) from exc
         if isinstance(exc, ChannelReset) and exc.by_peer:
             # The peer gave the transfer up (cancelled, timed out) without a word in the file
             # protocol: to the caller that is the peer cancelling it.

@@ -228,6 +228,19 @@ class VerificationFailed(TransferError):
         super().__init__(TransferCode.VERIFICATION_FAILED, reason, by_peer=by_peer)
 
 
+class IncompleteDirectory(TransferError):
+    """A directory transfer ended without some of its files: :attr:`receipt` (a
+    :class:`~argonlink.DirReceipt`) lists those delivered, and in ``failed`` each one that was
+    not and why. ``code`` is the first failure's. Sending the directory again delivers the rest
+    (files already there with the same content are kept, partial ones resume)."""
+
+    receipt: Any
+
+    def __init__(self, code: int, reason: str, receipt: Any, *, by_peer: bool = False) -> None:
+        super().__init__(code, reason, by_peer=by_peer)
+        self.receipt = receipt
+
+
 class UnexpectedMessage(TransferError):
     """``recv_file``/``recv_stream`` received a message that is not a file offer. The message
     is in :attr:`message`, so nothing is lost; the connection is still usable."""

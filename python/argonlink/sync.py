@@ -33,7 +33,7 @@ from ._requests import (
     BlockingRequester,
     serve_requests_blocking,
 )
-from .exceptions import ChannelFinished, ConnectionClosed, ConnectionClosedOK
+from .exceptions import ChannelError, ChannelFinished, ConnectionClosed, ConnectionClosedOK
 
 __all__ = ["Channel", "Client", "Connection", "FileReceipt", "Handler", "Server"]
 
@@ -116,17 +116,33 @@ class Connection(ConnectionInfo, BlockingTransfers):
         of an exactly-once session, acknowledged by the client's application."""
         self._native.flush_blocking(timeout)
 
+    def _open_reserved(self, name: str, timeout: float | None) -> Channel:
+        return Channel(channels_of(self._native).open_channel_blocking(name, timeout))
+
+    def _accept_reserved(self, name: str, timeout: float | None) -> Channel:
+        return Channel(channels_of(self._native).accept_channel_blocking(timeout, name))
+
+    def _listen(self, name: str) -> None:
+        channels_of(self._native).listen(name)
+
+    def _unlisten(self, name: str) -> None:
+        channels_of(self._native).unlisten(name)
+
+    def _lanes(self, timeout: float | None) -> Connection:
+        if file_carrier(self._native, incoming=True) is None:
+            raise ChannelError("directories need channels, which this connection does not carry")
+        return self
+
     @contextlib.contextmanager
     def _file_stream(self, incoming: bool, timeout: float | None) -> Iterator[Connection | Channel]:
         """Where one file transfer runs; see :meth:`argonlink.Connection._file_stream`."""
-        native = file_carrier(self._native, incoming)
-        if native is None:
+        if file_carrier(self._native, incoming) is None:
             yield self
             return
         if incoming:
-            channel = Channel(native.accept_channel_blocking(timeout, FILES_CHANNEL))
+            channel = self._accept_reserved(FILES_CHANNEL, timeout)
         else:
-            channel = Channel(native.open_channel_blocking(FILES_CHANNEL, timeout))
+            channel = self._open_reserved(FILES_CHANNEL, timeout)
         try:
             yield channel
         except BaseException as exc:
@@ -334,6 +350,13 @@ class Client(ClientBase[Connection], BlockingTransfers):
         :class:`~argonlink.Timeout` after ``timeout`` s (nothing is lost: the messages stay
         queued)."""
         self._link.flush_blocking(timeout)
+
+    def _lanes(self, timeout: float | None) -> Connection:
+        if self.exactly_once:
+            raise ChannelError(
+                "directories need channels: exactly-once sessions do not carry them yet"
+            )
+        return self.wait_connected(timeout)._lanes(timeout)
 
     @contextlib.contextmanager
     def _file_stream(

@@ -26,13 +26,14 @@ The modules, each building only on those above it:
 - ``defaults``: the public defaults (chunk size, partial-file suffix, file mode, limits)
 - ``wire``: the messages (OFFER ... CANCEL), their encoders and the decoder
 - ``names``: ``check_name``, the rule for a safe file name
-- ``receipt``: ``Progress`` and ``FileReceipt``, what a transfer tells its caller
+- ``receipt``: ``Progress``, ``FileReceipt`` and ``DirReceipt``, what a transfer tells its caller
 - ``effects``: what the protocol asks its driver to do (send, receive, run, sleep, ...)
 - ``source``: reading a file or a stream into DATA messages (the sender's disk)
 - ``sink``: the directory sink (partial files, locks, quota, free space, fsync, the move into
   place), the stream sink, ``remove_stale_partials`` (the receiver's disk)
 - ``steps``: the protocol itself, the send and the receive steps as generators of effects
 - ``runner``: the blocking and the asyncio driver of the steps, and the file thread pool
+- ``directory``: ``send_dir`` / ``recv_dir``: the walk, the lanes, the manifest
 - ``api``: ``AsyncTransfers`` / ``BlockingTransfers`` and the checks of their arguments
 
 A test that replaces a module attribute patches the submodule that looks it up (for example
@@ -51,7 +52,7 @@ from .defaults import (
     PARTIAL_SUFFIX,
 )
 from .names import check_name
-from .receipt import FileReceipt, Progress
+from .receipt import DirReceipt, FileReceipt, Progress
 from .sink import (
     _SPACE_STEP,
     _free_bytes,
@@ -75,6 +76,7 @@ __all__ = [
     "_SPACE_STEP",
     "AsyncTransfers",
     "BlockingTransfers",
+    "DirReceipt",
     "FileReceipt",
     "Progress",
     "_Source",

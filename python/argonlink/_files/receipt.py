@@ -30,3 +30,23 @@ class FileReceipt:
     path: Path | None = None
     resumed_from: int = 0
     elapsed: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DirReceipt:
+    """What a finished directory transfer delivered, on either side.
+
+    ``files`` maps each delivered file's path inside the directory (folders joined with ``/``)
+    to its :class:`FileReceipt`; ``failed`` maps each file that was not delivered to the
+    :class:`~argonlink.TransferError` (or ``OSError``) that stopped it; ``skipped`` (sender
+    only) lists what is neither a regular file nor a folder (symlinks, devices, sockets), which
+    is never sent. ``path`` is where the receiver put the directory (None for the sender);
+    ``size`` the bytes of the delivered files; ``elapsed`` in seconds."""
+
+    name: str
+    files: dict[str, FileReceipt]
+    failed: dict[str, BaseException]
+    skipped: tuple[str, ...] = ()
+    path: Path | None = None
+    size: int = 0
+    elapsed: float = 0.0

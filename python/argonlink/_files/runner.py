@@ -17,10 +17,12 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
+from .._common import ChannelInfo
 from .._options import BytesLike
 from ..exceptions import Timeout
 from .effects import _Deadline, _Poll, _Recv, _Send, _Sleep, _Steps
 from .receipt import FileReceipt
+from .wire import _HEAD_LEN, CANCEL, DONE, MAGIC, REFUSE
 
 _FILE_WORKERS: Final = 8  # threads for the file operations of all asyncio transfers
 
@@ -54,6 +56,18 @@ def _past_deadline(exc: BaseException, deadline: float | None) -> BaseException:
     return exc
 
 
+def _settle(peer: object, msg: object) -> None:
+    """Note on a transfer's channel that ``msg`` (sent or read) was its last word."""
+    if (
+        isinstance(msg, bytes | bytearray | memoryview)
+        and len(msg) >= _HEAD_LEN
+        and msg[: len(MAGIC)] == MAGIC
+        and msg[_HEAD_LEN - 1] in (REFUSE, CANCEL, DONE)
+        and isinstance(peer, ChannelInfo)
+    ):
+        peer._settled = True
+
+
 def _run_blocking(steps: _Steps, peer: _BlockingStream, timeout: float | None) -> FileReceipt:
     value: Any = None
     error: BaseException | None = None
@@ -68,11 +82,14 @@ def _run_blocking(steps: _Steps, peer: _BlockingStream, timeout: float | None) -
         try:
             if isinstance(effect, _Send):
                 peer.send(effect.data, timeout=_wait(timeout, deadline))
+                _settle(peer, effect.data)
             elif isinstance(effect, _Recv):
                 value = peer.recv(_wait(timeout, deadline))
+                _settle(peer, value)
             elif isinstance(effect, _Poll):
                 with contextlib.suppress(Timeout):
                     value = peer.recv(0)
+                _settle(peer, value)
             elif isinstance(effect, _Sleep):
                 time.sleep(min(effect.seconds, _wait(effect.seconds, deadline) or 0.0))
             elif isinstance(effect, _Deadline):
@@ -136,11 +153,14 @@ async def _run_async(steps: _Steps, peer: _AsyncStream, timeout: float | None) -
         try:
             if isinstance(effect, _Send):
                 await peer.send(effect.data, timeout=_wait(timeout, deadline))
+                _settle(peer, effect.data)
             elif isinstance(effect, _Recv):
                 value = await peer.recv(_wait(timeout, deadline))
+                _settle(peer, value)
             elif isinstance(effect, _Poll):
                 with contextlib.suppress(Timeout):
                     value = await peer.recv(0)
+                _settle(peer, value)
             elif isinstance(effect, _Sleep):
                 await asyncio.sleep(min(effect.seconds, _wait(effect.seconds, deadline) or 0.0))
             elif isinstance(effect, _Deadline):

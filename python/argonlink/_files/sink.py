@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import hmac
 import os
 import re
 import secrets
@@ -77,6 +78,8 @@ def _try_lock(fd: int) -> bool:
     return True
 
 
+_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _OPEN_FLAGS: Final = (
     os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 )
@@ -197,8 +200,13 @@ def _write_all(fd: int, data: memoryview) -> None:
 
 
 class _Sink(Protocol):
+    def have(self, name: str, offer: Offer) -> bool: ...
+    def same_as(self, name: str, sha256: bytes) -> bool: ...
+    def final_path(self, name: str) -> Path | None: ...
     def open(self, name: str, offer: Offer) -> int | None: ...
     def hash_prefix(self, limit: int) -> bool: ...
+    def challenge(self) -> bytes: ...
+    def proves(self, mac: bytes) -> bool: ...
     def restart(self) -> None: ...
     def write(self, data: memoryview) -> None: ...
     def digest(self) -> bytes: ...
@@ -207,15 +215,62 @@ class _Sink(Protocol):
     def close(self) -> None: ...
 
 
+_DIR_FLAGS: Final = (
+    os.O_RDONLY
+    | getattr(os, "O_DIRECTORY", 0)
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def _dir_mode(mode: int) -> int:
+    """Folders made for received files: readable (and so searchable) by whom the files are."""
+    return mode | (mode & 0o444) >> 2
+
+
+def _open_folders(dest: Path, folders: tuple[str, ...], mode: int, create: bool) -> int | None:
+    """A descriptor of ``dest/folders...``, each folder opened without following a symlink
+    (one in the way fails: nothing is ever written outside ``dest``), made with ``mode`` if
+    missing and ``create``; None if one is missing and not ``create``."""
+    fd = os.open(dest, _DIR_FLAGS)
+    try:
+        for folder in folders:
+            try:
+                inner = os.open(folder, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    os.close(fd)
+                    return None
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(folder, mode, dir_fd=fd)
+                    os.fsync(fd)  # the new folder's name is durable before a file is in it
+                inner = os.open(folder, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 class _DirSink:
     """Receives into ``dest/.NAME.<key>.argonlink-part``; after verification, fsync and an
-    atomic no-clobber move to ``dest/NAME``."""
+    atomic no-clobber move to ``dest/NAME`` (in a directory transfer, to
+    ``dest/DIRECTORY/FOLDERS.../NAME``: the partial files stay in ``dest``, where the quota is
+    kept)."""
 
     def __init__(
-        self, dest: Path, overwrite: bool, limits: _DirLimits, peer: str | None = None
+        self,
+        dest: Path,
+        overwrite: bool,
+        limits: _DirLimits,
+        peer: str | None = None,
+        root: tuple[str, ...] = (),
     ) -> None:
         self._dest = dest
         self._peer = peer
+        self._root = root
+        self._folders: tuple[str, ...] = ()
         self._overwrite = overwrite
         self._limits = limits
         self._fd: int | None = None
@@ -225,14 +280,63 @@ class _DirSink:
         self._keep = False  # a resumable partial outlives an interrupted transfer
         self._hash = hashlib.sha256()
         self._hashed = 0
+        # A fresh key per transfer: the sender proves it has the kept bytes without this side
+        # revealing anything of them (a hash of them would let a peer test guesses, or extend
+        # it into a valid END for the kept bytes plus its own).
+        self._challenge = secrets.token_bytes(32)
+        self._proof = hmac.new(self._challenge, digestmod="sha256")
         self._offset = 0
         self._remaining: int | None = None  # bytes still to come, if the size is known
         self._unchecked = 0  # bytes written since the free space was last checked
 
-    def _check_destination(self, final: Path, name: str) -> None:
+    def _final_stat(self, final: Path, name: str) -> os.stat_result | None:
+        if not self._folders:
+            try:
+                return os.lstat(final)
+            except FileNotFoundError:
+                return None
+        folder = _open_folders(self._dest, self._folders, 0, create=False)
+        if folder is None:
+            return None
         try:
-            st = os.lstat(final)
+            return os.stat(name, dir_fd=folder, follow_symlinks=False)
         except FileNotFoundError:
+            return None
+        finally:
+            os.close(folder)
+
+    def have(self, name: str, offer: Offer) -> bool:
+        """In a directory transfer: a regular file of the offer's size is there already (a
+        directory sent again after a cut); the sender then sends only END, to compare."""
+        self._folders = (*self._root, *offer.folders)
+        if not self._root or self._overwrite or offer.size is None:
+            return False
+        st = self._final_stat(self._dest.joinpath(*self._folders, name), name)
+        return st is not None and stat.S_ISREG(st.st_mode) and st.st_size == offer.size
+
+    def final_path(self, name: str) -> Path:
+        return self._dest.joinpath(*self._folders, name)
+
+    def same_as(self, name: str, sha256: bytes) -> bool:
+        """Whether the file that is there already has this SHA-256."""
+        folder = _open_folders(self._dest, self._folders, 0, create=False)
+        if folder is None:
+            return False
+        try:
+            fd = os.open(name, os.O_RDONLY | _NOFOLLOW | _CLOEXEC, dir_fd=folder)
+        finally:
+            os.close(folder)
+        digest = hashlib.sha256()
+        try:
+            while data := os.read(fd, DEFAULT_CHUNK_SIZE):
+                digest.update(data)
+        finally:
+            os.close(fd)
+        return hmac.compare_digest(digest.digest(), sha256)
+
+    def _check_destination(self, final: Path, name: str) -> None:
+        st = self._final_stat(final, name)
+        if st is None:
             return
         if stat.S_ISDIR(st.st_mode):
             raise DestinationExists(f"{_shown(name)} exists at the receiver and is a directory")
@@ -242,11 +346,12 @@ class _DirSink:
     def open(self, name: str, offer: Offer) -> int | None:
         """Open and lock the partial file; its length (where the sender continues), or None
         while another transfer of the same file holds it (the caller tries again)."""
-        final = self._dest / name
+        self._folders = (*self._root, *offer.folders)
+        final = self._dest.joinpath(*self._folders, name)
         self._check_destination(final, name)
         resumable = offer.resume and offer.size is not None
         if offer.resume and offer.size is not None:
-            key = _partial_key(name, offer.size, self._peer)
+            key = _partial_key("/".join((*self._folders, name)), offer.size, self._peer)
         else:
             key = secrets.token_hex(16)
         part = self._dest / _partial_name(name, key)
@@ -294,11 +399,20 @@ class _DirSink:
             if not data:
                 raise OSError(errno.EIO, "the partial file shrank while being read")
             self._hash.update(data)
+            self._proof.update(data)
             self._hashed += len(data)
         if self._hashed < self._offset:
             return False
         os.lseek(self._fd, self._offset, os.SEEK_SET)
         return True
+
+    def challenge(self) -> bytes:
+        return self._challenge
+
+    def proves(self, mac: bytes) -> bool:
+        """Whether the sender's PROOF is of the bytes the partial file kept (its first bytes
+        are ours: the transfer resumes), rather than of another file's."""
+        return hmac.compare_digest(self._proof.digest(), mac)
 
     def restart(self) -> None:
         """The sender's first bytes differ from what the partial file kept: empty it."""
@@ -328,7 +442,9 @@ class _DirSink:
         assert self._fd is not None and self._part is not None and self._final is not None
         fd, part, final = self._fd, self._part, self._final
         os.fsync(fd)
-        if self._overwrite:
+        if self._folders:
+            self._commit_into_folder(part, final.name)
+        elif self._overwrite:
             os.replace(part, final)
         else:
             try:
@@ -344,10 +460,37 @@ class _DirSink:
                 self._claim_without_link(part, final)
             else:
                 os.unlink(part)
-        self._part = None  # moved: nothing left to clean up
-        _fsync_dir(self._dest)
+        if not self._folders:
+            self._part = None  # moved: nothing left to clean up
+            _fsync_dir(self._dest)
         self.close()
         return final
+
+    def _commit_into_folder(self, part: Path, name: str) -> None:
+        """The move into place of a directory transfer's file, through descriptors of its
+        folders (made as needed, never through a symlink)."""
+        folder = _open_folders(self._dest, self._folders, _dir_mode(self._limits.mode), True)
+        assert folder is not None
+        top = os.open(self._dest, _DIR_FLAGS)
+        try:
+            if self._overwrite:
+                os.replace(part.name, name, src_dir_fd=top, dst_dir_fd=folder)
+            else:
+                try:
+                    os.link(
+                        part.name, name, src_dir_fd=top, dst_dir_fd=folder, follow_symlinks=False
+                    )
+                except FileExistsError:
+                    self.discard()
+                    raise DestinationExists(
+                        f"{_shown(self._name)} already exists at the receiver"
+                    ) from None
+                os.unlink(part.name, dir_fd=top)
+            self._part = None
+            os.fsync(folder)
+        finally:
+            os.close(top)
+            os.close(folder)
 
     def _claim_without_link(self, part: Path, final: Path) -> None:
         # No hard links on this file system: reserve the name with an exclusive create, then
@@ -382,11 +525,26 @@ class _StreamSink:
         self._f = fileobj
         self._hash = hashlib.sha256()
 
+    def have(self, name: str, offer: Offer) -> bool:
+        return False
+
+    def same_as(self, name: str, sha256: bytes) -> bool:  # pragma: no cover - never has one
+        return False
+
+    def final_path(self, name: str) -> None:
+        return None
+
     def open(self, name: str, offer: Offer) -> int | None:
         return 0
 
     def hash_prefix(self, limit: int) -> bool:
         return True
+
+    def challenge(self) -> bytes:
+        return bytes(32)  # never used: a stream is received from offset 0
+
+    def proves(self, mac: bytes) -> bool:  # pragma: no cover - no PROOF at offset 0
+        return False
 
     def restart(self) -> None:  # pragma: no cover - a stream sink accepts at 0: no restart
         raise AssertionError("a stream is received from its first byte")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import hmac
 import os
 import stat
 from collections.abc import Callable
@@ -48,6 +49,7 @@ class _Source:
         #: A file's (size, mtime_ns) when it was opened: a file changed during the transfer is
         #: not sent as if it were one version of it.
         self._stamp = stamp
+        self._proof: hmac.HMAC | None = None
 
     def _fill(self, view: memoryview) -> int:
         """Fill ``view`` unless the end comes first (pipes return short reads)."""
@@ -81,9 +83,12 @@ class _Source:
         del buf[DATA_HEAD_LEN + got :]
         return buf
 
-    def hash_prefix(self, offset: int, limit: int) -> bool:
+    def hash_prefix(self, offset: int, limit: int, challenge: bytes | None = None) -> bool:
         """Hash up to ``limit`` more of the first ``offset`` bytes (the part the receiver says it
-        has); True once all of them are hashed. The file is then positioned at ``offset``."""
+        has; with ``challenge``, into :meth:`proof` too); True once all of them are hashed. The
+        file is then positioned at ``offset``."""
+        if challenge is not None and self._proof is None:
+            self._proof = hmac.new(challenge, digestmod="sha256")
         buf = bytearray(min(limit, offset - self._hashed, DEFAULT_CHUNK_SIZE))
         done = 0
         with memoryview(buf) as view:
@@ -93,9 +98,15 @@ class _Source:
                 if n == 0:
                     raise TransferError(TransferCode.CANCELLED, "the file shrank while being sent")
                 self._hash.update(view[:n])
+                if self._proof is not None:
+                    self._proof.update(view[:n])
                 self._hashed += n
                 done += n
         return self._hashed >= offset
+
+    def proof(self) -> bytes:
+        assert self._proof is not None
+        return self._proof.digest()
 
     def restart(self) -> None:
         """Back to the first byte, with a fresh hash (the receiver's copy was not ours)."""

@@ -37,15 +37,19 @@ from .wire import (
     Data,
     Done,
     End,
+    Have,
     Malformed,
     Offer,
+    Proof,
     Refuse,
     decode,
     encode_accept,
     encode_cancel,
     encode_done,
     encode_end,
+    encode_have,
     encode_offer,
+    encode_proof,
     encode_refuse,
     is_file_message,
     kind_name,
@@ -70,7 +74,7 @@ def _protocol_error(reason: str) -> TransferError:
     return TransferError(TransferCode.PROTOCOL, reason)
 
 
-def _reply(msg: bytes, expected: type[Accept] | type[Done] | None, step: str) -> Any:
+def _reply(msg: bytes, expected: type | tuple[type, ...] | None, step: str) -> Any:
     """The receiver's reply: the expected message, or the error a REFUSE (or anything else)
     stands for. ``expected=None``: nothing is expected (a message during the data phase)."""
     if not is_file_message(msg):
@@ -105,26 +109,38 @@ def _send_steps(
     name: str,
     progress: Progress | None,
     chunk: int,
-    folders: tuple[str, ...] = (),
+    folders: tuple[str, ...] | None = None,
 ) -> _Steps:
+    """``folders``: in a directory transfer, the folders the file is in (then the receiver may
+    answer HAVE: it has a file of that size there already)."""
     start = time.monotonic()
     source: _Source = yield _Run(open_source)
     try:
         size, resumable = source.size, source.resumable
         total = -1 if size is None else size
-        yield _Send(encode_offer(name, size, resumable, folders))
-        accept: Accept = _reply((yield _RECV), Accept, "the file offer")
+        yield _Send(encode_offer(name, size, resumable, folders or ()))
+        expected = Accept if folders is None else (Accept, Have)
+        accept: Accept | Have = _reply((yield _RECV), expected, "the file offer")
+        if isinstance(accept, Have):
+            receipt = yield from _compare(source, name, accept, start)
+            return receipt
         offset = accept.offset
         try:  # from here on the receiver waits for data: any failure must reach it as CANCEL
             if (not resumable and offset != 0) or (size is not None and offset > size):
                 raise _protocol_error(f"the receiver asked to resume from offset {offset}")
             if offset:
-                # The receiver continues only if what it has is ours: hash our own first
-                # `offset` bytes (the hash of the whole file needs them anyway) and compare.
-                while not (yield _Run(source.hash_prefix, (offset, _HASH_STEP))):
+                # The receiver continues only if what it kept is ours: prove we have those
+                # bytes (the hash of the whole file needs them read anyway); it answers with
+                # the offset to send from, this one or 0.
+                step = (offset, _HASH_STEP, accept.challenge)
+                while not (yield _Run(source.hash_prefix, step)):
                     pass
-                if not hmac.compare_digest(source.digest(), accept.sha256):
-                    yield _Run(source.restart)  # another file's bytes: start over (DATA at 0)
+                yield _Send(encode_proof(source.proof()))
+                verdict: Accept = _reply((yield _RECV), Accept, "the proof")
+                if verdict.offset not in (0, offset):
+                    raise _protocol_error(f"the receiver answered the proof with {verdict.offset}")
+                if verdict.offset == 0:
+                    yield _Run(source.restart)  # it kept another file's bytes: start over
                     offset = 0
             pos = offset
             if progress is not None:
@@ -169,6 +185,31 @@ def _send_steps(
         source.close()
 
 
+def _compare(source: _Source, name: str, have: Have, start: float) -> _Steps:
+    """The receiver has a file of this size under the name already (a directory sent again):
+    hash ours and send END only; the receiver keeps its file if the hashes match."""
+    try:
+        if have.size != source.size:
+            raise _protocol_error(f"the receiver has {have.size} bytes of a file of {source.size}")
+        assert source.size is not None
+        while not (yield _Run(source.hash_prefix, (source.size, _HASH_STEP))):
+            pass
+        yield _Run(source.check_unchanged, (_shown(name),))
+    except Exception as exc:
+        if _is_link_failure(exc):
+            raise
+        code, reason = _local_failure(exc, "sender")
+        with contextlib.suppress(Error):
+            yield _Send(encode_cancel(code, reason))
+        raise
+    digest = source.digest()
+    yield _Send(encode_end(have.size, digest))
+    done: Done = _reply((yield _RECV), Done, "the end of the file")
+    if done.size != have.size or done.sha256 != digest:
+        raise _protocol_error("the receiver confirmed a different size or hash")
+    return FileReceipt(name, have.size, digest.hex(), None, have.size, time.monotonic() - start)
+
+
 def _drain() -> Generator[_Effect, Any, None]:
     """After refusing mid-transfer: skip DATA already on its way, up to the sender's END or
     CANCEL, so that the connection is in step again."""
@@ -190,6 +231,9 @@ class _Receiving:
     max_size: int | None = None
     allow_hidden: bool = False
     total_timeout: float | None = None
+    #: Part of a directory transfer: offers may name folders, and a file that is there
+    #: already with the same content counts as received.
+    directory: bool = False
 
 
 def _open_sink(sink: _Sink, name: str, offer: Offer) -> Generator[_Effect, Any, int]:
@@ -212,13 +256,68 @@ def _open_sink(sink: _Sink, name: str, offer: Offer) -> Generator[_Effect, Any, 
         pause = min(pause * 2, longest)
 
 
+def _check_proof(sink: _Sink, name: str, offset: int) -> Generator[_Effect, Any, int]:
+    """After a resuming ACCEPT: the sender's PROOF says whether the kept bytes are its file's
+    first bytes. Answer with the offset to continue from: ``offset``, or 0 (emptied)."""
+    msg: bytes = yield _RECV
+    try:
+        proof = decode(msg) if is_file_message(msg) else None
+    except Malformed as bad:
+        raise _protocol_error(f"a malformed message after ACCEPT: {bad}") from None
+    if isinstance(proof, Cancel):
+        raise TransferError(
+            TransferCode.CANCELLED,
+            f"the sender cancelled {_shown(name)}: {proof.reason}",
+            by_peer=True,
+        )
+    if not isinstance(proof, Proof):
+        raise _protocol_error(f"{kind_name(msg)} where the proof of the kept bytes belongs")
+    if not sink.proves(proof.mac):
+        yield _Run(sink.restart)
+        offset = 0
+    yield _Send(encode_accept(offset, bytes(32)))
+    return offset
+
+
+def _keep_if_same(sink: _Sink, name: str, offer: Offer, start: float) -> _Steps:
+    """A file of the offer's size is there already: ask for END only, and keep ours if the
+    sender's hash is the same (DONE), else refuse as EXISTS."""
+    assert offer.size is not None
+    yield _Send(encode_have(offer.size))
+    msg: bytes = yield _RECV
+    try:
+        end = decode(msg) if is_file_message(msg) else None
+    except Malformed as bad:
+        raise _protocol_error(f"a malformed message after HAVE: {bad}") from None
+    if isinstance(end, Cancel):
+        raise TransferError(
+            TransferCode.CANCELLED,
+            f"the sender cancelled {_shown(name)}: {end.reason}",
+            by_peer=True,
+        )
+    if not isinstance(end, End) or end.size != offer.size:
+        raise _protocol_error(f"{kind_name(msg)} after HAVE")
+    if not (yield _Run(sink.same_as, (name, end.sha256))):
+        raise DestinationExists(
+            f"{_shown(name)} already exists at the receiver, with other content"
+        )
+    yield _Send(encode_done(offer.size, end.sha256))
+    path = sink.final_path(name)
+    return FileReceipt(
+        name, offer.size, end.sha256.hex(), path, offer.size, time.monotonic() - start
+    )
+
+
 # Over 80 lines: the receiver's exchange in the order it happens (offer, accept, data, verify,
 # commit), each phase with the refusal it owes the sender; read top to bottom.
 def _receive_steps(
     make_sink: Callable[[], _Sink],
     progress: Progress | None,
     choices: _Receiving,
+    offers: list[Offer] | None = None,
 ) -> _Steps:
+    """``offers``: the offer is appended to it once it arrived (a directory's lanes report
+    each file by its path)."""
     max_size = choices.max_size
     msg: bytes = yield _RECV
     start = time.monotonic()  # the transfer starts with its offer, not with the idle wait
@@ -234,26 +333,37 @@ def _receive_steps(
         raise error from None
     if not isinstance(offer, Offer):
         raise UnexpectedMessage(msg, f"expected a file offer, not {kind_name(msg)}")
+    if offers is not None:
+        offers.append(offer)
     sink = make_sink()
     try:
         try:
             name = check_name(offer.name, allow_hidden=choices.allow_hidden)
+            if offer.folders and not choices.directory:
+                raise UnsafeName(f"{_shown(name)} is offered inside folders, outside a directory")
+            for folder in offer.folders:
+                check_name(folder, allow_hidden=choices.allow_hidden)
             if max_size is not None and offer.size is not None and offer.size > max_size:
                 raise TransferError(
                     TransferCode.TOO_LARGE,
                     f"{_shown(name)} has {offer.size} bytes; the receiver takes at most {max_size}",
                 )
+            if (yield _Run(sink.have, (name, offer))):
+                receipt = yield from _keep_if_same(sink, name, offer, start)
+                return receipt
             offset = yield from _open_sink(sink, name, offer)
             while not (yield _Run(sink.hash_prefix, (_HASH_STEP,))):
                 pass
-            prefix = sink.digest()
+            challenge = sink.challenge()
         except Exception as exc:
             if _is_link_failure(exc):
                 raise
             code, reason = _local_failure(exc, "receiver")
             yield _Send(encode_refuse(code, reason))
             raise
-        yield _Send(encode_accept(offset, prefix))
+        yield _Send(encode_accept(offset, challenge))
+        if offset:
+            offset = yield from _check_proof(sink, name, offset)
         total = -1 if offer.size is None else offer.size
         if progress is not None:
             progress(offset, total)
@@ -280,11 +390,7 @@ def _receive_steps(
                 if not isinstance(part, Data):
                     raise _protocol_error(f"{kind_name(msg)} in the middle of a transfer")
                 if part.offset != pos:
-                    if not (part.offset == 0 and pos == offset):
-                        raise _protocol_error(f"data for offset {part.offset}, expected {pos}")
-                    # The sender's first bytes differ from what we kept: it starts over.
-                    yield _Run(sink.restart)
-                    pos = offset = 0
+                    raise _protocol_error(f"data for offset {part.offset}, expected {pos}")
                 end = pos + len(part.data)
                 if (offer.size is not None and end > offer.size) or (
                     max_size is not None and end > max_size
@@ -301,8 +407,9 @@ def _receive_steps(
                 raise
             code, reason = _local_failure(exc, "receiver")
             yield _Send(encode_refuse(code, reason))
-            if code != TransferCode.PROTOCOL:
-                yield from _drain()
+            # What is on its way is read and dropped, so that the REFUSE is read (on a channel,
+            # a reader that stops reading would reset it, and the peer would never read it).
+            yield from _drain()
             raise
         digest = sink.digest()
         problem = None

@@ -29,8 +29,11 @@ MAX_REASON: Final = 1024  # bytes of UTF-8
 MAX_DEPTH: Final = 64  # folders a file of a directory transfer may be nested in
 _MAX_SIZE: Final = (1 << 63) - 1
 
-OFFER, ACCEPT, REFUSE, DATA, END, DONE, CANCEL = 1, 2, 3, 4, 5, 6, 7
+OFFER, ACCEPT, REFUSE, DATA, END, DONE, CANCEL, DIRECTORY, HAVE, PROOF = range(1, 11)
 _KIND_NAMES: Final = {
+    PROOF: "PROOF",
+    DIRECTORY: "DIRECTORY",
+    HAVE: "HAVE",
     OFFER: "OFFER",
     ACCEPT: "ACCEPT",
     REFUSE: "REFUSE",
@@ -52,7 +55,31 @@ class Offer:
 @dataclass(frozen=True, slots=True)
 class Accept:
     offset: int
-    sha256: bytes  # of the receiver's bytes 0 .. offset
+    challenge: bytes  # random: the key of the sender's PROOF, when offset > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """HMAC-SHA256 of the sender's first ``offset`` bytes, keyed by ACCEPT's challenge."""
+
+    mac: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    """The offer of a directory (on its own channel, §9.9)."""
+
+    name: str
+    files: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Have:
+    """In a directory transfer: the receiver has a file of this size under the name already;
+    the sender sends END, and the receiver compares the hashes."""
+
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +112,7 @@ class Cancel:
     reason: str
 
 
-Message: TypeAlias = Offer | Accept | Refuse | Data | End | Done | Cancel
+Message: TypeAlias = Offer | Accept | Refuse | Data | End | Done | Cancel | Directory | Have | Proof
 
 
 class Malformed(Exception):
@@ -106,8 +133,23 @@ def encode_offer(name: str, size: int | None, resume: bool, folders: tuple[str, 
     return _head(OFFER) + text
 
 
-def encode_accept(offset: int, sha256: bytes) -> bytes:
-    return _head(ACCEPT) + _U64.pack(offset) + sha256
+def encode_directory(name: str, files: int, size: int) -> bytes:
+    text = json.dumps({"name": name, "files": files, "size": size}, ensure_ascii=False).encode()
+    if len(text) > MAX_OFFER:  # cannot happen for a checked name; a guard, not a limit
+        raise UnsafeName("the directory offer would be too large")
+    return _head(DIRECTORY) + text
+
+
+def encode_have(size: int) -> bytes:
+    return _head(HAVE) + _U64.pack(size)
+
+
+def encode_accept(offset: int, challenge: bytes) -> bytes:
+    return _head(ACCEPT) + _U64.pack(offset) + challenge
+
+
+def encode_proof(mac: bytes) -> bytes:
+    return _head(PROOF) + mac
 
 
 def _coded(kind: int, code: int, reason: str) -> bytes:
@@ -158,6 +200,16 @@ def decode(msg: bytes) -> Message:
     body = memoryview(msg)[_HEAD_LEN:]
     if kind == OFFER:
         return _decode_offer(bytes(body))
+    if kind == DIRECTORY:
+        return _decode_directory(bytes(body))
+    if kind == PROOF:
+        if len(body) != 32:
+            raise Malformed("a PROOF message of the wrong length")
+        return Proof(bytes(body))
+    if kind == HAVE:
+        if len(body) != _U64.size:
+            raise Malformed("a HAVE message of the wrong length")
+        return Have(_U64.unpack_from(body)[0])
     if kind == DATA:
         if len(body) <= _U64.size:
             raise Malformed("a DATA message without data")
@@ -179,15 +231,35 @@ def decode(msg: bytes) -> Message:
     raise Malformed(f"unknown file message type {kind}")
 
 
-def _decode_offer(body: bytes) -> Offer:
+def _json_object(body: bytes, what: str) -> dict[str, object]:
     if len(body) > MAX_OFFER:
-        raise Malformed(f"a file offer larger than {MAX_OFFER} bytes")
+        raise Malformed(f"a {what} larger than {MAX_OFFER} bytes")
     try:
         obj = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise Malformed("a file offer that is not a UTF-8 JSON object") from None
+        raise Malformed(f"a {what} that is not a UTF-8 JSON object") from None
     if not isinstance(obj, dict):
-        raise Malformed("a file offer that is not a JSON object")
+        raise Malformed(f"a {what} that is not a JSON object")
+    return obj
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_SIZE
+
+
+def _decode_directory(body: bytes) -> Directory:
+    obj = _json_object(body, "directory offer")
+    name, files, size = obj.get("name"), obj.get("files"), obj.get("size")
+    if not isinstance(name, str):
+        raise Malformed("a directory offer without a name")
+    if not _count(files) or not _count(size):
+        raise Malformed("a directory offer without a valid count of files and bytes")
+    assert isinstance(files, int) and isinstance(size, int)
+    return Directory(name, files, size)
+
+
+def _decode_offer(body: bytes) -> Offer:
+    obj = _json_object(body, "file offer")
     name, size, resume = obj.get("name"), obj.get("size"), obj.get("resume", False)
     folders = obj.get("folders", [])
     if not isinstance(name, str):

@@ -4,17 +4,19 @@ connection."""
 from __future__ import annotations
 
 import argparse
+import os
 import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
+from typing import TypeVar
 
 from .. import config, sync
-from .._files import FileReceipt
+from .._files import DirReceipt, FileReceipt
 from .._options import ReconnectPolicy
-from ..exceptions import ConnectionClosed, Error, TransferError
+from ..exceptions import ConnectionClosed, Error, IncompleteDirectory, TransferError
 from .arguments import (
     PASSWORD_HELP,
     Subcommands,
@@ -40,18 +42,22 @@ from .output import (
 from .settings import load_settings, side_kwargs
 
 NAME = "send"
+R = TypeVar("R")
 
 SEND_HELP = f"""\
 Each FILE is sent with a progress bar (tqdm if installed) and verified by the receiver; a line
-"SHA256  NAME" on stdout confirms it is stored. A lost connection is retried (--retries) and
-the transfer resumes where the receiver's copy stops. A file the receiver refuses is reported
-and the next one is sent. "-" (or no FILE) sends standard input: each line as one message (for
-serve --print) over an exactly-once session (a lost connection loses or repeats no line; exit
-0 means the server received them all), or with --stdin-name NAME as one file called NAME (not
-resumable).
+"SHA256  NAME" on stdout confirms it is stored. A DIRECTORY is sent whole, its files several
+at a time, and arrives as DIR/DIRECTORY/... at the server; a line "SHA256  DIRECTORY/PATH"
+confirms each file (symlinks and other non-files are skipped, empty folders not made). A lost
+connection is retried (--retries) and the transfer resumes where the receiver's copy stops. A
+file the receiver refuses is reported and the next one is sent. "-" (or no FILE) sends
+standard input: each line as one message (for serve --print) over an exactly-once session (a
+lost connection loses or repeats no line; exit 0 means the server received them all), or with
+--stdin-name NAME as one file called NAME (not resumable).
 
 examples:
   argonlink send --password-file link.key 10.0.0.2:7000 *.tar.gz
+  argonlink send --password-file link.key 10.0.0.2:7000 photos/
   tar c data/ | argonlink send 10.0.0.2:7000 --stdin-name data.tar
   echo "deploy done" | ARGONLINK_PASSWORD=... argonlink send [::1]:7000
 
@@ -70,7 +76,9 @@ def add_parser(commands: Subcommands) -> None:
         allow_abbrev=False,
     )
     send.add_argument("target", type=host_port, metavar="HOST:PORT", help="the server")
-    send.add_argument("files", nargs="*", metavar="FILE", help='files to send ("-": stdin)')
+    send.add_argument(
+        "files", nargs="*", metavar="FILE", help='files or directories to send ("-": stdin)'
+    )
     send.add_argument(
         "--stdin-name", metavar="NAME", help='send stdin ("-") as one file called NAME'
     )
@@ -123,7 +131,7 @@ class _Sender:
             self._client.close()
             self._client = None
 
-    def _retrying(self, what: str, attempt: Callable[[sync.Client], FileReceipt]) -> FileReceipt:
+    def _retrying(self, what: str, attempt: Callable[[sync.Client], R]) -> R:
         retries = self._args.retries
         for number in range(retries + 1):
             try:
@@ -150,6 +158,11 @@ class _Sender:
         finally:
             bar.close()
 
+    def send_dir(self, path: Path) -> DirReceipt:
+        """A directory, its files in parallel lanes; after a lost connection it is sent again,
+        which delivers what is missing (files already there are kept, partial ones resume)."""
+        return self._retrying(path.name, lambda c: c.send_dir(path, timeout=self._args.timeout))
+
     def send_stdin_file(self, name: str) -> FileReceipt:
         bar = ProgressBar(name, self._out)
         try:  # no retries: what stdin already gave cannot be read again
@@ -174,6 +187,22 @@ class _Sender:
         return count
 
 
+def _report_dir(receipt: DirReceipt, out: Output, verbose: bool) -> None:
+    """One "SHA256  DIR/PATH" line per delivered file (as the server prints them), one error
+    line per file that was not delivered, a note per file skipped."""
+    for rel, file in receipt.files.items():
+        out.result(f"{file.sha256}  {receipt.name}/{rel}")
+    for rel, exc in receipt.failed.items():
+        out.error(f"{receipt.name}/{rel}: {describe(exc)}")
+    for rel in receipt.skipped:
+        out.note(f"{receipt.name}/{rel}: skipped (not a regular file)")
+    if verbose:
+        rate = show_size(int(receipt.size / max(receipt.elapsed, 1e-6)))
+        out.note(
+            f"sent {receipt.name}/: {len(receipt.files)} files, {show_size(receipt.size)}, {rate}/s"
+        )
+
+
 def _check_readable(paths: Sequence[str]) -> list[Path]:
     checked = []
     for text in paths:
@@ -183,8 +212,12 @@ def _check_readable(paths: Sequence[str]) -> list[Path]:
             continue
         try:
             st = path.stat()
+            if stat.S_ISDIR(st.st_mode):
+                os.scandir(path).close()  # readable
+                checked.append(path)
+                continue
             if not stat.S_ISREG(st.st_mode):
-                raise CliError(f"{path}: not a regular file")
+                raise CliError(f"{path}: not a regular file or directory")
             with open(path, "rb"):
                 pass
         except OSError as exc:
@@ -210,10 +243,17 @@ def run(args: argparse.Namespace, out: Output) -> int:
                     if args.verbose:
                         out.note(f"sent {count} lines as messages")
                     continue
+                if item.is_dir():
+                    _report_dir(sender.send_dir(item), out, args.verbose)
+                    continue
                 if str(item) == "-":
                     receipt = sender.send_stdin_file(args.stdin_name)
                 else:
                     receipt = sender.send_file(item)
+            except IncompleteDirectory as exc:
+                _report_dir(exc.receipt, out, args.verbose)
+                status = EXIT_TRANSFER
+                continue
             except TransferError as exc:
                 out.error(f"{item}: {describe(exc)}")
                 status = EXIT_TRANSFER

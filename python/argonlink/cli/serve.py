@@ -11,10 +11,12 @@ from typing import Any
 from .. import sync
 from .._common import FILES_CHANNEL, file_carrier
 from .._files import FileReceipt, encode_refuse, is_file_message, kind_name
+from .._files.directory import DIR_CHANNEL
 from ..exceptions import (
     ChannelError,
     ConnectionClosed,
     ConnectionClosedOK,
+    IncompleteDirectory,
     Timeout,
     TransferCode,
     TransferError,
@@ -180,6 +182,14 @@ def _serve_connection(
             )
             for i in range(_TRANSFERS_PER_CONNECTION)
         ]
+        workers.append(
+            threading.Thread(
+                target=_serve_dirs,
+                args=(conn, peer, args, out, tally, receiving),
+                name="argonlink-serve-dirs",
+                daemon=True,
+            )
+        )
         for worker in workers:
             worker.start()
         _print_messages(conn, peer, out, tally)
@@ -198,7 +208,11 @@ def _ended(exc: BaseException, peer: str, out: Output, tally: _Tally) -> None:
 def _print_messages(conn: sync.Connection, peer: str, out: Output, tally: _Tally) -> None:
     while True:
         try:
-            print_message(conn.recv(), out)
+            msg = conn.recv()
+            if is_file_message(msg):  # files come on channels here: a peer out of step
+                out.error(f"{peer}: ignored {kind_name(msg)} outside a transfer")
+                continue
+            print_message(msg, out)
         except ConnectionClosed as exc:
             _ended(exc, peer, out, tally)
             return
@@ -235,14 +249,50 @@ def _serve_files(
             return  # the message loop tells how the connection ended
         except UnexpectedMessage as exc:
             out.error(f"{peer}: a file channel carried {kind_name(exc.message)}")
-        except (TransferError, OSError, Timeout) as exc:
+        except (TransferError, OSError, Timeout, ChannelError) as exc:
             out.error(f"{peer}: {describe(exc)}")
             tally.failed(exc)
 
 
-def _refuse_file(conn: sync.Connection) -> None:
-    """Take the next file channel and answer its offer with REFUSE (NOT_ACCEPTED)."""
-    native = conn._conn.accept_channel_blocking(None, FILES_CHANNEL)
+def _serve_dirs(
+    conn: sync.Connection,
+    peer: str,
+    args: argparse.Namespace,
+    out: Output,
+    tally: _Tally,
+    receiving: dict[str, Any],
+) -> None:
+    """A connection's directories, one at a time (each moves its files in lanes of its own)."""
+    while True:
+        try:
+            if args.dir is None:
+                _refuse_file(conn, DIR_CHANNEL)
+                out.error(f"{peer}: refused a directory: this server prints messages only")
+                continue
+            try:
+                receipt = conn.recv_dir(args.dir, overwrite=args.overwrite, **receiving)
+            except IncompleteDirectory as exc:
+                receipt = exc.receipt
+                for rel, error in receipt.failed.items():
+                    out.error(f"{peer}: {receipt.name}/{rel}: {describe(error)}")
+                tally.failed(exc)
+            with tally.lock:
+                tally.files += len(receipt.files)
+            for rel, file in receipt.files.items():
+                out.result(f"{file.sha256}  {receipt.name}/{rel}")
+            if args.verbose:
+                out.note(f"{peer}: received {receipt.name}/ ({len(receipt.files)} files)")
+        except ConnectionClosed:
+            return
+        except (TransferError, OSError, Timeout, ChannelError) as exc:
+            out.error(f"{peer}: {describe(exc)}")
+            tally.failed(exc)
+
+
+def _refuse_file(conn: sync.Connection, queue: str = FILES_CHANNEL) -> None:
+    """Take the next file (or directory) channel and answer its offer with REFUSE
+    (NOT_ACCEPTED)."""
+    native = conn._conn.accept_channel_blocking(None, queue)
     channel = sync.Channel(native)
     try:
         channel.recv()  # the offer

@@ -32,6 +32,9 @@ use crate::net::wake::WakeList;
 pub const REQUESTS: &str = "argonlink.requests";
 /// The name of the channels single files travel on (PROTOCOL.md §9).
 pub const FILES: &str = "argonlink.file";
+/// The name of the channels that announce a directory (PROTOCOL.md §9.9); its files travel on
+/// channels named after it, which the receiver listens for while it receives it.
+pub const DIRS: &str = "argonlink.dir";
 /// Names starting with this are the library's own: the peer's channels of such a name wait in
 /// the queue of that exact name, and are reset at once if this side does not listen for it.
 pub const RESERVED: &str = "argonlink.";
@@ -40,7 +43,7 @@ type AcceptQueue = Mailbox<Arc<Slot>, CloseInfo>;
 
 /// The channels the peer opened and nobody accepted yet, by queue. Bound: the peer's open
 /// channels, at most our `max_channels` (the core refuses more); the reserved queues are the
-/// two above plus those the application listens on (`Connection::listen`), never the peer's
+/// three above plus those the application listens on (`Connection::listen`), never the peer's
 /// choice.
 pub(crate) struct Accepts {
     /// The application's channels: every name outside [`RESERVED`].
@@ -50,7 +53,7 @@ pub(crate) struct Accepts {
 
 impl Accepts {
     pub(crate) fn new() -> Accepts {
-        let queues = [REQUESTS, FILES]
+        let queues = [REQUESTS, FILES, DIRS]
             .into_iter()
             .map(|name| (name.to_owned(), Arc::new(Mailbox::new(usize::MAX))))
             .collect();

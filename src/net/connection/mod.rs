@@ -24,7 +24,7 @@ mod channels;
 mod read;
 mod write;
 
-pub use channels::{Channel, FILES, REQUESTS, RESERVED};
+pub use channels::{Channel, DIRS, FILES, REQUESTS, RESERVED};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
