@@ -221,9 +221,10 @@ class AsyncTransfers:
 
         Raises :class:`~argonlink.TransferError` (a subclass for a refused name, an existing file, a
         failed verification) when either side refuses, ``OSError`` when the file cannot be read, and
-        :class:`~argonlink.ConnectionClosed` / :class:`~argonlink.Timeout` when the link fails;
-        after those two, close the connection (the receiver keeps its partial file for a resume). A
-        ``progress`` callback that raises cancels the transfer (the receiver is told)."""
+        :class:`~argonlink.ConnectionClosed` when the link fails (the receiver keeps its partial
+        file for a resume) and :class:`~argonlink.Timeout` when a wait takes too long (the
+        transfer is abandoned, the receiver is told, the connection carries on). A ``progress``
+        callback that raises cancels the transfer (the receiver is told)."""
         chunk = _chunk(chunk_size, self._peer_message_limit())
         steps = _file_steps(path, name, progress, chunk, resume)
         async with self._file_stream(False, timeout) as stream:
@@ -262,11 +263,14 @@ class AsyncTransfers:
         is refused as TOO_LARGE, at the offer or while writing, when what is still to come would
         leave less than ``min_free_space`` bytes free.
 
-        If the first message is not a file offer, raises :class:`~argonlink.UnexpectedMessage`,
-        which carries it as ``.message``. Raises :class:`~argonlink.TransferError` subclasses for
-        refusals, :class:`~argonlink.ConnectionClosed` / :class:`~argonlink.Timeout` when the link
-        fails (``timeout`` bounds each single wait; ``total_timeout`` the whole transfer, from
-        its offer on: after that Timeout, close the connection). A partial file of a resumable
+        The transfer comes on a channel of its own; plain messages stay for ``recv``. (On an
+        exactly-once session, which carries no channels yet, it comes among the messages: a
+        message that is not a file offer then raises :class:`~argonlink.UnexpectedMessage`,
+        which carries it as ``.message``.) Raises :class:`~argonlink.TransferError` subclasses
+        for refusals, :class:`~argonlink.ConnectionClosed` when the link fails and
+        :class:`~argonlink.Timeout` when ``timeout`` (each single wait) or ``total_timeout``
+        (the whole transfer, from its offer on) passes: the transfer is abandoned, the sender
+        is told, and the connection carries on. A partial file of a resumable
         transfer stays for the sender's next attempt; :func:`~argonlink.remove_stale_partials`
         removes old ones."""
         limits = _dir_limits(mode, max_partials, max_partial_bytes, min_free_space)

@@ -59,7 +59,7 @@ are refused. On a terminal, control characters in messages are shown escaped (\\
 pipe or file they are written unchanged.
 
 limits (also [server] settings in --config): --max-size refuses larger files; --timeout ends
-a transfer (and its connection) that takes longer; a new transfer needs fewer than
+a transfer that takes longer (the connection carries on); a new transfer needs fewer than
 --max-partials unfinished partial files in DIR holding at most --max-partial-bytes (the
 oldest unused ones are removed to make room); a transfer is refused rather than leave less
 than --min-free-space bytes free.
